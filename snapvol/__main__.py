@@ -1,0 +1,3 @@
+from snapvol.cli import main
+
+main()

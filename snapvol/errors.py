@@ -1,0 +1,90 @@
+"""One error taxonomy: every failure snapvol anticipates is a SnapvolError with its own exit code.
+
+The CLI's single entry point turns these into one ``Error: ...`` line on stderr; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SnapvolError(Exception):
+    """Base of all anticipated failures. ``exit_code`` is what the process exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(SnapvolError):
+    """The user asked for something malformed (bad name, bad option combination)."""
+
+    exit_code = 2
+
+
+class NotFoundError(SnapvolError):
+    """A snapshot, container, volume or file that was named does not exist."""
+
+    exit_code = 3
+
+
+class AmbiguousError(UsageError):
+    """A snapshot id prefix or name matches more than one snapshot."""
+
+
+class DockerUnavailableError(SnapvolError):
+    """The Docker engine cannot be reached (not running, or permission denied on its socket)."""
+
+    exit_code = 4
+
+
+class DockerError(SnapvolError):
+    """The Docker engine answered with an error we did not expect."""
+
+    exit_code = 5
+
+
+class StoreError(SnapvolError):
+    """The manifest store cannot be opened, is not a snapvol store, or is corrupt."""
+
+    exit_code = 6
+
+
+class IntegrityError(SnapvolError):
+    """An archive does not match what the store recorded, or would write outside its target."""
+
+    exit_code = 7
+
+
+class IncompatibleError(SnapvolError):
+    """The snapshot cannot be restored into this target (PostgreSQL major version, kind)."""
+
+    exit_code = 8
+
+
+class LockedError(SnapvolError):
+    """Another snapvol operation is running on the same container."""
+
+    exit_code = 9
+
+
+class Cancelled(SnapvolError):
+    """The user declined the confirmation or pressed Ctrl-C before anything changed."""
+
+    exit_code = 10
+
+
+class OperationFailed(SnapvolError):
+    """A snapshot or restore failed part-way; the message says what state things were left in."""
+
+    exit_code = 11
+
+
+class DiskFullError(OperationFailed):
+    """The backup directory ran out of space."""
+
+    exit_code = 12
