@@ -1,0 +1,215 @@
+"""The archive pipeline: bytes flow chunk by chunk through zstd and SHA-256 to disk, and back.
+
+Nothing here buffers a whole archive: memory stays flat whatever the volume's size. Files are
+written as ``<name>.partial`` with owner-only permissions, fsynced and renamed into place, so a
+file without the suffix is always complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from snapvol.errors import DiskFullError, IntegrityError, NotFoundError, OperationFailed
+
+CHUNK = 1 << 20
+PARTIAL_SUFFIX = ".partial"
+_PREFETCH = 8  # chunks read ahead of the compressor: bounds memory to a few MB
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    path: Path
+    sha256: str
+    size_bytes: int  # compressed, on disk
+    raw_bytes: int  # uncompressed stream
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if missing and tighten it if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def prefetch(chunks: Iterable[bytes], depth: int = _PREFETCH) -> Iterator[bytes]:
+    """Read ``chunks`` on a thread so network reads overlap with compression and hashing."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                q.put(chunk)
+            q.put(done)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            q.put(err)
+
+    thread = threading.Thread(target=pump, name="snapvol-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+class _HashingFile:
+    """File-like sink that hashes and counts what is written to it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha.update(data)
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _open_partial(dest: Path) -> tuple[Path, int]:
+    partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise OperationFailed(f"{partial} already exists (another run, or a leftover)") from None
+    return partial, fd
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_compressed(
+    chunks: Iterable[bytes],
+    dest: Path,
+    *,
+    level: int = 3,
+    tap: Callable[[bytes], None] | None = None,
+    progress: Progress | None = None,
+) -> ArchiveResult:
+    """Compress ``chunks`` with zstd into ``dest`` via ``dest.partial``, hashing in the same pass.
+
+    ``tap`` sees every uncompressed chunk (the tar scanner records per-file entries from it). On
+    any failure the partial file is removed and nothing is left at ``dest``.
+    """
+    partial, fd = _open_partial(dest)
+    sink = _HashingFile(fd)
+    raw = 0
+    try:
+        compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+        with compressor.stream_writer(sink, closefd=False, write_size=CHUNK) as writer:
+            for chunk in prefetch(chunks):
+                writer.write(chunk)
+                if tap is not None:
+                    tap(chunk)
+                raw += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            writer.flush(zstandard.FLUSH_FRAME)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(partial, dest)
+        _fsync_dir(dest.parent)
+    except OSError as err:
+        _discard(fd, partial)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left in {dest.parent}; the partial archive was removed")
+        raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
+    except BaseException:
+        _discard(fd, partial)
+        raise
+    return ArchiveResult(
+        path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=raw
+    )
+
+
+def _discard(fd: int, partial: Path) -> None:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    partial.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            buf = bytearray(4 * CHUNK)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                sha.update(view[:n])
+                size += n
+                if progress is not None:
+                    progress(n)
+    except FileNotFoundError:
+        raise NotFoundError(f"archive {path} is missing") from None
+    return sha.hexdigest(), size
+
+
+def verify_file(path: Path, sha256: str, size: int | None = None) -> None:
+    """Raise IntegrityError unless ``path`` hashes to ``sha256`` (and has ``size`` bytes)."""
+    actual, actual_size = file_sha256(path)
+    if size is not None and actual_size != size:
+        raise IntegrityError(
+            f"archive {path.name} is {actual_size} bytes, the store recorded {size}: "
+            "it was truncated or replaced; nothing was changed"
+        )
+    if actual != sha256:
+        raise IntegrityError(
+            f"archive {path.name} does not match its recorded SHA-256 "
+            f"(expected {sha256[:12]}…, got {actual[:12]}…); nothing was changed"
+        )
+
+
+def decompressed_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
+    """Stream the uncompressed content of a zstd file, chunk by chunk."""
+    try:
+        with open(path, "rb") as f:
+            reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK)
+            while chunk := reader.read(CHUNK):
+                if progress is not None:
+                    progress(len(chunk))
+                yield chunk
+    except zstandard.ZstdError as err:
+        raise IntegrityError(f"archive {path.name} cannot be decompressed: {err}") from err

@@ -1,0 +1,115 @@
+"""What every command shares: global options, and the one place that opens and closes resources."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from snapvol.engine import Engine
+from snapvol.output import Console
+from snapvol.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def global_options(func: F) -> F:
+    """Options accepted before the command name (and read from SNAPVOL_* variables)."""
+    decorators = [
+        click.option(
+            "--db",
+            "db",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=Path("manifests.db"),
+            envvar="SNAPVOL_DB",
+            show_default=True,
+            help="The manifest store (SQLite).",
+        ),
+        click.option(
+            "--backup-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("backups"),
+            envvar="SNAPVOL_BACKUP_DIR",
+            show_default=True,
+            help="Where archives are written.",
+        ),
+        click.option("--debug", is_flag=True, help="Show tracebacks for anticipated errors."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def target_options(func: F) -> F:
+    """The container (and volume) a command works on."""
+    func = click.option(
+        "--volume-name",
+        default=None,
+        help="Named volume to snapshot (default: the one at the data directory).",
+    )(func)
+    func = click.option(
+        "--container",
+        default="pc_db",
+        envvar="SNAPVOL_CONTAINER",
+        show_default=True,
+        help="Target container name or id.",
+    )(func)
+    return func
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(func)
+
+
+@dataclass
+class AppContext:
+    db: Path
+    backup_dir: Path
+    debug: bool
+    console: Console
+
+    @classmethod
+    def from_options(cls, db: Path, backup_dir: Path, debug: bool) -> AppContext:
+        return cls(db=db, backup_dir=backup_dir, debug=debug, console=Console())
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[tuple[Store, Engine]]:
+        """The store and the engine, opened together and always closed."""
+        with self.store() as store, self.engine() as engine:
+            yield store, engine
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[Store]:
+        """Open the manifest store (creating it owner-only) and recover interrupted work."""
+        store = Store.open(self.db)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    @contextlib.contextmanager
+    def engine(self) -> Iterator[Engine]:
+        engine = Engine.connect()
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def with_app(func: F) -> F:
+    """Pass the AppContext as the first argument."""
+
+    @functools.wraps(func)
+    @pass_app
+    def wrapper(app: AppContext, *args: Any, **kwargs: Any) -> Any:
+        return func(app, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

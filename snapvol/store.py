@@ -1,0 +1,390 @@
+"""The manifest store: every snapshot and its files, in SQLite through SQLModel.
+
+This is the only module that imports SQLModel/SQLAlchemy. Each write is one transaction; the schema
+is created and changed by named, ordered migrations (see ``MIGRATIONS``); the file is created
+owner-only before SQLite ever opens it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import Connection, Engine, event, insert, text
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from snapvol.errors import AmbiguousError, NotFoundError, StoreError
+from snapvol.tarscan import Member
+
+IN_PROGRESS = "in_progress"
+COMPLETE = "complete"
+FAILED = "failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Snapshot(SQLModel, table=True):
+    """One snapshot: what was archived, from where, where it lives, and how it went."""
+
+    __tablename__ = "snapshots"
+
+    id: str = Field(primary_key=True)
+    name: str = Field(unique=True, index=True)
+    kind: str  # "volume" | "logical"
+    status: str = Field(default=IN_PROGRESS, index=True)
+    container: str
+    container_id: str = ""
+    volume: str | None = None
+    image: str = ""
+    image_id: str = ""
+    path: str = ""
+    sha256: str | None = None
+    size_bytes: int | None = None
+    raw_bytes: int | None = None
+    file_count: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    completed_at: datetime | None = None
+    duration_s: float | None = None
+    downtime_s: float | None = None
+    pid: int | None = None
+    host: str | None = None
+    error: str | None = None
+    pg_version: str | None = None
+    compose_project: str | None = None
+    compose_service: str | None = None
+    database: str | None = None
+    format: str | None = None
+    meta_json: str = "{}"
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(json.loads(self.meta_json or "{}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape of a snapshot (``ls --json``, ``snapshot --json``)."""
+        dumped = self.model_dump(exclude={"meta_json", "pid", "host"})
+        data = {key: dumped[key] for key in type(self).model_fields if key in dumped}
+        for key in ("created_at", "completed_at"):
+            if data[key] is not None:
+                data[key] = as_utc(data[key]).isoformat(timespec="seconds").replace("+00:00", "Z")
+        data["meta"] = self.meta
+        return data
+
+
+class FileEntry(SQLModel, table=True):
+    """One member of a volume archive, as it passed through the stream."""
+
+    __tablename__ = "snapshot_files"
+
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: str = Field(foreign_key="snapshots.id", index=True)
+    path: str
+    type: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    linkname: str = ""
+    sha256: str | None = None
+
+    def member(self) -> Member:
+        return Member(
+            path=self.path,
+            type=self.type,
+            size=self.size,
+            mode=self.mode,
+            uid=self.uid,
+            gid=self.gid,
+            mtime=self.mtime,
+            linkname=self.linkname,
+            sha256=self.sha256,
+        )
+
+
+# --- migrations ------------------------------------------------------------------------------
+# Named and ordered; each runs once, in its own transaction, and is recorded in snapvol_migrations.
+# Never edit one that has shipped: add a new one.
+
+
+def _m001_initial(conn: Connection) -> None:
+    conn.execute(
+        text("""
+        CREATE TABLE snapshots (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            container TEXT NOT NULL,
+            container_id TEXT NOT NULL DEFAULT '',
+            volume TEXT,
+            image TEXT NOT NULL DEFAULT '',
+            image_id TEXT NOT NULL DEFAULT '',
+            path TEXT NOT NULL DEFAULT '',
+            sha256 TEXT,
+            size_bytes INTEGER,
+            raw_bytes INTEGER,
+            file_count INTEGER,
+            created_at DATETIME NOT NULL,
+            completed_at DATETIME,
+            duration_s FLOAT,
+            downtime_s FLOAT,
+            pid INTEGER,
+            host TEXT,
+            error TEXT,
+            pg_version TEXT,
+            compose_project TEXT,
+            compose_service TEXT,
+            database TEXT,
+            format TEXT,
+            meta_json TEXT NOT NULL DEFAULT '{}'
+        )""")
+    )
+    conn.execute(text("CREATE INDEX ix_snapshots_created_at ON snapshots (created_at)"))
+    conn.execute(text("CREATE INDEX ix_snapshots_status ON snapshots (status)"))
+    conn.execute(
+        text("""
+        CREATE TABLE snapshot_files (
+            id INTEGER PRIMARY KEY,
+            snapshot_id TEXT NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mode INTEGER NOT NULL,
+            uid INTEGER NOT NULL,
+            gid INTEGER NOT NULL,
+            mtime INTEGER NOT NULL,
+            linkname TEXT NOT NULL DEFAULT '',
+            sha256 TEXT
+        )""")
+    )
+    conn.execute(text("CREATE INDEX ix_snapshot_files_snapshot_id ON snapshot_files (snapshot_id)"))
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+_MARKER_TABLE = "snapvol_migrations"
+
+
+def _create_private(path: Path) -> None:
+    """Create the store file owner-only; SQLite gives its -wal/-shm files the same mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+
+
+def _check_is_store(path: Path) -> None:
+    """Refuse (without writing) a file that is not SQLite or is SQLite but not ours."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        raise StoreError(
+            f"{path} is not a snapvol manifest store ({err}); left untouched"
+        ) from None
+    if names and _MARKER_TABLE not in names:
+        raise StoreError(
+            f"{path} is an SQLite database but not a snapvol manifest store; left untouched"
+        )
+
+
+def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Store:
+    """The manifest store. Open with ``Store.open(path)``; close when done."""
+
+    def __init__(self, path: Path, engine: Engine) -> None:
+        self.path = path
+        self.engine = engine
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        path = Path(path)
+        _check_is_store(path)
+        try:
+            _create_private(path)
+        except OSError as err:
+            raise StoreError(f"cannot create the manifest store {path}: {err.strerror}") from None
+        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 10})
+        event.listen(engine, "connect", _set_pragmas)
+        store = cls(path, engine)
+        with store._errors():
+            store._migrate()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlalchemy.exc.DatabaseError as err:
+            raise StoreError(f"manifest store {self.path}: {err.orig}") from None
+        except sqlalchemy.exc.OperationalError as err:
+            raise StoreError(f"manifest store {self.path}: {err.orig}") from None
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._errors(), Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {_MARKER_TABLE} "
+                    "(name TEXT PRIMARY KEY, applied_at DATETIME NOT NULL)"
+                )
+            )
+            done = {r[0] for r in conn.execute(text(f"SELECT name FROM {_MARKER_TABLE}"))}
+        known = {name for name, _ in MIGRATIONS}
+        if done - known:
+            raise StoreError(
+                f"manifest store {self.path} was written by a newer snapvol "
+                f"(unknown migrations: {', '.join(sorted(done - known))})"
+            )
+        for name, migration in MIGRATIONS:
+            if name in done:
+                continue
+            with self.engine.begin() as conn:
+                migration(conn)
+                conn.execute(
+                    text(f"INSERT INTO {_MARKER_TABLE} (name, applied_at) VALUES (:n, :t)"),
+                    {"n": name, "t": utcnow()},
+                )
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {_MARKER_TABLE}")).scalar_one())
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    def add(self, snapshot: Snapshot) -> Snapshot:
+        with self._session() as session:
+            if session.exec(select(Snapshot).where(Snapshot.name == snapshot.name)).first():
+                from snapvol.errors import UsageError
+
+                raise UsageError(f"a snapshot named {snapshot.name!r} already exists")
+            session.add(snapshot)
+            session.commit()
+            return snapshot
+
+    def update(self, snapshot_id: str, **fields: Any) -> Snapshot:
+        with self._session() as session:
+            snap = session.get(Snapshot, snapshot_id)
+            if snap is None:
+                raise NotFoundError(f"no snapshot {snapshot_id}")
+            for key, value in fields.items():
+                setattr(snap, key, value)
+            session.add(snap)
+            session.commit()
+            return snap
+
+    def complete(self, snapshot_id: str, members: Sequence[Member] = (), **fields: Any) -> Snapshot:
+        """Mark complete and record per-file entries, in one transaction."""
+        with self._session() as session:
+            snap = session.get(Snapshot, snapshot_id)
+            if snap is None:
+                raise NotFoundError(f"no snapshot {snapshot_id}")
+            if members:
+                session.execute(
+                    insert(FileEntry),
+                    [{"snapshot_id": snapshot_id, **m.__dict__} for m in members],
+                )
+            for key, value in fields.items():
+                setattr(snap, key, value)
+            snap.status = COMPLETE
+            snap.completed_at = utcnow()
+            snap.pid = None
+            session.add(snap)
+            session.commit()
+            return snap
+
+    def fail(self, snapshot_id: str, error: str) -> None:
+        self.update(snapshot_id, status=FAILED, error=error, pid=None)
+
+    def get(self, snapshot_id: str) -> Snapshot | None:
+        with self._session() as session:
+            return session.get(Snapshot, snapshot_id)
+
+    def list(self, *, status: str | None = None, limit: int | None = None) -> list[Snapshot]:
+        """Snapshots, newest first."""
+        with self._session() as session:
+            query = select(Snapshot).order_by(col(Snapshot.created_at).desc())
+            if status is not None:
+                query = query.where(Snapshot.status == status)
+            if limit is not None:
+                query = query.limit(limit)
+            return list(session.exec(query).all())
+
+    def name_exists(self, name: str) -> bool:
+        with self._session() as session:
+            return (
+                session.exec(select(Snapshot.id).where(Snapshot.name == name)).first() is not None
+            )
+
+    def id_exists(self, snapshot_id: str) -> bool:
+        return self.get(snapshot_id) is not None
+
+    def resolve(self, ref: str) -> Snapshot:
+        """Find a snapshot by id, name, or unique id prefix."""
+        with self._session() as session:
+            exact = session.get(Snapshot, ref)
+            if exact is not None:
+                return exact
+            by_name = session.exec(select(Snapshot).where(Snapshot.name == ref)).first()
+            if by_name is not None:
+                return by_name
+            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            matches = session.exec(
+                select(Snapshot).where(col(Snapshot.id).like(f"{escaped}%", escape="\\")).limit(6)
+            ).all()
+        if not matches:
+            raise NotFoundError(f"no snapshot with id or name {ref!r} (see `snapvol ls`)")
+        if len(matches) > 1:
+            ids = ", ".join(m.id for m in matches[:5])
+            raise AmbiguousError(f"{ref!r} matches several snapshots ({ids}); type more of the id")
+        return matches[0]
+
+    def members(self, snapshot_id: str) -> list[Member]:
+        with self._session() as session:
+            rows = session.exec(
+                select(FileEntry)
+                .where(FileEntry.snapshot_id == snapshot_id)
+                .order_by(col(FileEntry.id))
+            ).all()
+            return [row.member() for row in rows]

@@ -1,0 +1,52 @@
+"""Fixtures every test shares: an isolated environment and a short way to call the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Clear SNAPVOL_* variables and point every path snapvol writes at tmp_path."""
+    for key in list(os.environ):
+        if key.startswith("SNAPVOL_") and key != "SNAPVOL_PG_IMAGE":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SNAPVOL_DB", str(tmp_path / "manifests.db"))
+    monkeypatch.setenv("SNAPVOL_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("SNAPVOL_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class Cmd:
+    """Run the snapvol CLI in-process and check its exit code."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, exit_code: int = 0, input: str | None = None) -> Result:
+        from snapvol.cli import cli
+
+        result = self.runner.invoke(cli, list(args), input=input, catch_exceptions=True)
+        if result.exit_code != exit_code:
+            raise AssertionError(
+                f"snapvol {' '.join(args)} exited {result.exit_code}, expected {exit_code}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\n"
+                f"exception: {result.exception!r}"
+            )
+        return result
+
+    def json(self, *args: str, exit_code: int = 0, input: str | None = None) -> Any:
+        return json.loads(self(*args, "--json", exit_code=exit_code, input=input).stdout)
+
+
+@pytest.fixture
+def cmd() -> Callable[..., Result]:
+    return Cmd()
