@@ -160,6 +160,7 @@ mmdebstrap --variant=minbase --mode=root --format=tar \
     </dev/null >&2
 
 log "importing the root fs as $ROOTFS"
+old_rootfs=$(docker image inspect -f '{{.Id}}' "$ROOTFS" 2>/dev/null || true)
 docker import --change 'LABEL org.snapvol.image=postgres-rootfs' \
     --message "Debian bookworm + postgresql-15 root fs, made by snapvol's ensure-pg-image.sh" \
     "$tarball" "$ROOTFS" </dev/null >/dev/null
@@ -167,6 +168,9 @@ rm -f "$tarball"
 
 log "building $LOCAL (docker/postgres/Dockerfile on $ROOTFS)"
 build_top
+if [[ -n "$old_rootfs" && "$old_rootfs" != "$(docker image inspect -f '{{.Id}}' "$ROOTFS")" ]]; then
+    docker rmi "$old_rootfs" >/dev/null 2>&1 || true
+fi
 
 log "built $LOCAL in $(($(date +%s) - start)) s ($(docker image inspect -f '{{.Size}}' "$LOCAL" | awk '{printf "%.0f MB", $1/1e6}'))"
 printf '%s\n' "$LOCAL"
