@@ -63,7 +63,16 @@ class ContainerInfo:
 
     @property
     def named_volumes(self) -> list[Mount]:
+        """Volumes someone named; anonymous ones (an image's VOLUME, 64 hex digits) are left out."""
+        return [m for m in self.mounts if m.type == "volume" and m.name and not _anonymous(m.name)]
+
+    @property
+    def volumes(self) -> list[Mount]:
         return [m for m in self.mounts if m.type == "volume" and m.name]
+
+
+def _anonymous(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 @dataclass(frozen=True)

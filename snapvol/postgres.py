@@ -18,10 +18,11 @@ STOP_TIMEOUT = 120
 
 
 def is_postgres(info: ContainerInfo) -> bool:
-    if info.has_env("PG_MAJOR") or info.has_env("PG_VERSION"):
-        return True
-    words = " ".join((info.image, *info.cmd, *info.entrypoint)).lower()
-    return "postgres" in words
+    """Whether the container runs a PostgreSQL server (not merely uses a PostgreSQL image)."""
+    return any(
+        posixpath.basename(word) in ("postgres", "postmaster")
+        for word in (*info.entrypoint, *info.cmd)
+    )
 
 
 def data_dir(info: ContainerInfo) -> str:

@@ -9,9 +9,7 @@ reads the volume back to check what landed.
 
 from __future__ import annotations
 
-import os
 import posixpath
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,20 +17,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapvol import archive, postgres
-from snapvol.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo, Engine
+from snapvol import archive, lifecycle, postgres
+from snapvol.engine import ContainerInfo, Engine
 from snapvol.errors import (
     IncompatibleError,
     IntegrityError,
-    NotFoundError,
     OperationFailed,
     SnapvolError,
     UsageError,
 )
 from snapvol.guard import stopped, wait_healthy
-from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
-from snapvol.store import COMPLETE, Snapshot, Store
+from snapvol.store import Snapshot, Store
 from snapvol.tarscan import Member, TarFormatError, TarScanner, unsafe_reason
 
 HELPER_MOUNT = "/snapvol/data"
@@ -54,7 +50,7 @@ def resolve_target(engine: Engine, container_ref: str, volume_name: str | None) 
     is_pg = postgres.is_postgres(info)
     volumes = info.named_volumes
     if volume_name is not None:
-        matches = [m for m in volumes if m.name == volume_name]
+        matches = [m for m in info.volumes if m.name == volume_name]
         if not matches:
             engine.volume(volume_name)  # NotFoundError if it does not exist at all
             raise UsageError(f"container {info.name} does not mount volume {volume_name!r}")
@@ -149,60 +145,6 @@ def archive_volume(
     return Archived(result, members, cluster[0] if cluster else None, seconds)
 
 
-def _unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
-    if name is not None:
-        validate_name(name)
-        if store.name_exists(name):
-            raise UsageError(f"a snapshot named {name!r} already exists")
-        return name
-    base = default_name(container, kind, datetime.now(UTC))
-    candidate, n = base, 1
-    while store.name_exists(candidate):
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
-
-
-def begin(
-    store: Store,
-    backup_dir: Path,
-    target_info: ContainerInfo,
-    *,
-    kind: str,
-    name: str | None,
-    volume: str | None,
-    suffix: str,
-    meta: dict[str, object] | None = None,
-) -> Snapshot:
-    """Record a snapshot as in progress (with our pid, for recovery) before any byte is written."""
-    import json
-
-    archive.ensure_private_dir(backup_dir)
-    snap_id = new_id()
-    while store.id_exists(snap_id):
-        snap_id = new_id()
-    snap_name = _unique_name(store, name, target_info.name, kind)
-    path = (backup_dir / archive_filename(snap_name, snap_id, suffix)).resolve()
-    return store.add(
-        Snapshot(
-            id=snap_id,
-            name=snap_name,
-            kind=kind,
-            container=target_info.name,
-            container_id=target_info.id,
-            volume=volume,
-            image=target_info.image,
-            image_id=target_info.image_id,
-            path=str(path),
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            compose_project=target_info.labels.get(COMPOSE_PROJECT),
-            compose_service=target_info.labels.get(COMPOSE_SERVICE),
-            meta_json=json.dumps(meta or {}),
-        )
-    )
-
-
 def _complete(
     store: Store,
     snap: Snapshot,
@@ -231,12 +173,6 @@ def _complete(
     )
 
 
-def _failing(store: Store, snap: Snapshot, err: BaseException) -> None:
-    message = str(err) if isinstance(err, SnapvolError) else f"{type(err).__name__}: {err}"
-    Path(snap.path).unlink(missing_ok=True)
-    store.fail(snap.id, message or "interrupted")
-
-
 def snapshot_volume(
     engine: Engine,
     store: Store,
@@ -252,7 +188,7 @@ def snapshot_volume(
     if not 1 <= level <= 19:
         raise UsageError("--level must be between 1 and 19")
     started = time.monotonic()
-    snap = begin(
+    snap = lifecycle.begin(
         store,
         backup_dir,
         target.container,
@@ -272,7 +208,7 @@ def snapshot_volume(
             )
         return _complete(store, snap, done, down.seconds if down.was_running else 0.0, started)
     except BaseException as err:
-        _failing(store, snap, err)
+        lifecycle.fail(store, snap, err)
         raise
 
 
@@ -288,29 +224,6 @@ class VolumeRestorePlan:
     current_files: int | None
     target_pg_major: str | None
     warnings: list[str] = field(default_factory=list)
-
-
-def check_archive(snapshot: Snapshot, reporter: Reporter) -> None:
-    """The snapshot must be complete and its archive must hash to what the store recorded."""
-    if snapshot.status != COMPLETE:
-        raise IntegrityError(
-            f"snapshot {snapshot.id} is {snapshot.status}, not complete; it cannot be restored"
-        )
-    path = Path(snapshot.path)
-    if not path.exists():
-        raise NotFoundError(
-            f"archive {path} of snapshot {snapshot.id} is missing; nothing was changed"
-        )
-    assert snapshot.sha256 is not None
-    reporter.step(f"verifying SHA-256 of {path.name}")
-    with reporter.transfer("verifying", snapshot.size_bytes) as advance:
-        actual, size = archive.file_sha256(path, advance)
-    if size != snapshot.size_bytes or actual != snapshot.sha256:
-        raise IntegrityError(
-            f"archive {path.name} does not match its recorded SHA-256 "
-            f"(expected {snapshot.sha256[:12]}…, got {actual[:12]}…): it was modified or "
-            "truncated; nothing was changed"
-        )
 
 
 def _volume_usage(engine: Engine, image: str, volume: str) -> tuple[int | None, int | None]:
@@ -350,7 +263,7 @@ def plan_volume_restore(
         container_ref or snapshot.container,
         snapshot.volume if container_ref is None else None,
     )
-    check_archive(snapshot, reporter)
+    lifecycle.check_archive(snapshot, reporter)
     members = store.members(snapshot.id)
     if not members:
         raise IntegrityError(
@@ -510,7 +423,7 @@ def restore_volume(
     ) as down:
         if safety_snapshot:
             reporter.step("taking a safety snapshot of the current volume")
-            safety = begin(
+            safety = lifecycle.begin(
                 store,
                 backup_dir,
                 target.container,
@@ -537,7 +450,7 @@ def restore_volume(
                 )
                 safety = _complete(store, safety, done, None, started)
             except BaseException as err:
-                _failing(store, safety, err)
+                lifecycle.fail(store, safety, err)
                 raise
         try:
             reporter.step(f"restoring {snap.name} into volume {target.volume}")

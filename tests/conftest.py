@@ -12,6 +12,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by folder: integration tests need Docker; fault tests need it too."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "faults" in parts:
+            item.add_marker(pytest.mark.docker)
+        if "faults" in parts:
+            item.add_marker(pytest.mark.faults)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Clear SNAPVOL_* variables and point every path snapvol writes at tmp_path."""

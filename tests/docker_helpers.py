@@ -31,7 +31,9 @@ def pg_image(client: docker.DockerClient) -> str:
             return name
         except docker.errors.ImageNotFound:
             continue
-    raise RuntimeError("no PostgreSQL 15 image: run `bash scripts/ensure-pg-image.sh` (make test does)")
+    raise RuntimeError(
+        "no PostgreSQL 15 image: run `bash scripts/ensure-pg-image.sh` (make test does)"
+    )
 
 
 @dataclass
@@ -61,8 +63,21 @@ class PgContainer:
     def psql(self, sql: str, database: str | None = None) -> str:
         """Run SQL through psql in the container (local socket) and return its unaligned output."""
         code, out = self.container.exec_run(
-            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", self.user,
-             "-d", database or self.database, "-c", sql],
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                self.user,
+                "-d",
+                database or self.database,
+                "-c",
+                sql,
+            ],
             demux=True,
         )
         stdout, stderr = out
@@ -73,8 +88,15 @@ class PgContainer:
     def dump(self, database: str | None = None) -> str:
         """A plain pg_dump of the database: the ground truth tests compare before and after."""
         code, out = self.container.exec_run(
-            ["pg_dump", "-U", self.user, "-d", database or self.database, "--no-sync",
-             "--restrict-key=snapvoltest"],
+            [
+                "pg_dump",
+                "-U",
+                self.user,
+                "-d",
+                database or self.database,
+                "--no-sync",
+                "--restrict-key=snapvoltest",
+            ],
             demux=True,
         )
         stdout, stderr = out
@@ -106,6 +128,8 @@ def wait_pg_ready(container: Container, user: str, database: str, timeout: float
 @dataclass
 class TestBed:
     """Creates containers and volumes with unique names and removes every one of them."""
+
+    __test__ = False  # not a test class, despite its name
 
     client: docker.DockerClient
     image: str
@@ -179,7 +203,7 @@ class TestBed:
         for container in self.containers:
             assert container.name not in PROTECTED_NAMES
             try:
-                container.remove(force=True, v=False)
+                container.remove(force=True, v=True)  # v: anonymous volumes only
             except docker.errors.NotFound:
                 pass
         # Helper containers snapvol left behind for these volumes would keep them in use.
@@ -201,8 +225,12 @@ def host_ps_args() -> str:
 
 
 def testbed(client: docker.DockerClient) -> Iterator[TestBed]:
+    """Yield a TestBed and remove everything it made."""
     bed = TestBed(client=client, image=pg_image(client))
     try:
         yield bed
     finally:
         bed.cleanup()
+
+
+testbed.__test__ = False  # type: ignore[attr-defined]

@@ -78,8 +78,14 @@ class AppContext:
         return cls(db=db, backup_dir=backup_dir, debug=debug, console=Console())
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[tuple[Store, Engine]]:
-        """The store and the engine, opened together and always closed."""
+    def session(
+        self, lock: str | None = None, operation: str = ""
+    ) -> Iterator[tuple[Store, Engine]]:
+        """The store and the engine, opened together and always closed.
+
+        ``lock`` names the container the command will change: the session then holds that
+        container's operation lock (``operation`` says what runs, for whoever is refused).
+        """
         with self.store() as store, self.engine() as engine:
             yield store, engine
 

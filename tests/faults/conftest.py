@@ -7,8 +7,6 @@ import pytest
 
 from tests.docker_helpers import TestBed, testbed
 
-pytestmark = pytest.mark.docker
-
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:

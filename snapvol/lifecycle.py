@@ -1,0 +1,98 @@
+"""A snapshot's life in the store: recorded as in progress before any byte is written, then
+completed or failed; and the integrity check every restore starts with."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from snapvol import archive
+from snapvol.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
+from snapvol.errors import IntegrityError, NotFoundError, SnapvolError, UsageError
+from snapvol.names import archive_filename, default_name, new_id, validate_name
+from snapvol.output import Reporter
+from snapvol.store import COMPLETE, Snapshot, Store
+
+
+def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
+    if name is not None:
+        validate_name(name)
+        if store.name_exists(name):
+            raise UsageError(f"a snapshot named {name!r} already exists")
+        return name
+    base = default_name(container, kind, datetime.now(UTC))
+    candidate, n = base, 1
+    while store.name_exists(candidate):
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def begin(
+    store: Store,
+    backup_dir: Path,
+    target_info: ContainerInfo,
+    *,
+    kind: str,
+    name: str | None,
+    volume: str | None,
+    suffix: str,
+    meta: dict[str, object] | None = None,
+) -> Snapshot:
+    """Record a snapshot as in progress (with our pid, for recovery) before any byte is written."""
+    archive.ensure_private_dir(backup_dir)
+    snap_id = new_id()
+    while store.id_exists(snap_id):
+        snap_id = new_id()
+    snap_name = unique_name(store, name, target_info.name, kind)
+    path = (backup_dir / archive_filename(snap_name, snap_id, suffix)).resolve()
+    return store.add(
+        Snapshot(
+            id=snap_id,
+            name=snap_name,
+            kind=kind,
+            container=target_info.name,
+            container_id=target_info.id,
+            volume=volume,
+            image=target_info.image,
+            image_id=target_info.image_id,
+            path=str(path),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            compose_project=target_info.labels.get(COMPOSE_PROJECT),
+            compose_service=target_info.labels.get(COMPOSE_SERVICE),
+            meta_json=json.dumps(meta or {}),
+        )
+    )
+
+
+def fail(store: Store, snap: Snapshot, err: BaseException) -> None:
+    message = str(err) if isinstance(err, SnapvolError) else f"{type(err).__name__}: {err}"
+    Path(snap.path).unlink(missing_ok=True)
+    store.fail(snap.id, message or "interrupted")
+
+
+def check_archive(snapshot: Snapshot, reporter: Reporter) -> None:
+    """The snapshot must be complete and its archive must hash to what the store recorded."""
+    if snapshot.status != COMPLETE:
+        raise IntegrityError(
+            f"snapshot {snapshot.id} is {snapshot.status}, not complete; it cannot be restored"
+        )
+    path = Path(snapshot.path)
+    if not path.exists():
+        raise NotFoundError(
+            f"archive {path} of snapshot {snapshot.id} is missing; nothing was changed"
+        )
+    assert snapshot.sha256 is not None
+    reporter.step(f"verifying SHA-256 of {path.name}")
+    with reporter.transfer("verifying", snapshot.size_bytes) as advance:
+        actual, size = archive.file_sha256(path, advance)
+    if size != snapshot.size_bytes or actual != snapshot.sha256:
+        raise IntegrityError(
+            f"archive {path.name} does not match its recorded SHA-256 "
+            f"(expected {snapshot.sha256[:12]}…, got {actual[:12]}…): it was modified or "
+            "truncated; nothing was changed"
+        )

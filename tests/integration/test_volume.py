@@ -1,0 +1,256 @@
+"""Volume snapshots and restores against a real engine and a real PostgreSQL 15."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from snapvol import volume
+from tests.docker_helpers import TestBed
+from tests.pgdata import fill_demo
+
+
+def snapshot(cmd, container: str, *extra: str) -> dict:
+    return cmd.json("snapshot", "--volume", "--container", container, *extra)
+
+
+def test_postgres_round_trip_restores_the_snapshot_data(bed: TestBed, cmd, tmp_path: Path) -> None:
+    pg = bed.postgres()
+    fill_demo(pg)
+    before = pg.dump()
+    snap = snapshot(cmd, pg.name, "--name", "antes")
+
+    assert snap["status"] == "complete" and snap["kind"] == "volume"
+    assert snap["volume"] == pg.volume and snap["pg_version"] == "15"
+    assert snap["meta"]["postgres"]["cluster_state"] == "shut down"
+    assert snap["downtime_s"] > 0 and snap["file_count"] > 100
+    archive = Path(snap["path"])
+    assert archive.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "backups").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "manifests.db").stat().st_mode & 0o777 == 0o600
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == snap["sha256"]
+    assert pg.status == "running"
+
+    pg.psql("DELETE FROM pedidos WHERE pedido_id % 2 = 0; UPDATE usuarios SET nombre = 'x';")
+    assert pg.dump() != before
+
+    result = cmd.json("restore", "antes", "--yes")
+    assert result["restored"]["id"] == snap["id"]
+    assert result["safety_snapshot"]["status"] == "complete"
+    assert pg.status == "running"
+    pg.wait_ready()
+    assert pg.dump() == before
+
+    listed = cmd.json("ls")
+    assert {s["id"] for s in listed} == {snap["id"], result["safety_snapshot"]["id"]}
+    assert all(s["status"] == "complete" for s in listed)
+
+
+def test_ls_json_and_table(bed: TestBed, cmd) -> None:
+    assert cmd.json("ls") == []
+    pg = bed.postgres()
+    snap = snapshot(cmd, pg.name)
+    assert snap["name"].startswith(f"{pg.name}-volume-")
+    listed = cmd.json("ls")
+    assert [s["id"] for s in listed] == [snap["id"]]
+    assert set(listed[0]) >= {
+        "id",
+        "name",
+        "kind",
+        "container",
+        "volume",
+        "path",
+        "sha256",
+        "size_bytes",
+        "raw_bytes",
+        "created_at",
+        "status",
+        "downtime_s",
+    }
+    table = cmd("ls").stdout
+    assert snap["id"] in table and "complete" in table
+
+
+def _volume_fingerprint(bed: TestBed, volume_name: str) -> dict[str, tuple]:
+    """Every member of the volume: type, mode, owner, link target and content hash."""
+    from snapvol.tarscan import TarScanner
+
+    members: dict[str, tuple] = {}
+    scanner = TarScanner(
+        lambda m: members.__setitem__(
+            m.path, (m.type, m.size, m.mode, m.uid, m.gid, m.linkname, m.sha256, m.mtime)
+        )
+    )
+    helper = bed.client.containers.create(
+        bed.image,
+        volumes={volume_name: {"bind": "/v", "mode": "ro"}},
+        network_mode="none",
+        labels={"org.snapvol.test": "1"},
+    )
+    try:
+        stream, _ = helper.get_archive("/v/.")
+        for chunk in stream:
+            scanner.feed(chunk)
+    finally:
+        helper.remove(force=True)
+    members.pop(".", None)
+    return members
+
+
+def test_non_postgres_volume_round_trips_byte_for_byte(bed: TestBed, cmd) -> None:
+    container, vol = bed.plain(mount="/srv/data")
+    code, out = container.exec_run(
+        [
+            "sh",
+            "-c",
+            """
+        set -e; cd /srv/data
+        head -c 3000000 /dev/urandom > random.bin
+        mkdir -p deep/er/still 'with space' empty
+        printf 'hola\\n' > 'with space/ñandú.txt'
+        ln -s random.bin link-to-random
+        ln random.bin hardlink.bin
+        : > deep/er/still/empty-file
+        chmod 640 random.bin; chmod 700 deep
+        chown 1234:4321 deep/er/still/empty-file
+        mkfifo pipe
+    """,
+        ]
+    )
+    assert code == 0, out
+    before = _volume_fingerprint(bed, vol)
+    snap = snapshot(cmd, container.name)
+    assert snap["pg_version"] is None and snap["downtime_s"] > 0
+
+    container.exec_run(["sh", "-c", "cd /srv/data && rm -rf deep random.bin && echo new > new.txt"])
+    assert _volume_fingerprint(bed, vol) != before
+
+    cmd("restore", snap["id"], "--yes")
+    container.reload()
+    assert container.status == "running"
+    assert _volume_fingerprint(bed, vol) == before
+
+
+def test_tampered_archive_is_refused_and_nothing_changes(bed: TestBed, cmd) -> None:
+    pg = bed.postgres()
+    fill_demo(pg, users=50, products=10, orders=100)
+    snap = snapshot(cmd, pg.name)
+    pg.psql("INSERT INTO usuarios VALUES (100000, 'after', 'snapshot')")
+    current = pg.dump()
+    path = Path(snap["path"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    result = cmd("restore", snap["id"], "--yes", exit_code=7)
+    assert "does not match its recorded SHA-256" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert len(cmd.json("ls")) == 1  # no safety snapshot was even started
+    assert pg.status == "running"
+    assert pg.dump() == current
+
+
+def test_missing_archive_is_refused(bed: TestBed, cmd) -> None:
+    pg = bed.postgres()
+    snap = snapshot(cmd, pg.name)
+    Path(snap["path"]).unlink()
+    result = cmd("restore", snap["id"], "--yes", exit_code=3)
+    assert "missing" in result.stderr
+    assert pg.status == "running"
+
+
+def test_stopped_container_stays_stopped(bed: TestBed, cmd) -> None:
+    pg = bed.postgres()
+    fill_demo(pg, users=20, products=5, orders=50)
+    before = pg.dump()
+    pg.container.stop()
+    snap = snapshot(cmd, pg.name)
+    assert pg.status == "exited"
+    assert snap["downtime_s"] == 0
+
+    pg.container.start()
+    pg.wait_ready()
+    pg.psql("DELETE FROM pedidos")
+    pg.container.stop()
+    cmd("restore", snap["id"], "--yes", "--no-safety-snapshot")
+    assert pg.status == "exited"
+    pg.container.start()
+    pg.wait_ready()
+    assert pg.dump() == before
+
+
+def test_declined_confirmation_changes_nothing(bed: TestBed, cmd) -> None:
+    pg = bed.postgres()
+    snap = snapshot(cmd, pg.name)
+    pg.psql("CREATE TABLE after_snapshot (x int)")
+    current = pg.dump()
+
+    result = cmd("restore", snap["id"], input="no\n", exit_code=10)
+    assert "cancelled; nothing was changed" in result.stderr
+    assert "Overwrites" in result.stderr and pg.volume in result.stderr
+    result = cmd("restore", snap["id"], input="", exit_code=10)  # EOF, as Ctrl-D
+    assert len(cmd.json("ls")) == 1
+    assert pg.status == "running"
+    assert pg.dump() == current
+
+
+def test_failed_extraction_rolls_back_to_the_safety_snapshot(
+    bed: TestBed, cmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg = bed.postgres()
+    fill_demo(pg)
+    snap = snapshot(cmd, pg.name)
+    pg.psql("UPDATE productos SET precio = precio + 1")
+    current = pg.dump()
+
+    real = volume.archive.decompressed_chunks
+    target = Path(snap["path"])
+
+    def failing(path: Path, progress=None):
+        for n, chunk in enumerate(real(path, progress)):
+            if path == target and n == 3:
+                raise OSError("simulated failure halfway through the extraction")
+            yield chunk
+
+    monkeypatch.setattr(volume.archive, "decompressed_chunks", failing)
+    result = cmd("restore", snap["id"], "--yes", exit_code=11)
+    assert "rolled back to safety snapshot" in result.stderr
+    assert pg.status == "running"
+    pg.wait_ready()
+    assert pg.dump() == current
+
+
+def test_postgres_major_version_mismatch_is_refused(bed: TestBed, cmd, tmp_path: Path) -> None:
+    pg = bed.postgres()
+    snap = snapshot(cmd, pg.name)
+    with sqlite3.connect(tmp_path / "manifests.db") as db:
+        db.execute("UPDATE snapshots SET pg_version = '14' WHERE id = ?", (snap["id"],))
+    result = cmd("restore", snap["id"], "--yes", exit_code=8)
+    assert "PostgreSQL 14" in result.stderr and "runs PostgreSQL 15" in result.stderr
+
+
+def test_target_resolution_errors(bed: TestBed, cmd) -> None:
+    result = cmd("snapshot", "--volume", "--container", "snapvol-test-does-not-exist", exit_code=3)
+    assert result.stderr.strip() == "Error: no container named 'snapvol-test-does-not-exist'"
+    second = bed.volume()
+    container, first = bed.plain(mount="/a")
+    container.remove(force=True)
+    container = bed.client.containers.run(
+        bed.image,
+        ["sleep", "600"],
+        entrypoint=[],
+        detach=True,
+        name=bed.unique(),
+        network_mode="none",
+        volumes={first: {"bind": "/a"}, second: {"bind": "/b"}},
+    )
+    bed.containers.append(container)
+    result = cmd("snapshot", "--volume", "--container", container.name, exit_code=2)
+    assert "several volumes" in result.stderr and first in result.stderr and second in result.stderr
+    snap = snapshot(cmd, container.name, "--volume-name", second)
+    assert snap["volume"] == second
+    assert json.loads(cmd("ls", "--json").stdout)[0]["volume"] == second
