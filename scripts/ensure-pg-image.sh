@@ -9,9 +9,9 @@
 #   4. `docker pull postgres:15` (short timeout);
 #   5. build snapvol/postgres:15 from Debian bookworm's postgresql-15 packages: mmdebstrap makes a
 #      root fs, `docker import` loads it as snapvol/postgres:15-rootfs, and the legacy builder adds
-#      docker/postgres/Dockerfile on top (entrypoint with the official image's contract, ENV,
+#      images/postgres/Dockerfile on top (entrypoint with the official image's contract, ENV,
 #      STOPSIGNAL...). About a minute; Docker keeps the images afterwards.
-# When snapvol/postgres:15 exists but docker/postgres/ changed since it was built, only the top
+# When snapvol/postgres:15 exists but images/postgres/ changed since it was built, only the top
 # layer is rebuilt (a second) if the -rootfs image is still there.
 # SNAPVOL_PG_REBUILD=1 rebuilds snapvol/postgres:15 from scratch.
 set -euo pipefail
@@ -22,7 +22,7 @@ ROOTFS=snapvol/postgres:15-rootfs
 MIRROR=${SNAPVOL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${SNAPVOL_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SRC="$ROOT/docker/postgres"
+SRC="$ROOT/images/postgres"
 
 log() { printf 'ensure-pg-image: %s\n' "$*" >&2; }
 present() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -37,7 +37,7 @@ source_sha() {
     cat "$SRC/Dockerfile" "$SRC/docker-entrypoint.sh" | sha256sum | cut -d' ' -f1
 }
 
-# Build $LOCAL = docker/postgres/Dockerfile on top of $ROOTFS, from a private copy of the context
+# Build $LOCAL = images/postgres/Dockerfile on top of $ROOTFS, from a private copy of the context
 # (so the entrypoint is executable whatever the checkout's modes are).
 build_top() {
     local ctx old
@@ -85,11 +85,11 @@ if [[ "${SNAPVOL_PG_REBUILD:-0}" != 1 ]]; then
             found "$LOCAL"
         fi
         if present "$ROOTFS"; then
-            log "docker/postgres/ changed since $LOCAL was built; rebuilding its top layer"
+            log "images/postgres/ changed since $LOCAL was built; rebuilding its top layer"
             build_top
             found "$LOCAL"
         fi
-        log "docker/postgres/ changed since $LOCAL was built and $ROOTFS is gone; rebuilding"
+        log "images/postgres/ changed since $LOCAL was built and $ROOTFS is gone; rebuilding"
     else
         log "trying docker pull $OFFICIAL"
         if timeout 15 docker pull -q "$OFFICIAL" </dev/null >/dev/null 2>&1 && present "$OFFICIAL"; then
@@ -166,7 +166,7 @@ docker import --change 'LABEL org.snapvol.image=postgres-rootfs' \
     "$tarball" "$ROOTFS" </dev/null >/dev/null
 rm -f "$tarball"
 
-log "building $LOCAL (docker/postgres/Dockerfile on $ROOTFS)"
+log "building $LOCAL (images/postgres/Dockerfile on $ROOTFS)"
 build_top
 if [[ -n "$old_rootfs" && "$old_rootfs" != "$(docker image inspect -f '{{.Id}}' "$ROOTFS")" ]]; then
     docker rmi "$old_rootfs" >/dev/null 2>&1 || true

@@ -7,6 +7,7 @@ file without the suffix is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -133,7 +135,8 @@ def write_compressed(
     raw = 0
     try:
         compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-        with compressor.stream_writer(sink, closefd=False, write_size=CHUNK) as writer:
+        writer_sink: Any = sink  # file-like enough for zstandard: write() and flush()
+        with compressor.stream_writer(writer_sink, closefd=False, write_size=CHUNK) as writer:
             for chunk in prefetch(chunks):
                 writer.write(chunk)
                 if tap is not None:
@@ -150,7 +153,9 @@ def write_compressed(
     except OSError as err:
         _discard(fd, partial)
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(f"no space left in {dest.parent}; the partial archive was removed")
+            raise DiskFullError(
+                f"no space left in {dest.parent}; the partial archive was removed"
+            ) from None
         raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
     except BaseException:
         _discard(fd, partial)
@@ -162,10 +167,8 @@ def write_compressed(
 
 def _discard(fd: int, partial: Path) -> None:
     if fd >= 0:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     partial.unlink(missing_ok=True)
 
 
@@ -213,3 +216,116 @@ def decompressed_chunks(path: Path, progress: Progress | None = None) -> Iterato
                 yield chunk
     except zstandard.ZstdError as err:
         raise IntegrityError(f"archive {path.name} cannot be decompressed: {err}") from err
+
+
+# --- already-compressed streams (logical snapshots: zstd runs next to pg_dump) ------------------
+
+_ZSTD_FEED = 256 << 10  # compressed bytes per decompress call: bounds each call's output
+
+
+class ZstdFrames:
+    """Decompresses a zstd stream piece by piece, frame after frame, checking every checksum.
+
+    ``close`` raises IntegrityError unless the stream ended exactly at the end of a frame: a
+    truncated stream is never mistaken for a complete one.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._mid_frame = False
+        self.frames = 0
+        self.raw_bytes = 0
+
+    def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
+        """The uncompressed bytes ``data`` completes, in pieces of bounded size."""
+        view = memoryview(data)
+        while view:
+            piece, view = view[:_ZSTD_FEED], view[_ZSTD_FEED:]
+            while piece:
+                self._mid_frame = True
+                try:
+                    out = self._obj.decompress(piece)
+                except zstandard.ZstdError as err:
+                    raise IntegrityError(f"{self.what} is not valid zstd data: {err}") from err
+                if out:
+                    self.raw_bytes += len(out)
+                    yield out
+                if not self._obj.eof:
+                    break
+                self.frames += 1
+                self._mid_frame = False
+                piece = memoryview(self._obj.unused_data)
+                self._obj = self._dctx.decompressobj()
+
+    def close(self) -> None:
+        if self._mid_frame:
+            raise IntegrityError(f"{self.what} is truncated (its last zstd frame is incomplete)")
+        if self.frames == 0:
+            raise IntegrityError(f"{self.what} holds no zstd frame")
+
+
+def unzstd(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
+    """Decompress a zstd stream (any number of frames); IntegrityError if corrupt or truncated."""
+    frames = ZstdFrames(what)
+    for chunk in chunks:
+        yield from frames.feed(chunk)
+    frames.close()
+
+
+def file_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
+    """A file's bytes, chunk by chunk."""
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                if progress is not None:
+                    progress(len(chunk))
+                yield chunk
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist") from None
+
+
+def write_precompressed(
+    chunks: Iterable[bytes],
+    dest: Path,
+    *,
+    tap: Callable[[bytes], None] | None = None,
+    progress: Progress | None = None,
+) -> ArchiveResult:
+    """Write an already zstd-compressed stream to ``dest`` via ``dest.partial``, hashing it.
+
+    The stream is decompressed on the way (``tap`` sees the uncompressed bytes) so that a
+    corrupt or truncated frame fails the write, and ``raw_bytes`` is the true uncompressed size.
+    On any failure the partial file is removed and nothing is left at ``dest``.
+    """
+    partial, fd = _open_partial(dest)
+    sink = _HashingFile(fd)
+    frames = ZstdFrames(f"the compressed stream for {dest.name}")
+    try:
+        for chunk in prefetch(chunks):
+            sink.write(chunk)
+            for raw in frames.feed(chunk):
+                if tap is not None:
+                    tap(raw)
+            if progress is not None:
+                progress(len(chunk))
+        frames.close()
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(partial, dest)
+        _fsync_dir(dest.parent)
+    except OSError as err:
+        _discard(fd, partial)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"no space left in {dest.parent}; the partial archive was removed"
+            ) from err
+        raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
+    except BaseException:
+        _discard(fd, partial)
+        raise
+    return ArchiveResult(
+        path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=frames.raw_bytes
+    )

@@ -88,3 +88,13 @@ class DiskFullError(OperationFailed):
     """The backup directory ran out of space."""
 
     exit_code = 12
+
+
+def describe(err: BaseException) -> str:
+    """A short human description of any exception, for messages that wrap it."""
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(err, SnapvolError):
+        return err.message
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -1,15 +1,21 @@
-"""Keeping a container's downtime short and bounded: stop it, and always start it again."""
+"""Keeping a container's downtime short and bounded: stop it, and always start it again.
+
+In-process, a ``finally`` restarts the container on errors, Ctrl-C and SIGTERM; a detached
+watchdog (``snapvol.watchdog``) covers what a ``finally`` cannot: SIGKILL and crashes.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from snapvol import postgres
 from snapvol.engine import ContainerInfo, Engine
 from snapvol.output import Reporter
+from snapvol.watchdog import Watchdog, WatchdogConfig, spawn
 
 
 @dataclass
@@ -18,6 +24,11 @@ class Downtime:
     seconds: float = 0.0
     # Set when the volume holds data the service must not start on (a failed, unrolled restore).
     keep_stopped: bool = False
+    watchdog: Watchdog = field(default_factory=lambda: Watchdog(None, None))
+
+    def phase(self, name: str, **data: Any) -> None:
+        """Tell the watchdog what it would have to do if snapvol died now."""
+        self.watchdog.phase(name, was_running=self.was_running, **data)
 
 
 def wait_healthy(
@@ -31,28 +42,44 @@ def wait_healthy(
 
 @contextlib.contextmanager
 def stopped(
-    engine: Engine, info: ContainerInfo, *, is_postgres: bool, reporter: Reporter
+    engine: Engine,
+    info: ContainerInfo,
+    *,
+    is_postgres: bool,
+    reporter: Reporter,
+    watchdog: WatchdogConfig | None = None,
 ) -> Iterator[Downtime]:
     """Stop the container (if it runs) for the body, then start it and wait until it is healthy.
 
     A container that was already stopped is left stopped. The restart happens however the body
-    ends, exceptions and Ctrl-C included.
+    ends: exceptions, Ctrl-C and SIGTERM here; SIGKILL or a crash through the watchdog.
     """
     downtime = Downtime(was_running=info.running)
-    if not info.running:
-        reporter.step(f"container {info.name} is not running; it stays stopped")
-        yield downtime
-        return
-    timeout = postgres.STOP_TIMEOUT if is_postgres else 30
-    reporter.step(f"stopping {info.name} (clean shutdown, up to {timeout} s)")
+    if watchdog is not None:
+        # Started before the stop, so there is no moment with the container down and no guard.
+        downtime.watchdog = spawn(watchdog, info.id, is_postgres=is_postgres)
+    downtime.phase("stopped")
     started = time.monotonic()
-    engine.stop(info.id, timeout=timeout)
+    restarted = False
     try:
+        if info.running:
+            timeout = postgres.STOP_TIMEOUT if is_postgres else 30
+            reporter.step(f"stopping {info.name} (clean shutdown, up to {timeout} s)")
+            engine.stop(info.id, timeout=timeout)
+        else:
+            reporter.step(f"container {info.name} is not running; it stays stopped")
         yield downtime
     finally:
         # keep_stopped: the error being raised explains why the container stays stopped.
-        if not downtime.keep_stopped:
-            reporter.step(f"starting {info.name}")
-            engine.start(info.id)
-            wait_healthy(engine, info, is_postgres)
-            downtime.seconds = time.monotonic() - started
+        try:
+            if info.running and not downtime.keep_stopped:
+                reporter.step(f"starting {info.name}")
+                engine.start(info.id)
+                wait_healthy(engine, info, is_postgres)
+                downtime.seconds = time.monotonic() - started
+            restarted = True
+        finally:
+            if restarted:
+                downtime.watchdog.done()
+            else:
+                downtime.watchdog.abandon()  # our restart failed: let the watchdog retry

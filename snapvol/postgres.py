@@ -87,7 +87,7 @@ def read_cluster_state(engine: Engine, image: str, volume: str, subdir: str) -> 
         f"cat {shlex.quote(pgdir)}/PG_VERSION 2>/dev/null || echo none; "
         f"pg_controldata {shlex.quote(pgdir)} 2>/dev/null || true"
     )
-    code, output = engine.run_helper(
+    _code, output = engine.run_helper(
         image, volume, mount, ["sh", "-c", script], read_only=True, timeout=60
     )
     first, _, rest = output.partition("\n")

@@ -341,7 +341,7 @@ class Store:
         with self._session() as session:
             return session.get(Snapshot, snapshot_id)
 
-    def list(self, *, status: str | None = None, limit: int | None = None) -> list[Snapshot]:
+    def snapshots(self, *, status: str | None = None, limit: int | None = None) -> list[Snapshot]:
         """Snapshots, newest first."""
         with self._session() as session:
             query = select(Snapshot).order_by(col(Snapshot.created_at).desc())

@@ -1,7 +1,7 @@
 """A push-fed tar reader: sees every member of a tar stream as the bytes go by.
 
 The archive pipeline never buffers a whole archive, and it must look at the same bytes it compresses
-or uploads, so instead of pulling from a file (what ``tarfile`` does) this parser is *fed* chunks and
+or uploads, so instead of pulling from a file (as ``tarfile`` does) this parser is *fed* chunks and
 reports each member once its data has passed: path, type, size, mode, link target and, for regular
 files, the SHA-256 of the content. It understands ustar, POSIX pax and GNU long-name headers, which
 covers what Docker's archive endpoint and GNU tar produce.

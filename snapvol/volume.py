@@ -1,7 +1,7 @@
 """Cold volume snapshots and in-place restores of a container's named volume.
 
 Data path: a helper container that mounts the volume and is created but never started; Docker's
-archive endpoint streams a tar of it (about 8x faster than a container's stdout), which flows through
+archive endpoint streams a tar of it (about 8x faster than a container's stdout) that flows through
 zstd and SHA-256 to disk in one pass while a tar scanner records every file. A restore streams the
 archive back through the same endpoint, checking each member against the store as it goes, then
 reads the volume back to check what landed.
@@ -25,11 +25,13 @@ from snapvol.errors import (
     OperationFailed,
     SnapvolError,
     UsageError,
+    describe,
 )
 from snapvol.guard import stopped, wait_healthy
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
 from snapvol.tarscan import Member, TarFormatError, TarScanner, unsafe_reason
+from snapvol.watchdog import WatchdogConfig
 
 HELPER_MOUNT = "/snapvol/data"
 SUFFIX = ".tar.zst"
@@ -72,7 +74,8 @@ def resolve_target(engine: Engine, container_ref: str, volume_name: str | None) 
         else:
             names = ", ".join(f"{m.name} (at {m.destination})" for m in volumes)
             raise UsageError(
-                f"container {info.name} mounts several volumes; pick one with --volume-name: {names}"
+                f"container {info.name} mounts several volumes; "
+                f"pick one with --volume-name: {names}"
             )
     subdir = "."
     if is_pg:
@@ -123,20 +126,22 @@ def archive_volume(
     if side is not None:
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
     started = time.monotonic()
-    with engine.helper(image, target.volume, HELPER_MOUNT, read_only=True) as helper_id:
-        with reporter.transfer(label, None) as advance:
-            try:
-                result = archive.write_compressed(
-                    engine.archive_out(helper_id, HELPER_MOUNT),
-                    dest,
-                    level=level,
-                    tap=scanner.feed,
-                    progress=advance,
-                )
-                scanner.close()
-            except TarFormatError as err:
-                dest.unlink(missing_ok=True)
-                raise OperationFailed(f"the volume's tar stream was malformed: {err}") from err
+    with (
+        engine.helper(image, target.volume, HELPER_MOUNT, read_only=True) as helper_id,
+        reporter.transfer(label, None) as advance,
+    ):
+        try:
+            result = archive.write_compressed(
+                engine.archive_out(helper_id, HELPER_MOUNT),
+                dest,
+                level=level,
+                tap=scanner.feed,
+                progress=advance,
+            )
+            scanner.close()
+        except TarFormatError as err:
+            dest.unlink(missing_ok=True)
+            raise OperationFailed(f"the volume's tar stream was malformed: {err}") from err
     seconds = time.monotonic() - started
     if side is not None:
         side.join(timeout=60)
@@ -183,6 +188,7 @@ def snapshot_volume(
     level: int = 3,
     helper_image_override: str | None = None,
     reporter: Reporter,
+    watchdog: WatchdogConfig | None = None,
 ) -> Snapshot:
     """Take a cold snapshot: stop, archive, start again, record. Returns the completed snapshot."""
     if not 1 <= level <= 19:
@@ -201,7 +207,11 @@ def snapshot_volume(
     try:
         image = helper_image(target, helper_image_override)
         with stopped(
-            engine, target.container, is_postgres=target.is_postgres, reporter=reporter
+            engine,
+            target.container,
+            is_postgres=target.is_postgres,
+            reporter=reporter,
+            watchdog=watchdog,
         ) as down:
             done = archive_volume(
                 engine, target, Path(snap.path), level=level, image=image, reporter=reporter
@@ -273,7 +283,8 @@ def plan_volume_restore(
         reason = unsafe_reason(member)
         if reason is not None:
             raise IntegrityError(
-                f"archive member {member.path!r} would land outside the volume ({reason}); nothing was changed"
+                f"archive member {member.path!r} would land outside the volume ({reason}); "
+                "nothing was changed"
             )
     target_major = postgres.major_of_image(target.container) if target.is_postgres else None
     if snapshot.pg_version and target.is_postgres:
@@ -284,11 +295,13 @@ def plan_volume_restore(
         if target_major != snapshot.pg_version.split(".")[0]:
             raise IncompatibleError(
                 f"snapshot {snapshot.id} holds PostgreSQL {snapshot.pg_version} data but "
-                f"{target.container.name} runs PostgreSQL {target_major}; use a logical snapshot to move between versions"
+                f"{target.container.name} runs PostgreSQL {target_major}; "
+                "use a logical snapshot to move between versions"
             )
     elif snapshot.pg_version and not target.is_postgres:
         raise IncompatibleError(
-            f"snapshot {snapshot.id} holds PostgreSQL data but {target.container.name} does not run PostgreSQL"
+            f"snapshot {snapshot.id} holds PostgreSQL data but {target.container.name} "
+            "does not run PostgreSQL"
         )
     image = helper_image(target, helper_image_override)
     current_bytes, current_files = _volume_usage(engine, image, target.volume)
@@ -344,6 +357,18 @@ def _same(a: Member, b: Member) -> bool:
     )
 
 
+def put_back(
+    engine: Engine,
+    image: str,
+    target: VolumeTarget,
+    snapshot: Snapshot,
+    members: list[Member],
+    reporter: Reporter,
+) -> None:
+    """Replace the volume's contents with ``snapshot`` (already verified) and check what landed."""
+    _extract(engine, image, target, Path(snapshot.path), members, reporter, snapshot.raw_bytes)
+
+
 def _extract(
     engine: Engine,
     image: str,
@@ -397,6 +422,51 @@ class VolumeRestoreResult:
     duration_s: float
 
 
+def _safety_snapshot(
+    engine: Engine,
+    store: Store,
+    backup_dir: Path,
+    target: VolumeTarget,
+    *,
+    image: str,
+    level: int,
+    restoring: Snapshot,
+    reporter: Reporter,
+) -> Snapshot:
+    """Archive the current volume (the container is already stopped) as a complete snapshot."""
+    reporter.step("taking a safety snapshot of the current volume")
+    started = time.monotonic()
+    safety = lifecycle.begin(
+        store,
+        backup_dir,
+        target.container,
+        kind="volume",
+        name=f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        volume=target.volume,
+        suffix=SUFFIX,
+        meta={
+            "mount": target.mount,
+            "pg_subdir": target.pg_subdir,
+            "level": level,
+            "safety_for": restoring.id,
+        },
+    )
+    try:
+        done = archive_volume(
+            engine,
+            target,
+            Path(safety.path),
+            level=level,
+            image=image,
+            reporter=reporter,
+            label="safety snapshot",
+        )
+        return _complete(store, safety, done, None, started)
+    except BaseException as err:
+        lifecycle.fail(store, safety, err)
+        raise
+
+
 def restore_volume(
     engine: Engine,
     store: Store,
@@ -407,11 +477,13 @@ def restore_volume(
     helper_image_override: str | None,
     reporter: Reporter,
     level: int = 3,
+    watchdog: WatchdogConfig | None = None,
 ) -> VolumeRestoreResult:
     """Stop, take a safety snapshot, replace the volume's contents, verify, start.
 
     If anything fails once the volume was touched, the safety snapshot is put back before the
-    container starts again, and the error says so.
+    container starts again, and the error says so. Without a safety snapshot a failed restore
+    leaves the container stopped rather than start it on half-written data.
     """
     started = time.monotonic()
     target = plan.target
@@ -419,68 +491,50 @@ def restore_volume(
     safety: Snapshot | None = None
     snap = plan.snapshot
     with stopped(
-        engine, target.container, is_postgres=target.is_postgres, reporter=reporter
+        engine,
+        target.container,
+        is_postgres=target.is_postgres,
+        reporter=reporter,
+        watchdog=watchdog,
     ) as down:
         if safety_snapshot:
-            reporter.step("taking a safety snapshot of the current volume")
-            safety = lifecycle.begin(
+            safety = _safety_snapshot(
+                engine,
                 store,
                 backup_dir,
-                target.container,
-                kind="volume",
-                name=f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-                volume=target.volume,
-                suffix=SUFFIX,
-                meta={
-                    "mount": target.mount,
-                    "pg_subdir": target.pg_subdir,
-                    "safety_for": snap.id,
-                    "level": level,
-                },
+                target,
+                image=image,
+                level=level,
+                restoring=snap,
+                reporter=reporter,
             )
-            try:
-                done = archive_volume(
-                    engine,
-                    target,
-                    Path(safety.path),
-                    level=level,
-                    image=image,
-                    reporter=reporter,
-                    label="safety snapshot",
-                )
-                safety = _complete(store, safety, done, None, started)
-            except BaseException as err:
-                lifecycle.fail(store, safety, err)
-                raise
+        down.phase("dirty", safety=safety.id if safety else None, volume=target.volume, image=image)
         try:
             reporter.step(f"restoring {snap.name} into volume {target.volume}")
-            _extract(engine, image, target, Path(snap.path), plan.members, reporter, snap.raw_bytes)
+            put_back(engine, image, target, snap, plan.members, reporter)
         except BaseException as err:
+            why = describe(err)
             if safety is None:
                 down.keep_stopped = True
                 raise OperationFailed(
-                    f"restore failed after the volume was emptied and no safety snapshot was taken: {err}; the container was left stopped"
+                    f"restore failed after the volume was emptied ({why}) and no safety snapshot "
+                    "was taken; the container was left stopped"
                 ) from err
-            reporter.warn(f"restore failed ({err}); putting back safety snapshot {safety.id}")
+            reporter.warn(f"restore failed ({why}); putting back safety snapshot {safety.id}")
             try:
-                _extract(
-                    engine,
-                    image,
-                    target,
-                    Path(safety.path),
-                    store.members(safety.id),
-                    reporter,
-                    safety.raw_bytes,
-                )
+                put_back(engine, image, target, safety, store.members(safety.id), reporter)
             except BaseException as err2:
                 down.keep_stopped = True
                 raise OperationFailed(
-                    f"restore failed ({err}) and putting back safety snapshot {safety.id} also failed "
-                    f"({err2}); the container was left stopped; restore {safety.id} by hand"
+                    f"restore failed ({why}) and putting back safety snapshot {safety.id} also "
+                    f"failed ({describe(err2)}); the container was left stopped: run "
+                    f"`snapvol restore {safety.id}`"
                 ) from err2
+            down.phase("stopped")
             raise OperationFailed(
-                f"restore failed ({err}); the volume was rolled back to safety snapshot {safety.id}"
+                f"restore failed ({why}); the volume was rolled back to safety snapshot {safety.id}"
             ) from err
+        down.phase("stopped")
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
 
 
@@ -489,6 +543,7 @@ __all__ = [
     "VolumeRestoreResult",
     "VolumeTarget",
     "plan_volume_restore",
+    "put_back",
     "resolve_target",
     "restore_volume",
     "snapshot_volume",

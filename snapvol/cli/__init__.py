@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import click
@@ -41,6 +42,13 @@ for _module in (snapshot, ls, restore):
     cli.add_command(_module.command)
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    # Unwind like Ctrl-C so every `finally` runs: containers restarted, partial files removed.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> None:
     """Console-script entry point."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     cli(prog_name="snapvol")

@@ -11,9 +11,12 @@ from typing import Any, TypeVar
 
 import click
 
+from snapvol import locking
 from snapvol.engine import Engine
 from snapvol.output import Console
+from snapvol.recovery import recover_helpers, recover_store
 from snapvol.store import Store
+from snapvol.watchdog import WatchdogConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +75,8 @@ class AppContext:
     backup_dir: Path
     debug: bool
     console: Console
+    # Set while a session holds a container's lock: what a watchdog needs to guard it.
+    watchdog: WatchdogConfig | None = None
 
     @classmethod
     def from_options(cls, db: Path, backup_dir: Path, debug: bool) -> AppContext:
@@ -87,13 +92,25 @@ class AppContext:
         container's operation lock (``operation`` says what runs, for whoever is refused).
         """
         with self.store() as store, self.engine() as engine:
-            yield store, engine
+            recover_helpers(engine, self.console)
+            if lock is None:
+                yield store, engine
+                return
+            info = engine.container(lock)
+            held = locking.acquire(info.id, info.name, operation)
+            self.watchdog = WatchdogConfig(db=self.db, lock_fd=held.fd)
+            try:
+                yield store, engine
+            finally:
+                self.watchdog = None
+                held.release()
 
     @contextlib.contextmanager
     def store(self) -> Iterator[Store]:
         """Open the manifest store (creating it owner-only) and recover interrupted work."""
         store = Store.open(self.db)
         try:
+            recover_store(store, self.backup_dir, self.console)
             yield store
         finally:
             store.close()

@@ -15,7 +15,7 @@ from snapvol.cli.format import snapshots_table
 def command(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List snapshots (id, name, kind, container, volume, created, size, status)."""
     with app.store() as store:
-        snaps = store.list(limit=limit)
+        snaps = store.snapshots(limit=limit)
     if as_json:
         app.console.json([s.to_dict() for s in snaps])
     elif not snaps:

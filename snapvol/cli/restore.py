@@ -83,8 +83,10 @@ def command(
 
     if ref is None:
         raise UsageError("which snapshot? give an id or name (see `snapvol ls`)")
-    with app.session() as (store, engine):
+    with app.store() as store:
         snap = store.resolve(ref)
+    target_ref = container or snap.container
+    with app.session(lock=target_ref, operation=f"restore {snap.id}") as (store, engine):
         plan = volume.plan_volume_restore(
             engine, store, snap, container, helper_image_override=helper_image, reporter=app.console
         )
@@ -98,6 +100,7 @@ def command(
             safety_snapshot=not no_safety_snapshot,
             helper_image_override=helper_image,
             reporter=app.console,
+            watchdog=app.watchdog,
         )
     summary = {
         "restored": result.snapshot.to_dict(),

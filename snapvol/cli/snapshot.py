@@ -32,7 +32,7 @@ def command(app: AppContext, mode: str | None, as_json: bool, **options: Any) ->
         raise UsageError("choose --volume (cold, whole volume) or --logical (pg_dump)")
     from snapvol import volume
 
-    with app.session() as (store, engine):
+    with app.session(lock=options["container"], operation="snapshot --volume") as (store, engine):
         target = volume.resolve_target(engine, options["container"], options["volume_name"])
         snap = volume.snapshot_volume(
             engine,
@@ -43,6 +43,7 @@ def command(app: AppContext, mode: str | None, as_json: bool, **options: Any) ->
             level=options["level"],
             helper_image_override=options["helper_image"],
             reporter=app.console,
+            watchdog=app.watchdog,
         )
     if as_json:
         app.console.json(snap.to_dict())

@@ -1,0 +1,79 @@
+"""Cleaning up after interrupted runs: every command starts by finding what a dead run left.
+
+A snapshot recorded as in progress whose process is gone (or whose container lock nobody holds)
+is marked failed and its partial file removed; stray ``.partial`` files and helper containers
+whose owner is gone are removed too. Each finding is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+
+from snapvol import locking
+from snapvol.archive import PARTIAL_SUFFIX
+from snapvol.engine import OWNER_LABEL, Engine
+from snapvol.errors import SnapvolError
+from snapvol.output import Reporter
+from snapvol.runtime import pid_alive
+from snapvol.store import IN_PROGRESS, Snapshot, Store
+
+
+def _still_running(snap: Snapshot) -> bool:
+    if snap.pid == os.getpid():
+        return True
+    if snap.host != socket.gethostname():
+        return True  # another machine's run: we cannot tell, so leave it alone
+    alive = snap.pid is not None and pid_alive(snap.pid)
+    return alive and locking.is_held(snap.container_id)
+
+
+def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Snapshot]:
+    """Mark interrupted snapshots failed and remove their files; return them."""
+    recovered = []
+    live_partials: set[Path] = set()
+    for snap in store.snapshots(status=IN_PROGRESS):
+        partial = Path(snap.path + PARTIAL_SUFFIX)
+        if _still_running(snap):
+            live_partials.add(partial)
+            continue
+        partial.unlink(missing_ok=True)
+        Path(snap.path).unlink(missing_ok=True)
+        store.fail(snap.id, f"interrupted: snapvol (pid {snap.pid}) ended before it finished")
+        reporter.warn(
+            f"snapshot {snap.id} ({snap.name}) was interrupted; marked failed and removed its "
+            "partial file"
+        )
+        recovered.append(snap)
+    if backup_dir.is_dir():
+        for stray in backup_dir.glob(f"*{PARTIAL_SUFFIX}"):
+            if stray not in live_partials and not _owned_by_live_run(stray, store):
+                stray.unlink(missing_ok=True)
+                reporter.warn(f"removed {stray.name}, left by an interrupted run")
+    return recovered
+
+
+def _owned_by_live_run(partial: Path, store: Store) -> bool:
+    final = str(partial)[: -len(PARTIAL_SUFFIX)]
+    return any(s.path == final and _still_running(s) for s in store.snapshots(status=IN_PROGRESS))
+
+
+def recover_helpers(engine: Engine, reporter: Reporter) -> int:
+    """Remove helper containers whose snapvol process is gone."""
+    removed = 0
+    try:
+        helpers = engine.helpers()
+    except SnapvolError:
+        return 0
+    for helper in helpers:
+        owner = (helper.get("Labels") or {}).get(OWNER_LABEL, "")
+        if owner.isdigit() and pid_alive(int(owner)):
+            continue
+        with contextlib.suppress(SnapvolError):
+            engine.remove(helper["Id"])
+            removed += 1
+    if removed:
+        reporter.warn(f"removed {removed} helper container(s) left by an interrupted run")
+    return removed
