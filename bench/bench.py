@@ -48,7 +48,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -352,6 +351,12 @@ class Report:
         }
 
 
+def faster(snapvol: float, baseline: float) -> str:
+    if snapvol <= baseline:
+        return f"snapvol {baseline / snapvol:.2f}x faster"
+    return f"snapvol {snapvol / baseline:.2f}x slower"
+
+
 def passfail(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -376,7 +381,8 @@ class Bench:
         env["PYTHONUNBUFFERED"] = "1"
         self.runner = Runner(workdir, env)
         self.report = Report()
-        self.snapvol = snapvol_command()
+        self.snapvol = shlex.split(args.snapvol) if args.snapvol else snapvol_command()
+        self.load_before = os.getloadavg()[0]
         self.store = workdir / "manifests.db"
         self.backups = workdir / "backups"
 
@@ -557,7 +563,7 @@ class Bench:
                 "(b) docker run --rm ... tar czf (Docker's recipe)",
                 b["docker_snapshot"],
                 verdict=passfail(speedup >= SNAPSHOT_VS_DOCKER),
-                compare=f"snapvol {speedup:.2f}x faster",
+                compare=faster(snap.seconds, b["docker_snapshot"].seconds),
                 target=f">= {SNAPSHOT_VS_DOCKER:.0f}x faster",
                 note=f"archive {r['docker_archive_bytes'] / MB:.0f} MB",
             )
@@ -711,7 +717,7 @@ class Bench:
                 "(d) docker exec pg_dump (plain SQL) > file (the seed)",
                 d.seconds,
                 mbps(dump_bytes, d.seconds),
-                compare=f"snapvol {d.seconds / sv.seconds:.2f}x faster",
+                compare=faster(sv.seconds, d.seconds),
             )
         )
         self.logical_restore(section, c, snap, dump, dump_bytes)
@@ -721,26 +727,14 @@ class Bench:
         self, section: str, c: str, snap: dict[str, Any], dump: Path, dump_bytes: int
     ) -> None:
         rep = self.report
-        help_text = self.runner.timed(self.cli("restore", "--help")).stdout
+        # In place: snapvol restores into a scratch database, checks it and swaps it in.
         restore_args = ["restore", snap["id"], "--yes", "--container", c]
-        if "--no-safety-snapshot" in help_text:
-            restore_args.append("--no-safety-snapshot")
-        into = None
-        options = ("--database", "--target-database", "--into-database", "--new-database")
-        for option in options:
-            if re.search(rf"(^|\s){re.escape(option)}[\s,=]", help_text):
-                into = "bench_snapvol_restore"
-                restore_args += [option, into]
-                break
-        log(f"snapvol restore of the logical snapshot ({'into ' + into if into else 'in place'})")
+        log("snapvol restore of the logical snapshot (in place)")
         try:
             t, _ = self.snapvol_json(*restore_args)
         except CommandFailed as err:
             rep.notes.append(f"logical restore failed, not reported: {err}")
             return
-        finally:
-            if into is not None:
-                psql(c, f"drop database if exists {into}", database="postgres")
         log("baseline: docker cp the dump in, createdb, pg_restore -d")
         newdb = "bench_pg_restore"
         psql(c, f"drop database if exists {newdb}", database="postgres")
@@ -752,11 +746,10 @@ class Bench:
         docker("exec", c, "rm", "-f", "/tmp/bench.dump", check=False)
         psql(c, f"drop database if exists {newdb}", database="postgres")
         base = cp.seconds + restore.seconds
-        where = "into a new database" if into else "in place"
         rep.add(
             Row(
                 section,
-                f"snapvol restore of that snapshot ({where})",
+                "snapvol restore of that snapshot (in place, checked)",
                 t.seconds,
                 mbps(dump_bytes, t.seconds),
                 note=f"peak RSS {t.rss_mb:.0f} MB",
@@ -775,6 +768,23 @@ class Bench:
 
     # --- the whole run ----------------------------------------------------------------------
 
+    def volume_part(self, big: dict[str, Any]) -> None:
+        """Both scales' volume suites, then the RSS comparison between them."""
+        args, rep = self.args, self.report
+        self.warm(big)
+        big_res = self.volume_suite(big, full=True)
+        self.report_volume(big, big_res)
+        small_res = None
+        if args.small_scale:
+            small = self.prepare(args.small_scale)
+            rep.data["small_volume"] = small
+            self.warm(small)
+            small_res = self.volume_suite(small, full=False)
+            self.report_volume(small, small_res)
+            # Its container is not needed any more: free its memory before the logical part.
+            docker("rm", "-f", small["container"], check=False)
+        self.report_rss(big_res, small_res)
+
     def run(self) -> Report:
         args = self.args
         rep = self.report
@@ -788,25 +798,10 @@ class Bench:
         }
         big = self.prepare(args.scale)
         rep.data["volume"] = big
-        self.warm(big)
-        big_res = self.volume_suite(big, full=True)
-        self.report_volume(big, big_res)
-        small_res = None
-        if args.small_scale:
-            small = self.prepare(args.small_scale)
-            rep.data["small_volume"] = small
-            self.warm(small)
-            small_res = self.volume_suite(small, full=False)
-            self.report_volume(small, small_res)
-            # The small scale's container is not needed any more: free its memory and CPU.
-            docker("rm", "-f", small["container"], check=False)
-        self.report_rss(big_res, small_res)
-        rep.data["timings"] = {
-            "scale": {k: round(v.seconds, 3) for k, v in big_res["best"].items()},
-            "small_scale": {k: round(v.seconds, 3) for k, v in small_res["best"].items()}
-            if small_res
-            else None,
-        }
+        if args.skip_volume:
+            rep.notes.append("volume benchmark skipped (--skip-volume)")
+        else:
+            self.volume_part(big)
         if args.skip_logical:
             rep.notes.append("logical benchmark skipped (--skip-logical)")
         else:
@@ -815,21 +810,21 @@ class Bench:
                 self.logical_suite(big)
             else:
                 rep.notes.append(why)
-        alternated = "; the order alternated between repeats" if args.repeat > 1 else ""
+        alternated = "; the order of the contenders alternated" if args.repeat > 1 else ""
         rep.notes.append(
-            "page caches were not dropped: the volume was read once untimed first, so every "
-            f"contender ran warm{alternated}; best of {args.repeat} run(s)"
+            "page caches were not dropped: the volume was read once (and pg_dump ran once) "
+            f"untimed first, so every contender ran warm; best of {args.repeat} run(s){alternated}"
         )
         rep.notes.append(
-            "snapvol times are wall times of the CLI process (Python start-up included); the "
-            "running-container snapshot and restore include stopping PostgreSQL, restarting it "
-            "and waiting until it accepts connections"
+            "snapvol times are wall times of the CLI process (Python start-up included); a "
+            "volume snapshot or restore of the running container includes stopping PostgreSQL, "
+            "starting it again and waiting until it accepts connections"
         )
         rep.notes.append("MB/s = uncompressed tar stream (volume) or -Z0 dump (logical) / time")
-        load = os.getloadavg()[0]
+        busy = self.load_before > 0.5
         rep.notes.append(
-            f"load average at the end: {load:.1f} on {os.cpu_count()} CPUs"
-            + (" (other work was running: times are noisy)" if load > 1.5 else "")
+            f"1-minute load average before the run: {self.load_before:.1f} on {os.cpu_count()} "
+            f"CPUs{' (other work was running: times are noisy)' if busy else ''}"
         )
         return rep
 
@@ -871,6 +866,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="pgbench scale of the RSS comparison (default: scale/4; 0 skips it)",
     )
     p.add_argument("--repeat", type=int, default=1, help="runs of each measurement; best kept")
+    p.add_argument("--skip-volume", action="store_true", help="skip the volume benchmark")
     p.add_argument("--skip-logical", action="store_true", help="skip the logical benchmark")
     p.add_argument(
         "--skip-docker-recipe",
@@ -892,6 +888,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="where archives and the manifest store go (a temporary directory in it)",
+    )
+    p.add_argument(
+        "--snapvol",
+        help="the command to benchmark (default: the snapvol script beside this Python)",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     args = p.parse_args(argv)
