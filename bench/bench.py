@@ -18,16 +18,17 @@ Volume restores:
   * ``snapvol restore ID --yes --no-safety-snapshot`` (archive check, in-place extraction and the
     read-back verification included) against ``zstd -d < file | tar -x -C <empty host dir>``;
     target <= 2x; the default restore (a safety snapshot first) is reported as an extra line.
-Memory: peak RSS of the snapvol process alone (``os.wait4`` on that child; snapvol starts no
-  children of its own) for snapshot and restore at a small and the default scale: target
-  <= 200 MB and flat (big/small <= 1.25).
+Memory: peak RSS of the snapvol process (``os.wait4`` on that child: the largest of it and the
+  children it reaped, such as its watchdog, never a sum) for snapshot and restore at a small and
+  the default scale: target <= 200 MB and flat (big/small <= 1.25).
 Logical snapshots (issue 4), only when ``snapvol snapshot --help`` offers --logical and --format:
   * ``snapvol snapshot --logical --format custom`` against (c) ``pg_dump -Fc -Z0`` inside the
     container to /dev/null plus host ``zstd -3 -T0`` of such a dump made beforehand (the two times
     added up: the work snapvol cannot avoid); target <= 1.3x (c); and (d) the seed's way,
     ``docker exec c pg_dump -U postgres pc_db > file`` (plain SQL through the docker CLI);
-  * ``snapvol restore`` of that snapshot against ``docker cp`` of the dump into the container then
-    ``createdb`` and ``pg_restore -d`` there.
+  * ``snapvol restore`` of that snapshot, in place (snapvol restores into a scratch database,
+    checks it and swaps it in), against ``docker cp`` of the dump into the container then
+    ``createdb`` and ``pg_restore -d`` there; no target, for information.
 
 Caches: page caches are not dropped (that cannot be done reliably here). Instead the volume is read
 once, untimed, before the first measurement, and each contender then runs warm; with --repeat the
@@ -821,12 +822,29 @@ class Bench:
             "starting it again and waiting until it accepts connections"
         )
         rep.notes.append("MB/s = uncompressed tar stream (volume) or -Z0 dump (logical) / time")
+        rep.notes.append(f"snapvol measured: {source_revision()}")
         busy = self.load_before > 0.5
         rep.notes.append(
             f"1-minute load average before the run: {self.load_before:.1f} on {os.cpu_count()} "
             f"CPUs{' (other work was running: times are noisy)' if busy else ''}"
         )
         return rep
+
+
+def source_revision() -> str:
+    """The snapvol checkout's commit, and whether its code had uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    head = subprocess.run(
+        ["git", "-C", str(repo), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    if head.returncode != 0:
+        return "unknown revision"
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--", "snapvol"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return head.stdout.strip() + (" + uncommitted changes in snapvol/" if dirty else "")
 
 
 def snapvol_command() -> list[str]:
@@ -928,6 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"failed: {err}")
         return 1
     finally:
+        log("removing the benchmark's containers and volumes")
         bed.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     report.data["total_s"] = round(time.monotonic() - started, 1)
