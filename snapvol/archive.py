@@ -290,27 +290,27 @@ def write_precompressed(
     chunks: Iterable[bytes],
     dest: Path,
     *,
-    tap: Callable[[bytes], None] | None = None,
+    raw_size: Callable[[], int],
     progress: Progress | None = None,
 ) -> ArchiveResult:
     """Write an already zstd-compressed stream to ``dest`` via ``dest.partial``, hashing it.
 
-    The stream is decompressed on the way (``tap`` sees the uncompressed bytes) so that a
-    corrupt or truncated frame fails the write, and ``raw_bytes`` is the true uncompressed size.
-    On any failure the partial file is removed and nothing is left at ``dest``.
+    Its frames are walked on the way (not decompressed: that would cost as much CPU as the
+    whole rest of the pipeline) so that a truncated stream fails the write. ``raw_size`` is
+    asked for the uncompressed size once the stream ended: the producer knows it. On any
+    failure the partial file is removed and nothing is left at ``dest``.
     """
     partial, fd = _open_partial(dest)
     sink = _HashingFile(fd)
-    frames = ZstdFrames(f"the compressed stream for {dest.name}")
+    frames = ZstdFrameWalker(f"the compressed stream for {dest.name}")
     try:
         for chunk in prefetch(chunks):
             sink.write(chunk)
-            for raw in frames.feed(chunk):
-                if tap is not None:
-                    tap(raw)
+            frames.feed(chunk)
             if progress is not None:
                 progress(len(chunk))
         frames.close()
+        raw = raw_size()
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -327,5 +327,88 @@ def write_precompressed(
         _discard(fd, partial)
         raise
     return ArchiveResult(
-        path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=frames.raw_bytes
+        path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=raw
     )
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE = 0x184D2A50  # ..5F: skippable frames, which carry no data
+
+
+class ZstdFrameWalker:
+    """Follows a zstd stream's structure without decompressing it: frame headers, every block
+    header, the checksum. ``close`` raises IntegrityError unless the stream ended exactly at the
+    end of a frame, so a truncated stream is caught for a fraction of decompression's cost.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.frames = 0
+        self._need = 4  # bytes wanted for the current header
+        self._state = "magic"
+        self._head = b""
+        self._skip = 0  # bytes of block content (or a skippable frame) still to pass over
+        self._checksum = False
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                continue
+            take = self._need - len(self._head)
+            self._head += bytes(view[:take])
+            view = view[take:]
+            if len(self._head) == self._need:
+                self._parsed()
+
+    def _parsed(self) -> None:
+        head, state = self._head, self._state
+        self._head = b""
+        if state == "magic":
+            magic = int.from_bytes(head, "little")
+            if magic == _ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif magic & 0xFFFFFFF0 == _SKIPPABLE:
+                self._state, self._need = "skippable", 4
+            else:
+                raise IntegrityError(f"{self.what} is not zstd data (bad frame magic)")
+        elif state == "skippable":
+            self._skip = int.from_bytes(head, "little")
+            self._state, self._need = "magic", 4
+            self.frames += 1
+        elif state == "descriptor":
+            fhd = head[0]
+            if fhd & 0x08:
+                raise IntegrityError(f"{self.what}: reserved bit set in a zstd frame header")
+            single = bool(fhd & 0x20)
+            fcs = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[fhd >> 6]
+            did = {0: 0, 1: 1, 2: 2, 3: 4}[fhd & 0x03]
+            self._checksum = bool(fhd & 0x04)
+            rest = (0 if single else 1) + did + fcs
+            self._state, self._need = "header", rest
+            if rest == 0:
+                self._state, self._need = "block", 3
+        elif state == "header":
+            self._state, self._need = "block", 3
+        elif state == "block":
+            value = int.from_bytes(head, "little")
+            last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise IntegrityError(f"{self.what}: reserved zstd block type")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._state, self._need = ("checksum", 4) if self._checksum else ("magic", 4)
+                if not self._checksum:
+                    self.frames += 1
+        elif state == "checksum":
+            self._state, self._need = "magic", 4
+            self.frames += 1
+
+    def close(self) -> None:
+        if self._skip or self._head or self._state != "magic":
+            raise IntegrityError(f"{self.what} is truncated (its last zstd frame is incomplete)")
+        if self.frames == 0:
+            raise IntegrityError(f"{self.what} holds no zstd frame")

@@ -29,7 +29,10 @@ FORMATS = (CUSTOM, PLAIN)
 _SNIFF_BYTES = 4096  # a pg_dump script's header is in its first few lines
 _TAIL_BYTES = 1024  # the trailer is followed by at most an \unrestrict line
 _MAX_LINE = 64 << 20  # a longer line outside COPY data is not a pg_dump script
-_COPY = re.compile(rb"^COPY (\S+?)(?: \([^\n]*\))? FROM stdin;\n", re.M)
+_IDENT = rb'(?:"(?:[^"\n]|"")*"|[^\s."]+)'
+_COPY = re.compile(
+    rb"^COPY (" + _IDENT + rb"(?:\." + _IDENT + rb")?)(?: \([^\n]*\))? FROM stdin;\n", re.M
+)
 # A script that creates or switches databases would not land in the database we restore into.
 _FOREIGN = re.compile(rb"^(?:\\connect\s|\\c\s|CREATE DATABASE\s|DROP DATABASE\s)", re.M)
 
@@ -211,6 +214,9 @@ def inspect_file(path: Path, progress: Callable[[int], None] | None = None) -> D
     compressed = sniff(_head(path, False, 8)) == "zstd"
     inner = sniff(_head(path, compressed, _SNIFF_BYTES))
     if inner not in FORMATS:
+        if compressed:  # too little came out: a truncated or corrupt stream says so here
+            for _ in archive.unzstd(archive.file_chunks(path), path.name):
+                pass
         raise UsageError(
             f"{path} is not a PostgreSQL dump (neither pg_dump's custom format nor a pg_dump "
             "SQL script" + (", once decompressed)" if compressed else ")")

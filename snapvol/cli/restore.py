@@ -1,17 +1,23 @@
-"""`snapvol restore`: put a snapshot back, after checking it and asking."""
+"""`snapvol restore`: put a snapshot (or a dump file) back, after checking it and asking."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
+from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import AppContext, json_option, with_app
 from snapvol.cli.format import local_time
 from snapvol.errors import UsageError
 from snapvol.output import human_bytes
+from snapvol.store import Snapshot
+
+DEFAULT_CONTAINER = "pc_db"
+MAX_TABLES_SHOWN = 12
 
 
 def _plan_table(plan: Any, safety: bool) -> Table:
@@ -52,19 +58,95 @@ def _plan_table(plan: Any, safety: bool) -> Table:
     return table
 
 
+def _tables_text(tables: dict[str, int] | list[str] | None, estimated: bool = False) -> str:
+    if tables is None:
+        return "not recorded"
+    if not tables:
+        return "none"
+    names = sorted(tables)
+    shown = [
+        f"{name} ({'~' if estimated else ''}{tables[name]})" if isinstance(tables, dict) else name
+        for name in names[:MAX_TABLES_SHOWN]
+    ]
+    more = f", … {len(names) - MAX_TABLES_SHOWN} more" if len(names) > MAX_TABLES_SHOWN else ""
+    return f"{len(names)}: {', '.join(shown)}{more}"
+
+
+def _logical_table(plan: Any) -> Table:
+    source, target, current = plan.source, plan.target, plan.current
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    snap = source.snapshot
+    if snap is not None:
+        table.add_row("Snapshot", f"{snap.id}  {snap.name}  (logical, {snap.format} format)")
+        table.add_row(
+            "Taken",
+            f"{local_time(snap.created_at)} from database {snap.database} of {snap.container} "
+            f"(PostgreSQL {snap.pg_version})",
+        )
+        table.add_row(
+            "Size",
+            f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} of dump",
+        )
+        table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")
+    else:
+        compressed = ", zstd-compressed" if source.compressed else ""
+        table.add_row("File", f"{source.path}  ({source.format} format{compressed})")
+        header = source.header
+        if header:
+            table.add_row(
+                "Dumped",
+                f"from database {header.get('database', '?')} at {header.get('created', '?')} "
+                f"(PostgreSQL {header.get('server_version', '?')})",
+            )
+        table.add_row(
+            "Size",
+            f"{human_bytes(source.size_bytes)} file, {human_bytes(source.raw_bytes)} of dump",
+        )
+        table.add_row("Checked", "[green]whole and readable[/] (nothing changed yet)")
+    table.add_row("Contains", "tables " + _tables_text(source.tables or source.listed))
+    where = f"container {target.container.name}, PostgreSQL {plan.server_version}"
+    if current.exists:
+        table.add_row("[red]Replaces[/]", f"database {target.database} ({where})")
+        table.add_row(
+            "Current data",
+            f"{human_bytes(current.size_bytes)}, tables "
+            + _tables_text(current.tables, estimated=True),
+        )
+    else:
+        table.add_row("Creates", f"database {target.database} ({where}; it does not exist yet)")
+    table.add_row(
+        "How",
+        f"restored into new database {plan.scratch}, checked, then swapped in; the current "
+        "one is dropped only after the swap, and left as it is on any failure",
+    )
+    for warning in plan.warnings:
+        table.add_row("[yellow]Note[/]", warning)
+    return table
+
+
 @click.command("restore")
 @click.argument("ref", required=False)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Restore this dump file (custom or SQL, optionally .zst) instead of a snapshot.",
+)
 @click.option(
     "--container",
     default=None,
     envvar="SNAPVOL_CONTAINER",
-    help="Restore into this container (default: the snapshot's own).",
+    help="Restore into this container (default: the snapshot's own; pc_db for --file).",
 )
+@click.option("--database", help="Logical: the database to replace (default: the snapshot's).")
+@click.option("--user", help="Logical: the role to restore as (default: POSTGRES_USER).")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--no-safety-snapshot",
     is_flag=True,
-    help="Do not snapshot the current data first (no automatic rollback).",
+    help="Volume: do not snapshot the current data first (no automatic rollback).",
 )
 @click.option("--helper-image", help="Image for helper containers (default: the target's image).")
 @json_option
@@ -72,19 +154,54 @@ def _plan_table(plan: Any, safety: bool) -> Table:
 def command(
     app: AppContext,
     ref: str | None,
+    file: Path | None,
     container: str | None,
+    database: str | None,
+    user: str | None,
     assume_yes: bool,
     no_safety_snapshot: bool,
     helper_image: str | None,
     as_json: bool,
 ) -> None:
-    """Restore snapshot REF (an id, a unique id prefix, or a name)."""
+    """Restore snapshot REF (an id, a unique id prefix, or a name), or a dump with --file.
+
+    Without REF on a terminal, lists the snapshots and asks which one.
+    """
+    if file is not None:
+        if ref is not None:
+            raise UsageError("give a snapshot or --file, not both")
+        summary = _restore_logical(
+            app, None, file, container or DEFAULT_CONTAINER, database, user, assume_yes
+        )
+    else:
+        with app.store() as store:
+            snap = (
+                store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
+            )
+        if snap.kind == "logical":
+            summary = _restore_logical(
+                app, snap, None, container or snap.container, database, user, assume_yes
+            )
+        else:
+            if database is not None or user is not None:
+                raise UsageError("--database and --user go with logical snapshots")
+            summary = _restore_volume(
+                app, snap, container, assume_yes, no_safety_snapshot, helper_image
+            )
+    if as_json:
+        app.console.json(summary)
+
+
+def _restore_volume(
+    app: AppContext,
+    snap: Snapshot,
+    container: str | None,
+    assume_yes: bool,
+    no_safety_snapshot: bool,
+    helper_image: str | None,
+) -> dict[str, Any]:
     from snapvol import volume
 
-    if ref is None:
-        raise UsageError("which snapshot? give an id or name (see `snapvol ls`)")
-    with app.store() as store:
-        snap = store.resolve(ref)
     target_ref = container or snap.container
     with app.session(lock=target_ref, operation=f"restore {snap.id}") as (store, engine):
         plan = volume.plan_volume_restore(
@@ -102,7 +219,12 @@ def command(
             reporter=app.console,
             watchdog=app.watchdog,
         )
-    summary = {
+    safety_note = f"; safety snapshot {result.safety.id}" if result.safety else ""
+    app.console.info(
+        f"Restored {result.snapshot.id} ({result.snapshot.name}) into {plan.target.volume}: "
+        f"{result.duration_s:.1f} s, downtime {result.downtime_s:.1f} s{safety_note}"
+    )
+    return {
         "restored": result.snapshot.to_dict(),
         "safety_snapshot": result.safety.to_dict() if result.safety else None,
         "container": plan.target.container.name,
@@ -110,10 +232,48 @@ def command(
         "downtime_s": round(result.downtime_s, 3),
         "duration_s": round(result.duration_s, 3),
     }
-    if as_json:
-        app.console.json(summary)
-    safety_note = f"; safety snapshot {result.safety.id}" if result.safety else ""
+
+
+def _restore_logical(
+    app: AppContext,
+    snap: Snapshot | None,
+    file: Path | None,
+    container: str,
+    database: str | None,
+    user: str | None,
+    assume_yes: bool,
+) -> dict[str, Any]:
+    from snapvol import logical
+
+    operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
+    with app.session(lock=container, operation=operation) as (_store, engine):
+        if snap is not None:
+            target = logical.resolve_target(engine, container, database or snap.database, user)
+            source = logical.snapshot_source(snap, app.console)
+        else:
+            assert file is not None
+            target = logical.resolve_target(engine, container, database, user)
+            source = logical.file_source(engine, target, file, app.console)
+        plan = logical.plan_restore(engine, target, source, app.console)
+        app.console.err.print(_logical_table(plan))
+        confirm_by_typing(
+            target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
+        )
+        result = logical.restore_logical(engine, plan, reporter=app.console)
+    what = f"{snap.id} ({snap.name})" if snap is not None else str(file)
     app.console.info(
-        f"Restored {result.snapshot.id} ({result.snapshot.name}) into {plan.target.volume}: "
-        f"{result.duration_s:.1f} s, downtime {result.downtime_s:.1f} s{safety_note}"
+        f"Restored {what} into database {target.database} of {target.container.name}: "
+        f"{len(result.tables)} tables, {sum(result.tables.values())} rows checked, "
+        f"{result.duration_s:.1f} s"
     )
+    return {
+        "restored": snap.to_dict() if snap is not None else None,
+        "file": str(file) if file is not None else None,
+        "format": source.format,
+        "container": target.container.name,
+        "database": target.database,
+        "tables": result.tables,
+        "duration_s": round(result.duration_s, 3),
+        "replaced_existing": plan.current.exists,
+        "previous_kept_as": result.retired_kept,
+    }

@@ -9,6 +9,7 @@ import click
 from snapvol.cli.context import AppContext, json_option, target_options, with_app
 from snapvol.cli.format import snapshot_summary
 from snapvol.errors import UsageError
+from snapvol.store import Snapshot
 
 
 @click.command("snapshot")
@@ -23,6 +24,15 @@ from snapvol.errors import UsageError
     help="zstd compression level.",
 )
 @click.option("--helper-image", help="Image for helper containers (default: the target's image).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["custom", "plain"]),
+    default=None,
+    help="--logical: pg_dump's custom format (pg_restore-able, the default) or plain SQL.",
+)
+@click.option("--database", help="--logical: the database (default: the container's POSTGRES_DB).")
+@click.option("--user", help="--logical: the role (default: the container's POSTGRES_USER).")
 @target_options
 @json_option
 @with_app
@@ -30,11 +40,27 @@ def command(app: AppContext, mode: str | None, as_json: bool, **options: Any) ->
     """Take a snapshot of a container's data and record it in the manifest store."""
     if mode is None:
         raise UsageError("choose --volume (cold, whole volume) or --logical (pg_dump)")
+    snap = _logical(app, options) if mode == "logical" else _volume(app, options)
+    if as_json:
+        app.console.json(snap.to_dict())
+    app.console.info(snapshot_summary(snap))
+    if snap.kind == "logical":
+        tables = snap.meta.get("tables") or {}
+        app.console.info(
+            f"Database {snap.database} ({snap.format} format, PostgreSQL {snap.pg_version}): "
+            f"{len(tables)} tables, {sum(tables.values())} rows"
+        )
+
+
+def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
+    for flag in ("fmt", "database", "user"):
+        if options[flag] is not None:
+            raise UsageError(f"--{'format' if flag == 'fmt' else flag} goes with --logical")
     from snapvol import volume
 
     with app.session(lock=options["container"], operation="snapshot --volume") as (store, engine):
         target = volume.resolve_target(engine, options["container"], options["volume_name"])
-        snap = volume.snapshot_volume(
+        return volume.snapshot_volume(
             engine,
             store,
             app.backup_dir,
@@ -45,6 +71,28 @@ def command(app: AppContext, mode: str | None, as_json: bool, **options: Any) ->
             reporter=app.console,
             watchdog=app.watchdog,
         )
-    if as_json:
-        app.console.json(snap.to_dict())
-    app.console.info(snapshot_summary(snap))
+
+
+def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
+    for flag in ("volume_name", "helper_image"):
+        if options[flag] is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
+    from snapvol import logical
+
+    with app.session(lock=options["container"], operation="snapshot --logical") as (
+        store,
+        engine,
+    ):
+        target = logical.resolve_target(
+            engine, options["container"], options["database"], options["user"]
+        )
+        return logical.snapshot_logical(
+            engine,
+            store,
+            app.backup_dir,
+            target,
+            name=options["name"],
+            fmt=options["fmt"] or "custom",
+            level=options["level"],
+            reporter=app.console,
+        )

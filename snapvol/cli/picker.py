@@ -1,0 +1,71 @@
+"""Choosing a snapshot interactively when `snapvol restore` is given none."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.table import Table
+
+from snapvol.cli.format import local_time
+from snapvol.errors import Cancelled, NotFoundError, SnapvolError, UsageError
+from snapvol.output import Console, human_bytes
+from snapvol.store import COMPLETE, Snapshot, Store
+
+MAX_LISTED = 50
+
+
+def on_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def choices_table(snaps: list[Snapshot]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("#", "ID", "NAME", "KIND", "SOURCE", "CREATED", "SIZE"):
+        table.add_column(column, justify="right" if column in ("#", "SIZE") else "left")
+    for n, s in enumerate(snaps, 1):
+        source = f"{s.container}:{s.volume or s.database or '-'}"
+        table.add_row(
+            str(n),
+            s.id,
+            s.name,
+            s.kind,
+            source,
+            local_time(s.created_at),
+            human_bytes(s.size_bytes),
+        )
+    return table
+
+
+def pick_snapshot(store: Store, console: Console) -> Snapshot:
+    """List the restorable snapshots, newest first and numbered, and ask which one.
+
+    Without a terminal there is nobody to ask: a UsageError says to give an id.
+    """
+    if not on_terminal():
+        raise UsageError(
+            "which snapshot? give an id or name (see `snapvol ls`); "
+            "the interactive list needs a terminal"
+        )
+    snaps = store.snapshots(status=COMPLETE, limit=MAX_LISTED)
+    if not snaps:
+        raise NotFoundError("no complete snapshot to restore (see `snapvol ls`)")
+    console.err.print(choices_table(snaps))
+    while True:
+        try:
+            answer = click.prompt(
+                f"Snapshot to restore (1-{len(snaps)}, an id or a name; Enter cancels)",
+                default="",
+                show_default=False,
+                err=True,
+            ).strip()
+        except (click.Abort, EOFError, KeyboardInterrupt):
+            raise Cancelled("cancelled; nothing was changed") from None
+        if not answer:
+            raise Cancelled("cancelled; nothing was changed")
+        if answer.isdigit() and 1 <= int(answer) <= len(snaps):
+            return snaps[int(answer) - 1]
+        try:
+            return store.resolve(answer)
+        except SnapvolError as err:
+            console.err.print(f"[yellow]{err.message}[/yellow]")

@@ -1,0 +1,438 @@
+"""Logical snapshots and restores against a real engine and a real PostgreSQL 15.
+
+One PostgreSQL container serves the whole module; the ``demo`` fixture gives each test a freshly
+created ``pc_db`` holding the demo's tables, and checks afterwards that no scratch database of
+snapvol was left behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import sqlite3
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import zstandard
+
+from tests import docker_helpers
+from tests.docker_helpers import PgContainer, TestBed
+from tests.pgdata import fill_demo
+
+pytestmark = pytest.mark.docker
+
+DEMO_COUNTS = {"public.usuarios": 500, "public.productos": 200, "public.pedidos": 5000}
+BASE_DATABASES = {"postgres", "template0", "template1"}
+
+
+@pytest.fixture(scope="module")
+def module_bed(docker_client: docker.DockerClient) -> Iterator[TestBed]:
+    yield from docker_helpers.testbed(docker_client)
+
+
+@pytest.fixture(scope="module")
+def pg(module_bed: TestBed) -> PgContainer:
+    return module_bed.postgres()
+
+
+def databases(pg: PgContainer) -> set[str]:
+    return set(pg.psql("SELECT datname FROM pg_database", database="postgres").split())
+
+
+@pytest.fixture
+def demo(pg: PgContainer) -> Iterator[PgContainer]:
+    """A fresh pc_db with the demo's tables; no scratch database may survive the test."""
+    for name in databases(pg) - BASE_DATABASES:
+        pg.psql(f'DROP DATABASE "{name}" WITH (FORCE)', database="postgres")
+    pg.psql("CREATE DATABASE pc_db", database="postgres")
+    fill_demo(pg)
+    yield pg
+    assert databases(pg) - BASE_DATABASES - {"pc_db", "bigdb"} == set()
+
+
+@pytest.fixture(scope="module")
+def bigdb(pg: PgContainer) -> str:
+    """A database that takes pg_dump a second or two."""
+    pg.psql("CREATE DATABASE bigdb", database="postgres")
+    pg.psql(
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS a, md5((g * 7)::text) AS b, "
+        "repeat('x', 40) AS c FROM generate_series(1, 1500000) g",
+        database="bigdb",
+    )
+    return "bigdb"
+
+
+def change_data(pg: PgContainer) -> None:
+    pg.psql("DELETE FROM pedidos WHERE pedido_id % 3 = 0; UPDATE usuarios SET nombre = 'otro';")
+    pg.psql("CREATE TABLE extra (x int); INSERT INTO extra VALUES (1);")
+
+
+def logical(cmd: Any, pg: PgContainer, *extra: str) -> dict[str, Any]:
+    return cmd.json("snapshot", "--logical", "--container", pg.name, *extra)  # type: ignore[no-any-return]
+
+
+def container_bytes(pg: PgContainer, argv: list[str]) -> bytes:
+    code, out = pg.container.exec_run(argv, demux=True)
+    assert code == 0, out[1]
+    return out[0] or b""
+
+
+def assert_unchanged(pg: PgContainer, before: str) -> None:
+    assert pg.dump() == before
+    assert databases(pg) - BASE_DATABASES - {"bigdb"} == {"pc_db"}
+
+
+# --- snapshot and restore -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_round_trip(demo: PgContainer, cmd: Any, fmt: str) -> None:
+    before = demo.dump()
+    snap = logical(cmd, demo, "--format", fmt)
+
+    assert snap["status"] == "complete" and snap["kind"] == "logical"
+    assert snap["name"].startswith(f"{demo.name}-logical-")
+    assert snap["database"] == "pc_db" and snap["format"] == fmt
+    assert snap["pg_version"].startswith("15.")
+    assert snap["meta"]["tables"] == DEMO_COUNTS
+    archive = Path(snap["path"])
+    assert archive.name.endswith(".dump.zst" if fmt == "custom" else ".sql.zst")
+    assert archive.stat().st_mode & 0o777 == 0o600
+    assert not list(archive.parent.glob("*.partial"))
+    raw = zstandard.ZstdDecompressor().stream_reader(archive.open("rb")).read()
+    assert len(raw) == snap["raw_bytes"]
+    assert raw.startswith(b"PGDMP") if fmt == "custom" else b"-- PostgreSQL database dump" in raw
+
+    change_data(demo)
+    assert demo.dump() != before
+    result = cmd.json("restore", snap["id"], "--yes")
+
+    assert result["restored"]["id"] == snap["id"] and result["database"] == "pc_db"
+    assert result["tables"] == DEMO_COUNTS and result["replaced_existing"] is True
+    assert result["previous_kept_as"] is None
+    assert_unchanged(demo, before)
+
+
+def test_restore_shows_what_it_replaces_and_can_be_cancelled(demo: PgContainer, cmd: Any) -> None:
+    snap = logical(cmd, demo, "--name", "antes")
+    change_data(demo)
+    before = demo.dump()
+    result = cmd("restore", "antes", input="no\n", exit_code=10)
+    for text in ("antes", "Replaces", "database pc_db", "public.extra", "SHA-256", "verified"):
+        assert text in result.stderr
+    assert "cancelled; nothing was changed" in result.stderr
+    assert snap["id"] in result.stderr
+    assert_unchanged(demo, before)
+
+
+def test_restore_into_a_database_that_does_not_exist_creates_it(
+    demo: PgContainer, cmd: Any
+) -> None:
+    snap = logical(cmd, demo)
+    expected = demo.dump()
+    result = cmd.json("restore", snap["id"], "--database", "copia", "--yes")
+    assert result["replaced_existing"] is False and result["tables"] == DEMO_COUNTS
+    assert demo.dump(database="copia") == expected
+    demo.psql('DROP DATABASE "copia"', database="postgres")
+
+
+@pytest.mark.parametrize("kind", [".sql", ".sql.zst", ".dump", ".dump.zst"])
+def test_restore_from_file(demo: PgContainer, cmd: Any, tmp_path: Path, kind: str) -> None:
+    before = demo.dump()
+    if kind.startswith(".sql"):
+        data = before.encode()
+    else:
+        data = container_bytes(demo, ["pg_dump", "-U", "postgres", "-d", "pc_db", "-Fc"])
+    if kind.endswith(".zst"):
+        data = zstandard.ZstdCompressor(level=3).compress(data)
+    path = tmp_path / f"backup{kind}"
+    path.write_bytes(data)
+    change_data(demo)
+
+    result = cmd("restore", "--file", str(path), "--container", demo.name, input=f"{demo.name}\n")
+    assert "public.pedidos" in result.stderr and "whole and readable" in result.stderr
+    assert_unchanged(demo, before)
+
+
+def test_restore_file_json(demo: PgContainer, cmd: Any, tmp_path: Path) -> None:
+    path = tmp_path / "backup.bin"  # the format comes from the content, not the name
+    path.write_bytes(demo.dump().encode())
+    result = cmd.json("restore", "--file", str(path), "--container", demo.name, "--yes")
+    assert result["format"] == "plain" and result["file"] == str(path)
+    assert result["tables"] == DEMO_COUNTS and result["restored"] is None
+
+
+def test_bad_files_are_refused_before_anything_changes(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    before = demo.dump()
+    custom = container_bytes(demo, ["pg_dump", "-U", "postgres", "-d", "pc_db", "-Fc"])
+    plain = before.encode()
+    cases = {
+        "custom_truncated.dump": (custom[: len(custom) * 2 // 3], 7, "truncated"),
+        "custom_tail_cut.dump": (custom[:-40], 7, "truncated"),
+        "plain_truncated.sql": (plain[: len(plain) // 2], 7, "truncated"),
+        "zst_truncated.sql.zst": (zstandard.ZstdCompressor().compress(plain)[:-100], 7, "zstd"),
+        "notes.txt": (b"just some notes\nnot a dump\n", 2, "not a PostgreSQL dump"),
+        "image.zst": (zstandard.ZstdCompressor().compress(b"\x89PNG" * 100), 2, "not a Post"),
+        "garbage.dump": (b"PGDMP" + bytes(range(256)) * 4, 7, "pg_restore"),
+    }
+    for name, (data, code, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        result = cmd(
+            "restore", "--file", str(path), "--container", demo.name, "--yes", exit_code=code
+        )
+        assert result.stderr.startswith("Error: ") and message in result.stderr, (
+            name,
+            result.stderr,
+        )
+        assert result.stderr.count("\n") == 1, result.stderr
+    assert_unchanged(demo, before)
+
+
+def test_restore_failing_halfway_leaves_the_database_as_it_was(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    dump = demo.dump()
+    change_data(demo)
+    before = demo.dump()
+    # Valid up to the middle of the pedidos data: a row with a column too many.
+    lines = dump.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("COPY public.pedidos"))
+    lines[start + 2500] = "1\t2\t3\t4\t2026-01-01 00:00:00\tone too many\n"
+    path = tmp_path / "broken.sql"
+    path.write_text("".join(lines))
+
+    result = cmd("restore", "--file", str(path), "--container", demo.name, "--yes", exit_code=11)
+    assert (
+        "psql failed" in result.stderr and "extra data after last expected column" in result.stderr
+    )
+    assert "database pc_db was not changed" in result.stderr
+    assert_unchanged(demo, before)
+
+
+def test_restore_whose_check_fails_leaves_the_database_as_it_was(
+    demo: PgContainer, cmd: Any, isolated_env: Path
+) -> None:
+    snap = logical(cmd, demo)
+    change_data(demo)
+    before = demo.dump()
+    # The store says pedidos had one row more than the dump holds: the check must catch it.
+    meta = dict(snap["meta"], tables=dict(DEMO_COUNTS, **{"public.pedidos": 5001}))
+    with sqlite3.connect(isolated_env / "manifests.db") as db:
+        db.execute(
+            "UPDATE snapshots SET meta_json = ? WHERE id = ?", (json.dumps(meta), snap["id"])
+        )
+
+    result = cmd("restore", snap["id"], "--yes", exit_code=7)
+    assert "public.pedidos has 5000 rows" in result.stderr and "was not changed" in result.stderr
+    assert_unchanged(demo, before)
+
+
+def test_tampered_archive_is_refused(demo: PgContainer, cmd: Any) -> None:
+    snap = logical(cmd, demo)
+    before = demo.dump()
+    path = Path(snap["path"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = cmd("restore", snap["id"], "--yes", exit_code=7)
+    assert "SHA-256" in result.stderr
+    assert_unchanged(demo, before)
+
+
+# --- errors and names -----------------------------------------------------------------------------
+
+
+def test_names_are_validated_and_unique(demo: PgContainer, cmd: Any) -> None:
+    for bad in ("../x", ".hidden", "a b", "a/b", "ñandú", ""):
+        result = cmd("snapshot", "--logical", "--container", demo.name, "--name", bad, exit_code=2)
+        assert "invalid snapshot name" in result.stderr
+    result = cmd("snapshot", "--volume", "--container", demo.name, "--name", "x/y", exit_code=2)
+    assert "invalid snapshot name" in result.stderr
+    snap = logical(cmd, demo, "--name", "mi_backup_especial")
+    assert snap["name"] == "mi_backup_especial"
+    result = cmd(
+        "snapshot",
+        "--logical",
+        "--container",
+        demo.name,
+        "--name",
+        "mi_backup_especial",
+        exit_code=2,
+    )
+    assert "already exists" in result.stderr
+    assert [s["id"] for s in cmd.json("ls")] == [snap["id"]]
+
+
+def test_missing_database_and_stopped_container(
+    demo: PgContainer, cmd: Any, module_bed: TestBed, isolated_env: Path
+) -> None:
+    result = cmd(
+        "snapshot", "--logical", "--container", demo.name, "--database", "nosuch", exit_code=3
+    )
+    assert "database 'nosuch' does not exist" in result.stderr
+
+    stopped = module_bed.client.containers.create(
+        module_bed.image, name=module_bed.unique(), labels={docker_helpers.TEST_LABEL: "1"}
+    )
+    module_bed.containers.append(stopped)
+    result = cmd("snapshot", "--logical", "--container", stopped.name, exit_code=11)
+    assert "not running" in result.stderr
+    result = cmd("snapshot", "--logical", "--container", "snapvol-test-nope", exit_code=3)
+    assert cmd.json("ls") == []
+    assert (
+        not list((isolated_env / "backups").glob("*"))
+        if (isolated_env / "backups").exists()
+        else True
+    )
+
+
+def test_pg_dump_failing_halfway_leaves_no_file_and_no_complete_snapshot(
+    pg: PgContainer, bigdb: str, cmd: Any, isolated_env: Path
+) -> None:
+    def kill_the_dump() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            killed = pg.psql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'snapvol-%' AND query LIKE 'COPY%'",
+                database="postgres",
+            )
+            if killed != "0":
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_dump)
+    killer.start()
+    result = cmd("snapshot", "--logical", "--container", pg.name, "--database", bigdb, exit_code=11)
+    killer.join()
+    assert "pg_dump failed" in result.stderr
+    [snap] = cmd.json("ls")
+    assert snap["status"] == "failed" and "pg_dump failed" in snap["error"]
+    assert list((isolated_env / "backups").iterdir()) == []
+
+
+def test_password_never_appears_in_process_arguments(pg: PgContainer, bigdb: str, cmd: Any) -> None:
+    assert pg.password in " ".join(pg.container.attrs["Config"]["Env"])
+    samples: list[str] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(docker_helpers.host_ps_args())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        snap = logical(cmd, pg, "--database", bigdb, "--format", "plain")
+    finally:
+        done.set()
+        sampler.join()
+    assert snap["meta"]["tables"] == {"public.big": 1500000}
+    assert any("pg_dump" in s for s in samples), "the samples missed pg_dump"
+    assert len(samples) > 5
+    assert not any(pg.password in s for s in samples)
+
+
+# --- interactive restore --------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+class PtyRun:
+    """The snapvol console script on a pseudo-terminal: read what it shows, type answers."""
+
+    def __init__(self, args: list[str]) -> None:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "snapvol"), *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=dict(os.environ, TERM="xterm", COLUMNS="200"),
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.master = master
+        self.output = ""
+        self._seen = 0
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        if not data:
+            return False
+        self.output += _ANSI.sub("", data.decode("utf-8", "replace"))
+        return True
+
+    def expect(self, text: str, timeout: float = 60) -> str:
+        """Everything shown since the last expect, up to and including ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output[self._seen :]:
+            if time.monotonic() > deadline or not self._read(0.2):
+                raise AssertionError(f"never saw {text!r}; the terminal showed:\n{self.output}")
+        end = self.output.index(text, self._seen) + len(text)
+        shown, self._seen = self.output[self._seen : end], end
+        return shown
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def wait(self, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while self._read(0.2) and time.monotonic() < deadline:
+            if self.proc.poll() is not None and not select.select([self.master], [], [], 0)[0]:
+                break
+        return self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> PtyRun:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+def test_interactive_picker_through_a_pseudo_terminal(demo: PgContainer, cmd: Any) -> None:
+    first = logical(cmd, demo, "--name", "primero")
+    expected = demo.dump()
+    change_data(demo)
+    second = logical(cmd, demo, "--name", "segundo")
+
+    with PtyRun(["restore"]) as run:
+        listing = run.expect("Snapshot to restore")
+        assert listing.index("segundo") < listing.index("primero")  # newest first
+        assert re.search(rf"^1 +{second['id']} +segundo +logical", listing, re.M)
+        assert re.search(rf"^2 +{first['id']} +primero +logical", listing, re.M)
+        run.send("9\n")  # out of range: asked again
+        run.expect("Snapshot to restore")
+        run.send("2\n")
+        shown = run.expect("Type the container's name")
+        assert first["id"] in shown and second["id"] not in shown.split("Snapshot", 2)[-1]
+        run.send(f"{demo.name}\n")
+        assert run.wait() == 0, run.output
+    assert demo.dump() == expected
