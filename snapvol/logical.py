@@ -5,8 +5,8 @@ and counts every user table's rows in it while ``pg_dump --snapshot`` dumps that
 the recorded counts match the dump exactly. When the image has ``zstd`` it runs next to pg_dump and
 the exec stream carries compressed bytes (the stream out of ``docker exec`` is the bottleneck, about
 80 MB/s); otherwise the raw dump is compressed on the host. Either way the bytes are hashed and
-their zstd frames checked on their way to ``<file>.partial``, which is renamed only once pg_dump
-and zstd both exited 0.
+their zstd frames walked on their way to ``<file>.partial``, which is renamed only once pg_dump
+and zstd both exited 0 and zstd's own byte count matches what arrived.
 
 Restore: into a new database (``<db>__snapvol_<token>``, from template0 with the current one's
 owner, encoding and locale), checked (pg_restore/psql stop at the first error; the recorded tables
@@ -632,8 +632,12 @@ def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
         f"LC_COLLATE {literal(attrs['datcollate'])}",
         f"LC_CTYPE {literal(attrs['datctype'])}",
     ]
-    if attrs.get("datlocprovider") == "i":  # PostgreSQL 15+: an ICU database
-        options += ["LOCALE_PROVIDER icu", f"ICU_LOCALE {literal(attrs.get('daticulocale') or '')}"]
+    # PostgreSQL 15+ may use ICU, 17+ its builtin provider (17 renamed daticulocale datlocale).
+    locale = attrs.get("datlocale") or attrs.get("daticulocale") or ""
+    if attrs.get("datlocprovider") == "i":
+        options += ["LOCALE_PROVIDER icu", f"ICU_LOCALE {literal(locale)}"]
+    elif attrs.get("datlocprovider") == "b":
+        options += ["LOCALE_PROVIDER builtin", f"BUILTIN_LOCALE {literal(locale)}"]
     estimates = psql(
         engine,
         target,
