@@ -79,25 +79,44 @@ def prefetch(chunks: Iterable[bytes], depth: int = _PREFETCH) -> Iterator[bytes]
                 thread.join(timeout=0.05)
 
 
+class _Cancelled(Exception):
+    """Raised in the writer thread once the caller has given up on the archive."""
+
+
 class _HashingFile:
-    """File-like sink that hashes and counts what is written to it."""
+    """File-like sink that hashes and counts what is written to it.
+
+    ``close`` may be called from another thread while a writer thread is still busy: the lock
+    guarantees no write lands after the descriptor is closed (its number could be reused).
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.sha = hashlib.sha256()
         self.size = 0
+        self._lock = threading.Lock()
 
     def write(self, data: bytes | memoryview) -> int:
-        self.sha.update(data)
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.size += len(data)
+        with self._lock:
+            if self.fd < 0:
+                raise _Cancelled()
+            self.sha.update(data)
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            self.size += len(data)
         return len(data)
 
     def flush(self) -> None:
         pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self.fd)
+                self.fd = -1
 
 
 def _open_partial(dest: Path) -> tuple[Path, int]:
@@ -117,6 +136,70 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _in_thread(work: Callable[[], int]) -> int:
+    """Run ``work`` on a thread while this (main) thread waits in small, interruptible steps.
+
+    A long zstd call cannot be interrupted, so it must not run on the thread that receives
+    Ctrl-C or SIGTERM: this way the caller gets KeyboardInterrupt at once and can clean up.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="snapvol-writer", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return int(outcome["value"])
+
+
+def _abort(chunks: Iterable[bytes]) -> None:
+    """Tell a source that can be told (engine.ArchiveStream) to stop sending."""
+    abort = getattr(chunks, "abort", None)
+    if callable(abort):
+        abort()
+
+
+def _write_partial(
+    dest: Path, body: Callable[[_HashingFile], int], source: Iterable[bytes]
+) -> ArchiveResult:
+    """Write ``dest`` through ``dest.partial``: ``body`` fills the sink and returns the raw size.
+
+    On success the file is fsynced and renamed into place. On any failure or interruption the
+    partial file is removed and nothing is left at ``dest``.
+    """
+    partial, fd = _open_partial(dest)
+    sink = _HashingFile(fd)
+    try:
+        raw = _in_thread(lambda: body(sink))
+        os.fsync(sink.fd)
+        sink.close()
+        os.rename(partial, dest)
+        _fsync_dir(dest.parent)
+    except OSError as err:
+        _abort(source)
+        sink.close()
+        partial.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"no space left in {dest.parent}; the partial archive was removed"
+            ) from None
+        raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
+    except BaseException:
+        sink.close()
+        partial.unlink(missing_ok=True)
+        raise
+    return ArchiveResult(
+        path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=raw
+    )
+
+
 def write_compressed(
     chunks: Iterable[bytes],
     dest: Path,
@@ -127,49 +210,26 @@ def write_compressed(
 ) -> ArchiveResult:
     """Compress ``chunks`` with zstd into ``dest`` via ``dest.partial``, hashing in the same pass.
 
-    ``tap`` sees every uncompressed chunk (the tar scanner records per-file entries from it). On
-    any failure the partial file is removed and nothing is left at ``dest``.
+    ``tap`` sees every uncompressed chunk (the tar scanner records per-file entries from it).
     """
-    partial, fd = _open_partial(dest)
-    sink = _HashingFile(fd)
-    raw = 0
-    try:
+
+    def body(sink: _HashingFile) -> int:
+        raw = 0
         compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
         writer_sink: Any = sink  # file-like enough for zstandard: write() and flush()
-        with compressor.stream_writer(writer_sink, closefd=False, write_size=CHUNK) as writer:
-            for chunk in prefetch(chunks):
-                writer.write(chunk)
-                if tap is not None:
-                    tap(chunk)
-                raw += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-            writer.flush(zstandard.FLUSH_FRAME)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(partial, dest)
-        _fsync_dir(dest.parent)
-    except OSError as err:
-        _discard(fd, partial)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"no space left in {dest.parent}; the partial archive was removed"
-            ) from None
-        raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
-    except BaseException:
-        _discard(fd, partial)
-        raise
-    return ArchiveResult(
-        path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=raw
-    )
+        # No `with`: leaving it on an error would finish the frame, compressing for nothing.
+        writer = compressor.stream_writer(writer_sink, closefd=False, write_size=CHUNK)
+        for chunk in prefetch(chunks):
+            writer.write(chunk)
+            if tap is not None:
+                tap(chunk)
+            raw += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        writer.flush(zstandard.FLUSH_FRAME)
+        return raw
 
-
-def _discard(fd: int, partial: Path) -> None:
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    partial.unlink(missing_ok=True)
+    return _write_partial(dest, body, chunks)
 
 
 def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]:
@@ -297,38 +357,20 @@ def write_precompressed(
 
     Its frames are walked on the way (not decompressed: that would cost as much CPU as the
     whole rest of the pipeline) so that a truncated stream fails the write. ``raw_size`` is
-    asked for the uncompressed size once the stream ended: the producer knows it. On any
-    failure the partial file is removed and nothing is left at ``dest``.
+    asked for the uncompressed size once the stream ended: the producer knows it.
     """
-    partial, fd = _open_partial(dest)
-    sink = _HashingFile(fd)
-    frames = ZstdFrameWalker(f"the compressed stream for {dest.name}")
-    try:
+
+    def body(sink: _HashingFile) -> int:
+        frames = ZstdFrameWalker(f"the compressed stream for {dest.name}")
         for chunk in prefetch(chunks):
             sink.write(chunk)
             frames.feed(chunk)
             if progress is not None:
                 progress(len(chunk))
         frames.close()
-        raw = raw_size()
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(partial, dest)
-        _fsync_dir(dest.parent)
-    except OSError as err:
-        _discard(fd, partial)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"no space left in {dest.parent}; the partial archive was removed"
-            ) from err
-        raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
-    except BaseException:
-        _discard(fd, partial)
-        raise
-    return ArchiveResult(
-        path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=raw
-    )
+        return raw_size()
+
+    return _write_partial(dest, body, chunks)
 
 
 _ZSTD_MAGIC = 0xFD2FB528

@@ -286,22 +286,27 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.remove(helper_id)
 
-    def archive_out(self, container_id: str, path: str) -> Iterator[bytes]:
+    def archive_out(self, container_id: str, path: str) -> ArchiveStream:
         """Stream a tar of ``path``'s contents (members relative to it) out of a container."""
+        url = self.api._url("/containers/{0}/archive", container_id)
         with _translate("reading the volume through the archive endpoint"):
-            stream, _stat = self.api.get_archive(
-                container_id, path.rstrip("/") + "/.", chunk_size=CHUNK
-            )
-        with _translate("reading the volume through the archive endpoint"):
-            yield from stream
+            response = self.api._get(url, params={"path": path.rstrip("/") + "/."}, stream=True)
+            self.api._raise_for_status(response)
+        return ArchiveStream(self.api, response)
 
     def archive_in(self, container_id: str, path: str, chunks: Iterable[bytes]) -> None:
         """Extract a tar stream into ``path`` in a container, keeping owners, modes and times."""
         url = self.api._url("/containers/{0}/archive", container_id)
         params = {"path": path, "copyUIDGID": "1", "noOverwriteDirNonDir": "0"}
-        with _translate("writing the volume through the archive endpoint"):
-            response = self.api._put(url, params=params, data=chunks)
-            self.api._raise_for_status(response)
+        try:
+            with _translate("writing the volume through the archive endpoint"):
+                response = self.api._put(url, params=params, data=chunks)
+                self.api._raise_for_status(response)
+        except BaseException:
+            # An upload cut short must not leave the engine waiting for the rest of the tar
+            # (it would hold the helper container, and its removal, until a timeout).
+            self.api.close()
+            raise
 
     def helpers(self) -> list[dict[str, Any]]:
         """Helper containers left by any snapvol process (for recovery)."""
@@ -358,6 +363,27 @@ class Engine:
                     f"a command in the container still runs after {timeout:.0f} s"
                 )
             time.sleep(0.02)
+
+
+class ArchiveStream:
+    """The bytes of a tar coming out of the archive endpoint; ``abort`` may be called from any
+    thread and makes the engine stop sending at once (a reader blocked elsewhere would otherwise
+    keep the engine, and the helper container, busy)."""
+
+    def __init__(self, api: docker.APIClient, response: requests.Response) -> None:
+        self._api = api
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _translate("reading the volume through the archive endpoint"):
+            yield from self._response.iter_content(CHUNK, decode_unicode=False)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            raw = self._api._get_raw_response_socket(self._response)
+            getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            self._response.close()
 
 
 def _container_info(container: Container) -> ContainerInfo:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from snapvol import archive
 from snapvol.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
-from snapvol.errors import IntegrityError, NotFoundError, SnapvolError, UsageError
+from snapvol.errors import IntegrityError, NotFoundError, UsageError, describe
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.store import COMPLETE, Snapshot, Store
@@ -70,9 +70,10 @@ def begin(
 
 
 def fail(store: Store, snap: Snapshot, err: BaseException) -> None:
-    message = str(err) if isinstance(err, SnapvolError) else f"{type(err).__name__}: {err}"
+    """Record why the snapshot failed and remove whatever of its archive exists."""
     Path(snap.path).unlink(missing_ok=True)
-    store.fail(snap.id, message or "interrupted")
+    Path(snap.path + archive.PARTIAL_SUFFIX).unlink(missing_ok=True)
+    store.fail(snap.id, describe(err))
 
 
 def check_archive(snapshot: Snapshot, reporter: Reporter) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import threading
 from typing import Any
 
 import click
@@ -51,4 +54,13 @@ def main() -> None:
     """Console-script entry point."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
-    cli(prog_name="snapvol")
+    try:
+        cli(prog_name="snapvol")
+    except SystemExit as done:
+        if threading.active_count() > 1:
+            # A writer thread abandoned by an interruption may sit in zstd's C code; the
+            # interpreter's shutdown would wait for it. Everything we own is closed by now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 1)
+        raise
