@@ -31,8 +31,9 @@ Logical snapshots (issue 4), only when ``snapvol snapshot --help`` offers --logi
     ``createdb`` and ``pg_restore -d`` there; no target, for information.
 
 Caches: page caches are not dropped (that cannot be done reliably here). Instead the volume is read
-once, untimed, before the first measurement, and each contender then runs warm; with --repeat the
-order of the contenders alternates and the best time is kept.
+once, untimed, before the first measurement, and each contender then runs warm; dirty pages are
+flushed (``sync``) before each timed command, so no step pays for the write-back of the one before;
+with --repeat the order of the contenders alternates and the best time is kept.
 
 Isolation: the benchmark runs its own uniquely named PostgreSQL container (no network) on its own
 volume and removes them at the end, on errors and on Ctrl-C too. ``--keep`` keeps the data volume
@@ -110,10 +111,17 @@ class Runner:
         """Run ``cmd`` and measure its wall time and peak RSS (``os.wait4`` on that very child)."""
         out_path = stdout or self.workdir / "last.stdout"
         err_path = self.workdir / "last.stderr"
+        # Flush dirty pages first: no step pays for the write-back of the step before.
+        os.sync()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             started = time.perf_counter()
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env
+                cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.workdir,
             )
             self.current = proc
             try:
@@ -814,7 +822,8 @@ class Bench:
         alternated = "; the order of the contenders alternated" if args.repeat > 1 else ""
         rep.notes.append(
             "page caches were not dropped: the volume was read once (and pg_dump ran once) "
-            f"untimed first, so every contender ran warm; best of {args.repeat} run(s){alternated}"
+            "untimed first, so every contender ran warm; sync before each timed command; "
+            f"best of {args.repeat} run(s){alternated}"
         )
         rep.notes.append(
             "snapvol times are wall times of the CLI process (Python start-up included); a "
@@ -822,7 +831,8 @@ class Bench:
             "starting it again and waiting until it accepts connections"
         )
         rep.notes.append("MB/s = uncompressed tar stream (volume) or -Z0 dump (logical) / time")
-        rep.notes.append(f"snapvol measured: {source_revision()}")
+        measured = f"--snapvol {args.snapvol}" if args.snapvol else source_revision()
+        rep.notes.append(f"snapvol measured: {measured}")
         busy = self.load_before > 0.5
         rep.notes.append(
             f"1-minute load average before the run: {self.load_before:.1f} on {os.cpu_count()} "
