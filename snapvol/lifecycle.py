@@ -76,12 +76,17 @@ def fail(store: Store, snap: Snapshot, err: BaseException) -> None:
     store.fail(snap.id, describe(err))
 
 
-def check_archive(snapshot: Snapshot, reporter: Reporter) -> None:
-    """The snapshot must be complete and its archive must hash to what the store recorded."""
+def check_restorable(snapshot: Snapshot) -> None:
+    """Only a snapshot recorded as complete can be restored."""
     if snapshot.status != COMPLETE:
         raise IntegrityError(
             f"snapshot {snapshot.id} is {snapshot.status}, not complete; it cannot be restored"
         )
+
+
+def check_archive(snapshot: Snapshot, reporter: Reporter) -> None:
+    """The snapshot must be complete and its archive must hash to what the store recorded."""
+    check_restorable(snapshot)
     path = Path(snapshot.path)
     if not path.exists():
         raise NotFoundError(

@@ -6,6 +6,7 @@ Nothing here ever touches ``pc_db`` or ``postgres_data``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -202,10 +203,8 @@ class TestBed:
     def cleanup(self) -> None:
         for container in self.containers:
             assert container.name not in PROTECTED_NAMES
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)  # v: anonymous volumes only
-            except docker.errors.NotFound:
-                pass
         # Helper containers snapvol left behind for these volumes would keep them in use.
         helpers = self.client.containers.list(all=True, filters={"label": "org.snapvol.helper"})
         for container in helpers:
@@ -213,10 +212,8 @@ class TestBed:
             if mounts & set(self.volumes):
                 container.remove(force=True)
         for vol in self.volumes:
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 self.client.volumes.get(vol).remove(force=True)
-            except docker.errors.NotFound:
-                pass
 
 
 def host_ps_args() -> str:

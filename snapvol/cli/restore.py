@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from snapvol import lifecycle
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import AppContext, json_option, with_app
@@ -178,6 +179,7 @@ def command(
             snap = (
                 store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
             )
+        lifecycle.check_restorable(snap)  # before looking for its container
         if snap.kind == "logical":
             summary = _restore_logical(
                 app, snap, None, container or snap.container, database, user, assume_yes

@@ -9,6 +9,7 @@ import click
 from snapvol.cli.context import AppContext, json_option, target_options, with_app
 from snapvol.cli.format import snapshot_summary
 from snapvol.errors import UsageError
+from snapvol.names import validate_name
 from snapvol.store import Snapshot
 
 
@@ -40,6 +41,8 @@ def command(app: AppContext, mode: str | None, as_json: bool, **options: Any) ->
     """Take a snapshot of a container's data and record it in the manifest store."""
     if mode is None:
         raise UsageError("choose --volume (cold, whole volume) or --logical (pg_dump)")
+    if options["name"] is not None:
+        validate_name(options["name"])  # before anything is looked up or stopped
     snap = _logical(app, options) if mode == "logical" else _volume(app, options)
     if as_json:
         app.console.json(snap.to_dict())

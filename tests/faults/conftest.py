@@ -14,7 +14,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as err:  # a missing engine is a failure, not a skip
-        pytest.fail(f"integration tests need a Docker engine (run `make test`): {err}")
+        pytest.fail(f"fault tests need a Docker engine (run `make test`): {err}")
     yield client
     client.close()
 

@@ -1,0 +1,106 @@
+"""Guarantees 1 and 2: no container left stopped, interrupted work cleaned up, whatever the end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.docker_helpers import TestBed
+from tests.faults.procs import (
+    big_postgres,
+    fingerprint,
+    send,
+    snapvol_process,
+    wait_for_partial,
+    wait_running,
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_snapshot_restarts_container_and_records_failure(
+    bed: TestBed, cmd, tmp_path: Path, signum: int
+) -> None:
+    pg = big_postgres(bed)
+    before = fingerprint(pg)
+    proc = snapvol_process("snapshot", "--volume", "--container", pg.name, "--level", "19")
+    wait_for_partial(tmp_path / "backups")
+    assert pg.status == "exited"  # really mid-stream, with the server stopped
+
+    code, err = send(proc, signum)
+    assert code != 0
+    assert err.strip().splitlines()[-1].startswith("Error: ")
+    assert "Traceback" not in err
+    assert pg.status == "running"
+    pg.wait_ready()
+    assert fingerprint(pg) == before
+    assert list((tmp_path / "backups").glob("*")) == []  # partial removed, nothing else written
+    [snap] = cmd.json("ls")
+    assert snap["status"] == "failed" and "interrupted" in snap["error"]
+
+
+def test_sigkill_mid_snapshot_watchdog_restarts_and_next_command_cleans_up(
+    bed: TestBed, cmd, tmp_path: Path
+) -> None:
+    pg = big_postgres(bed)
+    before = fingerprint(pg)
+    proc = snapvol_process("snapshot", "--volume", "--container", pg.name, "--level", "19")
+    partial = wait_for_partial(tmp_path / "backups")
+    assert pg.status == "exited"
+
+    proc.kill()
+    proc.wait()
+    waited = wait_running(pg, timeout=15)  # the guarantee: running again within 15 s, unattended
+    assert waited < 15
+    pg.wait_ready()
+    assert fingerprint(pg) == before
+
+    helpers = bed.client.containers.list(all=True, filters={"label": "org.snapvol.helper"})
+    assert any(pg.volume in {m.get("Name") for m in h.attrs["Mounts"]} for h in helpers)
+    assert partial.exists()  # nothing cleaned it yet: the next command does
+
+    result = cmd("ls", "--json")
+    [snap] = json.loads(result.stdout)
+    assert snap["status"] == "failed"
+    assert "interrupted" in result.stderr and snap["id"] in result.stderr
+    assert not partial.exists()
+
+    # The next command that talks to Docker removes the dead run's helper container, and the
+    # dead run's lock does not block it.
+    snap2 = cmd.json("snapshot", "--volume", "--container", pg.name)
+    assert snap2["status"] == "complete"
+    helpers = bed.client.containers.list(all=True, filters={"label": "org.snapvol.helper"})
+    assert not any(pg.volume in {m.get("Name") for m in h.attrs["Mounts"]} for h in helpers)
+
+
+def test_sigkill_mid_restore_rolls_back_to_safety_snapshot(
+    bed: TestBed, cmd, tmp_path: Path
+) -> None:
+    pg = big_postgres(bed)
+    snap = cmd.json("snapshot", "--volume", "--container", pg.name, "--level", "1")
+    pg.psql("DELETE FROM bulk WHERE id % 3 = 0; UPDATE usuarios SET nombre = 'cambiado'")
+    current = fingerprint(pg)
+
+    proc = snapvol_process("restore", snap["id"], "--yes")
+    # Kill it once the volume has been emptied and the archive is streaming into it: that is
+    # when snapvol creates the (never started) read-write helper for the archive endpoint.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        helpers = bed.client.api.containers(all=True, filters={"label": "org.snapvol.helper"})
+        if any(
+            h["State"] == "created"
+            and any(m.get("Name") == pg.volume and m.get("RW") for m in h["Mounts"])
+            for h in helpers
+        ):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the restore ended before it could be killed mid-extraction"
+    proc.kill()
+    proc.wait()
+
+    wait_running(pg, timeout=120)  # the watchdog puts the safety snapshot back first
+    pg.wait_ready()
+    assert fingerprint(pg) == current
