@@ -3,8 +3,9 @@
 # docker-compose.yml, fill it with the demo app's data, then (as snapvol's commands land) snapshot
 # it, break it and restore it.
 #
-# It never deletes data: existing rows in pc_db are kept (the seed step is skipped), the
-# postgres_data volume is never removed, and the service is left running at the end.
+# Existing rows in pc_db are kept (the seed step is skipped) and the postgres_data volume is never
+# removed. To show a restore it drops the demo tables, but only after two snapshots of them were
+# taken and verified, and the restore brings them back. The service is left running at the end.
 #
 # Environment (all optional):
 #   SNAPVOL_PG_IMAGE   PostgreSQL 15 image for the service (default: what ensure-pg-image.sh says)
@@ -120,10 +121,40 @@ demo counts
 step "The first orders, with their users and products"
 demo info --limit 5
 
-# --- snapvol steps (filled in as snapvol commands land) ---
-# Planned: snapshot pc_db, list snapshots, damage the data (python -m demo eliminar --yes),
-# restore the snapshot, and check that `python -m demo counts --json` matches the value above.
-# --- end of snapvol steps ---
+# --- snapvol: snapshot, break, restore ------------------------------------------------------
+# Archives go to ./backups and the manifest store is ./manifests.db (both git-ignored).
+
+snapvol() { "$PY" -m snapvol "$@"; }
+json_field() { "$PY" -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+stamp=$(date +%Y%m%d-%H%M%S)
+before=$(demo counts --json)
+
+step "snapvol: logical snapshot (pg_dump inside $CONTAINER, no downtime)"
+snapvol snapshot --logical --container "$CONTAINER" --name "demo-logical-$stamp"
+
+step "snapvol: volume snapshot (cold: $CONTAINER stops for a few seconds)"
+volume_id=$(snapvol snapshot --volume --container "$CONTAINER" --name "demo-volume-$stamp" --json \
+    | json_field '["id"]')
+
+step "snapvol ls"
+snapvol ls --limit 10
+
+# Only now, with two verified snapshots on disk, does the demo break anything.
+step "An accident: the demo app drops every table (python -m demo eliminar --yes)"
+demo eliminar --yes
+demo counts || true
+
+step "snapvol restore $volume_id (verifies the archive, takes a safety snapshot, restores, checks)"
+snapvol restore "$volume_id" --yes
+
+step "The data came back"
+after=$(demo counts --json)
+demo counts
+if [[ "$after" != "$before" ]]; then
+    die "row counts differ after the restore: before $before, after $after"
+fi
+log "row counts match the snapshot: $after"
+
 
 step "Done"
 cat <<EOF
