@@ -13,6 +13,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from snapvol.errors import (
     UsageError,
     describe,
 )
-from snapvol.guard import stopped, wait_healthy
+from snapvol.guard import Downtime, stopped, wait_healthy
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
 from snapvol.tarscan import Member, TarFormatError, TarScanner, unsafe_reason
@@ -83,6 +84,19 @@ def resolve_target(engine: Engine, container_ref: str, volume_name: str | None) 
         subdir = rel if not rel.startswith("..") else "."
     assert mount.name is not None
     return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir)
+
+
+def _stopped(
+    engine: Engine, target: VolumeTarget, reporter: Reporter, watchdog: WatchdogConfig | None
+) -> AbstractContextManager[Downtime]:
+    """The target's container stopped for the body, and restarted (and guarded) after it."""
+    return stopped(
+        engine,
+        target.container,
+        is_postgres=target.is_postgres,
+        reporter=reporter,
+        watchdog=watchdog,
+    )
 
 
 def helper_image(target: VolumeTarget, override: str | None) -> str:
@@ -206,13 +220,7 @@ def snapshot_volume(
     )
     try:
         image = helper_image(target, helper_image_override)
-        with stopped(
-            engine,
-            target.container,
-            is_postgres=target.is_postgres,
-            reporter=reporter,
-            watchdog=watchdog,
-        ) as down:
+        with _stopped(engine, target, reporter, watchdog) as down:
             done = archive_volume(
                 engine, target, Path(snap.path), level=level, image=image, reporter=reporter
             )
@@ -490,13 +498,7 @@ def restore_volume(
     image = helper_image(target, helper_image_override)
     safety: Snapshot | None = None
     snap = plan.snapshot
-    with stopped(
-        engine,
-        target.container,
-        is_postgres=target.is_postgres,
-        reporter=reporter,
-        watchdog=watchdog,
-    ) as down:
+    with _stopped(engine, target, reporter, watchdog) as down:
         if safety_snapshot:
             safety = _safety_snapshot(
                 engine,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from click.testing import CliRunner, Result
+
+from tests.docker_helpers import TestBed, testbed
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,3 +63,19 @@ class Cmd:
 @pytest.fixture
 def cmd() -> Callable[..., Result]:
     return Cmd()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as err:  # a missing engine is a failure, not a skip
+        pytest.fail(f"tests that use Docker need an engine (run `make test`): {err}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bed(docker_client: docker.DockerClient) -> Iterator[TestBed]:
+    yield from testbed(docker_client)
