@@ -200,6 +200,42 @@ def _write_partial(
     )
 
 
+class _TapThread:
+    """Calls ``tap`` for every chunk on a thread of its own, so that per-file hashing runs beside
+    compression instead of after it (hashlib and zstd both release the GIL)."""
+
+    def __init__(self, tap: Callable[[bytes], None]) -> None:
+        self._tap = tap
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_PREFETCH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="snapvol-tap", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._queue.get()) is not None:
+                self._tap(chunk)
+        except BaseException as err:
+            self._error = err
+
+    def put(self, chunk: bytes | None) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(chunk, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait until every chunk was seen; re-raise what the tap raised."""
+        self.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def write_compressed(
     chunks: Iterable[bytes],
     dest: Path,
@@ -219,14 +255,17 @@ def write_compressed(
         writer_sink: Any = sink  # file-like enough for zstandard: write() and flush()
         # No `with`: leaving it on an error would finish the frame, compressing for nothing.
         writer = compressor.stream_writer(writer_sink, closefd=False, write_size=CHUNK)
+        tapped = _TapThread(tap) if tap is not None else None
         for chunk in prefetch(chunks):
+            if tapped is not None:
+                tapped.put(chunk)
             writer.write(chunk)
-            if tap is not None:
-                tap(chunk)
             raw += len(chunk)
             if progress is not None:
                 progress(len(chunk))
         writer.flush(zstandard.FLUSH_FRAME)
+        if tapped is not None:
+            tapped.close()
         return raw
 
     return _write_partial(dest, body, chunks)

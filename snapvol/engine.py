@@ -290,7 +290,13 @@ class Engine:
         """Stream a tar of ``path``'s contents (members relative to it) out of a container."""
         url = self.api._url("/containers/{0}/archive", container_id)
         with _translate("reading the volume through the archive endpoint"):
-            response = self.api._get(url, params={"path": path.rstrip("/") + "/."}, stream=True)
+            # identity: else the engine gzips the tar on one thread and we gunzip it (~4x slower)
+            response = self.api._get(
+                url,
+                params={"path": path.rstrip("/") + "/."},
+                headers={"Accept-Encoding": "identity"},
+                stream=True,
+            )
             self.api._raise_for_status(response)
         return ArchiveStream(self.api, response)
 
