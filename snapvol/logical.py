@@ -717,6 +717,27 @@ def _drop(engine: Engine, plan: LogicalRestorePlan, name: str) -> None:
     )
 
 
+_LEFTOVER = re.compile(r"(?P<base>.*)__snapvol_(?:old_)?[0-9a-f]{8}")
+
+
+def drop_leftovers(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> list[str]:
+    """Drop the scratch or replaced copies of this database that a killed restore left behind.
+
+    Safe because the caller holds the container's lock: no other restore is running on it.
+    """
+    dropped = []
+    rows = psql(
+        engine, plan.target, "SELECT datname FROM pg_database", database=plan.target.maintenance_db
+    )
+    for row in rows:
+        match = _LEFTOVER.fullmatch(row[0])
+        if match and match["base"] and plan.target.database.startswith(match["base"]):
+            _drop(engine, plan, row[0])
+            reporter.warn(f"dropped database {row[0]}, left by an interrupted restore")
+            dropped.append(row[0])
+    return dropped
+
+
 def restore_logical(
     engine: Engine, plan: LogicalRestorePlan, *, reporter: Reporter
 ) -> LogicalRestoreResult:
@@ -724,6 +745,7 @@ def restore_logical(
     started = time.monotonic()
     target, current = plan.target, plan.current
     owner = current.owner or target.user
+    drop_leftovers(engine, plan, reporter)
     create = f"CREATE DATABASE {ident(plan.scratch)} TEMPLATE template0 OWNER {ident(owner)}"
     if current.encoding:
         create += f" ENCODING {literal(current.encoding)} " + " ".join(current.create_options)

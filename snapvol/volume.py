@@ -9,16 +9,17 @@ reads the volume back to check what landed.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapvol import archive, lifecycle, postgres
+from snapvol import archive, hostpath, lifecycle, postgres
 from snapvol.engine import ContainerInfo, Engine
 from snapvol.errors import (
     IncompatibleError,
@@ -45,9 +46,25 @@ class VolumeTarget:
     mount: str  # where the container mounts the volume
     is_postgres: bool
     pg_subdir: str  # the data directory relative to the volume's root ("." when it is the root)
+    host_dir: Path | None = None  # the volume's directory, when the host lane can read it
+
+    @property
+    def reader(self) -> str:
+        return "host" if self.host_dir is not None else "endpoint"
+
+    @contextlib.contextmanager
+    def source(self, engine: Engine, image: str) -> Iterator[Iterable[bytes]]:
+        """A tar stream of the volume: from the host lane, or through a helper container."""
+        if self.host_dir is not None:
+            yield hostpath.HostTar(self.host_dir)
+            return
+        with engine.helper(image, self.volume, HELPER_MOUNT, read_only=True) as helper_id:
+            yield engine.archive_out(helper_id, HELPER_MOUNT)
 
 
-def resolve_target(engine: Engine, container_ref: str, volume_name: str | None) -> VolumeTarget:
+def resolve_target(
+    engine: Engine, container_ref: str, volume_name: str | None, reader: str = "auto"
+) -> VolumeTarget:
     """The container and the named volume to work on, with a clear error when it is ambiguous."""
     info = engine.container(container_ref)
     is_pg = postgres.is_postgres(info)
@@ -83,7 +100,8 @@ def resolve_target(engine: Engine, container_ref: str, volume_name: str | None) 
         rel = posixpath.relpath(postgres.data_dir(info), mount.destination)
         subdir = rel if not rel.startswith("..") else "."
     assert mount.name is not None
-    return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir)
+    host_dir = hostpath.volume_dir(engine.volume(mount.name), reader)
+    return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir, host_dir)
 
 
 def _stopped(
@@ -140,13 +158,10 @@ def archive_volume(
     if side is not None:
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
     started = time.monotonic()
-    with (
-        engine.helper(image, target.volume, HELPER_MOUNT, read_only=True) as helper_id,
-        reporter.transfer(label, None) as advance,
-    ):
+    with target.source(engine, image) as source, reporter.transfer(label, None) as advance:
         try:
             result = archive.write_compressed(
-                engine.archive_out(helper_id, HELPER_MOUNT),
+                source,
                 dest,
                 level=level,
                 tap=scanner.feed,
@@ -216,7 +231,12 @@ def snapshot_volume(
         name=name,
         volume=target.volume,
         suffix=SUFFIX,
-        meta={"mount": target.mount, "pg_subdir": target.pg_subdir, "level": level},
+        meta={
+            "mount": target.mount,
+            "pg_subdir": target.pg_subdir,
+            "level": level,
+            "reader": target.reader,
+        },
     )
     try:
         image = helper_image(target, helper_image_override)
@@ -272,6 +292,7 @@ def plan_volume_restore(
     *,
     helper_image_override: str | None,
     reporter: Reporter,
+    reader: str = "auto",
 ) -> VolumeRestorePlan:
     """Everything checked before anything is touched: archive integrity, safety, versions."""
     if snapshot.kind != "volume":
@@ -280,6 +301,7 @@ def plan_volume_restore(
         engine,
         container_ref or snapshot.container,
         snapshot.volume if container_ref is None else None,
+        reader,
     )
     lifecycle.check_archive(snapshot, reporter)
     members = store.members(snapshot.id)
@@ -387,28 +409,33 @@ def _extract(
     raw_bytes: int | None,
 ) -> None:
     """Empty the volume, stream the archive into it, then read it back and compare every file."""
-    code, out = engine.run_helper(
-        image,
-        target.volume,
-        HELPER_MOUNT,
-        ["find", HELPER_MOUNT, "-mindepth", "1", "-delete"],
-        read_only=False,
-        user="0:0",
-    )
-    if code != 0:
-        raise OperationFailed(f"emptying volume {target.volume} failed: {out.strip()[:200]}")
+    if target.host_dir is not None:
+        hostpath.empty_dir(target.host_dir)
+    else:
+        code, out = engine.run_helper(
+            image,
+            target.volume,
+            HELPER_MOUNT,
+            ["find", HELPER_MOUNT, "-mindepth", "1", "-delete"],
+            read_only=False,
+            user="0:0",
+        )
+        if code != 0:
+            raise OperationFailed(f"emptying volume {target.volume} failed: {out.strip()[:200]}")
     expected = {m.path: m for m in members}
-    with engine.helper(image, target.volume, HELPER_MOUNT, read_only=False) as helper_id:
-        with reporter.transfer("restoring", raw_bytes) as advance:
-            engine.archive_in(helper_id, HELPER_MOUNT, _checked_stream(path, expected, advance))
-        reporter.step("reading the volume back to check every file")
-        landed: dict[str, Member] = {}
-        scanner = TarScanner(lambda m: landed.__setitem__(m.path, m))
-        with reporter.transfer("checking", raw_bytes) as advance:
-            for chunk in engine.archive_out(helper_id, HELPER_MOUNT):
-                scanner.feed(chunk)
-                advance(len(chunk))
-        scanner.close()
+    with (
+        engine.helper(image, target.volume, HELPER_MOUNT, read_only=False) as helper_id,
+        reporter.transfer("restoring", raw_bytes) as advance,
+    ):
+        engine.archive_in(helper_id, HELPER_MOUNT, _checked_stream(path, expected, advance))
+    reporter.step("reading the volume back to check every file")
+    landed: dict[str, Member] = {}
+    scanner = TarScanner(lambda m: landed.__setitem__(m.path, m))
+    with target.source(engine, image) as source, reporter.transfer("checking", raw_bytes) as adv:
+        for chunk in source:
+            scanner.feed(chunk)
+            adv(len(chunk))
+    scanner.close()
     for key, want in expected.items():
         got = landed.get(key)
         if key == ".":

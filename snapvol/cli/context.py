@@ -65,6 +65,19 @@ def target_options(func: F) -> F:
     return func
 
 
+def reader_option(func: F) -> F:
+    """How a volume is read: the host lane when possible, or always Docker's archive endpoint."""
+    return click.option(
+        "--reader",
+        type=click.Choice(["auto", "host", "endpoint"]),
+        default="auto",
+        envvar="SNAPVOL_READER",
+        show_default=True,
+        help="Volume: read it from its directory on this host (fast; local engine and root) "
+        "or through Docker's archive endpoint (anywhere); auto picks the host when it can.",
+    )(func)
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(func)
 

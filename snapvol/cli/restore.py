@@ -11,7 +11,7 @@ from rich.table import Table
 from snapvol import lifecycle
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
-from snapvol.cli.context import AppContext, json_option, with_app
+from snapvol.cli.context import AppContext, json_option, reader_option, with_app
 from snapvol.cli.format import local_time
 from snapvol.errors import UsageError
 from snapvol.output import human_bytes
@@ -150,6 +150,7 @@ def _logical_table(plan: Any) -> Table:
     help="Volume: do not snapshot the current data first (no automatic rollback).",
 )
 @click.option("--helper-image", help="Image for helper containers (default: the target's image).")
+@reader_option
 @json_option
 @with_app
 def command(
@@ -162,6 +163,7 @@ def command(
     assume_yes: bool,
     no_safety_snapshot: bool,
     helper_image: str | None,
+    reader: str,
     as_json: bool,
 ) -> None:
     """Restore snapshot REF (an id, a unique id prefix, or a name), or a dump with --file.
@@ -188,7 +190,7 @@ def command(
             if database is not None or user is not None:
                 raise UsageError("--database and --user go with logical snapshots")
             summary = _restore_volume(
-                app, snap, container, assume_yes, no_safety_snapshot, helper_image
+                app, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
             )
     if as_json:
         app.console.json(summary)
@@ -201,13 +203,20 @@ def _restore_volume(
     assume_yes: bool,
     no_safety_snapshot: bool,
     helper_image: str | None,
+    reader: str = "auto",
 ) -> dict[str, Any]:
     from snapvol import volume
 
     target_ref = container or snap.container
     with app.session(lock=target_ref, operation=f"restore {snap.id}") as (store, engine):
         plan = volume.plan_volume_restore(
-            engine, store, snap, container, helper_image_override=helper_image, reporter=app.console
+            engine,
+            store,
+            snap,
+            container,
+            helper_image_override=helper_image,
+            reporter=app.console,
+            reader=reader,
         )
         app.console.err.print(_plan_table(plan, not no_safety_snapshot))
         confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")

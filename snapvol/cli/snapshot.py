@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from snapvol.cli.context import AppContext, json_option, target_options, with_app
+from snapvol.cli.context import AppContext, json_option, reader_option, target_options, with_app
 from snapvol.cli.format import snapshot_summary
 from snapvol.errors import UsageError
 from snapvol.names import validate_name
@@ -25,6 +25,7 @@ from snapvol.store import Snapshot
     help="zstd compression level.",
 )
 @click.option("--helper-image", help="Image for helper containers (default: the target's image).")
+@reader_option
 @click.option(
     "--format",
     "fmt",
@@ -62,7 +63,9 @@ def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
     from snapvol import volume
 
     with app.session(lock=options["container"], operation="snapshot --volume") as (store, engine):
-        target = volume.resolve_target(engine, options["container"], options["volume_name"])
+        target = volume.resolve_target(
+            engine, options["container"], options["volume_name"], options["reader"]
+        )
         return volume.snapshot_volume(
             engine,
             store,
@@ -77,6 +80,8 @@ def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
 
 
 def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
+    if options["reader"] != "auto":
+        raise UsageError("--reader goes with --volume")
     for flag in ("volume_name", "helper_image"):
         if options[flag] is not None:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")

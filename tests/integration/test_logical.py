@@ -452,3 +452,20 @@ def test_interactive_picker_through_a_pseudo_terminal(demo: PgContainer, cmd: An
         run.send(f"{demo.name}\n")
         assert run.wait() == 0, run.output
     assert demo.dump() == expected
+
+
+def test_copies_left_by_a_killed_restore_are_dropped_by_the_next_one(
+    demo: PgContainer, cmd: Any
+) -> None:
+    before = demo.dump()
+    snap = logical(cmd, demo)
+    leftovers = {"pc_db__snapvol_deadbeef", "pc_db__snapvol_old_0123abcd"}
+    for name in [*leftovers, "other__snapvol_12345678"]:
+        demo.psql(f'CREATE DATABASE "{name}"', database="postgres")
+    result = cmd("restore", snap["id"], "--yes")
+    for name in leftovers:
+        assert f"dropped database {name}, left by an interrupted restore" in result.stderr
+    assert "other__snapvol_12345678" in databases(demo)
+    assert not leftovers & databases(demo)
+    demo.psql('DROP DATABASE "other__snapvol_12345678"', database="postgres")
+    assert_unchanged(demo, before)

@@ -101,7 +101,8 @@ def _volume_fingerprint(bed: TestBed, volume_name: str) -> dict[str, tuple]:
     return members
 
 
-def test_non_postgres_volume_round_trips_byte_for_byte(bed: TestBed, cmd) -> None:
+@pytest.mark.parametrize("reader", ["host", "endpoint"])
+def test_non_postgres_volume_round_trips_byte_for_byte(bed: TestBed, cmd, reader: str) -> None:
     container, vol = bed.plain(mount="/srv/data")
     code, out = container.exec_run(
         [
@@ -123,13 +124,14 @@ def test_non_postgres_volume_round_trips_byte_for_byte(bed: TestBed, cmd) -> Non
     )
     assert code == 0, out
     before = _volume_fingerprint(bed, vol)
-    snap = snapshot(cmd, container.name)
+    snap = snapshot(cmd, container.name, "--reader", reader)
     assert snap["pg_version"] is None and snap["downtime_s"] > 0
+    assert snap["meta"]["reader"] == reader
 
     container.exec_run(["sh", "-c", "cd /srv/data && rm -rf deep random.bin && echo new > new.txt"])
     assert _volume_fingerprint(bed, vol) != before
 
-    cmd("restore", snap["id"], "--yes")
+    cmd("restore", snap["id"], "--yes", "--reader", reader)
     container.reload()
     assert container.status == "running"
     assert _volume_fingerprint(bed, vol) == before
