@@ -10,6 +10,7 @@ reads the volume back to check what landed.
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import threading
 import time
@@ -409,8 +410,9 @@ def _extract(
     raw_bytes: int | None,
 ) -> None:
     """Empty the volume, stream the archive into it, then read it back and compare every file."""
-    if target.host_dir is not None:
-        hostpath.empty_dir(target.host_dir)
+    host_dir = target.host_dir if target.host_dir and os.access(target.host_dir, os.W_OK) else None
+    if host_dir is not None:
+        hostpath.empty_dir(host_dir)
     else:
         code, out = engine.run_helper(
             image,
@@ -423,11 +425,15 @@ def _extract(
         if code != 0:
             raise OperationFailed(f"emptying volume {target.volume} failed: {out.strip()[:200]}")
     expected = {m.path: m for m in members}
-    with (
-        engine.helper(image, target.volume, HELPER_MOUNT, read_only=False) as helper_id,
-        reporter.transfer("restoring", raw_bytes) as advance,
-    ):
-        engine.archive_in(helper_id, HELPER_MOUNT, _checked_stream(path, expected, advance))
+    if host_dir is not None:
+        with reporter.transfer("restoring", raw_bytes) as advance:
+            hostpath.extract(host_dir, _checked_stream(path, expected, advance))
+    else:
+        with (
+            engine.helper(image, target.volume, HELPER_MOUNT, read_only=False) as helper_id,
+            reporter.transfer("restoring", raw_bytes) as advance,
+        ):
+            engine.archive_in(helper_id, HELPER_MOUNT, _checked_stream(path, expected, advance))
     reporter.step("reading the volume back to check every file")
     landed: dict[str, Member] = {}
     scanner = TarScanner(lambda m: landed.__setitem__(m.path, m))

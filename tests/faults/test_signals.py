@@ -47,7 +47,16 @@ def test_sigkill_mid_snapshot_watchdog_restarts_and_next_command_cleans_up(
 ) -> None:
     pg = big_postgres(bed)
     before = fingerprint(pg)
-    proc = snapvol_process("snapshot", "--volume", "--container", pg.name, "--level", "19")
+    proc = snapvol_process(
+        "snapshot",
+        "--volume",
+        "--container",
+        pg.name,
+        "--level",
+        "19",
+        "--reader",
+        "endpoint",  # through a helper container, whose cleanup is checked below
+    )
     partial = wait_for_partial(tmp_path / "backups")
     assert pg.status == "exited"
 
@@ -76,27 +85,47 @@ def test_sigkill_mid_snapshot_watchdog_restarts_and_next_command_cleans_up(
     assert not any(pg.volume in {m.get("Name") for m in h.attrs["Mounts"]} for h in helpers)
 
 
+def _host_tar_extracting(parent: int) -> bool:
+    """Whether ``parent`` has a `tar -x` child (the host lane writing into the volume)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == parent and cmdline[0].endswith(b"tar") and b"-xf" in cmdline:
+            return True
+    return False
+
+
+def _endpoint_extracting(bed: TestBed, volume: str) -> bool:
+    """Whether a (never started) read-write helper for the archive endpoint exists."""
+    helpers = bed.client.api.containers(all=True, filters={"label": "org.snapvol.helper"})
+    return any(
+        h["State"] == "created"
+        and any(m.get("Name") == volume and m.get("RW") for m in h["Mounts"])
+        for h in helpers
+    )
+
+
+@pytest.mark.parametrize("reader", ["host", "endpoint"])
 def test_sigkill_mid_restore_rolls_back_to_safety_snapshot(
-    bed: TestBed, cmd, tmp_path: Path
+    bed: TestBed, cmd, tmp_path: Path, reader: str
 ) -> None:
     pg = big_postgres(bed)
     snap = cmd.json("snapshot", "--volume", "--container", pg.name, "--level", "1")
     pg.psql("DELETE FROM bulk WHERE id % 3 = 0; UPDATE usuarios SET nombre = 'cambiado'")
     current = fingerprint(pg)
 
-    proc = snapvol_process("restore", snap["id"], "--yes")
-    # Kill it once the volume has been emptied and the archive is streaming into it: that is
-    # when snapvol creates the (never started) read-write helper for the archive endpoint.
+    proc = snapvol_process("restore", snap["id"], "--yes", "--reader", reader)
+    # Kill it once the volume has been emptied and the archive is streaming into it.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        helpers = bed.client.api.containers(all=True, filters={"label": "org.snapvol.helper"})
-        if any(
-            h["State"] == "created"
-            and any(m.get("Name") == pg.volume and m.get("RW") for m in h["Mounts"])
-            for h in helpers
-        ):
+        if reader == "host" and _host_tar_extracting(proc.pid):
             break
-        time.sleep(0.02)
+        if reader == "endpoint" and _endpoint_extracting(bed, pg.volume):
+            break
+        time.sleep(0.01)
     assert proc.poll() is None, "the restore ended before it could be killed mid-extraction"
     proc.kill()
     proc.wait()
