@@ -208,6 +208,33 @@ def _complete(
     )
 
 
+def _begin(
+    store: Store,
+    backup_dir: Path,
+    target: VolumeTarget,
+    name: str | None,
+    level: int,
+    **meta: object,
+) -> Snapshot:
+    """Record a volume snapshot of ``target`` as in progress."""
+    return lifecycle.begin(
+        store,
+        backup_dir,
+        target.container,
+        kind="volume",
+        name=name,
+        volume=target.volume,
+        suffix=SUFFIX,
+        meta={
+            "mount": target.mount,
+            "pg_subdir": target.pg_subdir,
+            "level": level,
+            "reader": target.reader,
+            **meta,
+        },
+    )
+
+
 def snapshot_volume(
     engine: Engine,
     store: Store,
@@ -224,21 +251,7 @@ def snapshot_volume(
     if not 1 <= level <= 19:
         raise UsageError("--level must be between 1 and 19")
     started = time.monotonic()
-    snap = lifecycle.begin(
-        store,
-        backup_dir,
-        target.container,
-        kind="volume",
-        name=name,
-        volume=target.volume,
-        suffix=SUFFIX,
-        meta={
-            "mount": target.mount,
-            "pg_subdir": target.pg_subdir,
-            "level": level,
-            "reader": target.reader,
-        },
-    )
+    snap = _begin(store, backup_dir, target, name, level)
     try:
         image = helper_image(target, helper_image_override)
         with _stopped(engine, target, reporter, watchdog) as down:
@@ -477,21 +490,8 @@ def _safety_snapshot(
     """Archive the current volume (the container is already stopped) as a complete snapshot."""
     reporter.step("taking a safety snapshot of the current volume")
     started = time.monotonic()
-    safety = lifecycle.begin(
-        store,
-        backup_dir,
-        target.container,
-        kind="volume",
-        name=f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-        volume=target.volume,
-        suffix=SUFFIX,
-        meta={
-            "mount": target.mount,
-            "pg_subdir": target.pg_subdir,
-            "level": level,
-            "safety_for": restoring.id,
-        },
-    )
+    name = f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    safety = _begin(store, backup_dir, target, name, level, safety_for=restoring.id)
     try:
         done = archive_volume(
             engine,
