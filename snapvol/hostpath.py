@@ -133,3 +133,30 @@ def extract(path: Path, chunks: Iterable[bytes]) -> None:
         for pipe in (proc.stdin, proc.stderr):
             with contextlib.suppress(OSError):
                 pipe.close()
+
+
+def usage(path: Path) -> tuple[int | None, int | None]:
+    """Bytes on disk (like ``du -s -B1``) and entries below ``path``, without following links.
+
+    The service may still be running and changing files: what vanishes meanwhile is skipped.
+    """
+    try:
+        total, entries = os.lstat(path).st_blocks * 512, 0
+    except OSError:
+        return None, None
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    entries += 1
+                    total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+        except OSError:
+            continue
+    return total, entries

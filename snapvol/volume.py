@@ -348,7 +348,10 @@ def plan_volume_restore(
             "does not run PostgreSQL"
         )
     image = helper_image(target, helper_image_override)
-    current_bytes, current_files = _volume_usage(engine, image, target.volume)
+    if target.host_dir is not None:
+        current_bytes, current_files = hostpath.usage(target.host_dir)
+    else:
+        current_bytes, current_files = _volume_usage(engine, image, target.volume)
     plan = VolumeRestorePlan(snapshot, target, members, current_bytes, current_files, target_major)
     if target.volume != snapshot.volume:
         plan.warnings.append(
