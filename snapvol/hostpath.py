@@ -11,6 +11,7 @@ store, whichever lane wrote it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -87,6 +88,12 @@ class HostTar:
                     pipe.close()
 
 
+def _widen(fd: int) -> None:
+    """A 1 MiB pipe (Linux) instead of 64 KiB: tar and snapvol wait for each other less."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+
+
 def empty_dir(path: Path) -> None:
     """Remove everything inside ``path`` (not ``path`` itself), without following links."""
     result = subprocess.run(
@@ -118,6 +125,7 @@ def extract(path: Path, chunks: Iterable[bytes]) -> None:
         stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stderr is not None
+    _widen(proc.stdin.fileno())
     try:
         for chunk in chunks:
             proc.stdin.write(chunk)

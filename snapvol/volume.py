@@ -378,7 +378,8 @@ def _checked_stream(
         seen.add(member.path)
 
     scanner = TarScanner(check)
-    for chunk in archive.decompressed_chunks(path, advance):
+    # Decompression runs ahead on its own thread; checking stays in order, before passing on.
+    for chunk in archive.prefetch(archive.decompressed_chunks(path, advance)):
         scanner.feed(chunk)
         yield chunk
     try:
@@ -454,7 +455,7 @@ def _extract(
     landed: dict[str, Member] = {}
     scanner = TarScanner(lambda m: landed.__setitem__(m.path, m))
     with target.source(engine, image) as source, reporter.transfer("checking", raw_bytes) as adv:
-        for chunk in source:
+        for chunk in archive.prefetch(source):
             scanner.feed(chunk)
             adv(len(chunk))
     scanner.close()
