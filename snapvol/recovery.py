@@ -32,12 +32,16 @@ def _still_running(snap: Snapshot) -> bool:
 
 def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Snapshot]:
     """Mark interrupted snapshots failed and remove their files; return them."""
+    # Listed before the store is read: a run records its snapshot before it creates the
+    # partial file, so every partial file seen here has its row in what is read next.
+    # Absolute, like the paths the store records (--backup-dir may be relative).
+    found = backup_dir.resolve().glob(f"*{PARTIAL_SUFFIX}") if backup_dir.is_dir() else []
+    strays = set(found)
     recovered = []
-    live_partials: set[Path] = set()
     for snap in store.snapshots(status=IN_PROGRESS):
         partial = Path(snap.path + PARTIAL_SUFFIX)
+        strays.discard(partial)
         if _still_running(snap):
-            live_partials.add(partial)
             continue
         partial.unlink(missing_ok=True)
         Path(snap.path).unlink(missing_ok=True)
@@ -47,17 +51,10 @@ def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Sn
             "partial file"
         )
         recovered.append(snap)
-    if backup_dir.is_dir():
-        for stray in backup_dir.glob(f"*{PARTIAL_SUFFIX}"):
-            if stray not in live_partials and not _owned_by_live_run(stray, store):
-                stray.unlink(missing_ok=True)
-                reporter.warn(f"removed {stray.name}, left by an interrupted run")
+    for stray in sorted(strays):
+        stray.unlink(missing_ok=True)
+        reporter.warn(f"removed {stray.name}, left by an interrupted run")
     return recovered
-
-
-def _owned_by_live_run(partial: Path, store: Store) -> bool:
-    final = str(partial)[: -len(PARTIAL_SUFFIX)]
-    return any(s.path == final and _still_running(s) for s in store.snapshots(status=IN_PROGRESS))
 
 
 def recover_helpers(engine: Engine, reporter: Reporter) -> int:

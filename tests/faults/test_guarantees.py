@@ -20,11 +20,14 @@ from tests.docker_helpers import TestBed
 from tests.faults.procs import big_postgres, send, snapvol_process, wait_for_partial
 
 
-def test_one_operation_per_container_and_ls_still_works(bed: TestBed, cmd, tmp_path: Path) -> None:
+def test_one_operation_per_container_and_ls_still_works(
+    bed: TestBed, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SNAPVOL_BACKUP_DIR", "backups")  # relative, as the default is
     pg = big_postgres(bed)
     first = cmd.json("snapshot", "--volume", "--container", pg.name, "--level", "1")
     proc = snapvol_process("snapshot", "--volume", "--container", pg.name, "--level", "19")
-    wait_for_partial(tmp_path / "backups")
+    partial = wait_for_partial(tmp_path / "backups")
 
     refused = cmd("snapshot", "--volume", "--container", pg.name, exit_code=9)
     line = refused.stderr.strip()
@@ -33,6 +36,7 @@ def test_one_operation_per_container_and_ls_still_works(bed: TestBed, cmd, tmp_p
     cmd("restore", first["id"], "--yes", exit_code=9)
     listed = cmd.json("ls")  # reading is never blocked
     assert {s["status"] for s in listed} == {"complete", "in_progress"}
+    assert partial.exists()  # and the running snapshot's partial file is not taken for a leftover
 
     code, _ = send(proc, signal.SIGTERM)
     assert code != 0
