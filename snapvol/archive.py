@@ -182,18 +182,16 @@ def _write_partial(
         sink.close()
         os.rename(partial, dest)
         _fsync_dir(dest.parent)
-    except OSError as err:
-        _abort(source)
+    except BaseException as err:
+        _abort(source)  # so the producer (the engine, or tar) lets go at once, not at exit
         sink.close()
         partial.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(
                 f"no space left in {dest.parent}; the partial archive was removed"
             ) from None
-        raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
-    except BaseException:
-        sink.close()
-        partial.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OperationFailed(f"writing {dest.name} failed: {err.strerror or err}") from err
         raise
     return ArchiveResult(
         path=dest, sha256=sink.sha.hexdigest(), size_bytes=sink.size, raw_bytes=raw
@@ -287,21 +285,6 @@ def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]
     except FileNotFoundError:
         raise NotFoundError(f"archive {path} is missing") from None
     return sha.hexdigest(), size
-
-
-def verify_file(path: Path, sha256: str, size: int | None = None) -> None:
-    """Raise IntegrityError unless ``path`` hashes to ``sha256`` (and has ``size`` bytes)."""
-    actual, actual_size = file_sha256(path)
-    if size is not None and actual_size != size:
-        raise IntegrityError(
-            f"archive {path.name} is {actual_size} bytes, the store recorded {size}: "
-            "it was truncated or replaced; nothing was changed"
-        )
-    if actual != sha256:
-        raise IntegrityError(
-            f"archive {path.name} does not match its recorded SHA-256 "
-            f"(expected {sha256[:12]}…, got {actual[:12]}…); nothing was changed"
-        )
 
 
 def decompressed_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
