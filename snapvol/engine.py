@@ -61,9 +61,6 @@ class ContainerInfo:
         """One variable of the container's configuration (used for PGDATA, POSTGRES_DB...)."""
         return self._env.get(key, default)
 
-    def has_env(self, key: str) -> bool:
-        return key in self._env
-
     @property
     def named_volumes(self) -> list[Mount]:
         """Volumes someone named; anonymous ones (an image's VOLUME, 64 hex digits) are left out."""
@@ -87,13 +84,12 @@ class VolumeInfo:
 
 
 @contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
+def _translate(what: str, not_found: str | None = None) -> Iterator[None]:
+    """Turn the SDK's errors into ours; ``not_found`` replaces the message for a 404."""
     try:
         yield
-    except docker.errors.NotFound as err:
-        raise NotFoundError(f"{what}: {_explain(err)}") from err
-    except docker.errors.ImageNotFound as err:
-        raise NotFoundError(f"{what}: {_explain(err)}") from err
+    except docker.errors.NotFound as err:  # ImageNotFound included
+        raise NotFoundError(not_found or f"{what}: {_explain(err)}") from err
     except docker.errors.APIError as err:
         raise DockerError(f"{what}: {_explain(err)}") from err
     except (requests.exceptions.ConnectionError, ConnectionError) as err:
@@ -137,20 +133,9 @@ class Engine:
     # --- containers ---------------------------------------------------------------------------
 
     def container(self, ref: str) -> ContainerInfo:
-        try:
+        with _translate(f"inspecting container {ref!r}", f"no container named {ref!r}"):
             container = self.client.containers.get(ref)
-        except docker.errors.NotFound:
-            raise NotFoundError(f"no container named {ref!r}") from None
-        except docker.errors.APIError as err:
-            raise DockerError(f"inspecting container {ref!r}: {_explain(err)}") from err
-        except requests.exceptions.ConnectionError as err:
-            raise DockerUnavailableError("lost the connection to the Docker engine") from err
         return _container_info(container)
-
-    def image_ref(self, image_id: str) -> str:
-        with _translate("inspecting image"):
-            tags = self.client.images.get(image_id).tags
-        return tags[0] if tags else image_id
 
     def stop(self, container_id: str, timeout: int) -> None:
         with _translate("stopping the container"):
@@ -195,12 +180,8 @@ class Engine:
     # --- volumes ------------------------------------------------------------------------------
 
     def volume(self, name: str) -> VolumeInfo:
-        try:
+        with _translate(f"inspecting volume {name!r}", f"no volume named {name!r}"):
             attrs = self.api.inspect_volume(name)
-        except docker.errors.NotFound:
-            raise NotFoundError(f"no volume named {name!r}") from None
-        except docker.errors.APIError as err:
-            raise DockerError(f"inspecting volume {name!r}: {_explain(err)}") from err
         return VolumeInfo(
             name=attrs["Name"],
             mountpoint=attrs.get("Mountpoint", ""),

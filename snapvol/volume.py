@@ -1,15 +1,17 @@
 """Cold volume snapshots and in-place restores of a container's named volume.
 
-Data path: a helper container that mounts the volume and is created but never started; Docker's
-archive endpoint streams a tar of it (about 8x faster than a container's stdout) that flows through
-zstd and SHA-256 to disk in one pass while a tar scanner records every file. A restore streams the
-archive back through the same endpoint, checking each member against the store as it goes, then
-reads the volume back to check what landed.
+Data path: a tar of the volume, from one of two lanes (``VolumeTarget`` picks): GNU tar on the
+volume's directory when this host can reach it, or else Docker's archive endpoint on a helper
+container that mounts the volume and is never started (about 8x faster than a container's
+stdout). The tar flows through zstd and SHA-256 to disk in one pass while a tar scanner records
+every file. A restore streams the archive back in through the same lane, checking each member
+against the store as it goes, then reads the volume back to check what landed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import threading
@@ -30,7 +32,7 @@ from snapvol.errors import (
     UsageError,
     describe,
 )
-from snapvol.guard import Downtime, stopped, wait_healthy
+from snapvol.guard import Downtime, stopped
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
 from snapvol.tarscan import Member, TarFormatError, TarScanner, unsafe_reason
@@ -61,6 +63,49 @@ class VolumeTarget:
             return
         with engine.helper(image, self.volume, HELPER_MOUNT, read_only=True) as helper_id:
             yield engine.archive_out(helper_id, HELPER_MOUNT)
+
+    def usage(self, engine: Engine, image: str) -> tuple[int | None, int | None]:
+        """Bytes on disk and entries in the volume now (None when they cannot be measured)."""
+        if self.host_dir is not None:
+            return hostpath.usage(self.host_dir)
+        script = f"du -s -B1 {HELPER_MOUNT} | cut -f1; find {HELPER_MOUNT} -mindepth 1 | wc -l"
+        try:
+            code, out = engine.run_helper(
+                image,
+                self.volume,
+                HELPER_MOUNT,
+                ["sh", "-c", script],
+                read_only=True,
+                timeout=120,
+                user="0:0",
+            )
+            lines = out.split()
+            if code == 0 and len(lines) >= 2:
+                return int(lines[0]), int(lines[1])
+        except (SnapvolError, ValueError):
+            pass
+        return None, None
+
+    def replace(self, engine: Engine, image: str, tar: Iterable[bytes]) -> None:
+        """Empty the volume and extract ``tar`` into it: on the host when its directory is
+        writable here, else through a helper container and the archive endpoint."""
+        host_dir = self.host_dir if self.host_dir and os.access(self.host_dir, os.W_OK) else None
+        if host_dir is not None:
+            hostpath.empty_dir(host_dir)
+            hostpath.extract(host_dir, tar)
+            return
+        code, out = engine.run_helper(
+            image,
+            self.volume,
+            HELPER_MOUNT,
+            ["find", HELPER_MOUNT, "-mindepth", "1", "-delete"],
+            read_only=False,
+            user="0:0",
+        )
+        if code != 0:
+            raise OperationFailed(f"emptying volume {self.volume} failed: {out.strip()[:200]}")
+        with engine.helper(image, self.volume, HELPER_MOUNT, read_only=False) as helper_id:
+            engine.archive_in(helper_id, HELPER_MOUNT, tar)
 
 
 def resolve_target(
@@ -128,7 +173,6 @@ class Archived:
     result: archive.ArchiveResult
     members: list[Member]
     cluster: postgres.ClusterState | None
-    seconds: float
 
 
 def archive_volume(
@@ -158,7 +202,6 @@ def archive_volume(
     side = threading.Thread(target=read_cluster, daemon=True) if target.is_postgres else None
     if side is not None:
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
-    started = time.monotonic()
     with target.source(engine, image) as source, reporter.transfer(label, None) as advance:
         try:
             result = archive.write_compressed(
@@ -172,12 +215,11 @@ def archive_volume(
         except TarFormatError as err:
             dest.unlink(missing_ok=True)
             raise OperationFailed(f"the volume's tar stream was malformed: {err}") from err
-    seconds = time.monotonic() - started
     if side is not None:
         side.join(timeout=60)
         if errors:
             reporter.warn(f"could not read the cluster state: {errors[0]}")
-    return Archived(result, members, cluster[0] if cluster else None, seconds)
+    return Archived(result, members, cluster[0] if cluster else None)
 
 
 def _complete(
@@ -186,12 +228,8 @@ def _complete(
     done: Archived,
     downtime: float | None,
     started: float,
-    extra_meta: dict[str, object] | None = None,
 ) -> Snapshot:
-    import json
-
     meta = snap.meta
-    meta.update(extra_meta or {})
     if done.cluster is not None:
         meta["postgres"] = done.cluster.as_meta()
     return store.complete(
@@ -278,26 +316,6 @@ class VolumeRestorePlan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _volume_usage(engine: Engine, image: str, volume: str) -> tuple[int | None, int | None]:
-    script = f"du -s -B1 {HELPER_MOUNT} | cut -f1; find {HELPER_MOUNT} -mindepth 1 | wc -l"
-    try:
-        code, out = engine.run_helper(
-            image,
-            volume,
-            HELPER_MOUNT,
-            ["sh", "-c", script],
-            read_only=True,
-            timeout=120,
-            user="0:0",
-        )
-        lines = out.split()
-        if code == 0 and len(lines) >= 2:
-            return int(lines[0]), int(lines[1])
-    except (SnapvolError, ValueError):
-        pass
-    return None, None
-
-
 def plan_volume_restore(
     engine: Engine,
     store: Store,
@@ -348,10 +366,7 @@ def plan_volume_restore(
             "does not run PostgreSQL"
         )
     image = helper_image(target, helper_image_override)
-    if target.host_dir is not None:
-        current_bytes, current_files = hostpath.usage(target.host_dir)
-    else:
-        current_bytes, current_files = _volume_usage(engine, image, target.volume)
+    current_bytes, current_files = target.usage(engine, image)
     plan = VolumeRestorePlan(snapshot, target, members, current_bytes, current_files, target_major)
     if target.volume != snapshot.volume:
         plan.warnings.append(
@@ -427,30 +442,9 @@ def _extract(
     raw_bytes: int | None,
 ) -> None:
     """Empty the volume, stream the archive into it, then read it back and compare every file."""
-    host_dir = target.host_dir if target.host_dir and os.access(target.host_dir, os.W_OK) else None
-    if host_dir is not None:
-        hostpath.empty_dir(host_dir)
-    else:
-        code, out = engine.run_helper(
-            image,
-            target.volume,
-            HELPER_MOUNT,
-            ["find", HELPER_MOUNT, "-mindepth", "1", "-delete"],
-            read_only=False,
-            user="0:0",
-        )
-        if code != 0:
-            raise OperationFailed(f"emptying volume {target.volume} failed: {out.strip()[:200]}")
     expected = {m.path: m for m in members}
-    if host_dir is not None:
-        with reporter.transfer("restoring", raw_bytes) as advance:
-            hostpath.extract(host_dir, _checked_stream(path, expected, advance))
-    else:
-        with (
-            engine.helper(image, target.volume, HELPER_MOUNT, read_only=False) as helper_id,
-            reporter.transfer("restoring", raw_bytes) as advance,
-        ):
-            engine.archive_in(helper_id, HELPER_MOUNT, _checked_stream(path, expected, advance))
+    with reporter.transfer("restoring", raw_bytes) as advance:
+        target.replace(engine, image, _checked_stream(path, expected, advance))
     reporter.step("reading the volume back to check every file")
     landed: dict[str, Member] = {}
     scanner = TarScanner(lambda m: landed.__setitem__(m.path, m))
@@ -586,5 +580,4 @@ __all__ = [
     "resolve_target",
     "restore_volume",
     "snapshot_volume",
-    "wait_healthy",
 ]
