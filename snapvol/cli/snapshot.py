@@ -80,7 +80,9 @@ def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
 
 
 def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
-    if options["reader"] != "auto":
+    # Only a --reader typed on this command line is refused: SNAPVOL_READER applies to volumes.
+    source = click.get_current_context().get_parameter_source("reader")
+    if source is click.core.ParameterSource.COMMANDLINE:
         raise UsageError("--reader goes with --volume")
     for flag in ("volume_name", "helper_image"):
         if options[flag] is not None:

@@ -295,6 +295,15 @@ def test_names_are_validated_and_unique(demo: PgContainer, cmd: Any) -> None:
     assert [s["id"] for s in cmd.json("ls")] == [snap["id"]]
 
 
+def test_reader_is_refused_on_the_command_line_but_its_variable_is_not(
+    demo: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = cmd("snapshot", "--logical", "--container", demo.name, "--reader", "host", exit_code=2)
+    assert "--reader goes with --volume" in result.stderr
+    monkeypatch.setenv("SNAPVOL_READER", "endpoint")  # a default for volume snapshots
+    assert logical(cmd, demo)["status"] == "complete"
+
+
 def test_missing_database_and_stopped_container(
     demo: PgContainer, cmd: Any, module_bed: TestBed, isolated_env: Path
 ) -> None:
