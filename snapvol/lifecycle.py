@@ -11,7 +11,7 @@ from pathlib import Path
 
 from snapvol import archive
 from snapvol.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
-from snapvol.errors import IntegrityError, NotFoundError, UsageError, describe
+from snapvol.errors import IntegrityError, NotFoundError, describe
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.store import COMPLETE, Snapshot, Store
@@ -19,10 +19,7 @@ from snapvol.store import COMPLETE, Snapshot, Store
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
     if name is not None:
-        validate_name(name)
-        if store.name_exists(name):
-            raise UsageError(f"a snapshot named {name!r} already exists")
-        return name
+        return validate_name(name)  # uniqueness: Store.add refuses a taken name
     base = default_name(container, kind, datetime.now(UTC))
     candidate, n = base, 1
     while store.name_exists(candidate):

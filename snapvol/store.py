@@ -20,7 +20,7 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, event, insert, text
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
-from snapvol.errors import AmbiguousError, NotFoundError, StoreError
+from snapvol.errors import AmbiguousError, NotFoundError, StoreError, UsageError
 from snapvol.tarscan import Member
 
 IN_PROGRESS = "in_progress"
@@ -286,18 +286,11 @@ class Store:
                     {"n": name, "t": utcnow()},
                 )
 
-    @property
-    def schema_version(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(text(f"SELECT count(*) FROM {_MARKER_TABLE}")).scalar_one())
-
     # --- snapshots ----------------------------------------------------------------------------
 
     def add(self, snapshot: Snapshot) -> Snapshot:
         with self._session() as session:
             if session.exec(select(Snapshot).where(Snapshot.name == snapshot.name)).first():
-                from snapvol.errors import UsageError
-
                 raise UsageError(f"a snapshot named {snapshot.name!r} already exists")
             session.add(snapshot)
             session.commit()

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -38,13 +38,10 @@ class Watchdog:
 
     process: subprocess.Popen[bytes] | None
     pipe: IO[bytes] | None
-    log: Path | None = None
-    last: dict[str, Any] = field(default_factory=dict)
 
     def phase(self, name: str, **data: Any) -> None:
-        self.last = {"phase": name, **data}
         if self.pipe is not None:
-            self.pipe.write(json.dumps(self.last).encode() + b"\n")
+            self.pipe.write(json.dumps({"phase": name, **data}).encode() + b"\n")
             self.pipe.flush()
 
     def done(self) -> None:
@@ -99,7 +96,7 @@ def spawn(config: WatchdogConfig, container_id: str, *, is_postgres: bool) -> Wa
             close_fds=True,
         )
     os.close(read_fd)
-    return Watchdog(process, os.fdopen(write_fd, "wb"), log)
+    return Watchdog(process, os.fdopen(write_fd, "wb"))
 
 
 # --- the watchdog process ------------------------------------------------------------------------
