@@ -38,6 +38,8 @@ def begin(
     volume: str | None,
     suffix: str,
     meta: dict[str, object] | None = None,
+    database: str | None = None,
+    format: str | None = None,
 ) -> Snapshot:
     """Record a snapshot as in progress (with our pid, for recovery) before any byte is written."""
     archive.ensure_private_dir(backup_dir)
@@ -62,6 +64,8 @@ def begin(
             compose_project=target_info.labels.get(COMPOSE_PROJECT),
             compose_service=target_info.labels.get(COMPOSE_SERVICE),
             meta_json=json.dumps(meta or {}),
+            database=database,
+            format=format,
         )
     )
 

@@ -321,9 +321,10 @@ def snapshot_logical(
             volume=None,
             suffix=SUFFIXES[fmt],
             meta={"user": target.user, "level": level},
+            database=target.database,
+            format=fmt,
         )
         try:
-            snap = store.update(snap.id, database=target.database, format=fmt)
             reporter.step(f"dumping database {target.database} of {target.container.name} ({fmt})")
             counting = _Background(lambda: _counts(session.query(COUNT_SQL)))
             result = _dump(
@@ -347,8 +348,6 @@ def snapshot_logical(
                 duration_s=round(time.monotonic() - started, 3),
                 downtime_s=0.0,
                 pg_version=version.split()[0],
-                database=target.database,
-                format=fmt,
                 meta_json=json.dumps(meta),
             )
         except BaseException as err:
