@@ -13,6 +13,7 @@ import click
 
 from snapvol import locking
 from snapvol.engine import Engine
+from snapvol.hostpath import READERS
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
 from snapvol.store import Store
@@ -69,7 +70,7 @@ def reader_option(func: F) -> F:
     """How a volume is read: the host lane when possible, or always Docker's archive endpoint."""
     return click.option(
         "--reader",
-        type=click.Choice(["auto", "host", "endpoint"]),
+        type=click.Choice(READERS),
         default="auto",
         envvar="SNAPVOL_READER",
         show_default=True,
