@@ -204,7 +204,7 @@ class Bed:
             labels = docker("inspect", "-f", "{{json .Config.Labels}}", cid)
             mine = json.loads(labels or "{}") or {}
             if BENCH_LABEL in mine or HELPER_LABEL in mine:
-                docker("rm", "-f", cid, check=False)
+                docker("rm", "-f", "-v", cid, check=False)
             else:
                 raise SystemExit(f"volume {volume} is used by container {cid}, not the benchmark's")
 
@@ -232,7 +232,7 @@ class Bed:
         for cid in helpers.split():
             mounts = docker("inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", cid, check=False)
             if set(mounts.split()) & set(self.all_volumes):
-                docker("rm", "-f", cid, check=False)
+                docker("rm", "-f", "-v", cid, check=False)
         for vol in self.volumes:
             assert vol not in PROTECTED
             docker("volume", "rm", "-f", vol, check=False)

@@ -224,8 +224,10 @@ class Engine:
         return str(created["Id"])
 
     def remove(self, container_id: str) -> None:
+        # v: the anonymous volume the image's VOLUME gave the helper (postgres has one) goes
+        # with it; named volumes are never removed by this.
         with contextlib.suppress(docker.errors.NotFound), _translate("removing a helper container"):
-            self.api.remove_container(container_id, force=True)
+            self.api.remove_container(container_id, force=True, v=True)
 
     @contextlib.contextmanager
     def helper(

@@ -210,7 +210,7 @@ class TestBed:
         for container in helpers:
             mounts = {m.get("Name") for m in container.attrs.get("Mounts", [])}
             if mounts & set(self.volumes):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         for vol in self.volumes:
             with contextlib.suppress(docker.errors.NotFound):
                 self.client.volumes.get(vol).remove(force=True)

@@ -96,7 +96,7 @@ def _volume_fingerprint(bed: TestBed, volume_name: str) -> dict[str, tuple]:
         for chunk in stream:
             scanner.feed(chunk)
     finally:
-        helper.remove(force=True)
+        helper.remove(force=True, v=True)
     members.pop(".", None)
     return members
 
@@ -124,6 +124,7 @@ def test_non_postgres_volume_round_trips_byte_for_byte(bed: TestBed, cmd, reader
     )
     assert code == 0, out
     before = _volume_fingerprint(bed, vol)
+    volumes_before = {v.name for v in bed.client.volumes.list()}
     snap = snapshot(cmd, container.name, "--reader", reader)
     assert snap["pg_version"] is None and snap["downtime_s"] > 0
     assert snap["meta"]["reader"] == reader
@@ -135,6 +136,8 @@ def test_non_postgres_volume_round_trips_byte_for_byte(bed: TestBed, cmd, reader
     container.reload()
     assert container.status == "running"
     assert _volume_fingerprint(bed, vol) == before
+    # Helper containers come from an image with a VOLUME: its anonymous volume goes with them.
+    assert {v.name for v in bed.client.volumes.list()} == volumes_before
 
 
 def test_tampered_archive_is_refused_and_nothing_changes(bed: TestBed, cmd) -> None:
@@ -240,7 +243,7 @@ def test_target_resolution_errors(bed: TestBed, cmd) -> None:
     assert result.stderr.strip() == "Error: no container named 'snapvol-test-does-not-exist'"
     second = bed.volume()
     container, first = bed.plain(mount="/a")
-    container.remove(force=True)
+    container.remove(force=True, v=True)
     container = bed.client.containers.run(
         bed.image,
         ["sleep", "600"],
