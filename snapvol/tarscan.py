@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 BLOCK = 512
@@ -101,10 +101,23 @@ def _parse_pax(data: bytes) -> dict[str, str]:
 
 
 class TarScanner:
-    """Feed it a tar stream chunk by chunk; ``on_member`` is called for each complete member."""
+    """Feed it a tar stream chunk by chunk; ``on_member`` is called for each complete member.
 
-    def __init__(self, on_member: Callable[[Member], None], *, hash_files: bool = True) -> None:
+    ``on_header`` sees each member (without its hash) as soon as its header is read, before any
+    of its data; ``on_data`` sees a regular member's data as it passes.
+    """
+
+    def __init__(
+        self,
+        on_member: Callable[[Member], None],
+        *,
+        hash_files: bool = True,
+        on_header: Callable[[Member], None] | None = None,
+        on_data: Callable[[memoryview], None] | None = None,
+    ) -> None:
         self._on_member = on_member
+        self._on_header = on_header
+        self._on_data = on_data
         self._hash_files = hash_files
         self._buf = bytearray()
         self._state = "header"
@@ -193,6 +206,8 @@ class TarScanner:
         self._pax = {}
         self._gnu_name = self._gnu_link = None
         self._meta_kind = None
+        if self._on_header is not None:
+            self._on_header(Member(**self._pending))  # type: ignore[arg-type]
         if kind == REGULAR and self._hash_files:
             self._hasher = hashlib.sha256()
         self._start_data(size if kind == REGULAR else 0)
@@ -210,8 +225,11 @@ class TarScanner:
         part = view[:take]
         if self._meta_kind is not None:
             self._meta += part
-        elif self._hasher is not None:
-            self._hasher.update(part)
+        else:
+            if self._hasher is not None:
+                self._hasher.update(part)
+            if self._on_data is not None:
+                self._on_data(part)
         self._remaining -= take
         if self._remaining == 0:
             self._finish_member()
@@ -260,3 +278,45 @@ def unsafe_reason(member: Member) -> str | None:
         if resolved == ".." or resolved.startswith("../"):
             return f"symbolic link to {target!r} points outside the archive"
     return None
+
+
+def same_file(a: Member, b: Member, *, content: bool = True) -> bool:
+    """Whether two records describe the same file: type, size, mode, owner, link target and, with
+    ``content``, SHA-256. Hard link targets are compared as member paths (``./a`` is ``a``)."""
+
+    def key(m: Member) -> tuple[object, ...]:
+        link = normalize(m.linkname) if m.type == HARDLINK else m.linkname
+        return (m.type, m.size, link, m.mode, m.uid, m.gid, m.sha256 if content else None)
+
+    return key(a) == key(b)
+
+
+class ScannedStream:
+    """A tar stream passed on unchanged while a TarScanner reads along.
+
+    ``members`` records every member (regular files hashed unless ``hash_files`` is off) once
+    the stream has been read to its end; ``check`` sees each member's header before any of its
+    data is passed on, and raises to stop the stream. ``abort`` is handed to the source.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        check: Callable[[Member], None] | None = None,
+        hash_files: bool = True,
+    ) -> None:
+        self._chunks = chunks
+        self.members: list[Member] = []
+        self._scanner = TarScanner(self.members.append, hash_files=hash_files, on_header=check)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._scanner.feed(chunk)
+            yield chunk
+        self._scanner.close()
+
+    def abort(self) -> None:
+        abort = getattr(self._chunks, "abort", None)
+        if callable(abort):
+            abort()

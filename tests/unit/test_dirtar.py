@@ -1,0 +1,174 @@
+"""The host lane's in-process tar, against real files and GNU tar (no Docker)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from snapvol import dirtar
+from snapvol.errors import IntegrityError, OperationFailed
+from snapvol.tarscan import Member, TarScanner
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners can only be set by root")
+
+
+def make_tree(root: Path) -> None:
+    """One of everything a volume holds, with owners, odd modes and awkward names."""
+    root.mkdir()
+    (root / "big.bin").write_bytes(os.urandom(3 * dirtar.CHUNK + 12345))
+    (root / "small.txt").write_text("hola\n")
+    (root / "empty").write_bytes(b"")
+    (root / "deep" / "er").mkdir(parents=True)
+    (root / "deep" / "er" / "f").write_bytes(b"x" * 70000)
+    (root / "a").mkdir()
+    (root / "a" / "inner").write_text("in a\n")
+    (root / "a.txt").write_text("after a/ in tar's order\n")
+    (root / ("n" * 150)).write_text("a name longer than ustar's 100 bytes\n")
+    os.makedirs(os.fsencode(root) + b"/latin1-\xf1and\xfa")  # not UTF-8
+    (root / "link").symlink_to("small.txt")
+    (root / "dangling").symlink_to("nowhere/at/all")
+    os.link(root / "big.bin", root / "hard.bin")
+    os.mkfifo(root / "pipe")
+    os.chown(root / "deep" / "er" / "f", 1234, 4321)
+    os.lchown(root / "link", 99, 98)
+    os.chmod(root / "small.txt", 0o640)
+    os.chmod(root / "deep" / "er", 0o2750)
+    os.chmod(root / "deep", 0o500)  # its children are created before it gets this mode
+    os.utime(root / "small.txt", (1_600_000_000, 1_600_000_000))
+
+
+def stream(root: Path) -> tuple[bytes, list[Member]]:
+    tar = dirtar.DirTar(root)
+    return b"".join(tar), tar.members
+
+
+def gnu_tar(root: Path) -> bytes:
+    return subprocess.run(
+        ["tar", "-C", str(root), "--numeric-owner", "--sort=name", "-cf", "-", "."],
+        check=True,
+        capture_output=True,
+    ).stdout
+
+
+def scanned(data: bytes) -> list[Member]:
+    members: list[Member] = []
+    scanner = TarScanner(members.append)
+    scanner.feed(data)
+    scanner.close()
+    return members
+
+
+def extract(data: bytes, root: Path, check=lambda m: None) -> None:
+    root.mkdir(exist_ok=True)
+    dirtar.extract(root, [data[i : i + 777_777] for i in range(0, len(data), 777_777)], check)
+
+
+def without_root(members: dict[str, Member]) -> dict[str, Member]:
+    return {k: v for k, v in members.items() if k != "."}
+
+
+@needs_root
+def test_round_trip_keeps_every_file_owner_mode_link_and_time(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    data, members = stream(src)
+    assert {m.path: m for m in members} == dirtar.scan(src)
+    assert scanned(data) == members  # what a snapshot records is what the stream holds
+
+    dst = tmp_path / "dst"
+    extract(data, dst)
+    assert dirtar.scan(dst) == dirtar.scan(src)
+    assert os.stat(dst / "hard.bin").st_ino == os.stat(dst / "big.bin").st_ino
+    assert (dst / "deep").stat().st_mode & 0o7777 == 0o500
+    assert (dst / "deep" / "er").stat().st_mode & 0o7777 == 0o2750
+
+
+@needs_root
+def test_streams_are_interchangeable_with_gnu_tar(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    ours, members = stream(src)
+    assert scanned(gnu_tar(src)) == members  # same members, same order, same records
+
+    by_gnu = tmp_path / "by-gnu"
+    by_gnu.mkdir()
+    subprocess.run(
+        ["tar", "-C", str(by_gnu), "--numeric-owner", "--same-owner", "-xpf", "-"],
+        input=ours,
+        check=True,
+    )
+    assert dirtar.scan(by_gnu) == dirtar.scan(src)
+
+    from_gnu = tmp_path / "from-gnu"
+    extract(gnu_tar(src), from_gnu)
+    assert dirtar.scan(from_gnu) == dirtar.scan(src)
+
+
+def _crafted(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for info, content in members:
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, linkname, 0o644
+    return info
+
+
+@pytest.mark.parametrize("via", ["file", "hardlink"])
+def test_extraction_never_goes_through_a_symbolic_link(tmp_path: Path, via: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target").write_text("not yours\n")
+    last = (
+        _info("./esc/pwned")
+        if via == "file"
+        else _info("./pwned", tarfile.LNKTYPE, linkname="./esc/target")
+    )
+    data = _crafted(
+        (_info("./esc", tarfile.SYMTYPE, linkname=str(outside)), b""),
+        (last, b"evil\n" if via == "file" else b""),
+    )
+    with pytest.raises(IntegrityError, match="not a directory in the volume"):
+        extract(data, tmp_path / "dst")  # no check at all: the extractor itself refuses
+    assert sorted(p.name for p in outside.iterdir()) == ["target"]
+    assert not (tmp_path / "dst" / "pwned").exists()
+
+
+def test_a_refused_member_is_never_created(tmp_path: Path) -> None:
+    data = _crafted((_info("./ok"), b"fine\n"), (_info("./bad"), b"refused\n"))
+
+    def check(member: Member) -> None:
+        if member.path == "bad":
+            raise IntegrityError("bad is not in the store")
+
+    with pytest.raises(IntegrityError, match="not in the store"):
+        extract(data, tmp_path / "dst", check)
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["ok"]
+
+
+def test_truncated_stream_is_an_integrity_error(tmp_path: Path) -> None:
+    data = _crafted((_info("./f"), b"x" * 5000))
+    with pytest.raises(IntegrityError, match="truncated"):
+        extract(data[:2048], tmp_path / "dst")
+
+
+def test_a_file_that_changes_while_it_is_read_fails_the_stream(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "growing").write_bytes(b"\0" * (2 * dirtar.CHUNK))
+    chunks = iter(dirtar.DirTar(root))
+    next(chunks)  # headers: the file has been measured and opened
+    with open(root / "growing", "ab") as f:
+        f.write(b"more")
+    with pytest.raises(OperationFailed, match="changed while it was read"):
+        list(chunks)
