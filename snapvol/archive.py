@@ -198,53 +198,17 @@ def _write_partial(
     )
 
 
-class _TapThread:
-    """Calls ``tap`` for every chunk on a thread of its own, so that per-file hashing runs beside
-    compression instead of after it (hashlib and zstd both release the GIL)."""
-
-    def __init__(self, tap: Callable[[bytes], None]) -> None:
-        self._tap = tap
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_PREFETCH)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="snapvol-tap", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while (chunk := self._queue.get()) is not None:
-                self._tap(chunk)
-        except BaseException as err:
-            self._error = err
-
-    def put(self, chunk: bytes | None) -> None:
-        while True:
-            if self._error is not None:
-                raise self._error
-            try:
-                self._queue.put(chunk, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def close(self) -> None:
-        """Wait until every chunk was seen; re-raise what the tap raised."""
-        self.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
 def write_compressed(
     chunks: Iterable[bytes],
     dest: Path,
     *,
     level: int = 3,
-    tap: Callable[[bytes], None] | None = None,
     progress: Progress | None = None,
 ) -> ArchiveResult:
     """Compress ``chunks`` with zstd into ``dest`` via ``dest.partial``, hashing in the same pass.
 
-    ``tap`` sees every uncompressed chunk (the tar scanner records per-file entries from it).
+    ``chunks`` is read on a thread of its own: whatever work the source does per chunk (reading
+    files and hashing them, or scanning a stream) runs beside compression, not before it.
     """
 
     def body(sink: _HashingFile) -> int:
@@ -253,17 +217,12 @@ def write_compressed(
         writer_sink: Any = sink  # file-like enough for zstandard: write() and flush()
         # No `with`: leaving it on an error would finish the frame, compressing for nothing.
         writer = compressor.stream_writer(writer_sink, closefd=False, write_size=CHUNK)
-        tapped = _TapThread(tap) if tap is not None else None
         for chunk in prefetch(chunks):
-            if tapped is not None:
-                tapped.put(chunk)
             writer.write(chunk)
             raw += len(chunk)
             if progress is not None:
                 progress(len(chunk))
         writer.flush(zstandard.FLUSH_FRAME)
-        if tapped is not None:
-            tapped.close()
         return raw
 
     return _write_partial(dest, body, chunks)

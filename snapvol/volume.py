@@ -1,11 +1,12 @@
 """Cold volume snapshots and in-place restores of a container's named volume.
 
-Data path: a tar of the volume, from one of two lanes (``VolumeTarget`` picks): GNU tar on the
-volume's directory when this host can reach it, or else Docker's archive endpoint on a helper
-container that mounts the volume and is never started (about 8x faster than a container's
-stdout). The tar flows through zstd and SHA-256 to disk in one pass while a tar scanner records
-every file. A restore streams the archive back in through the same lane, checking each member
-against the store as it goes, then reads the volume back to check what landed.
+Data path: a tar of the volume, from one of two lanes (``VolumeTarget`` picks): read straight from
+the volume's directory when this host can reach it (``snapvol.dirtar``), or else Docker's archive
+endpoint on a helper container that mounts the volume and is never started (about 8x faster than a
+container's stdout). The tar flows through zstd and SHA-256 to disk in one pass while every file
+is recorded and hashed. A restore streams the archive back in through the same lane, checking
+each member against the store before it is written, then reads the volume back and compares
+every file, content included.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapvol import archive, hostpath, lifecycle, postgres
+from snapvol import archive, dirtar, hostpath, lifecycle, postgres
 from snapvol.engine import ContainerInfo, Engine
 from snapvol.errors import (
     IncompatibleError,
@@ -35,10 +36,12 @@ from snapvol.errors import (
 from snapvol.guard import Downtime, stopped
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
-from snapvol.tarscan import Member, TarFormatError, TarScanner, unsafe_reason
+from snapvol.tarscan import Member, ScannedStream, TarFormatError, same_file, unsafe_reason
 from snapvol.watchdog import WatchdogConfig
 
 HELPER_MOUNT = "/snapvol/data"
+# A tar stream of a volume that records its members as it passes (both lanes' sources).
+Recording = dirtar.DirTar | ScannedStream
 SUFFIX = ".tar.zst"
 
 
@@ -56,13 +59,25 @@ class VolumeTarget:
         return "host" if self.host_dir is not None else "endpoint"
 
     @contextlib.contextmanager
-    def source(self, engine: Engine, image: str) -> Iterator[Iterable[bytes]]:
-        """A tar stream of the volume: from the host lane, or through a helper container."""
+    def source(self, engine: Engine, image: str) -> Iterator[Recording]:
+        """A tar stream of the volume that records (and hashes) every member as it passes: read
+        straight from the host's directory, or through a helper container."""
         if self.host_dir is not None:
-            yield hostpath.HostTar(self.host_dir)
+            yield dirtar.DirTar(self.host_dir)
             return
         with engine.helper(image, self.volume, HELPER_MOUNT, read_only=True) as helper_id:
-            yield engine.archive_out(helper_id, HELPER_MOUNT)
+            yield ScannedStream(engine.archive_out(helper_id, HELPER_MOUNT))
+
+    def landed(self, engine: Engine, image: str, advance: Callable[[int], None]) -> list[Member]:
+        """Every member in the volume now, files hashed: what a snapshot of it would record."""
+        if self.host_dir is not None:
+            found = dirtar.scan(self.host_dir)
+            advance(sum(m.size for m in found.values()))
+            return list(found.values())
+        with self.source(engine, image) as source:
+            for chunk in archive.prefetch(source):
+                advance(len(chunk))
+        return source.members
 
     def usage(self, engine: Engine, image: str) -> tuple[int | None, int | None]:
         """Bytes on disk and entries in the volume now (None when they cannot be measured)."""
@@ -86,13 +101,19 @@ class VolumeTarget:
             pass
         return None, None
 
-    def replace(self, engine: Engine, image: str, tar: Iterable[bytes]) -> None:
-        """Empty the volume and extract ``tar`` into it: on the host when its directory is
-        writable here, else through a helper container and the archive endpoint."""
+    def replace(
+        self,
+        engine: Engine,
+        image: str,
+        tar: Iterable[bytes],
+        check: Callable[[Member], None],
+    ) -> None:
+        """Empty the volume and extract ``tar`` into it; ``check`` sees each member before it is
+        written. On the host when its directory is writable here, else through a helper."""
         host_dir = self.host_dir if self.host_dir and os.access(self.host_dir, os.W_OK) else None
         if host_dir is not None:
             hostpath.empty_dir(host_dir)
-            hostpath.extract(host_dir, tar)
+            dirtar.extract(host_dir, tar, check)
             return
         code, out = engine.run_helper(
             image,
@@ -104,8 +125,12 @@ class VolumeTarget:
         )
         if code != 0:
             raise OperationFailed(f"emptying volume {self.volume} failed: {out.strip()[:200]}")
+        checked = ScannedStream(tar, check=check, hash_files=False)
         with engine.helper(image, self.volume, HELPER_MOUNT, read_only=False) as helper_id:
-            engine.archive_in(helper_id, HELPER_MOUNT, tar)
+            try:
+                engine.archive_in(helper_id, HELPER_MOUNT, checked)
+            except TarFormatError as err:
+                raise IntegrityError(f"the archive's tar stream is malformed: {err}") from err
 
 
 def resolve_target(
@@ -186,8 +211,6 @@ def archive_volume(
     label: str = "snapshot",
 ) -> Archived:
     """Archive the (stopped) container's volume to ``dest``; record every member on the way."""
-    members: list[Member] = []
-    scanner = TarScanner(members.append)
     cluster: list[postgres.ClusterState] = []
     errors: list[BaseException] = []
 
@@ -204,22 +227,14 @@ def archive_volume(
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
     with target.source(engine, image) as source, reporter.transfer(label, None) as advance:
         try:
-            result = archive.write_compressed(
-                source,
-                dest,
-                level=level,
-                tap=scanner.feed,
-                progress=advance,
-            )
-            scanner.close()
+            result = archive.write_compressed(source, dest, level=level, progress=advance)
         except TarFormatError as err:
-            dest.unlink(missing_ok=True)
             raise OperationFailed(f"the volume's tar stream was malformed: {err}") from err
     if side is not None:
         side.join(timeout=60)
         if errors:
             reporter.warn(f"could not read the cluster state: {errors[0]}")
-    return Archived(result, members, cluster[0] if cluster else None)
+    return Archived(result, source.members, cluster[0] if cluster else None)
 
 
 def _complete(
@@ -375,49 +390,32 @@ def plan_volume_restore(
     return plan
 
 
-def _checked_stream(
-    path: Path, expected: dict[str, Member], advance: Callable[[int], None]
-) -> Iterator[bytes]:
-    """The archive's tar stream; each member is checked against the store before it is passed on."""
-    seen: set[str] = set()
+class _HeaderCheck:
+    """Checks each member against the store before any of it is written: nothing unrecorded,
+    nothing twice, nothing outside the volume. Contents are checked by the read-back."""
 
-    def check(member: Member) -> None:
+    def __init__(self, expected: dict[str, Member]) -> None:
+        self.expected = expected
+        self.seen: set[str] = set()
+
+    def __call__(self, member: Member) -> None:
         reason = unsafe_reason(member)
         if reason is not None:
             raise IntegrityError(
                 f"archive member {member.path!r} would land outside the volume ({reason})"
             )
-        want = expected.get(member.path)
-        if want is None or not _same(member, want):
+        want = self.expected.get(member.path)
+        if want is None or member.path in self.seen or not same_file(member, want, content=False):
             raise IntegrityError(f"archive member {member.path!r} does not match the store")
-        seen.add(member.path)
+        self.seen.add(member.path)
 
-    scanner = TarScanner(check)
-    # Decompression runs ahead on its own thread; checking stays in order, before passing on.
-    for chunk in archive.prefetch(archive.decompressed_chunks(path, advance)):
-        scanner.feed(chunk)
-        yield chunk
-    try:
-        scanner.close()
-    except TarFormatError as err:
-        raise IntegrityError(f"archive {path.name}: {err}") from err
-    missing = set(expected) - seen
-    if missing:
-        raise IntegrityError(
-            f"archive {path.name} lacks {len(missing)} recorded files (e.g. {sorted(missing)[0]!r})"
-        )
-
-
-def _same(a: Member, b: Member) -> bool:
-    return (a.type, a.size, a.sha256, a.linkname, a.mode, a.uid, a.gid) == (
-        b.type,
-        b.size,
-        b.sha256,
-        b.linkname,
-        b.mode,
-        b.uid,
-        b.gid,
-    )
+    def finish(self, archive_name: str) -> None:
+        missing = set(self.expected) - self.seen
+        if missing:
+            raise IntegrityError(
+                f"archive {archive_name} lacks {len(missing)} recorded files "
+                f"(e.g. {sorted(missing)[0]!r})"
+            )
 
 
 def put_back(
@@ -443,21 +441,20 @@ def _extract(
 ) -> None:
     """Empty the volume, stream the archive into it, then read it back and compare every file."""
     expected = {m.path: m for m in members}
+    check = _HeaderCheck(expected)
     with reporter.transfer("restoring", raw_bytes) as advance:
-        target.replace(engine, image, _checked_stream(path, expected, advance))
+        # Decompression runs ahead on its own thread; members are checked in order.
+        tar = archive.prefetch(archive.decompressed_chunks(path, advance))
+        target.replace(engine, image, tar, check)
+    check.finish(path.name)
     reporter.step("reading the volume back to check every file")
-    landed: dict[str, Member] = {}
-    scanner = TarScanner(lambda m: landed.__setitem__(m.path, m))
-    with target.source(engine, image) as source, reporter.transfer("checking", raw_bytes) as adv:
-        for chunk in archive.prefetch(source):
-            scanner.feed(chunk)
-            adv(len(chunk))
-    scanner.close()
+    with reporter.transfer("checking", raw_bytes) as advance:
+        landed = {m.path: m for m in target.landed(engine, image, advance)}
     for key, want in expected.items():
         got = landed.get(key)
         if key == ".":
             continue  # the volume's root keeps its own owner and mode
-        if got is None or not _same(got, want):
+        if got is None or not same_file(got, want):
             raise IntegrityError(f"after extraction {key!r} does not match the snapshot")
     extra = set(landed) - set(expected)
     if extra:

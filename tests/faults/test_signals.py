@@ -85,17 +85,15 @@ def test_sigkill_mid_snapshot_watchdog_restarts_and_next_command_cleans_up(
     assert not any(pg.volume in {m.get("Name") for m in h.attrs["Mounts"]} for h in helpers)
 
 
-def _host_tar_extracting(parent: int) -> bool:
-    """Whether ``parent`` has a `tar -x` child (the host lane writing into the volume)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(fields[1]) == parent and cmdline[0].endswith(b"tar") and b"-xf" in cmdline:
-            return True
-    return False
+def _host_extracting(bed: TestBed, volume: str) -> bool:
+    """Whether the volume has been emptied and is being refilled: ``base/`` is back (members come
+    in name order) but ``global/`` and ``postmaster.opts`` are not yet."""
+    root = Path(bed.client.volumes.get(volume).attrs["Mountpoint"])
+    return (
+        (root / "base").is_dir()
+        and not (root / "global").exists()
+        and not (root / "postmaster.opts").exists()
+    )
 
 
 def _endpoint_extracting(bed: TestBed, volume: str) -> bool:
@@ -121,7 +119,7 @@ def test_sigkill_mid_restore_rolls_back_to_safety_snapshot(
     # Kill it once the volume has been emptied and the archive is streaming into it.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if reader == "host" and _host_tar_extracting(proc.pid):
+        if reader == "host" and _host_extracting(bed, pg.volume):
             break
         if reader == "endpoint" and _endpoint_extracting(bed, pg.volume):
             break
