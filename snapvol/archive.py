@@ -44,8 +44,13 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def prefetch(chunks: Iterable[bytes], depth: int = _PREFETCH) -> Iterator[bytes]:
-    """Read ``chunks`` on a thread so network reads overlap with compression and hashing."""
+def prefetch(
+    chunks: Iterable[bytes], depth: int = _PREFETCH, on_end: Callable[[], None] | None = None
+) -> Iterator[bytes]:
+    """Read ``chunks`` on a thread so network reads overlap with compression and hashing.
+
+    ``on_end`` runs on that thread once ``chunks`` is exhausted, while the consumer finishes.
+    """
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -59,20 +64,25 @@ def prefetch(chunks: Iterable[bytes], depth: int = _PREFETCH) -> Iterator[bytes]
             q.put(done)
         except BaseException as err:  # handed to the consumer, which re-raises it
             q.put(err)
+            return
+        if on_end is not None:
+            on_end()
 
     thread = threading.Thread(target=pump, name="snapvol-prefetch", daemon=True)
     thread.start()
+    finished = False
     try:
         while True:
             item = q.get()
             if item is done:
+                finished = True
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
+        while not finished and thread.is_alive():  # unblock a producer waiting on a full queue
             try:
                 q.get_nowait()
             except queue.Empty:
@@ -204,11 +214,14 @@ def write_compressed(
     *,
     level: int = 3,
     progress: Progress | None = None,
+    on_source_end: Callable[[], None] | None = None,
 ) -> ArchiveResult:
     """Compress ``chunks`` with zstd into ``dest`` via ``dest.partial``, hashing in the same pass.
 
     ``chunks`` is read on a thread of its own: whatever work the source does per chunk (reading
     files and hashing them, or scanning a stream) runs beside compression, not before it.
+    ``on_source_end`` runs on that thread once the source is exhausted, beside the last of the
+    compression and the fsync.
     """
 
     def body(sink: _HashingFile) -> int:
@@ -217,7 +230,7 @@ def write_compressed(
         writer_sink: Any = sink  # file-like enough for zstandard: write() and flush()
         # No `with`: leaving it on an error would finish the frame, compressing for nothing.
         writer = compressor.stream_writer(writer_sink, closefd=False, write_size=CHUNK)
-        for chunk in prefetch(chunks):
+        for chunk in prefetch(chunks, on_end=on_source_end):
             writer.write(chunk)
             raw += len(chunk)
             if progress is not None:

@@ -7,8 +7,9 @@ watchdog (``snapvol.watchdog``) covers what a ``finally`` cannot: SIGKILL and cr
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,31 @@ class Downtime:
     # Set when the volume holds data the service must not start on (a failed, unrolled restore).
     keep_stopped: bool = False
     watchdog: Watchdog = field(default_factory=lambda: Watchdog(None, None))
+    # Starts the container; set by ``stopped`` while the container is down and was running.
+    _start: Callable[[], None] | None = None
+    _started: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def phase(self, name: str, **data: Any) -> None:
         """Tell the watchdog what it would have to do if snapvol died now."""
         self.watchdog.phase(name, was_running=self.was_running, **data)
+
+    def release(self) -> None:
+        """The volume is no longer needed: start the container now (from any thread) instead of
+        when the block ends, so that finishing the archive overlaps the service's start-up. A
+        failure here is not raised: the block's end tries again and reports it."""
+        with self._lock:
+            if self._start is None or self._started or self.keep_stopped:
+                return
+            with contextlib.suppress(Exception):
+                self._start()
+                self._started = True
+
+    def _start_if_needed(self) -> None:
+        with self._lock:
+            if self._start is not None and not self._started:
+                self._start()
+                self._started = True
 
 
 def wait_healthy(
@@ -55,6 +77,8 @@ def stopped(
     ends: exceptions, Ctrl-C and SIGTERM here; SIGKILL or a crash through the watchdog.
     """
     downtime = Downtime(was_running=info.running)
+    if info.running:
+        downtime._start = lambda: engine.start(info.id)
     if watchdog is not None:
         # Started before the stop, so there is no moment with the container down and no guard.
         downtime.watchdog = spawn(watchdog, info.id, is_postgres=is_postgres)
@@ -74,7 +98,7 @@ def stopped(
         try:
             if info.running and not downtime.keep_stopped:
                 reporter.step(f"starting {info.name}")
-                engine.start(info.id)
+                downtime._start_if_needed()
                 wait_healthy(engine, info, is_postgres)
                 downtime.seconds = time.monotonic() - started
             restarted = True

@@ -209,8 +209,13 @@ def archive_volume(
     image: str,
     reporter: Reporter,
     label: str = "snapshot",
+    release: Callable[[], None] | None = None,
 ) -> Archived:
-    """Archive the (stopped) container's volume to ``dest``; record every member on the way."""
+    """Archive the (stopped) container's volume to ``dest``; record every member on the way.
+
+    ``release`` is called once the whole volume has been read (and the cluster state with it),
+    while the archive is still being finished: the container may start again then.
+    """
     cluster: list[postgres.ClusterState] = []
     errors: list[BaseException] = []
 
@@ -225,9 +230,18 @@ def archive_volume(
     side = threading.Thread(target=read_cluster, daemon=True) if target.is_postgres else None
     if side is not None:
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
+
+    def volume_read() -> None:
+        if side is not None:
+            side.join(timeout=60)
+        if release is not None:
+            release()
+
     with target.source(engine, image) as source, reporter.transfer(label, None) as advance:
         try:
-            result = archive.write_compressed(source, dest, level=level, progress=advance)
+            result = archive.write_compressed(
+                source, dest, level=level, progress=advance, on_source_end=volume_read
+            )
         except TarFormatError as err:
             raise OperationFailed(f"the volume's tar stream was malformed: {err}") from err
     if side is not None:
@@ -309,7 +323,13 @@ def snapshot_volume(
         image = helper_image(target, helper_image_override)
         with _stopped(engine, target, reporter, watchdog) as down:
             done = archive_volume(
-                engine, target, Path(snap.path), level=level, image=image, reporter=reporter
+                engine,
+                target,
+                Path(snap.path),
+                level=level,
+                image=image,
+                reporter=reporter,
+                release=down.release,
             )
         return _complete(store, snap, done, down.seconds if down.was_running else 0.0, started)
     except BaseException as err:
