@@ -309,7 +309,7 @@ class Row:
     mbps: float | None = None
     compare: str = ""  # e.g. "1.42x (a)"
     target: str = ""
-    verdict: str = ""  # PASS / FAIL / ""
+    verdict: str = ""  # PASS / FAIL, "info" (a ratio shown but not graded) or ""
     note: str = ""
 
 
@@ -340,7 +340,7 @@ class Report:
                 f"{row.target:<16} {row.verdict:<6} {row.note}"
             )
             lines.append(line.rstrip())
-        checks = [r for r in self.rows if r.verdict]
+        checks = [r for r in self.rows if r.verdict in ("PASS", "FAIL")]
         fails = [r for r in checks if r.verdict == "FAIL"]
         lines.append("")
         for r in fails:
@@ -542,6 +542,17 @@ class Bench:
             return rep.add(Row(section, label, t.seconds, mbps(raw, t.seconds), **kw))
 
         snap, host = b["snapvol_snapshot"], b["host_snapshot"]
+        # The speed targets are set for the benchmark's volume (--scale). At the small scale
+        # (there for the memory check) the ratios are printed for information: a fixed ~0.7 s
+        # (Python start-up, PostgreSQL's stop, start and readiness) weighs several times more.
+        graded = info["scale"] == self.args.scale
+
+        def verdict(ok: bool) -> str:
+            return passfail(ok) if graded else "info"
+
+        def target(text: str) -> str:
+            return text if graded else f"({text} at scale {self.args.scale})"
+
         row(
             "snapvol snapshot --volume (running container)",
             snap,
@@ -561,9 +572,9 @@ class Bench:
         row(
             "(a) host tar | zstd -3 -T0 (stopped)",
             host,
-            verdict=passfail(ratio <= SNAPSHOT_VS_HOST),
+            verdict=verdict(ratio <= SNAPSHOT_VS_HOST),
             compare=f"snapvol {ratio:.2f}x",
-            target=f"<= {SNAPSHOT_VS_HOST}x",
+            target=target(f"<= {SNAPSHOT_VS_HOST}x"),
             note=f"archive {r['host_archive_bytes'] / MB:.0f} MB",
         )
         if "docker_snapshot" in b:
@@ -589,9 +600,9 @@ class Bench:
         row(
             "host zstd -d | tar -x (into an empty directory)",
             extract,
-            verdict=passfail(ratio <= RESTORE_VS_HOST),
+            verdict=verdict(ratio <= RESTORE_VS_HOST),
             compare=f"snapvol {ratio:.2f}x",
-            target=f"<= {RESTORE_VS_HOST:.0f}x",
+            target=target(f"<= {RESTORE_VS_HOST:.0f}x"),
         )
         if "snapvol_restore_safety" in b:
             t = b["snapvol_restore_safety"]
