@@ -19,8 +19,8 @@ import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -197,26 +197,39 @@ class DirTar:
             os.close(fd)
 
 
-def scan(root: Path, workers: int = 2) -> dict[str, Member]:
+def _sha256(path: Path) -> str:
+    return archive.file_sha256(path)[0]
+
+
+def scan(root: Path, workers: int = 2, known: Mapping[str, str] | None = None) -> dict[str, Member]:
     """Every member of ``root`` as a snapshot would record it; files hashed on ``workers`` threads,
-    largest first so that no thread is left with the one big file at the end."""
+    largest first so that no thread is left with the one big file at the end. ``known`` holds
+    digests already read back from disk (by ``extract``), which are not computed again."""
+    known = known or {}
     members = {member.path: member for member, _ in _Entries(root)}
     files = sorted(
-        (m for m in members.values() if m.type == REGULAR), key=lambda m: m.size, reverse=True
+        (m for m in members.values() if m.type == REGULAR and m.path not in known),
+        key=lambda m: m.size,
+        reverse=True,
     )
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapvol-scan") as pool:
-        digests = pool.map(lambda m: archive.file_sha256(root / m.path)[0], files)
-        for member, digest in zip(files, digests, strict=True):
-            members[member.path] = replace(member, sha256=digest)
+        hashed = pool.map(lambda m: _sha256(root / m.path), files)
+        digests = {m.path: digest for m, digest in zip(files, hashed, strict=True)}
+    for path, member in members.items():
+        if member.type == REGULAR:
+            members[path] = replace(member, sha256=known.get(path) or digests[path])
     return members
 
 
 class _Extractor:
     """Creates each member under ``root`` as the stream goes by; never follows a symbolic link."""
 
-    def __init__(self, root: Path, check: Callable[[Member], None]) -> None:
+    def __init__(
+        self, root: Path, check: Callable[[Member], None], written: Callable[[str], None]
+    ) -> None:
         self.root = root
         self.check = check
+        self.written = written  # told the path of each regular file once it is complete
         self.root_fd = os.open(root, _NOFOLLOW_DIR)
         self._cached: tuple[str, int] | None = None  # the last parent directory opened
         self._file = -1  # the regular file being written
@@ -310,6 +323,7 @@ class _Extractor:
             os.fchmod(self._file, member.mode)  # after chown, which may clear set-id bits
             os.utime(self._file, ns=times)
             self._close_file()
+            self.written(member.path)
         elif member.type in (SYMLINK, FIFO):
             fd, name = self._place(member.path)
             os.chown(name, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
@@ -331,12 +345,21 @@ class _Extractor:
                     os.close(fd)
 
 
-def extract(root: Path, chunks: Iterable[bytes], check: Callable[[Member], None]) -> None:
+def extract(
+    root: Path, chunks: Iterable[bytes], check: Callable[[Member], None], workers: int = 2
+) -> dict[str, str]:
     """Extract a tar stream into the (empty) directory ``root``, keeping owners, modes and times.
 
-    ``check`` sees every member before anything of it is created and raises to refuse it.
+    ``check`` sees every member before anything of it is created and raises to refuse it. Each
+    regular file is read back from disk and hashed on ``workers`` threads as soon as it is
+    closed, so that the restore's read-back check overlaps the extraction: returns those
+    SHA-256 digests by path (for ``scan``).
     """
-    extractor = _Extractor(root, check)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapvol-readback")
+    pending: dict[str, Future[str]] = {}
+    extractor = _Extractor(
+        root, check, lambda path: pending.__setitem__(path, pool.submit(_sha256, root / path))
+    )
     scanner = TarScanner(
         extractor.member, hash_files=False, on_header=extractor.header, on_data=extractor.data
     )
@@ -345,6 +368,7 @@ def extract(root: Path, chunks: Iterable[bytes], check: Callable[[Member], None]
             scanner.feed(chunk)
         scanner.close()
         extractor.finish()
+        return {path: future.result() for path, future in pending.items()}
     except TarFormatError as err:
         raise IntegrityError(f"the archive's tar stream is malformed: {err}") from err
     except OSError as err:
@@ -352,5 +376,6 @@ def extract(root: Path, chunks: Iterable[bytes], check: Callable[[Member], None]
             raise DiskFullError(f"no space left in the volume while extracting ({root})") from None
         raise OperationFailed(f"extracting into {root} failed: {err.strerror or err}") from err
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(OSError):
             extractor.close()

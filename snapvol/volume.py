@@ -17,7 +17,7 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,10 +68,17 @@ class VolumeTarget:
         with engine.helper(image, self.volume, HELPER_MOUNT, read_only=True) as helper_id:
             yield ScannedStream(engine.archive_out(helper_id, HELPER_MOUNT))
 
-    def landed(self, engine: Engine, image: str, advance: Callable[[int], None]) -> list[Member]:
-        """Every member in the volume now, files hashed: what a snapshot of it would record."""
+    def landed(
+        self,
+        engine: Engine,
+        image: str,
+        advance: Callable[[int], None],
+        known: Mapping[str, str] | None = None,
+    ) -> list[Member]:
+        """Every member in the volume now, files hashed: what a snapshot of it would record.
+        ``known``: digests ``replace`` already read back from disk."""
         if self.host_dir is not None:
-            found = dirtar.scan(self.host_dir)
+            found = dirtar.scan(self.host_dir, known=known)
             advance(sum(m.size for m in found.values()))
             return list(found.values())
         with self.source(engine, image) as source:
@@ -107,14 +114,17 @@ class VolumeTarget:
         image: str,
         tar: Iterable[bytes],
         check: Callable[[Member], None],
-    ) -> None:
+    ) -> dict[str, str]:
         """Empty the volume and extract ``tar`` into it; ``check`` sees each member before it is
-        written. On the host when its directory is writable here, else through a helper."""
+        written. On the host when its directory is writable here, else through a helper.
+
+        Returns the SHA-256 of files already read back from disk (the host lane reads each one
+        back as soon as it is written, beside the extraction), for ``landed``.
+        """
         host_dir = self.host_dir if self.host_dir and os.access(self.host_dir, os.W_OK) else None
         if host_dir is not None:
             hostpath.empty_dir(host_dir)
-            dirtar.extract(host_dir, tar, check)
-            return
+            return dirtar.extract(host_dir, tar, check)
         code, out = engine.run_helper(
             image,
             self.volume,
@@ -131,6 +141,7 @@ class VolumeTarget:
                 engine.archive_in(helper_id, HELPER_MOUNT, checked)
             except TarFormatError as err:
                 raise IntegrityError(f"the archive's tar stream is malformed: {err}") from err
+        return {}
 
 
 def resolve_target(
@@ -465,11 +476,11 @@ def _extract(
     with reporter.transfer("restoring", raw_bytes) as advance:
         # Decompression runs ahead on its own thread; members are checked in order.
         tar = archive.prefetch(archive.decompressed_chunks(path, advance))
-        target.replace(engine, image, tar, check)
+        read_back = target.replace(engine, image, tar, check)
     check.finish(path.name)
     reporter.step("reading the volume back to check every file")
     with reporter.transfer("checking", raw_bytes) as advance:
-        landed = {m.path: m for m in target.landed(engine, image, advance)}
+        landed = {m.path: m for m in target.landed(engine, image, advance, read_back)}
     for key, want in expected.items():
         got = landed.get(key)
         if key == ".":
