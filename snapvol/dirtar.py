@@ -150,6 +150,13 @@ class DirTar:
         self._stopped = True
 
     def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._stream()
+        except OSError as err:  # not to be mistaken for a failure to write the archive
+            where = err.filename or self.root
+            raise OperationFailed(f"reading {where} failed: {err.strerror or err}") from err
+
+    def _stream(self) -> Iterator[bytes]:
         out = bytearray()  # headers, padding and small files, gathered into chunks
         for member, st in _Entries(self.root):
             if self._stopped:

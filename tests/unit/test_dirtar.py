@@ -175,3 +175,20 @@ def test_a_file_that_changes_while_it_is_read_fails_the_stream(tmp_path: Path) -
         f.write(b"more")
     with pytest.raises(OperationFailed, match="changed while it was read"):
         list(chunks)
+
+
+def test_an_unreadable_volume_is_a_read_error_not_a_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "src"
+    (root / "locked").mkdir(parents=True)
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:  # what a non-root reader meets in a volume
+        if path.endswith("locked"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(dirtar.os, "listdir", listdir)
+    with pytest.raises(OperationFailed, match=r"reading .*locked failed: Permission denied"):
+        list(dirtar.DirTar(root))
