@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from snapvol import postgres
@@ -54,12 +55,18 @@ class Downtime:
 
 
 def wait_healthy(
-    engine: Engine, info: ContainerInfo, is_postgres: bool, timeout: float = 120
+    engine: Engine,
+    info: ContainerInfo,
+    is_postgres: bool,
+    timeout: float = 120,
+    pid_file: Path | None = None,
+    since: float = 0.0,
 ) -> None:
-    """Wait until the container runs and, for PostgreSQL, accepts connections."""
+    """Wait until the container runs and, for PostgreSQL, accepts connections (``pid_file``:
+    its ``postmaster.pid`` on this host, when readable here; ``since``: when it was stopped)."""
     engine.wait_status(info.id, ["running"], timeout=timeout)
     if is_postgres:
-        postgres.wait_ready(engine, info.id, timeout=timeout)
+        postgres.wait_ready(engine, info.id, timeout=timeout, pid_file=pid_file, since=since)
 
 
 @contextlib.contextmanager
@@ -70,6 +77,7 @@ def stopped(
     is_postgres: bool,
     reporter: Reporter,
     watchdog: WatchdogConfig | None = None,
+    pid_file: Path | None = None,
 ) -> Iterator[Downtime]:
     """Stop the container (if it runs) for the body, then start it and wait until it is healthy.
 
@@ -84,6 +92,7 @@ def stopped(
         downtime.watchdog = spawn(watchdog, info.id, is_postgres=is_postgres)
     downtime.phase("stopped")
     started = time.monotonic()
+    stop_requested = time.time()  # a postmaster.pid older than this is not the restarted server's
     restarted = False
     try:
         if info.running:
@@ -99,7 +108,7 @@ def stopped(
             if info.running and not downtime.keep_stopped:
                 reporter.step(f"starting {info.name}")
                 downtime._start_if_needed()
-                wait_healthy(engine, info, is_postgres)
+                wait_healthy(engine, info, is_postgres, pid_file=pid_file, since=stop_requested)
                 downtime.seconds = time.monotonic() - started
             restarted = True
         finally:

@@ -190,12 +190,16 @@ def _stopped(
     engine: Engine, target: VolumeTarget, reporter: Reporter, watchdog: WatchdogConfig | None
 ) -> AbstractContextManager[Downtime]:
     """The target's container stopped for the body, and restarted (and guarded) after it."""
+    pid_file = None
+    if target.is_postgres and target.host_dir is not None:
+        pid_file = target.host_dir / target.pg_subdir / "postmaster.pid"
     return stopped(
         engine,
         target.container,
         is_postgres=target.is_postgres,
         reporter=reporter,
         watchdog=watchdog,
+        pid_file=pid_file,
     )
 
 
