@@ -72,6 +72,14 @@ if docker container inspect "$CONTAINER" >/dev/null 2>&1; then
     exists=true
     compose_service=$(docker container inspect -f \
         '{{index .Config.Labels "com.docker.compose.service"}}' "$CONTAINER")
+    # Made from another checkout (compose names a project after its directory): manage it as
+    # that project's, or compose would try to create a second pc_db and fail on the name.
+    project=$(docker container inspect -f \
+        '{{index .Config.Labels "com.docker.compose.project"}}' "$CONTAINER")
+    if [[ -n "$project" ]]; then
+        COMPOSE+=(-p "$project")
+        COMPOSE_NAME+=" -p $project"
+    fi
     log "a $CONTAINER container already exists; its data is kept"
 fi
 if $exists && [[ "$compose_service" != "$CONTAINER" ]]; then
