@@ -76,6 +76,13 @@ def _anonymous(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class VolumeUser:
+    id: str
+    name: str
+    read_write: bool
+
+
+@dataclass(frozen=True)
 class VolumeInfo:
     name: str
     mountpoint: str
@@ -296,6 +303,22 @@ class Engine:
             # (it would hold the helper container, and its removal, until a timeout).
             self.api.close()
             raise
+
+    def volume_users(self, volume: str) -> list[VolumeUser]:
+        """Containers that run (or are paused) with ``volume`` mounted; snapvol's helpers aside."""
+        with _translate(f"listing the containers that use volume {volume!r}"):
+            found = self.api.containers(filters={"volume": volume})
+        return [
+            VolumeUser(
+                id=c["Id"],
+                name=(c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/"),
+                read_write=any(
+                    m.get("Name") == volume and m.get("RW", True) for m in c.get("Mounts") or []
+                ),
+            )
+            for c in found
+            if HELPER_LABEL not in (c.get("Labels") or {})
+        ]
 
     def helpers(self) -> list[dict[str, Any]]:
         """Helper containers left by any snapvol process (for recovery)."""

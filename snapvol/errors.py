@@ -90,6 +90,12 @@ class DiskFullError(OperationFailed):
     exit_code = 12
 
 
+class VolumeInUseError(SnapvolError):
+    """Another running container mounts the volume: stopping the target would not make it cold."""
+
+    exit_code = 13
+
+
 def describe(err: BaseException) -> str:
     """A short human description of any exception, for messages that wrap it."""
     if isinstance(err, KeyboardInterrupt):

@@ -31,6 +31,7 @@ from snapvol.errors import (
     OperationFailed,
     SnapvolError,
     UsageError,
+    VolumeInUseError,
     describe,
 )
 from snapvol.guard import Downtime, stopped
@@ -203,6 +204,27 @@ def _stopped(
     )
 
 
+def check_sole_user(engine: Engine, target: VolumeTarget, *, restore: bool) -> None:
+    """Refuse when another running container uses the volume: a snapshot is cold only when no
+    one else can write to it, and a restore must not change files under anyone's feet."""
+    others = [
+        user
+        for user in engine.volume_users(target.volume)
+        if user.id != target.container.id and (restore or user.read_write)
+    ]
+    if others:
+        names = ", ".join(sorted(user.name for user in others))
+        why = (
+            "a restore must not change files under a running service"
+            if restore
+            else "a cold snapshot needs every writer stopped"
+        )
+        raise VolumeInUseError(
+            f"volume {target.volume} is also mounted by running container(s) {names}; "
+            f"stop them first ({why})"
+        )
+
+
 def helper_image(target: VolumeTarget, override: str | None) -> str:
     """The image helper containers run: the target's own image, so nothing is ever pulled."""
     return override or target.container.image_id
@@ -332,6 +354,7 @@ def snapshot_volume(
     """Take a cold snapshot: stop, archive, start again, record. Returns the completed snapshot."""
     if not 1 <= level <= 19:
         raise UsageError("--level must be between 1 and 19")
+    check_sole_user(engine, target, restore=False)
     started = time.monotonic()
     snap = _begin(store, backup_dir, target, name, level)
     try:
@@ -385,6 +408,7 @@ def plan_volume_restore(
         snapshot.volume if container_ref is None else None,
         reader,
     )
+    check_sole_user(engine, target, restore=True)
     lifecycle.check_archive(snapshot, reporter)
     members = store.members(snapshot.id)
     if not members:
@@ -558,6 +582,7 @@ def restore_volume(
     """
     started = time.monotonic()
     target = plan.target
+    check_sole_user(engine, target, restore=True)  # again: time has passed since the plan
     image = helper_image(target, helper_image_override)
     safety: Snapshot | None = None
     snap = plan.snapshot

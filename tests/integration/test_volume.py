@@ -266,3 +266,41 @@ def test_target_resolution_errors(bed: TestBed, cmd) -> None:
     snap = snapshot(cmd, container.name, "--volume-name", second)
     assert snap["volume"] == second
     assert json.loads(cmd("ls", "--json").stdout)[0]["volume"] == second
+
+
+def test_a_volume_another_running_container_uses_is_refused(bed: TestBed, cmd) -> None:
+    container, vol = bed.plain(mount="/srv/data")
+    container.exec_run(["sh", "-c", "echo antes > /srv/data/file"])
+    snap = snapshot(cmd, container.name)
+
+    def sharer(mode: str):
+        other = bed.client.containers.run(
+            bed.image,
+            ["sleep", "600"],
+            entrypoint=[],
+            detach=True,
+            name=bed.unique(),
+            network_mode="none",
+            volumes={vol: {"bind": "/shared", "mode": mode}},
+        )
+        bed.containers.append(other)
+        return other
+
+    writer = sharer("rw")
+    container.exec_run(["sh", "-c", "echo ahora > /srv/data/file"])
+    for args in (("snapshot", "--volume", "--container", container.name), ("restore", snap["id"])):
+        result = cmd(*args, "--yes" if args[0] == "restore" else "--json", exit_code=13)
+        assert writer.name in result.stderr and "stop them first" in result.stderr
+        container.reload()
+        assert container.status == "running"  # never stopped
+    assert container.exec_run(["cat", "/srv/data/file"]).output == b"ahora\n"
+    assert [s["id"] for s in cmd.json("ls")] == [snap["id"]]  # nothing recorded
+
+    writer.remove(force=True, v=True)
+    reader = sharer("ro")
+    snapshot(cmd, container.name)  # a reader cannot make it less cold
+    result = cmd("restore", snap["id"], "--yes", exit_code=13)  # but must not see it rewritten
+    assert reader.name in result.stderr
+    reader.remove(force=True, v=True)
+    cmd("restore", snap["id"], "--yes")
+    assert container.exec_run(["cat", "/srv/data/file"]).output == b"antes\n"
