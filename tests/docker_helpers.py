@@ -187,6 +187,10 @@ class TestBed:
     def plain(self, mount: str = "/srv/data", volume: str | None = None) -> tuple[Container, str]:
         """A running non-PostgreSQL container (a shell that sleeps) with a named volume."""
         vol = volume or self.volume()
+        return self.sleeper({vol: {"bind": mount, "mode": "rw"}}), vol
+
+    def sleeper(self, volumes: dict[str, dict[str, str]]) -> Container:
+        """A running container that only sleeps (and stops at once) with ``volumes`` mounted."""
         container = self.client.containers.run(
             self.image,
             ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"],
@@ -194,11 +198,11 @@ class TestBed:
             name=self.unique(),
             detach=True,
             network_mode="none",
-            volumes={vol: {"bind": mount, "mode": "rw"}},
+            volumes=volumes,
             labels={TEST_LABEL: "1"},
         )
         self.containers.append(container)
-        return container, vol
+        return container
 
     def cleanup(self) -> None:
         for container in self.containers:

@@ -251,16 +251,7 @@ def test_target_resolution_errors(bed: TestBed, cmd) -> None:
     second = bed.volume()
     container, first = bed.plain(mount="/a")
     container.remove(force=True, v=True)
-    container = bed.client.containers.run(
-        bed.image,
-        ["sleep", "600"],
-        entrypoint=[],
-        detach=True,
-        name=bed.unique(),
-        network_mode="none",
-        volumes={first: {"bind": "/a"}, second: {"bind": "/b"}},
-    )
-    bed.containers.append(container)
+    container = bed.sleeper({first: {"bind": "/a"}, second: {"bind": "/b"}})
     result = cmd("snapshot", "--volume", "--container", container.name, exit_code=2)
     assert "several volumes" in result.stderr and first in result.stderr and second in result.stderr
     snap = snapshot(cmd, container.name, "--volume-name", second)
@@ -273,20 +264,7 @@ def test_a_volume_another_running_container_uses_is_refused(bed: TestBed, cmd) -
     container.exec_run(["sh", "-c", "echo antes > /srv/data/file"])
     snap = snapshot(cmd, container.name)
 
-    def sharer(mode: str):
-        other = bed.client.containers.run(
-            bed.image,
-            ["sleep", "600"],
-            entrypoint=[],
-            detach=True,
-            name=bed.unique(),
-            network_mode="none",
-            volumes={vol: {"bind": "/shared", "mode": mode}},
-        )
-        bed.containers.append(other)
-        return other
-
-    writer = sharer("rw")
+    writer = bed.sleeper({vol: {"bind": "/shared", "mode": "rw"}})
     container.exec_run(["sh", "-c", "echo ahora > /srv/data/file"])
     for args in (("snapshot", "--volume", "--container", container.name), ("restore", snap["id"])):
         result = cmd(*args, "--yes" if args[0] == "restore" else "--json", exit_code=13)
@@ -297,7 +275,7 @@ def test_a_volume_another_running_container_uses_is_refused(bed: TestBed, cmd) -
     assert [s["id"] for s in cmd.json("ls")] == [snap["id"]]  # nothing recorded
 
     writer.remove(force=True, v=True)
-    reader = sharer("ro")
+    reader = bed.sleeper({vol: {"bind": "/shared", "mode": "ro"}})
     snapshot(cmd, container.name)  # a reader cannot make it less cold
     result = cmd("restore", snap["id"], "--yes", exit_code=13)  # but must not see it rewritten
     assert reader.name in result.stderr
