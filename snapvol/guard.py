@@ -28,9 +28,9 @@ class Downtime:
     keep_stopped: bool = False
     watchdog: Watchdog = field(default_factory=lambda: Watchdog(None, None))
     # Starts the container; set by ``stopped`` while the container is down and was running.
-    _start: Callable[[], None] | None = None
-    _started: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _start: Callable[[], None] | None = field(default=None, init=False)
+    _started: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def phase(self, name: str, **data: Any) -> None:
         """Tell the watchdog what it would have to do if snapvol died now."""
