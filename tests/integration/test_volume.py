@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
-from snapvol import volume
+from snapvol import postgres, volume
 from tests.docker_helpers import TestBed
 from tests.pgdata import fill_demo
 
@@ -282,3 +283,19 @@ def test_a_volume_another_running_container_uses_is_refused(bed: TestBed, cmd) -
     reader.remove(force=True, v=True)
     cmd("restore", snap["id"], "--yes")
     assert container.exec_run(["cat", "/srv/data/file"]).output == b"antes\n"
+
+
+def test_the_restart_waits_for_pg_controldata(bed: TestBed, cmd, monkeypatch) -> None:
+    """The container starts again as soon as the volume has been read, but never before
+    pg_controldata has read the stopped cluster (a slow helper container stands in here)."""
+    pg = bed.postgres()
+    real = postgres.read_cluster_state
+
+    def slow(*args, **kwargs):
+        time.sleep(2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(postgres, "read_cluster_state", slow)
+    snap = snapshot(cmd, pg.name)
+    assert snap["meta"]["postgres"]["cluster_state"] == "shut down"
+    assert pg.psql("select 1") == "1"
