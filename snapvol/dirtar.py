@@ -228,6 +228,14 @@ def scan(root: Path, workers: int = 2, known: Mapping[str, str] | None = None) -
     return members
 
 
+def _parts(rel: str) -> list[str]:
+    """The names along ``rel``; none may climb out of (or stay in place at) the root."""
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise IntegrityError(f"archive member path {rel!r} would leave the volume")
+    return parts
+
+
 class _Extractor:
     """Creates each member under ``root`` as the stream goes by; never follows a symbolic link."""
 
@@ -272,7 +280,7 @@ class _Extractor:
         """A new descriptor of directory ``rel``, opened from the root without following links."""
         fd = self.root_fd
         try:
-            for part in rel.split("/"):
+            for part in _parts(rel):
                 child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
                 if fd != self.root_fd:
                     os.close(fd)
@@ -288,6 +296,7 @@ class _Extractor:
         return fd
 
     def _place(self, path: str) -> tuple[int, str]:
+        _parts(path)
         parent, _, name = path.rpartition("/")
         return self._dir(parent), name
 
@@ -306,7 +315,9 @@ class _Extractor:
         elif member.type == SYMLINK:
             os.symlink(member.linkname, name, dir_fd=fd)
         elif member.type == HARDLINK:
-            parent, _, src = normalize(member.linkname).rpartition("/")
+            target = normalize(member.linkname)
+            _parts(target)
+            parent, _, src = target.rpartition("/")
             src_fd = self._open_dir(parent) if parent else self.root_fd
             try:
                 os.link(src, name, src_dir_fd=src_fd, dst_dir_fd=fd, follow_symlinks=False)
