@@ -20,6 +20,7 @@ from typing import Any
 
 import zstandard
 
+from snapvol.background import Background
 from snapvol.errors import DiskFullError, IntegrityError, NotFoundError, OperationFailed
 
 CHUNK = 1 << 20
@@ -146,29 +147,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _in_thread(work: Callable[[], int]) -> int:
-    """Run ``work`` on a thread while this (main) thread waits in small, interruptible steps.
-
-    A long zstd call cannot be interrupted, so it must not run on the thread that receives
-    Ctrl-C or SIGTERM: this way the caller gets KeyboardInterrupt at once and can clean up.
-    """
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as err:
-            outcome["error"] = err
-
-    thread = threading.Thread(target=run, name="snapvol-writer", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(timeout=0.1)
-    if "error" in outcome:
-        raise outcome["error"]
-    return int(outcome["value"])
-
-
 def _abort(chunks: Iterable[bytes]) -> None:
     """Tell a source that can be told (engine.ArchiveStream) to stop sending."""
     abort = getattr(chunks, "abort", None)
@@ -187,7 +165,7 @@ def _write_partial(
     partial, fd = _open_partial(dest)
     sink = _HashingFile(fd)
     try:
-        raw = _in_thread(lambda: body(sink))
+        raw = Background(lambda: body(sink), name="snapvol-writer").result()
         os.fsync(sink.fd)
         sink.close()
         os.rename(partial, dest)

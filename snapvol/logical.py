@@ -24,14 +24,13 @@ import contextlib
 import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from snapvol import archive, dumpfile, lifecycle, postgres
+from snapvol.background import Background
 from snapvol.dumpfile import CUSTOM, FORMATS, PLAIN
 from snapvol.engine import ContainerInfo, Engine, ExecStream
 from snapvol.errors import (
@@ -227,32 +226,6 @@ class PsqlSession:
         self.stream.close()
 
 
-T = TypeVar("T")
-
-
-class _Background(Generic[T]):
-    """A function run on a thread; ``result`` joins it and re-raises what it raised."""
-
-    def __init__(self, func: Callable[[], T]) -> None:
-        self._value: list[T] = []
-        self._error: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self._value.append(func())
-            except BaseException as err:
-                self._error.append(err)
-
-        self._thread = threading.Thread(target=run, name="snapvol-background", daemon=True)
-        self._thread.start()
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error:
-            raise self._error[0]
-        return self._value[0]
-
-
 def _checked_output(stream: ExecStream, what: str) -> Iterator[bytes]:
     """The command's stdout; raises at its end unless the command exited 0."""
     yield from stream.chunks()
@@ -326,7 +299,7 @@ def snapshot_logical(
         )
         try:
             reporter.step(f"dumping database {target.database} of {target.container.name} ({fmt})")
-            counting = _Background(lambda: _counts(session.query(COUNT_SQL)))
+            counting = Background(lambda: _counts(session.query(COUNT_SQL)))
             result = _dump(
                 engine, target, exported, fmt, level, Path(snap.path), in_container, app, reporter
             )
