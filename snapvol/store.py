@@ -7,6 +7,7 @@ owner-only before SQLite ever opens it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -102,17 +103,7 @@ class FileEntry(SQLModel, table=True):
     sha256: str | None = None
 
     def member(self) -> Member:
-        return Member(
-            path=self.path,
-            type=self.type,
-            size=self.size,
-            mode=self.mode,
-            uid=self.uid,
-            gid=self.gid,
-            mtime=self.mtime,
-            linkname=self.linkname,
-            sha256=self.sha256,
-        )
+        return Member(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Member)})
 
 
 # --- migrations ------------------------------------------------------------------------------
