@@ -53,15 +53,24 @@ _TAR_TYPES = {
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _listing(path: str) -> Iterator[str]:
-    return iter(sorted(os.listdir(path), key=os.fsencode))
+def _listing(path: str, skip_errors: bool) -> Iterator[str]:
+    try:
+        return iter(sorted(os.listdir(path), key=os.fsencode))
+    except OSError:
+        if skip_errors:
+            return iter(())
+        raise
 
 
-def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry of ``root`` (itself first, as ``.``) with its ``lstat``, in tar's order."""
+def walk(root: Path, *, skip_errors: bool = False) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry of ``root`` (itself first, as ``.``) with its ``lstat``, in tar's order.
+
+    What vanishes meanwhile is skipped; with ``skip_errors`` (measuring a volume a service may
+    still be changing) so is what cannot be listed or stat'ed.
+    """
     top = str(root)
     yield ".", os.lstat(top)
-    stack: list[tuple[str, Iterator[str]]] = [("", _listing(top))]
+    stack: list[tuple[str, Iterator[str]]] = [("", _listing(top, skip_errors))]
     while stack:
         prefix, names = stack[-1]
         name = next(names, None)
@@ -73,9 +82,13 @@ def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
             st = os.lstat(os.path.join(top, rel))
         except FileNotFoundError:
             continue  # gone since the listing
+        except OSError:
+            if skip_errors:
+                continue
+            raise
         yield rel, st
         if stat.S_ISDIR(st.st_mode):
-            stack.append((rel + "/", _listing(os.path.join(top, rel))))
+            stack.append((rel + "/", _listing(os.path.join(top, rel), skip_errors)))
 
 
 def _kind(mode: int) -> str | None:

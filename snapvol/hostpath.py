@@ -14,6 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from snapvol import dirtar
 from snapvol.engine import VolumeInfo
 from snapvol.errors import OperationFailed
 
@@ -61,23 +62,11 @@ def usage(path: Path) -> tuple[int | None, int | None]:
 
     The service may still be running and changing files: what vanishes meanwhile is skipped.
     """
+    total, entries = 0, -1  # the root's own blocks count, the root itself does not
     try:
-        total, entries = os.lstat(path).st_blocks * 512, 0
+        for _, st in dirtar.walk(path, skip_errors=True):
+            total += st.st_blocks * 512
+            entries += 1
     except OSError:
         return None, None
-    stack = [path]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for entry in it:
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    entries += 1
-                    total += info.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
-        except OSError:
-            continue
     return total, entries
