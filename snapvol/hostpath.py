@@ -11,6 +11,7 @@ store, whichever lane wrote it.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -63,10 +64,15 @@ def usage(path: Path) -> tuple[int | None, int | None]:
     The service may still be running and changing files: what vanishes meanwhile is skipped.
     """
     total, entries = 0, -1  # the root's own blocks count, the root itself does not
+    seen: set[tuple[int, int]] = set()  # a hard-linked file's blocks count once, as in du
     try:
         for _, st in dirtar.walk(path, skip_errors=True):
-            total += st.st_blocks * 512
             entries += 1
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
     except OSError:
         return None, None
     return total, entries

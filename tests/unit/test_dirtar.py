@@ -209,3 +209,17 @@ def test_an_unreadable_volume_is_a_read_error_not_a_write_error(
     monkeypatch.setattr(dirtar.os, "listdir", listdir)
     with pytest.raises(OperationFailed, match=r"reading .*locked failed: Permission denied"):
         list(dirtar.DirTar(root))
+
+
+@needs_root
+def test_usage_counts_what_du_and_find_count(tmp_path: Path) -> None:
+    from snapvol import hostpath
+
+    src = tmp_path / "src"
+    make_tree(src)
+    du = subprocess.run(["du", "-s", "-B1", str(src)], capture_output=True, text=True, check=True)
+    found = subprocess.run(
+        ["find", str(src), "-mindepth", "1"], capture_output=True, check=True
+    ).stdout.count(b"\n")
+    assert hostpath.usage(src) == (int(du.stdout.split()[0]), found)
+    assert hostpath.usage(tmp_path / "missing") == (None, None)
