@@ -40,12 +40,9 @@ class Downtime:
         """The volume is no longer needed: start the container now (from any thread) instead of
         when the block ends, so that finishing the archive overlaps the service's start-up. A
         failure here is not raised: the block's end tries again and reports it."""
-        with self._lock:
-            if self._start is None or self._started or self.keep_stopped:
-                return
+        if not self.keep_stopped:
             with contextlib.suppress(Exception):
-                self._start()
-                self._started = True
+                self._start_if_needed()
 
     def _start_if_needed(self) -> None:
         with self._lock:
