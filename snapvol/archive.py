@@ -147,8 +147,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _abort(chunks: Iterable[bytes]) -> None:
-    """Tell a source that can be told (engine.ArchiveStream) to stop sending."""
+def abort_source(chunks: Iterable[bytes]) -> None:
+    """Tell a source that can be told (the engine's stream, a DirTar, a ScannedStream) to stop."""
     abort = getattr(chunks, "abort", None)
     if callable(abort):
         abort()
@@ -171,7 +171,7 @@ def _write_partial(
         os.rename(partial, dest)
         _fsync_dir(dest.parent)
     except BaseException as err:
-        _abort(source)  # so the producer (the engine, or tar) lets go at once, not at exit
+        abort_source(source)  # so the producer (the engine, or DirTar) lets go at once, not at exit
         sink.close()
         partial.unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):

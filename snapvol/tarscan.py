@@ -14,6 +14,8 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from snapvol import archive
+
 BLOCK = 512
 
 # Type flags (tar(5)).
@@ -317,6 +319,4 @@ class ScannedStream:
         self._scanner.close()
 
     def abort(self) -> None:
-        abort = getattr(self._chunks, "abort", None)
-        if callable(abort):
-            abort()
+        archive.abort_source(self._chunks)
