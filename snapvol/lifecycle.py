@@ -70,11 +70,11 @@ def begin(
     )
 
 
-def fail(store: Store, snap: Snapshot, err: BaseException) -> None:
+def fail(store: Store, snap: Snapshot, why: BaseException | str) -> None:
     """Record why the snapshot failed and remove whatever of its archive exists."""
     Path(snap.path).unlink(missing_ok=True)
     Path(snap.path + archive.PARTIAL_SUFFIX).unlink(missing_ok=True)
-    store.fail(snap.id, describe(err))
+    store.fail(snap.id, why if isinstance(why, str) else describe(why))
 
 
 def check_restorable(snapshot: Snapshot) -> None:

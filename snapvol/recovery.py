@@ -12,7 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-from snapvol import locking
+from snapvol import lifecycle, locking
 from snapvol.archive import PARTIAL_SUFFIX
 from snapvol.engine import OWNER_LABEL, Engine
 from snapvol.errors import SnapvolError
@@ -43,9 +43,9 @@ def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Sn
         strays.discard(partial)
         if _still_running(snap):
             continue
-        partial.unlink(missing_ok=True)
-        Path(snap.path).unlink(missing_ok=True)
-        store.fail(snap.id, f"interrupted: snapvol (pid {snap.pid}) ended before it finished")
+        lifecycle.fail(
+            store, snap, f"interrupted: snapvol (pid {snap.pid}) ended before it finished"
+        )
         reporter.warn(
             f"snapshot {snap.id} ({snap.name}) was interrupted; marked failed and removed its "
             "partial file"
