@@ -49,6 +49,9 @@ def global_options(func: F) -> F:
     return func
 
 
+DEFAULT_CONTAINER = "pc_db"  # the reference stack's database container
+
+
 def target_options(func: F) -> F:
     """The container (and volume) a command works on."""
     func = click.option(
@@ -58,7 +61,7 @@ def target_options(func: F) -> F:
     )(func)
     func = click.option(
         "--container",
-        default="pc_db",
+        default=DEFAULT_CONTAINER,
         envvar="SNAPVOL_CONTAINER",
         show_default=True,
         help="Target container name or id.",

@@ -11,13 +11,12 @@ from rich.table import Table
 from snapvol import lifecycle
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
-from snapvol.cli.context import AppContext, json_option, reader_option, with_app
+from snapvol.cli.context import DEFAULT_CONTAINER, AppContext, json_option, reader_option, with_app
 from snapvol.cli.format import local_time
 from snapvol.errors import UsageError
 from snapvol.output import human_bytes
 from snapvol.store import Snapshot
 
-DEFAULT_CONTAINER = "pc_db"
 MAX_TABLES_SHOWN = 12
 
 
