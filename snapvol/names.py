@@ -10,10 +10,12 @@ from snapvol.errors import UsageError
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 ID_LENGTH = 8
+MIN_ID_PREFIX = 4
+"""The shortest id prefix accepted: `restore 9` must never mean "whichever id starts with 9"."""
 
 
 def new_id() -> str:
-    """A short random id (8 hex digits): typeable, and prefixes of it are accepted too."""
+    """A short random id (8 hex digits): typeable; prefixes of MIN_ID_PREFIX or more work too."""
     return secrets.token_hex(ID_LENGTH // 2)
 
 

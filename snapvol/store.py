@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, event, insert, text
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from snapvol.errors import AmbiguousError, NotFoundError, StoreError, UsageError
+from snapvol.names import MIN_ID_PREFIX
 from snapvol.tarscan import Member
 
 IN_PROGRESS = "in_progress"
@@ -345,7 +346,7 @@ class Store:
         return self.get(snapshot_id) is not None
 
     def resolve(self, ref: str) -> Snapshot:
-        """Find a snapshot by id, name, or unique id prefix."""
+        """Find a snapshot by id, name, or unique id prefix of at least MIN_ID_PREFIX digits."""
         with self._session() as session:
             exact = session.get(Snapshot, ref)
             if exact is not None:
@@ -353,6 +354,11 @@ class Store:
             by_name = session.exec(select(Snapshot).where(Snapshot.name == ref)).first()
             if by_name is not None:
                 return by_name
+            if len(ref) < MIN_ID_PREFIX:
+                raise NotFoundError(
+                    f"no snapshot with id or name {ref!r} "
+                    f"(an id prefix needs {MIN_ID_PREFIX} or more digits; see `snapvol ls`)"
+                )
             escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             matches = session.exec(
                 select(Snapshot).where(col(Snapshot.id).like(f"{escaped}%", escape="\\")).limit(6)

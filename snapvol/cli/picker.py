@@ -9,6 +9,7 @@ from rich.table import Table
 
 from snapvol.cli.format import local_time
 from snapvol.errors import Cancelled, NotFoundError, SnapvolError, UsageError
+from snapvol.names import MIN_ID_PREFIX
 from snapvol.output import Console, human_bytes
 from snapvol.store import COMPLETE, Snapshot, Store
 
@@ -63,8 +64,11 @@ def pick_snapshot(store: Store, console: Console) -> Snapshot:
             raise Cancelled("cancelled; nothing was changed") from None
         if not answer:
             raise Cancelled("cancelled; nothing was changed")
-        if answer.isdigit() and 1 <= int(answer) <= len(snaps):
-            return snaps[int(answer) - 1]
+        if answer.isdigit() and len(answer) < MIN_ID_PREFIX:
+            if 1 <= int(answer) <= len(snaps):
+                return snaps[int(answer) - 1]
+            console.err.print(f"[yellow]there is no number {answer} in the list[/yellow]")
+            continue
         try:
             return store.resolve(answer)
         except SnapvolError as err:

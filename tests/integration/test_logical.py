@@ -453,8 +453,8 @@ def test_interactive_picker_through_a_pseudo_terminal(demo: PgContainer, cmd: An
         assert listing.index("segundo") < listing.index("primero")  # newest first
         assert re.search(rf"^1 +{second['id']} +segundo +logical", listing, re.M)
         assert re.search(rf"^2 +{first['id']} +primero +logical", listing, re.M)
-        run.send("9\n")  # out of range: asked again
-        run.expect("Snapshot to restore")
+        run.send("9\n")  # out of range, never an id prefix however the ids fall: asked again
+        assert "there is no number 9 in the list" in run.expect("Snapshot to restore")
         run.send("2\n")
         shown = run.expect("Type the container's name")
         assert first["id"] in shown and second["id"] not in shown.split("Snapshot", 2)[-1]
