@@ -39,8 +39,9 @@ def test_a_prefix_shorter_than_four_digits_matches_nothing(store: Store, ref: st
 
 
 def test_an_ambiguous_prefix_names_the_candidates(store: Store) -> None:
-    with pytest.raises(AmbiguousError, match="90c0aaaa, 90c0d4ab|90c0d4ab, 90c0aaaa"):
+    with pytest.raises(AmbiguousError) as raised:
         store.resolve("90c0")
+    assert "90c0aaaa" in raised.value.message and "90c0d4ab" in raised.value.message
 
 
 @pytest.mark.parametrize("ref", ["9_c0", "90%", "zzzz"])
