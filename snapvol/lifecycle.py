@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapvol import archive
+from snapvol import archive, locking
 from snapvol.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
-from snapvol.errors import IntegrityError, NotFoundError, describe
+from snapvol.errors import IntegrityError, LockedError, NotFoundError, describe
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
-from snapvol.store import COMPLETE, Snapshot, Store
+from snapvol.store import COMPLETE, IN_PROGRESS, Snapshot, Store
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
@@ -70,11 +71,43 @@ def begin(
     )
 
 
-def fail(store: Store, snap: Snapshot, why: BaseException | str) -> None:
-    """Record why the snapshot failed and remove whatever of its archive exists."""
+def _remove_archive(snap: Snapshot) -> None:
     Path(snap.path).unlink(missing_ok=True)
     Path(snap.path + archive.PARTIAL_SUFFIX).unlink(missing_ok=True)
+
+
+def fail(store: Store, snap: Snapshot, why: BaseException | str) -> None:
+    """Record why the snapshot failed and remove whatever of its archive exists."""
+    _remove_archive(snap)
     store.fail(snap.id, why if isinstance(why, str) else describe(why))
+
+
+def remove(store: Store, snaps: Sequence[Snapshot]) -> list[Snapshot]:
+    """Delete snapshots, archives and records; return those deleted (gone already: skipped).
+
+    Each snapshot's container lock is held throughout, so nothing is deleted while a snapshot or
+    a restore of that container runs: a restore's safety snapshot stays until the restore ends.
+    The archive goes before the record: a crash between leaves a record whose archive is missing,
+    which restore refuses and a second ``rm`` finishes, never an archive nobody knows about.
+    """
+    held = []
+    try:
+        for container_id, name in dict.fromkeys((s.container_id, s.container) for s in snaps):
+            held.append(locking.acquire(container_id, name, "rm"))
+        current = [s for s in (store.get(snap.id) for snap in snaps) if s is not None]
+        for snap in current:
+            if snap.status == IN_PROGRESS:
+                raise LockedError(
+                    f"snapshot {snap.id} ({snap.name}) is being taken (pid {snap.pid}); "
+                    "nothing was deleted"
+                )
+        for snap in current:
+            _remove_archive(snap)
+            store.delete(snap.id)
+        return current
+    finally:
+        for lock in held:
+            lock.release()
 
 
 def check_restorable(snapshot: Snapshot) -> None:

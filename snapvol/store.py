@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Connection, Engine, event, insert, text
+from sqlalchemy import Connection, Engine, delete, event, insert, text
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from snapvol.errors import AmbiguousError, NotFoundError, StoreError, UsageError
@@ -321,6 +321,13 @@ class Store:
 
     def fail(self, snapshot_id: str, error: str) -> None:
         self.update(snapshot_id, status=FAILED, error=error, pid=None)
+
+    def delete(self, snapshot_id: str) -> None:
+        """Forget a snapshot and its per-file entries, in one transaction."""
+        with self._session() as session:
+            session.execute(delete(FileEntry).where(col(FileEntry.snapshot_id) == snapshot_id))
+            session.execute(delete(Snapshot).where(col(Snapshot.id) == snapshot_id))
+            session.commit()
 
     def get(self, snapshot_id: str) -> Snapshot | None:
         with self._session() as session:
