@@ -1,0 +1,87 @@
+"""`snapvol rm`: archives and records go together, only when asked, never under a running job."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from snapvol import locking
+from tests.docker_helpers import TestBed
+
+
+def file_rows(db: Path, snapshot_id: str) -> int:
+    with sqlite3.connect(db) as conn:
+        query = "select count(*) from snapshot_files where snapshot_id = ?"
+        return int(conn.execute(query, (snapshot_id,)).fetchone()[0])
+
+
+def two_snapshots(bed: TestBed, cmd) -> tuple[object, dict, dict]:
+    container, _vol = bed.plain()
+    container.exec_run(
+        ["sh", "-c", "head -c 300000 /dev/urandom > /srv/data/blob; echo hi > /srv/data/a"]
+    )
+    first = cmd.json("snapshot", "--volume", "--container", container.name, "--name", "uno")
+    second = cmd.json("snapshot", "--volume", "--container", container.name, "--name", "dos")
+    return container, first, second
+
+
+def test_rm_asks_then_deletes_archive_and_record(bed: TestBed, cmd, tmp_path: Path) -> None:
+    container, first, second = two_snapshots(bed, cmd)
+    db = tmp_path / "manifests.db"
+    assert file_rows(db, first["id"]) > 0
+
+    declined = cmd("rm", "uno", input="n\n", exit_code=10)
+    assert "uno" in declined.stderr and "nothing was deleted" in declined.stderr
+    assert Path(first["path"]).exists() and len(cmd.json("ls")) == 2
+
+    cmd("rm", first["id"][:4], input="y\n")
+    assert not Path(first["path"]).exists()
+    assert [s["id"] for s in cmd.json("ls")] == [second["id"]]
+    assert file_rows(db, first["id"]) == 0
+    assert Path(second["path"]).exists() and file_rows(db, second["id"]) > 0
+
+    # What is left is whole: it still restores.
+    cmd("restore", "dos", "--container", container.name, "--yes", "--no-safety-snapshot")
+    removed = cmd.json("rm", "dos", "--yes")
+    assert [s["id"] for s in removed] == [second["id"]]
+    assert cmd.json("ls") == [] and not Path(second["path"]).exists()
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == []
+
+
+def test_rm_finds_every_ref_before_deleting_any(bed: TestBed, cmd) -> None:
+    _container, first, _second = two_snapshots(bed, cmd)
+    result = cmd("rm", "uno", "no-such-snapshot", "--yes", exit_code=3)
+    assert "no-such-snapshot" in result.stderr
+    assert Path(first["path"]).exists() and len(cmd.json("ls")) == 2
+
+
+def test_rm_refuses_while_an_operation_holds_the_container(bed: TestBed, cmd) -> None:
+    container, first, _second = two_snapshots(bed, cmd)
+    held = locking.acquire(container.id, container.name, "restore dos")  # what a restore holds
+    try:
+        result = cmd("rm", "uno", "--yes", exit_code=9)
+        assert "`snapvol restore dos`" in result.stderr
+        assert Path(first["path"]).exists() and len(cmd.json("ls")) == 2
+    finally:
+        held.release()
+    cmd("rm", "uno", "--yes")
+    assert len(cmd.json("ls")) == 1
+
+
+def test_rm_removes_the_record_of_a_failed_snapshot(bed: TestBed, cmd) -> None:
+    container, _vol = bed.plain()
+    failed = cmd(
+        "snapshot",
+        "--volume",
+        "--container",
+        container.name,
+        "--helper-image",
+        "no/such:img",
+        "--reader",
+        "endpoint",
+        exit_code=3,
+    )
+    listed = cmd.json("ls")
+    assert [s["status"] for s in listed] == ["failed"], failed.stderr
+    cmd("rm", listed[0]["id"], "--yes")
+    assert cmd.json("ls") == []
