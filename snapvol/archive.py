@@ -233,7 +233,7 @@ def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]
                 if progress is not None:
                     progress(n)
     except FileNotFoundError:
-        raise NotFoundError(f"archive {path} is missing") from None
+        raise NotFoundError(f"{path} vanished before it could be read") from None
     return sha.hexdigest(), size
 
 
