@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from snapvol import __version__
-from snapvol.cli import ls, restore, rm, snapshot
+from snapvol.cli import ls, restore, rm, snapshot, verify
 from snapvol.cli.context import AppContext, global_options
 from snapvol.errors import SnapvolError
 
@@ -41,7 +41,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
     ctx.obj = AppContext.from_options(**options)
 
 
-for _module in (snapshot, ls, restore, rm):
+for _module in (snapshot, ls, restore, rm, verify):
     cli.add_command(_module.command)
 
 

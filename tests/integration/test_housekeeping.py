@@ -1,4 +1,4 @@
-"""`snapvol rm`: archives and records go together, only when asked, never under a running job."""
+"""`snapvol rm` and `snapvol verify`: deleting only when asked, checking without changing."""
 
 from __future__ import annotations
 
@@ -85,3 +85,27 @@ def test_rm_removes_the_record_of_a_failed_snapshot(bed: TestBed, cmd) -> None:
     assert [s["status"] for s in listed] == ["failed"], failed.stderr
     cmd("rm", listed[0]["id"], "--yes")
     assert cmd.json("ls") == []
+
+
+def test_verify_reports_each_archive_and_fails_on_a_bad_one(bed: TestBed, cmd) -> None:
+    _container, first, second = two_snapshots(bed, cmd)
+    assert [r["ok"] for r in cmd.json("verify")] == [True, True]
+    assert "ok" in cmd("verify", "uno").stderr
+
+    archive = Path(first["path"])
+    original = archive.read_bytes()
+    with archive.open("r+b") as f:  # one flipped byte in the middle
+        f.seek(len(original) // 2)
+        f.write(bytes([original[len(original) // 2] ^ 0x01]))
+    result = cmd("verify", exit_code=7)
+    assert "does not match its recorded SHA-256" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: 1 of 2 snapshot(s) failed verification"
+    )
+    report = {r["id"]: r for r in cmd.json("verify", exit_code=7)}
+    assert report[second["id"]]["ok"] and not report[first["id"]]["ok"]
+
+    archive.unlink()
+    missing = cmd.json("verify", "uno", exit_code=7)
+    assert "is missing" in missing[0]["error"]
+    assert archive.exists() is False and len(cmd.json("ls")) == 2  # verify changes nothing
