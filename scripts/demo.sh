@@ -147,6 +147,9 @@ volume_id=$(snapvol snapshot --volume --container "$CONTAINER" --name "demo-volu
 step "snapvol ls"
 snapvol ls --limit 10
 
+step "snapvol verify (re-hash both archives against the store)"
+snapvol verify "demo-logical-$stamp" "$volume_id"
+
 # Only now, with two verified snapshots on disk, does the demo break anything.
 step "An accident: the demo app drops every table (python -m demo eliminar --yes)"
 demo eliminar --yes
@@ -170,4 +173,6 @@ $CONTAINER is still running (data in the postgres_data volume). Try:
     $PY -m demo --help
     $PY -m demo info --limit 20
 Stop it with: (cd $ROOT && $COMPOSE_NAME down)   (never add -v: that deletes postgres_data)
+Each run adds snapshots to ./backups: list them with \`$PY -m snapvol ls\`, delete old ones
+with \`$PY -m snapvol rm ID...\`.
 EOF
