@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from snapvol import __version__
-from snapvol.cli import ls, restore, rm, snapshot, verify
+from snapvol.cli import delete, ls, restore, snapshot, verify
 from snapvol.cli.context import AppContext, global_options
 from snapvol.errors import SnapvolError
 
@@ -41,8 +41,15 @@ def cli(ctx: click.Context, **options: Any) -> None:
     ctx.obj = AppContext.from_options(**options)
 
 
-for _module in (snapshot, ls, restore, rm, verify):
-    cli.add_command(_module.command)
+for _command in (
+    snapshot.command,
+    ls.command,
+    restore.command,
+    verify.command,
+    delete.rm,
+    delete.prune,
+):
+    cli.add_command(_command)
 
 
 def _terminate(signum: int, _frame: object) -> None:

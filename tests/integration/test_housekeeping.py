@@ -109,3 +109,21 @@ def test_verify_reports_each_archive_and_fails_on_a_bad_one(bed: TestBed, cmd) -
     missing = cmd.json("verify", "uno", exit_code=7)
     assert "is missing" in missing[0]["error"]
     assert archive.exists() is False and len(cmd.json("ls")) == 2  # verify changes nothing
+
+
+def test_prune_keeps_the_newest_per_source(bed: TestBed, cmd) -> None:
+    container, first, second = two_snapshots(bed, cmd)
+    other, _vol = bed.plain()
+    lone = cmd.json("snapshot", "--volume", "--container", other.name, "--name", "solo")
+    third = cmd.json("snapshot", "--volume", "--container", container.name, "--name", "tres")
+
+    cmd("prune", "--keep", "1", input="n\n", exit_code=10)
+    assert len(cmd.json("ls")) == 4
+
+    removed = cmd.json("prune", "--keep", "1", "--yes")
+    assert [s["id"] for s in removed] == [second["id"], first["id"]]
+    assert {s["id"] for s in cmd.json("ls")} == {third["id"], lone["id"]}
+    assert not Path(first["path"]).exists() and not Path(second["path"]).exists()
+    assert Path(third["path"]).exists() and Path(lone["path"]).exists()
+    assert "nothing to prune" in cmd("prune", "--keep", "1").stderr
+    assert cmd.json("verify") and all(r["ok"] for r in cmd.json("verify"))
