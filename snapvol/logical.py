@@ -12,7 +12,9 @@ Restore: into a new database (``<db>__snapvol_<token>``, from template0 with the
 owner, encoding and locale), checked (pg_restore/psql stop at the first error; the recorded tables
 and row counts must be there), then swapped in by two renames in one transaction; the old database
 is dropped only after that committed. Any failure before the swap drops the new database, so the
-current one is never touched until a checked copy replaces it.
+current one is never touched until a checked copy replaces it. What belongs to the database
+itself, not to its contents (grants, settings, comment, connection limit: ``snapvol.dbprops``),
+is given to the new one from the one it replaces.
 
 Passwords: every command runs through ``sh -c`` and takes PGPASSWORD from the container's own
 POSTGRES_PASSWORD(_FILE) inside the container: no password is ever in a process's arguments.
@@ -29,8 +31,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol import archive, dumpfile, lifecycle, postgres
+from snapvol import archive, dbprops, dumpfile, lifecycle, postgres
 from snapvol.background import Background
+from snapvol.dbprops import DatabaseProps
 from snapvol.dumpfile import CUSTOM, FORMATS, PLAIN
 from snapvol.engine import ContainerInfo, Engine, ExecStream
 from snapvol.errors import (
@@ -43,6 +46,7 @@ from snapvol.errors import (
 )
 from snapvol.names import validate_name
 from snapvol.output import Reporter
+from snapvol.pgsql import ident, literal
 from snapvol.store import Snapshot, Store
 
 KIND = "logical"
@@ -88,16 +92,6 @@ def _sh(argv: list[str], script: str = 'exec "$@"') -> list[str]:
 
 def _env(app: str = APP_NAME) -> dict[str, str]:
     return {"PGAPPNAME": app, "PGCONNECT_TIMEOUT": "15"}
-
-
-def ident(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(value: str) -> str:
-    """A quoted SQL string literal (standard_conforming_strings is on since PostgreSQL 9.1)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 # Rows of every user table (not the catalogs, not extension members), counted in one statement so
@@ -559,6 +553,7 @@ class CurrentDb:
     size_bytes: int | None = None
     tables: dict[str, int] = field(default_factory=dict)  # estimated live rows
     sessions: int = 0
+    props: DatabaseProps = field(default_factory=DatabaseProps)  # grants, settings, comment
 
 
 @dataclass
@@ -592,13 +587,13 @@ def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
         engine,
         target,
         "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), pg_database_size(oid), "
-        "to_jsonb(d), (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) "
-        f"FROM pg_database d WHERE datname = {literal(target.database)}",
+        "to_jsonb(d), (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid), "
+        f"{dbprops.COLUMN} FROM pg_database d WHERE datname = {literal(target.database)}",
         database=target.maintenance_db,
     )
     if not rows:
         return CurrentDb(exists=False)
-    owner, encoding, size, raw, sessions = rows[0]
+    owner, encoding, size, raw, sessions, props = rows[0]
     attrs = json.loads(raw)
     options = [
         f"LC_COLLATE {literal(attrs['datcollate'])}",
@@ -623,6 +618,7 @@ def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
         size_bytes=int(size),
         tables=_counts(estimates),
         sessions=int(sessions),
+        props=DatabaseProps.from_json(props),
     )
 
 
@@ -729,6 +725,11 @@ def restore_logical(
         reporter.step("checking the restored tables and row counts")
         counts = table_counts(engine, target, plan.scratch)
         check_counts(plan.source, counts)
+        if current.exists:  # after the load, so no setting of the database's can hinder it
+            reporter.step(f"giving {plan.scratch} the grants and settings of {target.database}")
+            statements = current.props.statements(plan.scratch, owner)
+            if statements:
+                psql(engine, target, statements, database=target.maintenance_db)
         reporter.step(f"swapping {plan.scratch} in as {target.database}")
         _swap(engine, plan)
     except BaseException as err:

@@ -116,11 +116,15 @@ def _logical_table(plan: Any) -> Table:
         )
     else:
         table.add_row("Creates", f"database {target.database} ({where}; it does not exist yet)")
-    table.add_row(
-        "How",
-        f"restored into new database {plan.scratch}, checked, then swapped in; the current "
-        "one is dropped only after the swap, and left as it is on any failure",
-    )
+    if current.exists:
+        how = (
+            f"restored into new database {plan.scratch}, checked, given the current one's "
+            "grants and settings, then swapped in; the current one is dropped only after the "
+            "swap, and left as it is on any failure"
+        )
+    else:
+        how = f"restored into new database {plan.scratch}, checked, then renamed"
+    table.add_row("How", how)
     for warning in plan.warnings:
         table.add_row("[yellow]Note[/]", warning)
     return table

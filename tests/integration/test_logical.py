@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import re
+import secrets
 import select
 import sqlite3
 import struct
@@ -96,6 +97,42 @@ def assert_unchanged(pg: PgContainer, before: str) -> None:
 
 
 # --- snapshot and restore -------------------------------------------------------------------------
+
+
+DATABASE_PROPS = """
+SELECT d.datacl::text, d.datconnlimit, shobj_description(d.oid, 'pg_database'),
+  (SELECT string_agg(coalesce(r.rolname, '*') || ':' || array_to_string(s.setconfig, '|'), ';'
+     ORDER BY r.rolname NULLS FIRST)
+   FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+   WHERE s.setdatabase = d.oid)
+FROM pg_database d WHERE datname = 'pc_db'
+"""
+
+
+def test_restore_keeps_the_database_grants_and_settings(demo: PgContainer, cmd: Any) -> None:
+    role = f"lector_{secrets.token_hex(3)}"
+    demo.psql(f"CREATE ROLE {role} LOGIN", database="postgres")
+    demo.psql(
+        "REVOKE CONNECT, TEMPORARY ON DATABASE pc_db FROM PUBLIC;"
+        f"GRANT CONNECT ON DATABASE pc_db TO {role} WITH GRANT OPTION;"
+        'ALTER DATABASE pc_db SET search_path = "$user", public, "Otro ""Esquema""";'
+        "ALTER DATABASE pc_db SET work_mem = '8MB';"
+        f"ALTER ROLE {role} IN DATABASE pc_db SET statement_timeout = '5s';"
+        "COMMENT ON DATABASE pc_db IS 'la base de la demo; it''s ours';"
+        "ALTER DATABASE pc_db CONNECTION LIMIT 40",
+        database="postgres",
+    )
+    before = demo.psql(DATABASE_PROPS, database="postgres")
+    assert role in before and "Otro" in before and "it's ours" in before
+    snap = logical(cmd, demo)
+    expected = demo.dump()
+    change_data(demo)
+
+    cmd("restore", snap["id"], "--yes")
+    assert demo.dump() == expected
+    after = demo.psql(DATABASE_PROPS, database="postgres")
+    assert after == before
+    assert "=Tc/" not in after and "=c/" not in after  # PUBLIC did not get CONNECT back
 
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])

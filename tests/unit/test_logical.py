@@ -18,7 +18,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapvol import archive, logical
+from snapvol import archive, logical, pgsql
 from snapvol.engine import ExecStream
 from snapvol.errors import DockerError, IntegrityError, OperationFailed
 
@@ -53,8 +53,8 @@ def test_parse_listing() -> None:
 
 
 def test_quoting() -> None:
-    assert logical.ident('we"ird') == '"we""ird"'
-    assert logical.literal("it's") == "'it''s'"
+    assert pgsql.ident('we"ird') == '"we""ird"'
+    assert pgsql.literal("it's") == "'it''s'"
 
 
 def test_scratch_names_fit_in_63_bytes() -> None:
