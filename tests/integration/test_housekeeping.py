@@ -34,7 +34,7 @@ def test_rm_asks_then_deletes_archive_and_record(bed: TestBed, cmd, tmp_path: Pa
     assert "uno" in declined.stderr and "nothing was deleted" in declined.stderr
     assert Path(first["path"]).exists() and len(cmd.json("ls")) == 2
 
-    cmd("rm", first["id"][:4], input="y\n")
+    cmd("rm", first["id"][:7], input="y\n")  # a prefix; [:4] would clash once in 65536 runs
     assert not Path(first["path"]).exists()
     assert [s["id"] for s in cmd.json("ls")] == [second["id"]]
     assert file_rows(db, first["id"]) == 0
