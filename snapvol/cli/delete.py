@@ -24,7 +24,7 @@ def _delete(
 ) -> None:
     """Show what goes, ask (default no), delete, and say what was freed."""
     if snaps:
-        app.console.err.print(snapshots_table(snaps))
+        app.console.err.print(snapshots_table(snaps), soft_wrap=True)
     if snaps and not assume_yes:
         question = (
             f"Delete {len(snaps)} snapshot(s) and {human_bytes(_archived(snaps))} of archives?"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from rich.table import Table
+from rich.text import Text
 
 from snapvol.output import human_bytes
 from snapvol.store import Snapshot, as_utc
@@ -28,15 +29,44 @@ def snapshot_summary(snap: Snapshot) -> str:
     return ", ".join(parts)
 
 
-def snapshots_table(snaps: list[Snapshot]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("ID", "NAME", "KIND", "CONTAINER", "VOLUME/DB", "CREATED", "SIZE", "STATUS"):
-        table.add_column(column, justify="right" if column == "SIZE" else "left", no_wrap=True)
-    for s in snaps:
-        status = {"complete": "[green]complete[/]", "failed": "[red]failed[/]"}.get(
-            s.status, f"[yellow]{s.status}[/]"
-        )
-        table.add_row(
+Cell = str | Text
+
+
+def aligned(
+    header: Sequence[str], rows: Iterable[Sequence[Cell]], right: Sequence[str] = ()
+) -> Text:
+    """Columns padded to their widest cell, as one Text; ``right`` names right-aligned columns.
+
+    rich's Table measures and lays out every cell, which took over a second for 3,000 snapshots;
+    this is linear and about ten times faster. Lines are never wrapped or cropped.
+    """
+    table = [[Text(c) if isinstance(c, str) else c for c in row] for row in rows]
+    heads = [Text(h, style="bold") for h in header]
+    widths = [max([h.cell_len, *(row[i].cell_len for row in table)]) for i, h in enumerate(heads)]
+    out = Text(no_wrap=True, overflow="ignore")
+    for row in [heads, *table]:
+        for i, cell in enumerate(row):
+            pad = " " * (widths[i] - cell.cell_len)
+            last = i == len(row) - 1
+            if header[i] in right:
+                out.append(pad)
+                out.append_text(cell)
+            else:
+                out.append_text(cell)
+                if not last:
+                    out.append(pad)
+            out.append("\n" if last else "  ")
+    out.rstrip()
+    return out
+
+
+_STATUS_STYLE = {"complete": "green", "failed": "red"}
+
+
+def snapshots_table(snaps: list[Snapshot]) -> Text:
+    header = ("ID", "NAME", "KIND", "CONTAINER", "VOLUME/DB", "CREATED", "SIZE", "STATUS")
+    rows = (
+        (
             s.id,
             s.name,
             s.kind,
@@ -44,6 +74,8 @@ def snapshots_table(snaps: list[Snapshot]) -> Table:
             s.volume or s.database or "-",
             local_time(s.created_at),
             human_bytes(s.size_bytes),
-            status,
+            Text(s.status, style=_STATUS_STYLE.get(s.status, "yellow")),
         )
-    return table
+        for s in snaps
+    )
+    return aligned(header, rows, right=("SIZE",))

@@ -21,4 +21,4 @@ def command(app: AppContext, limit: int | None, as_json: bool) -> None:
     elif not snaps:
         app.console.info("No snapshots yet. Take one with `snapvol snapshot --volume`.")
     else:
-        app.console.out.print(snapshots_table(snaps))
+        app.console.out.print(snapshots_table(snaps), soft_wrap=True)

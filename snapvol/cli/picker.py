@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.table import Table
+from rich.text import Text
 
-from snapvol.cli.format import local_time
+from snapvol.cli.format import aligned, local_time
 from snapvol.errors import Cancelled, NotFoundError, SnapvolError, UsageError
 from snapvol.names import MIN_ID_PREFIX
 from snapvol.output import Console, human_bytes
@@ -20,22 +20,21 @@ def on_terminal() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def choices_table(snaps: list[Snapshot]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("#", "ID", "NAME", "KIND", "SOURCE", "CREATED", "SIZE"):
-        table.add_column(column, justify="right" if column in ("#", "SIZE") else "left")
-    for n, s in enumerate(snaps, 1):
-        source = f"{s.container}:{s.volume or s.database or '-'}"
-        table.add_row(
+def choices_table(snaps: list[Snapshot]) -> Text:
+    header = ("#", "ID", "NAME", "KIND", "SOURCE", "CREATED", "SIZE")
+    rows = (
+        (
             str(n),
             s.id,
             s.name,
             s.kind,
-            source,
+            f"{s.container}:{s.volume or s.database or '-'}",
             local_time(s.created_at),
             human_bytes(s.size_bytes),
         )
-    return table
+        for n, s in enumerate(snaps, 1)
+    )
+    return aligned(header, rows, right=("#", "SIZE"))
 
 
 def pick_snapshot(store: Store, console: Console) -> Snapshot:
@@ -51,7 +50,7 @@ def pick_snapshot(store: Store, console: Console) -> Snapshot:
     snaps = store.snapshots(status=COMPLETE, limit=MAX_LISTED)
     if not snaps:
         raise NotFoundError("no complete snapshot to restore (see `snapvol ls`)")
-    console.err.print(choices_table(snaps))
+    console.err.print(choices_table(snaps), soft_wrap=True)
     while True:
         try:
             answer = click.prompt(
