@@ -205,7 +205,8 @@ def inspect_file(path: Path, progress: Callable[[int], None] | None = None) -> D
     """Recognise ``path`` from its content; read a plain script to the end to check it is whole.
 
     UsageError for a file that is not a dump; IntegrityError for one that is corrupt or
-    truncated. A custom dump's body is left to ``pg_restore`` (see ``logical.check_custom``).
+    truncated. A custom dump's body is left to ``pg_restore``
+    (see ``logical_restore.check_custom``).
     """
     path = Path(path)
     if not path.is_file():

@@ -257,23 +257,23 @@ def _restore_logical(
     user: str | None,
     assume_yes: bool,
 ) -> dict[str, Any]:
-    from snapvol import logical
+    from snapvol import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
     with app.session(lock=container, operation=operation) as (_store, engine):
         if snap is not None:
-            target = logical.resolve_target(engine, container, database or snap.database, user)
-            source = logical.snapshot_source(snap, app.console)
+            target = pgexec.resolve_target(engine, container, database or snap.database, user)
+            source = logical_restore.snapshot_source(snap, app.console)
         else:
             assert file is not None
-            target = logical.resolve_target(engine, container, database, user)
-            source = logical.file_source(engine, target, file, app.console)
-        plan = logical.plan_restore(engine, target, source, app.console)
+            target = pgexec.resolve_target(engine, container, database, user)
+            source = logical_restore.file_source(engine, target, file, app.console)
+        plan = logical_restore.plan_restore(engine, target, source, app.console)
         app.console.err.print(_logical_table(plan))
         confirm_by_typing(
             target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
         )
-        result = logical.restore_logical(engine, plan, reporter=app.console)
+        result = logical_restore.restore_logical(engine, plan, reporter=app.console)
     what = f"{snap.id} ({snap.name})" if snap is not None else str(file)
     app.console.info(
         f"Restored {what} into database {target.database} of {target.container.name}: "

@@ -87,13 +87,13 @@ def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
     for flag in ("volume_name", "helper_image"):
         if options[flag] is not None:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
-    from snapvol import logical
+    from snapvol import logical, pgexec
 
     with app.session(lock=options["container"], operation="snapshot --logical") as (
         store,
         engine,
     ):
-        target = logical.resolve_target(
+        target = pgexec.resolve_target(
             engine, options["container"], options["database"], options["user"]
         )
         return logical.snapshot_logical(

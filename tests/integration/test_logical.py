@@ -166,9 +166,9 @@ def test_round_trip(demo: PgContainer, cmd: Any, fmt: str) -> None:
 def test_round_trip_when_the_image_has_no_zstd(
     demo: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from snapvol import logical as logical_module
+    from snapvol import pgexec
 
-    monkeypatch.setattr(logical_module, "has_zstd", lambda _engine, _target: False)
+    monkeypatch.setattr(pgexec, "has_zstd", lambda _engine, _target: False)
     before = demo.dump()
     snap = logical(cmd, demo)
     assert snap["meta"]["compressed_in"] == "host"

@@ -18,7 +18,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapvol import archive, logical, pgsql
+from snapvol import archive, logical, logical_restore, pgexec, pgsql
 from snapvol.engine import ExecStream
 from snapvol.errors import DockerError, IntegrityError, OperationFailed
 
@@ -41,7 +41,7 @@ LISTING = """;
 
 
 def test_parse_listing() -> None:
-    header, tables = logical.parse_listing(LISTING)
+    header, tables = logical_restore.parse_listing(LISTING)
     assert header == {
         "created": "2026-11-28 05:17:45 UTC",
         "database": "pc_db",
@@ -59,7 +59,7 @@ def test_quoting() -> None:
 
 def test_scratch_names_fit_in_63_bytes() -> None:
     for database in ("pc_db", "x" * 63, "ñ" * 40):
-        name = logical._derived_name(database, "__snapvol_old_0123abcd")
+        name = logical_restore._derived_name(database, "__snapvol_old_0123abcd")
         assert len(name.encode()) <= 63 and name.endswith("__snapvol_old_0123abcd")
         name.encode().decode()  # never cut inside a character
 
@@ -69,24 +69,24 @@ def test_pg_message_picks_the_server_words() -> None:
         "psql:<stdin>:40: ERROR:  extra data after last expected column\n"
         "CONTEXT:  COPY pedidos, line 2500\nsnapvol: exit statuses: zstd=0 psql=3\n"
     )
-    assert logical._pg_message(stderr) == "ERROR:  extra data after last expected column"
-    assert logical._pg_message("") == "no error message"
-    assert logical._pg_message("something\nelse\n") == "else"
+    assert pgexec.pg_message(stderr) == "ERROR:  extra data after last expected column"
+    assert pgexec.pg_message("") == "no error message"
+    assert pgexec.pg_message("something\nelse\n") == "else"
 
 
-def source(**kwargs: Any) -> logical.DumpSource:
-    return logical.DumpSource(Path("x.sql"), "plain", False, 1, 1, **kwargs)
+def source(**kwargs: Any) -> logical_restore.DumpSource:
+    return logical_restore.DumpSource(Path("x.sql"), "plain", False, 1, 1, **kwargs)
 
 
 def test_check_counts() -> None:
-    logical.check_counts(source(tables={"public.a": 3}), {"public.a": 3, "public.b": 1})
+    logical_restore.check_counts(source(tables={"public.a": 3}), {"public.a": 3, "public.b": 1})
     with pytest.raises(IntegrityError, match=r"public\.a has 2 rows, x\.sql recorded 3"):
-        logical.check_counts(source(tables={"public.a": 3}), {"public.a": 2})
+        logical_restore.check_counts(source(tables={"public.a": 3}), {"public.a": 2})
     with pytest.raises(IntegrityError, match=r"table public\.b is missing"):
-        logical.check_counts(source(tables={"public.b": 0}), {})
+        logical_restore.check_counts(source(tables={"public.b": 0}), {})
     with pytest.raises(IntegrityError, match=r"public\.c is missing"):
-        logical.check_counts(source(listed=["public.c"]), {"public.a": 1})
-    logical.check_counts(source(listed=["public.a"]), {"public.a": 1})
+        logical_restore.check_counts(source(listed=["public.c"]), {"public.a": 1})
+    logical_restore.check_counts(source(listed=["public.a"]), {"public.a": 1})
 
 
 def test_zstd_report_formats() -> None:
@@ -126,15 +126,15 @@ def run_script(script: str, *argv: str, stdin: bytes = b"") -> subprocess.Comple
 
 @needs_zstd
 def test_compressing_pipeline_fails_unless_both_sides_succeed() -> None:
-    ok = run_script(logical._compressing(3), "printf", "hello")
+    ok = run_script(pgexec.compressing(3), "printf", "hello")
     assert ok.returncode == 0
     assert zstandard.ZstdDecompressor().stream_reader(ok.stdout).read() == b"hello"
     assert logical._ZSTD_REPORT.findall(ok.stderr.decode())[-1] == ("5", str(len(ok.stdout)))
 
-    failed = run_script(logical._compressing(3), "sh", "-c", "printf partial; exit 3")
+    failed = run_script(pgexec.compressing(3), "sh", "-c", "printf partial; exit 3")
     assert failed.returncode == 1 and b"pg_dump=3" in failed.stderr
 
-    broken = logical._pipeline('"$@"', "zstd --no-such-option", ("pg_dump", "zstd"))
+    broken = pgexec.pipeline('"$@"', "zstd --no-such-option", ("pg_dump", "zstd"))
     zstd_failed = run_script(broken, "printf", "hello")
     assert zstd_failed.returncode == 1 and b"zstd=1" in zstd_failed.stderr
 
@@ -142,16 +142,16 @@ def test_compressing_pipeline_fails_unless_both_sides_succeed() -> None:
 @needs_zstd
 def test_decompressing_pipeline_fails_unless_both_sides_succeed() -> None:
     data = zstandard.ZstdCompressor().compress(b"select 1;\n" * 1000)
-    ok = run_script(logical._decompressing("psql"), "wc", "-c", stdin=data)
+    ok = run_script(pgexec.decompressing("psql"), "wc", "-c", stdin=data)
     assert ok.returncode == 0 and ok.stdout.strip() == b"10000"
-    corrupt = run_script(logical._decompressing("psql"), "wc", "-c", stdin=data[:-20])
+    corrupt = run_script(pgexec.decompressing("psql"), "wc", "-c", stdin=data[:-20])
     assert corrupt.returncode == 1 and b"zstd=1" in corrupt.stderr
-    tool_failed = run_script(logical._decompressing("psql"), "false", stdin=data)
+    tool_failed = run_script(pgexec.decompressing("psql"), "false", stdin=data)
     assert tool_failed.returncode == 1 and b"psql=1" in tool_failed.stderr
 
 
 def test_password_comes_from_the_environment_not_the_arguments() -> None:
-    argv = logical._sh(["sh", "-c", 'printf "%s" "$PGPASSWORD"'])
+    argv = pgexec.shell(["sh", "-c", 'printf "%s" "$PGPASSWORD"'])
     assert not any("s3cret" in arg for arg in argv)
     env = {"PATH": os.environ["PATH"], "POSTGRES_PASSWORD": "s3cret"}
     out = subprocess.run(argv, env=env, capture_output=True, check=True).stdout

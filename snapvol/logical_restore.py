@@ -1,0 +1,498 @@
+"""Logical restores: a snapshot's dump, or a dump file, into a database of a running container.
+
+Into a new database (``<db>__snapvol_<token>``, from template0 with the current one's owner,
+encoding and locale), checked (pg_restore/psql stop at the first error; the recorded tables and row
+counts must be there), then swapped in by two renames in one transaction; the old database is
+dropped only after that committed. Any failure before the swap drops the new database, so the
+current one is never touched until a checked copy replaces it. What belongs to the database
+itself, not to its contents (grants, settings, comment, connection limit: ``snapvol.dbprops``),
+is given to the new one from the one it replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snapvol import archive, dbprops, dumpfile, lifecycle, pgexec
+from snapvol.dbprops import DatabaseProps
+from snapvol.dumpfile import CUSTOM
+from snapvol.engine import Engine
+from snapvol.errors import IntegrityError, OperationFailed, SnapvolError, UsageError
+from snapvol.logical import KIND
+from snapvol.output import Reporter
+from snapvol.pgexec import PgTarget
+from snapvol.pgsql import ident, literal
+from snapvol.store import Snapshot
+
+_MAX_IDENT = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
+
+
+@dataclass
+class DumpSource:
+    """What a logical restore reads: a stored snapshot's archive, or a dump file."""
+
+    path: Path
+    format: str
+    compressed: bool
+    size_bytes: int | None
+    raw_bytes: int | None
+    snapshot: Snapshot | None = None
+    tables: dict[str, int] | None = None  # rows per table the restored copy must hold
+    listed: list[str] | None = None  # tables a custom file holds data for (pg_restore --list)
+    header: dict[str, str] = field(default_factory=dict)  # a custom file's archive header
+
+    def chunks(self, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+        """The uncompressed dump, chunk by chunk (IntegrityError on corrupt zstd data)."""
+        raw = archive.file_chunks(self.path)
+        data = archive.unzstd(raw, self.path.name) if self.compressed else raw
+        for chunk in data:
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk
+
+    def feed_plan(
+        self, zstd_in_container: bool, tool: str
+    ) -> tuple[Iterator[bytes], str, int | None]:
+        """What to send a command's stdin, the script that runs it, and how many bytes to expect.
+
+        Compressed bytes go into the container when it has zstd: a quarter of the bytes through
+        Docker's stdin stream, which makes restores about twice as fast.
+        """
+        if self.compressed and zstd_in_container:
+            return archive.file_chunks(self.path), pgexec.decompressing(tool), self.size_bytes
+        return self.chunks(), 'exec "$@"', self.raw_bytes
+
+
+def snapshot_source(snapshot: Snapshot, reporter: Reporter) -> DumpSource:
+    """A logical snapshot as a restore source, after its SHA-256 was verified."""
+    if snapshot.kind != KIND:
+        raise UsageError(f"snapshot {snapshot.id} is a {snapshot.kind} snapshot, not a logical one")
+    lifecycle.check_archive(snapshot, reporter)
+    tables = snapshot.meta.get("tables")
+    return DumpSource(
+        path=Path(snapshot.path),
+        format=snapshot.format or CUSTOM,
+        compressed=True,
+        size_bytes=snapshot.size_bytes,
+        raw_bytes=snapshot.raw_bytes,
+        snapshot=snapshot,
+        tables={str(k): int(v) for k, v in tables.items()} if isinstance(tables, dict) else None,
+    )
+
+
+def file_source(engine: Engine, target: PgTarget, path: Path, reporter: Reporter) -> DumpSource:
+    """A dump file as a restore source, validated whole before anything is changed."""
+    reporter.step(f"checking {path}")
+    with reporter.transfer("checking", Path(path).stat().st_size if path.exists() else None) as adv:
+        dump = dumpfile.inspect_file(path, adv)
+    source = DumpSource(
+        path=dump.path,
+        format=dump.format,
+        compressed=dump.compressed,
+        size_bytes=dump.size_bytes,
+        raw_bytes=dump.raw_bytes,
+        tables=dump.tables,
+    )
+    if source.format == CUSTOM:
+        check_custom(engine, target, source, reporter)
+    return source
+
+
+def _fed(
+    engine: Engine,
+    target: PgTarget,
+    argv: list[str],
+    source: DumpSource,
+    reporter: Reporter,
+    label: str,
+    app: str = pgexec.APP_NAME,
+) -> tuple[int, str]:
+    """Run ``argv`` with the whole dump on its stdin; returns its exit code and stderr.
+
+    A corrupt source (zstd decompressed on the host) is raised, and so is a command that stopped
+    reading before the end while claiming success.
+    """
+    chunks, script, expected = source.feed_plan(pgexec.has_zstd(engine, target), argv[0])
+    with (
+        engine.exec_stream(
+            target.container.id, pgexec.shell(argv, script), stdin=True, env=pgexec.client_env(app)
+        ) as st,
+        reporter.transfer(label, expected) as advance,
+    ):
+        st.feed(chunks, advance)
+        st.drain()
+        error = st.join_feed()
+        code = st.exit_code()
+    if isinstance(error, SnapvolError):
+        raise error
+    if code == 0 and (error is not None or (expected is not None and st.fed_bytes != expected)):
+        raise OperationFailed(
+            f"{argv[0]} read {st.fed_bytes} bytes of {source.path.name}, expected {expected}"
+            + (f" ({error})" if error else "")
+        )
+    return code, st.stderr
+
+
+def check_custom(engine: Engine, target: PgTarget, source: DumpSource, reporter: Reporter) -> None:
+    """pg_restore must read the file's table of contents and then every byte of its data."""
+    name = source.path.name
+    with engine.exec_stream(
+        target.container.id,
+        pgexec.shell(["pg_restore", "--list"]),
+        stdin=True,
+        env=pgexec.client_env(),
+    ) as stream:
+        listing: list[bytes] = []
+        stream.feed(source.chunks())
+        for chunk in stream.chunks():
+            listing.append(chunk)
+        error = stream.join_feed()
+        code = stream.exit_code()
+    if isinstance(error, SnapvolError):
+        raise error
+    if code != 0:
+        raise IntegrityError(
+            f"{name} is not readable by pg_restore --list: {pgexec.pg_message(stream.stderr)}"
+        )
+    source.header, source.listed = parse_listing(b"".join(listing).decode("utf-8", "replace"))
+    reporter.step(f"reading all of {name} with pg_restore")
+    code, stderr = _fed(
+        engine, target, ["pg_restore", "--file=/dev/null"], source, reporter, "checking"
+    )
+    if code != 0:
+        raise IntegrityError(
+            f"{name} is damaged or truncated (pg_restore cannot read it to the end: "
+            f"{pgexec.pg_message(stderr)}); nothing was changed"
+        )
+
+
+_HEADER_FIELDS = {
+    "dbname": "database",
+    "Archive created at": "created",
+    "Dumped from database version": "server_version",
+    "Dumped by pg_dump version": "pg_dump_version",
+    "TOC Entries": "entries",
+}
+
+
+def parse_listing(text: str) -> tuple[dict[str, str], list[str]]:
+    """pg_restore --list output: its header fields, and the tables it holds data for."""
+    header: dict[str, str] = {}
+    tables: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(";"):
+            body = line.lstrip(";").strip()
+            for label, key in _HEADER_FIELDS.items():
+                if body.startswith(label):
+                    header[key] = body[len(label) :].lstrip(": ").strip()
+            continue
+        _, sep, entry = line.partition("; ")
+        if not sep:
+            continue
+        words = entry.split(" ", 2)  # "<oid> <oid> TABLE DATA schema name owner"
+        if len(words) < 3 or not words[2].startswith("TABLE DATA "):
+            continue
+        rest = words[2][len("TABLE DATA ") :].split(" ")
+        if len(rest) >= 3:
+            tables.append(dumpfile.table_key(rest[0], " ".join(rest[1:-1])))
+    return header, tables
+
+
+@dataclass
+class CurrentDb:
+    """The database a restore replaces, as it is now."""
+
+    exists: bool
+    owner: str | None = None
+    encoding: str | None = None
+    create_options: list[str] = field(default_factory=list)  # locale and provider of it
+    size_bytes: int | None = None
+    tables: dict[str, int] = field(default_factory=dict)  # estimated live rows
+    sessions: int = 0
+    props: DatabaseProps = field(default_factory=DatabaseProps)  # grants, settings, comment
+
+
+@dataclass
+class LogicalRestorePlan:
+    source: DumpSource
+    target: PgTarget
+    current: CurrentDb
+    server_version: str
+    server_version_num: int
+    token: str = field(default_factory=lambda: secrets.token_hex(4))
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def scratch(self) -> str:
+        return _derived_name(self.target.database, f"__snapvol_{self.token}")
+
+    @property
+    def retired(self) -> str:
+        return _derived_name(self.target.database, f"__snapvol_old_{self.token}")
+
+
+def _derived_name(database: str, suffix: str) -> str:
+    """``<database><suffix>`` cut to PostgreSQL's 63 bytes (the suffix, with its token, kept)."""
+    room = _MAX_IDENT - len(suffix.encode())
+    base = database.encode()[:room].decode("utf-8", "ignore")
+    return base + suffix
+
+
+def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
+    rows = pgexec.psql(
+        engine,
+        target,
+        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), pg_database_size(oid), "
+        "to_jsonb(d), (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid), "
+        f"{dbprops.COLUMN} FROM pg_database d WHERE datname = {literal(target.database)}",
+        database=target.maintenance_db,
+    )
+    if not rows:
+        return CurrentDb(exists=False)
+    owner, encoding, size, raw, sessions, props = rows[0]
+    attrs = json.loads(raw)
+    options = [
+        f"LC_COLLATE {literal(attrs['datcollate'])}",
+        f"LC_CTYPE {literal(attrs['datctype'])}",
+    ]
+    # PostgreSQL 15+ may use ICU, 17+ its builtin provider (17 renamed daticulocale datlocale).
+    locale = attrs.get("datlocale") or attrs.get("daticulocale") or ""
+    if attrs.get("datlocprovider") == "i":
+        options += ["LOCALE_PROVIDER icu", f"ICU_LOCALE {literal(locale)}"]
+    elif attrs.get("datlocprovider") == "b":
+        options += ["LOCALE_PROVIDER builtin", f"BUILTIN_LOCALE {literal(locale)}"]
+    estimates = pgexec.psql(
+        engine,
+        target,
+        "SELECT schemaname, relname, n_live_tup FROM pg_stat_user_tables ORDER BY 1, 2",
+    )
+    return CurrentDb(
+        exists=True,
+        owner=owner,
+        encoding=encoding,
+        create_options=options,
+        size_bytes=int(size),
+        tables=pgexec.parse_counts(estimates),
+        sessions=int(sessions),
+        props=DatabaseProps.from_json(props),
+    )
+
+
+def plan_restore(
+    engine: Engine, target: PgTarget, source: DumpSource, reporter: Reporter
+) -> LogicalRestorePlan:
+    """What the restore will replace, looked at before anything is changed."""
+    if target.database in ("template0", "template1"):
+        raise UsageError(f"refusing to replace the template database {target.database}")
+    version, version_num = pgexec.psql(
+        engine,
+        target,
+        ["SHOW server_version", "SHOW server_version_num"],
+        database=target.maintenance_db,
+    )
+    plan = LogicalRestorePlan(
+        source=source,
+        target=target,
+        current=current_db(engine, target),
+        server_version=version[0].split()[0],
+        server_version_num=int(version_num[0]),
+    )
+    dumped = (source.snapshot.pg_version if source.snapshot else None) or source.header.get(
+        "server_version"
+    )
+    if dumped and _major(dumped) > _major(plan.server_version):
+        plan.warnings.append(
+            f"the dump comes from PostgreSQL {dumped.split()[0]} and the server runs "
+            f"{plan.server_version}: it may not restore (nothing changes if it does not)"
+        )
+    snap = source.snapshot
+    if snap is not None and snap.database and snap.database != target.database:
+        plan.warnings.append(
+            f"restoring into database {target.database}, not the snapshot's own {snap.database}"
+        )
+    if plan.current.sessions:
+        plan.warnings.append(
+            f"{plan.current.sessions} session(s) connected to {target.database} will be "
+            "disconnected at the swap"
+        )
+    return plan
+
+
+def _major(version: str) -> int:
+    match = re.match(r"(\d+)", version)
+    return int(match.group(1)) if match else 0
+
+
+@dataclass
+class LogicalRestoreResult:
+    plan: LogicalRestorePlan
+    tables: dict[str, int]
+    duration_s: float
+    retired_kept: str | None  # the replaced database's name when it could not be dropped
+
+
+def _drop(engine: Engine, plan: LogicalRestorePlan, name: str) -> None:
+    force = " WITH (FORCE)" if plan.server_version_num >= 130000 else ""
+    pgexec.psql(
+        engine,
+        plan.target,
+        f"DROP DATABASE IF EXISTS {ident(name)}{force}",
+        database=plan.target.maintenance_db,
+    )
+
+
+_LEFTOVER = re.compile(r"(?P<base>.*)__snapvol_(?:old_)?[0-9a-f]{8}")
+
+
+def drop_leftovers(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> list[str]:
+    """Drop the scratch or replaced copies of this database that a killed restore left behind.
+
+    Safe because the caller holds the container's lock: no other restore is running on it.
+    """
+    dropped = []
+    rows = pgexec.psql(
+        engine, plan.target, "SELECT datname FROM pg_database", database=plan.target.maintenance_db
+    )
+    for row in rows:
+        match = _LEFTOVER.fullmatch(row[0])
+        if match and match["base"] and plan.target.database.startswith(match["base"]):
+            _drop(engine, plan, row[0])
+            reporter.warn(f"dropped database {row[0]}, left by an interrupted restore")
+            dropped.append(row[0])
+    return dropped
+
+
+def restore_logical(
+    engine: Engine, plan: LogicalRestorePlan, *, reporter: Reporter
+) -> LogicalRestoreResult:
+    """Restore into a new database, check it, swap it in; a failure leaves the current one as is."""
+    started = time.monotonic()
+    target, current = plan.target, plan.current
+    owner = current.owner or target.user
+    drop_leftovers(engine, plan, reporter)
+    create = f"CREATE DATABASE {ident(plan.scratch)} TEMPLATE template0 OWNER {ident(owner)}"
+    if current.encoding:
+        create += f" ENCODING {literal(current.encoding)} " + " ".join(current.create_options)
+    reporter.step(f"creating database {plan.scratch}")
+    pgexec.psql(engine, target, create, database=target.maintenance_db)
+    try:
+        reporter.step(f"restoring {plan.source.path.name} into {plan.scratch}")
+        _load(engine, plan, reporter)
+        reporter.step("checking the restored tables and row counts")
+        counts = pgexec.table_counts(engine, target, plan.scratch)
+        check_counts(plan.source, counts)
+        if current.exists:  # after the load, so no setting of the database's can hinder it
+            reporter.step(f"giving {plan.scratch} the grants and settings of {target.database}")
+            statements = current.props.statements(plan.scratch, owner)
+            if statements:
+                pgexec.psql(engine, target, statements, database=target.maintenance_db)
+        reporter.step(f"swapping {plan.scratch} in as {target.database}")
+        _swap(engine, plan)
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            _drop(engine, plan, plan.scratch)
+        note = f"database {target.database} was not changed (the new copy was dropped)"
+        if isinstance(err, SnapvolError):
+            raise type(err)(f"restore failed: {err.message}; {note}") from err
+        if isinstance(err, Exception):
+            raise OperationFailed(f"restore failed: {type(err).__name__}: {err}; {note}") from err
+        raise
+    kept: str | None = None
+    if current.exists:
+        try:
+            _drop(engine, plan, plan.retired)
+        except SnapvolError as err:
+            kept = plan.retired
+            reporter.warn(
+                f"the replaced database was kept as {plan.retired} ({err}); drop it when done"
+            )
+    return LogicalRestoreResult(plan, counts, time.monotonic() - started, kept)
+
+
+def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
+    target, source = plan.target, plan.source
+    if source.format == CUSTOM:
+        argv = ["pg_restore", "--exit-on-error", "-U", target.user, "-d", plan.scratch]
+    else:
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+        argv += ["-o", "/dev/null", "-U", target.user, "-d", plan.scratch]
+    app = f"{pgexec.APP_NAME}-{plan.token}"
+    code, stderr = _fed(engine, target, argv, source, reporter, "restoring", app)
+    if code != 0:
+        raise OperationFailed(f"{argv[0]} failed (exit {code}): {pgexec.pg_message(stderr)}")
+
+
+def check_counts(source: DumpSource, counts: dict[str, int]) -> None:
+    """The restored copy must hold every recorded table, with the recorded number of rows."""
+    what = f"snapshot {source.snapshot.id}" if source.snapshot else source.path.name
+    problems: list[str] = []
+    for table, rows in sorted((source.tables or {}).items()):
+        if table not in counts:
+            problems.append(f"table {table} is missing")
+        elif counts[table] != rows:
+            problems.append(f"table {table} has {counts[table]} rows, {what} recorded {rows}")
+    if source.tables is None:
+        problems += [f"table {t} is missing" for t in source.listed or [] if t not in counts]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise IntegrityError(
+            f"the restored copy does not match {what}: {'; '.join(problems[:3])}{more}"
+        )
+
+
+def _swap(engine: Engine, plan: LogicalRestorePlan) -> None:
+    """Two renames in one transaction, after disconnecting the current database's sessions.
+
+    Renaming takes the database's lock, so sessions arriving meanwhile wait, then find it gone;
+    one that slips in between the disconnect and the lock makes the rename fail: try again.
+    """
+    target = plan.target
+    statements: list[str] = []
+    if plan.current.exists:
+        statements.append(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = {literal(target.database)} AND pid <> pg_backend_pid()"
+        )
+    statements.append("BEGIN")
+    if plan.current.exists:
+        statements.append(
+            f"ALTER DATABASE {ident(target.database)} RENAME TO {ident(plan.retired)}"
+        )
+    statements += [
+        f"ALTER DATABASE {ident(plan.scratch)} RENAME TO {ident(target.database)}",
+        "COMMIT",
+    ]
+    for attempt in range(5):
+        try:
+            pgexec.psql(engine, target, statements, database=target.maintenance_db)
+            return
+        except SnapvolError as err:
+            if _swapped(engine, plan):  # the answer was lost, not the commit
+                return
+            if "being accessed by other users" not in str(err) or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _swapped(engine: Engine, plan: LogicalRestorePlan) -> bool:
+    with contextlib.suppress(SnapvolError):
+        names = {
+            row[0]
+            for row in pgexec.psql(
+                engine,
+                plan.target,
+                "SELECT datname FROM pg_database WHERE datname IN "
+                f"({literal(plan.scratch)}, {literal(plan.retired)}, "
+                f"{literal(plan.target.database)})",
+                database=plan.target.maintenance_db,
+            )
+        }
+        return plan.scratch not in names and plan.target.database in names
+    return False

@@ -1,0 +1,224 @@
+"""Running PostgreSQL's own tools (psql, pg_dump, pg_restore) inside its container.
+
+Every command runs through ``sh -c`` and takes PGPASSWORD from the container's own
+POSTGRES_PASSWORD(_FILE) inside the container: no password is ever in a process's arguments.
+Pipelines with zstd on either side fail unless both of their commands exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from snapvol import dumpfile, postgres
+from snapvol.engine import ContainerInfo, Engine, ExecStream
+from snapvol.errors import (
+    IncompatibleError,
+    NotFoundError,
+    OperationFailed,
+    SnapvolError,
+    UsageError,
+)
+from snapvol.pgsql import literal
+
+APP_NAME = "snapvol"
+
+# Sourced before every command: the password comes from the container's environment, inside it.
+_PASSWORD_FROM_ENV = (
+    'if [ -z "${PGPASSWORD:-}" ]; then '
+    'if [ -n "${POSTGRES_PASSWORD_FILE:-}" ] && [ -r "$POSTGRES_PASSWORD_FILE" ]; then '
+    'PGPASSWORD=$(cat "$POSTGRES_PASSWORD_FILE"); else PGPASSWORD=${POSTGRES_PASSWORD:-}; fi; '
+    'if [ -n "$PGPASSWORD" ]; then export PGPASSWORD; fi; fi; '
+)
+
+
+def pipeline(left: str, right: str, names: tuple[str, str]) -> str:
+    """``left | right`` in POSIX sh, failing unless both exit 0 (sh has no pipefail)."""
+    a, b = names
+    return (
+        "exec 3>&1; "
+        f'codes=$( {{ {{ {left}; echo "{a}=$?" >&4; }} | '
+        f'{{ {right} >&3; echo "{b}=$?" >&4; }}; }} 4>&1 ); '
+        f'case "$codes" in *{a}=0*{b}=0*|*{b}=0*{a}=0*) exit 0;; esac; '
+        'echo "snapvol: exit statuses:" $codes >&2; exit 1'
+    )
+
+
+def compressing(level: int) -> str:
+    """The script that runs ``"$@"`` (pg_dump) with zstd compressing its output."""
+    # -vv: zstd's last stderr line gives the exact sizes, "(<raw> B => <compressed> B, ...)".
+    return pipeline('"$@"', f"zstd -vv -c -T0 -{level}", ("pg_dump", "zstd"))
+
+
+def decompressing(tool: str) -> str:
+    """The script that feeds ``"$@"`` (pg_restore, psql) what zstd decompresses from stdin."""
+    return pipeline("zstd -q -d -c", '"$@"', ("zstd", tool))
+
+
+def shell(argv: list[str], script: str = 'exec "$@"') -> list[str]:
+    return ["sh", "-c", _PASSWORD_FROM_ENV + script, "snapvol", *argv]
+
+
+def client_env(app: str = APP_NAME) -> dict[str, str]:
+    return {"PGAPPNAME": app, "PGCONNECT_TIMEOUT": "15"}
+
+
+# Rows of every user table (not the catalogs, not extension members), counted in one statement so
+# that in a REPEATABLE READ transaction they all come from the same snapshot.
+COUNT_SQL = """SELECT n.nspname, c.relname,
+  (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I',
+    n.nspname, c.relname), false, true, '')))[1]::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+    AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2"""
+
+
+def parse_counts(rows: list[list[str]]) -> dict[str, int]:
+    return {dumpfile.table_key(r[0], r[1]): int(r[2]) for r in rows if len(r) == 3}
+
+
+# --- talking to PostgreSQL in the container -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """A database in a running PostgreSQL container, and the role snapvol connects as."""
+
+    container: ContainerInfo
+    database: str
+    user: str
+
+    @property
+    def maintenance_db(self) -> str:
+        """Where CREATE/ALTER/DROP DATABASE run from: never the database they change."""
+        return "template1" if self.database == "postgres" else "postgres"
+
+
+def resolve_target(
+    engine: Engine, container_ref: str, database: str | None = None, user: str | None = None
+) -> PgTarget:
+    """The running PostgreSQL container, the database (POSTGRES_DB) and role (POSTGRES_USER)."""
+    info = engine.container(container_ref)
+    if not postgres.is_postgres(info):
+        raise IncompatibleError(f"container {info.name} does not run PostgreSQL")
+    if info.status != "running":
+        raise OperationFailed(
+            f"container {info.name} is {info.status}, not running: logical snapshots and "
+            f"restores talk to the live server (start it with `docker start {info.name}`)"
+        )
+    user = user or info.env("POSTGRES_USER") or "postgres"
+    database = database or info.env("POSTGRES_DB") or user
+    for what, value in (("database", database), ("user", user)):
+        if "=" in value or "://" in value or not value or "\x00" in value:
+            raise UsageError(f"unsupported {what} name {value!r}")
+    return PgTarget(info, database, user)
+
+
+def pg_message(stderr: str) -> str:
+    """The server's or the tool's own words from a failed command's stderr, on one line."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    for marker in ("FATAL:", "ERROR:", "error:", "pg_restore:", "pg_dump:", "psql:"):
+        found = [line for line in lines if marker in line]
+        if found:
+            return found[0][found[0].index(marker) :]
+    return lines[-1] if lines else "no error message"
+
+
+def pg_error(stderr: str, what: str, target: PgTarget, database: str) -> SnapvolError:
+    message = pg_message(stderr)
+    if re.search(r'database ".*" does not exist', message):
+        return NotFoundError(
+            f"database {database!r} does not exist in container {target.container.name}"
+        )
+    if "Connection refused" in message or "No such file or directory" in message:
+        return OperationFailed(
+            f"PostgreSQL in {target.container.name} does not accept connections: {message}"
+        )
+    return OperationFailed(f"{what} failed: {message}")
+
+
+def psql(
+    engine: Engine, target: PgTarget, statements: str | list[str], database: str | None = None
+) -> list[list[str]]:
+    """Run statements (each its own ``-c``) through psql in the container; returns the rows."""
+    database = database or target.database
+    argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
+    argv += ["-U", target.user, "-d", database]
+    for statement in [statements] if isinstance(statements, str) else statements:
+        argv += ["-c", statement]
+    code, out, err = engine.exec_run(target.container.id, shell(argv), env=client_env())
+    if code != 0:
+        raise pg_error(err.decode("utf-8", "replace"), "psql", target, database)
+    text = out.decode("utf-8", "replace")
+    return [line.split("\t") for line in text.splitlines() if line]
+
+
+class PsqlSession:
+    """A psql kept open in the container: statements go in on stdin, rows come back on stdout."""
+
+    def __init__(self, engine: Engine, target: PgTarget, database: str, app: str) -> None:
+        self.target = target
+        self.database = database
+        self._marker = f"__snapvol_{secrets.token_hex(6)}__"
+        argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
+        argv += ["-U", target.user, "-d", database]
+        self.stream = engine.exec_stream(
+            target.container.id, shell(argv), stdin=True, env=client_env(app)
+        )
+
+    def query(self, sql: str) -> list[list[str]]:
+        try:
+            self.stream.send(f"{sql};\n\\echo {self._marker}\n".encode())
+        except OperationFailed:
+            self.stream.drain()
+            raise self._error() from None
+        rows: list[list[str]] = []
+        while (line := self.stream.read_line()) is not None:
+            text = line.decode("utf-8", "replace")
+            if text == self._marker:
+                return rows
+            rows.append(text.split("\t"))
+        raise self._error()
+
+    def _error(self) -> SnapvolError:
+        return pg_error(self.stream.stderr, "psql", self.target, self.database)
+
+    def close(self) -> None:
+        """End the session: psql sees the end of its input and rolls back an open transaction."""
+        self.stream.close_stdin()
+        self.stream.close()
+
+
+def checked_output(stream: ExecStream, what: str) -> Iterator[bytes]:
+    """The command's stdout; raises at its end unless the command exited 0."""
+    yield from stream.chunks()
+    code = stream.exit_code()
+    if code != 0:
+        raise OperationFailed(f"{what} failed (exit {code}): {pg_message(stream.stderr)}")
+
+
+def has_zstd(engine: Engine, target: PgTarget) -> bool:
+    code, _, _ = engine.exec_run(target.container.id, ["sh", "-c", "command -v zstd"])
+    return code == 0
+
+
+def table_counts(engine: Engine, target: PgTarget, database: str) -> dict[str, int]:
+    """Exact rows of every user table of ``database``."""
+    return parse_counts(psql(engine, target, COUNT_SQL, database=database))
+
+
+def terminate_sessions(engine: Engine, target: PgTarget, app: str) -> None:
+    """Best effort: end the server sessions of our own aborted pg_dump (it would run on)."""
+    with contextlib.suppress(Exception):
+        psql(
+            engine,
+            target,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE application_name = {literal(app)} AND pid <> pg_backend_pid()",
+            database=target.maintenance_db,
+        )
