@@ -1,4 +1,4 @@
-"""Cold volume snapshots and in-place restores of a container's named volume.
+"""Cold volume snapshots of a container's named volume (restores: ``snapvol.volume_restore``).
 
 Data path: a tar of the volume, from one of two lanes (``VolumeTarget`` picks): read straight from
 the volume's directory when this host can reach it (``snapvol.dirtar``), or else Docker's archive
@@ -19,25 +19,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 from snapvol import archive, dirtar, hostpath, lifecycle, postgres
 from snapvol.engine import ContainerInfo, Engine
 from snapvol.errors import (
-    IncompatibleError,
     IntegrityError,
     OperationFailed,
     SnapvolError,
     UsageError,
     VolumeInUseError,
-    describe,
 )
 from snapvol.guard import Downtime, stopped
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
-from snapvol.tarscan import Member, ScannedStream, TarFormatError, same_file, unsafe_reason
+from snapvol.tarscan import Member, ScannedStream, TarFormatError
 from snapvol.watchdog import WatchdogConfig
 
 HELPER_MOUNT = "/snapvol/data"
@@ -187,7 +184,7 @@ def resolve_target(
     return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir, host_dir)
 
 
-def _stopped(
+def stopped_container(
     engine: Engine, target: VolumeTarget, reporter: Reporter, watchdog: WatchdogConfig | None
 ) -> AbstractContextManager[Downtime]:
     """The target's container stopped for the body, and restarted (and guarded) after it."""
@@ -288,7 +285,7 @@ def archive_volume(
     return Archived(result, source.members, cluster[0] if cluster else None)
 
 
-def _complete(
+def complete(
     store: Store,
     snap: Snapshot,
     done: Archived,
@@ -312,7 +309,7 @@ def _complete(
     )
 
 
-def _begin(
+def begin(
     store: Store,
     backup_dir: Path,
     target: VolumeTarget,
@@ -356,10 +353,10 @@ def snapshot_volume(
         raise UsageError("--level must be between 1 and 19")
     check_sole_user(engine, target, restore=False)
     started = time.monotonic()
-    snap = _begin(store, backup_dir, target, name, level)
+    snap = begin(store, backup_dir, target, name, level)
     try:
         image = helper_image(target, helper_image_override)
-        with _stopped(engine, target, reporter, watchdog) as down:
+        with stopped_container(engine, target, reporter, watchdog) as down:
             done = archive_volume(
                 engine,
                 target,
@@ -369,272 +366,7 @@ def snapshot_volume(
                 reporter=reporter,
                 release=down.release,
             )
-        return _complete(store, snap, done, down.seconds if down.was_running else 0.0, started)
+        return complete(store, snap, done, down.seconds if down.was_running else 0.0, started)
     except BaseException as err:
         lifecycle.fail(store, snap, err)
         raise
-
-
-# --- restore -------------------------------------------------------------------------------------
-
-
-@dataclass
-class VolumeRestorePlan:
-    snapshot: Snapshot
-    target: VolumeTarget
-    members: list[Member]
-    current_bytes: int | None
-    current_files: int | None
-    target_pg_major: str | None
-    warnings: list[str] = field(default_factory=list)
-
-
-def plan_volume_restore(
-    engine: Engine,
-    store: Store,
-    snapshot: Snapshot,
-    container_ref: str | None,
-    *,
-    helper_image_override: str | None,
-    reporter: Reporter,
-    reader: str = "auto",
-) -> VolumeRestorePlan:
-    """Everything checked before anything is touched: archive integrity, safety, versions."""
-    if snapshot.kind != "volume":
-        raise UsageError(f"snapshot {snapshot.id} is a {snapshot.kind} snapshot, not a volume one")
-    target = resolve_target(
-        engine,
-        container_ref or snapshot.container,
-        snapshot.volume if container_ref is None else None,
-        reader,
-    )
-    check_sole_user(engine, target, restore=True)
-    lifecycle.check_archive(snapshot, reporter)
-    members = store.members(snapshot.id)
-    if not members:
-        raise IntegrityError(
-            f"snapshot {snapshot.id} has no recorded files; refusing to restore it"
-        )
-    for member in members:
-        reason = unsafe_reason(member)
-        if reason is not None:
-            raise IntegrityError(
-                f"archive member {member.path!r} would land outside the volume ({reason}); "
-                "nothing was changed"
-            )
-    target_major = postgres.major_of_image(target.container) if target.is_postgres else None
-    if snapshot.pg_version and target.is_postgres:
-        if target_major is None:
-            raise IncompatibleError(
-                f"cannot tell which PostgreSQL major version {target.container.name} runs"
-            )
-        if target_major != snapshot.pg_version.split(".")[0]:
-            raise IncompatibleError(
-                f"snapshot {snapshot.id} holds PostgreSQL {snapshot.pg_version} data but "
-                f"{target.container.name} runs PostgreSQL {target_major}; "
-                "use a logical snapshot to move between versions"
-            )
-    elif snapshot.pg_version and not target.is_postgres:
-        raise IncompatibleError(
-            f"snapshot {snapshot.id} holds PostgreSQL data but {target.container.name} "
-            "does not run PostgreSQL"
-        )
-    image = helper_image(target, helper_image_override)
-    current_bytes, current_files = target.usage(engine, image)
-    plan = VolumeRestorePlan(snapshot, target, members, current_bytes, current_files, target_major)
-    if target.volume != snapshot.volume:
-        plan.warnings.append(
-            f"restoring into volume {target.volume}, not the snapshot's source {snapshot.volume}"
-        )
-    return plan
-
-
-class _HeaderCheck:
-    """Checks each member against the store before any of it is written: nothing unrecorded,
-    nothing twice, nothing outside the volume. Contents are checked by the read-back."""
-
-    def __init__(self, expected: dict[str, Member]) -> None:
-        self.expected = expected
-        self.seen: set[str] = set()
-
-    def __call__(self, member: Member) -> None:
-        reason = unsafe_reason(member)
-        if reason is not None:
-            raise IntegrityError(
-                f"archive member {member.path!r} would land outside the volume ({reason})"
-            )
-        want = self.expected.get(member.path)
-        if want is None or member.path in self.seen or not same_file(member, want, content=False):
-            raise IntegrityError(f"archive member {member.path!r} does not match the store")
-        self.seen.add(member.path)
-
-    def finish(self, archive_name: str) -> None:
-        missing = set(self.expected) - self.seen
-        if missing:
-            raise IntegrityError(
-                f"archive {archive_name} lacks {len(missing)} recorded files "
-                f"(e.g. {sorted(missing)[0]!r})"
-            )
-
-
-def put_back(
-    engine: Engine,
-    image: str,
-    target: VolumeTarget,
-    snapshot: Snapshot,
-    members: list[Member],
-    reporter: Reporter,
-) -> None:
-    """Replace the volume's contents with ``snapshot`` (already verified) and check what landed."""
-    _extract(engine, image, target, Path(snapshot.path), members, reporter, snapshot.raw_bytes)
-
-
-def _extract(
-    engine: Engine,
-    image: str,
-    target: VolumeTarget,
-    path: Path,
-    members: list[Member],
-    reporter: Reporter,
-    raw_bytes: int | None,
-) -> None:
-    """Empty the volume, stream the archive into it, then read it back and compare every file."""
-    expected = {m.path: m for m in members}
-    check = _HeaderCheck(expected)
-    with reporter.transfer("restoring", raw_bytes) as advance:
-        # Decompression runs ahead on its own thread; members are checked in order.
-        tar = archive.prefetch(archive.decompressed_chunks(path, advance))
-        read_back = target.replace(engine, image, tar, check)
-    check.finish(path.name)
-    reporter.step("reading the volume back to check every file")
-    with reporter.transfer("checking", raw_bytes) as advance:
-        landed = {m.path: m for m in target.landed(engine, image, advance, read_back)}
-    for key, want in expected.items():
-        got = landed.get(key)
-        if key == ".":
-            continue  # the volume's root keeps its own owner and mode
-        if got is None or not same_file(got, want):
-            raise IntegrityError(f"after extraction {key!r} does not match the snapshot")
-    extra = set(landed) - set(expected)
-    if extra:
-        raise IntegrityError(
-            f"after extraction the volume holds unexpected files (e.g. {sorted(extra)[0]!r})"
-        )
-
-
-@dataclass
-class VolumeRestoreResult:
-    snapshot: Snapshot
-    safety: Snapshot | None
-    downtime_s: float
-    duration_s: float
-
-
-def _safety_snapshot(
-    engine: Engine,
-    store: Store,
-    backup_dir: Path,
-    target: VolumeTarget,
-    *,
-    image: str,
-    level: int,
-    restoring: Snapshot,
-    reporter: Reporter,
-) -> Snapshot:
-    """Archive the current volume (the container is already stopped) as a complete snapshot."""
-    reporter.step("taking a safety snapshot of the current volume")
-    started = time.monotonic()
-    name = f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    safety = _begin(store, backup_dir, target, name, level, safety_for=restoring.id)
-    try:
-        done = archive_volume(
-            engine,
-            target,
-            Path(safety.path),
-            level=level,
-            image=image,
-            reporter=reporter,
-            label="safety snapshot",
-        )
-        return _complete(store, safety, done, None, started)
-    except BaseException as err:
-        lifecycle.fail(store, safety, err)
-        raise
-
-
-def restore_volume(
-    engine: Engine,
-    store: Store,
-    backup_dir: Path,
-    plan: VolumeRestorePlan,
-    *,
-    safety_snapshot: bool,
-    helper_image_override: str | None,
-    reporter: Reporter,
-    level: int = 3,
-    watchdog: WatchdogConfig | None = None,
-) -> VolumeRestoreResult:
-    """Stop, take a safety snapshot, replace the volume's contents, verify, start.
-
-    If anything fails once the volume was touched, the safety snapshot is put back before the
-    container starts again, and the error says so. Without a safety snapshot a failed restore
-    leaves the container stopped rather than start it on half-written data.
-    """
-    started = time.monotonic()
-    target = plan.target
-    check_sole_user(engine, target, restore=True)  # again: time has passed since the plan
-    image = helper_image(target, helper_image_override)
-    safety: Snapshot | None = None
-    snap = plan.snapshot
-    with _stopped(engine, target, reporter, watchdog) as down:
-        if safety_snapshot:
-            safety = _safety_snapshot(
-                engine,
-                store,
-                backup_dir,
-                target,
-                image=image,
-                level=level,
-                restoring=snap,
-                reporter=reporter,
-            )
-        down.phase("dirty", safety=safety.id if safety else None, volume=target.volume, image=image)
-        try:
-            reporter.step(f"restoring {snap.name} into volume {target.volume}")
-            put_back(engine, image, target, snap, plan.members, reporter)
-        except BaseException as err:
-            why = describe(err)
-            if safety is None:
-                down.keep_stopped = True
-                raise OperationFailed(
-                    f"restore failed after the volume was emptied ({why}) and no safety snapshot "
-                    "was taken; the container was left stopped"
-                ) from err
-            reporter.warn(f"restore failed ({why}); putting back safety snapshot {safety.id}")
-            try:
-                put_back(engine, image, target, safety, store.members(safety.id), reporter)
-            except BaseException as err2:
-                down.keep_stopped = True
-                raise OperationFailed(
-                    f"restore failed ({why}) and putting back safety snapshot {safety.id} also "
-                    f"failed ({describe(err2)}); the container was left stopped: run "
-                    f"`snapvol restore {safety.id}`"
-                ) from err2
-            down.phase("stopped")
-            raise OperationFailed(
-                f"restore failed ({why}); the volume was rolled back to safety snapshot {safety.id}"
-            ) from err
-        down.phase("stopped")
-    return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
-
-
-__all__ = [
-    "VolumeRestorePlan",
-    "VolumeRestoreResult",
-    "VolumeTarget",
-    "plan_volume_restore",
-    "put_back",
-    "resolve_target",
-    "restore_volume",
-    "snapshot_volume",
-]

@@ -119,7 +119,7 @@ def _read_phases(pipe_fd: int) -> dict[str, Any]:
 
 
 def _recover(container_id: str, db: Path, is_postgres: bool, last: dict[str, Any]) -> int:
-    from snapvol import guard, volume
+    from snapvol import guard, volume, volume_restore
     from snapvol.engine import Engine
     from snapvol.output import Reporter
     from snapvol.store import COMPLETE, Store
@@ -142,7 +142,7 @@ def _recover(container_id: str, db: Path, is_postgres: bool, last: dict[str, Any
                 return 1
             target = volume.resolve_target(engine, container_id, str(last["volume"]))
             _log(f"{info.name}: snapvol died mid-restore; putting back safety snapshot {safety_id}")
-            volume.put_back(
+            volume_restore.put_back(
                 engine, str(last["image"]), target, safety, store.members(safety.id), Reporter()
             )
         finally:

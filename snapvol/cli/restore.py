@@ -208,11 +208,11 @@ def _restore_volume(
     helper_image: str | None,
     reader: str = "auto",
 ) -> dict[str, Any]:
-    from snapvol import volume
+    from snapvol import volume_restore
 
     target_ref = container or snap.container
     with app.session(lock=target_ref, operation=f"restore {snap.id}") as (store, engine):
-        plan = volume.plan_volume_restore(
+        plan = volume_restore.plan_volume_restore(
             engine,
             store,
             snap,
@@ -223,7 +223,7 @@ def _restore_volume(
         )
         app.console.err.print(_plan_table(plan, not no_safety_snapshot))
         confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
-        result = volume.restore_volume(
+        result = volume_restore.restore_volume(
             engine,
             store,
             app.backup_dir,
