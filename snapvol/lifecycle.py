@@ -82,7 +82,7 @@ def fail(store: Store, snap: Snapshot, why: BaseException | str) -> None:
     store.fail(snap.id, why if isinstance(why, str) else describe(why))
 
 
-def remove(store: Store, snaps: Sequence[Snapshot]) -> list[Snapshot]:
+def remove(store: Store, snaps: Sequence[Snapshot], backup_dir: Path) -> list[Snapshot]:
     """Delete snapshots, archives and records; return those deleted (gone already: skipped).
 
     Each snapshot's container lock is held throughout, so nothing is deleted while a snapshot or
@@ -102,7 +102,7 @@ def remove(store: Store, snaps: Sequence[Snapshot]) -> list[Snapshot]:
                     "nothing was deleted"
                 )
         for snap in current:
-            _remove_archive(snap)
+            _remove_archive(located(snap, backup_dir))
             store.delete(snap.id)
         return current
     finally:
@@ -130,6 +130,19 @@ def prunable(snaps: Sequence[Snapshot], keep: int) -> list[Snapshot]:
             if kept[source] > keep:
                 doomed.append(snap)
     return doomed
+
+
+def located(snap: Snapshot, backup_dir: Path) -> Snapshot:
+    """The snapshot with its archive where it is now: where it was recorded, or else in
+    ``backup_dir`` under the same file name (the backup directory was moved, or copied to another
+    machine with the store). The SHA-256 check every restore starts with proves it is the one."""
+    recorded = Path(snap.path)
+    if not snap.path or recorded.exists():
+        return snap
+    moved = backup_dir.resolve() / recorded.name
+    if not moved.exists():
+        return snap
+    return Snapshot.model_validate({**snap.model_dump(), "path": str(moved)})
 
 
 def check_restorable(snapshot: Snapshot) -> None:

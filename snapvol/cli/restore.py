@@ -184,6 +184,7 @@ def command(
             snap = (
                 store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
             )
+        snap = lifecycle.located(snap, app.backup_dir)
         lifecycle.check_restorable(snap)  # before looking for its container
         if snap.kind == "logical":
             summary = _restore_logical(

@@ -26,7 +26,7 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
         results = []
         for snap in snaps:
             try:
-                lifecycle.check_archive(snap, app.console)
+                lifecycle.check_archive(lifecycle.located(snap, app.backup_dir), app.console)
                 problem = None
             except SnapvolError as err:
                 problem = err.message

@@ -127,3 +127,22 @@ def test_prune_keeps_the_newest_per_source(bed: TestBed, cmd) -> None:
     assert Path(third["path"]).exists() and Path(lone["path"]).exists()
     assert "nothing to prune" in cmd("prune", "--keep", "1").stderr
     assert cmd.json("verify") and all(r["ok"] for r in cmd.json("verify"))
+
+
+def test_a_moved_backup_directory_still_verifies_restores_and_deletes(
+    bed: TestBed, cmd, tmp_path: Path
+) -> None:
+    container, _first, second = two_snapshots(bed, cmd)
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "backups").rename(moved)  # as if copied, with the store, to another machine
+    assert "is missing" in cmd("verify", "dos", exit_code=7).stderr
+
+    elsewhere = ("--backup-dir", str(moved))
+    assert [r["ok"] for r in cmd.json(*elsewhere, "verify")] == [True, True]
+    container.exec_run(["sh", "-c", "echo changed > /srv/data/a; rm /srv/data/blob"])
+    cmd(*elsewhere, "restore", "dos", "--container", container.name, "--yes")
+    code, out = container.exec_run(["sh", "-c", "cat /srv/data/a; wc -c < /srv/data/blob"])
+    assert code == 0 and out.split() == [b"hi", b"300000"]
+
+    cmd(*elsewhere, "rm", "dos", "--yes")
+    assert not (moved / Path(second["path"]).name).exists()
