@@ -333,12 +333,24 @@ class Store:
         with self._session() as session:
             return session.get(Snapshot, snapshot_id)
 
-    def snapshots(self, *, status: str | None = None, limit: int | None = None) -> list[Snapshot]:
-        """Snapshots, newest first."""
+    def snapshots(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        container: str | None = None,
+        kind: str | None = None,
+    ) -> list[Snapshot]:
+        """Snapshots, newest first; only those with the given status, container and kind."""
         with self._session() as session:
             query = select(Snapshot).order_by(col(Snapshot.created_at).desc())
-            if status is not None:
-                query = query.where(Snapshot.status == status)
+            for column, value in (
+                (Snapshot.status, status),
+                (Snapshot.container, container),
+                (Snapshot.kind, kind),
+            ):
+                if value is not None:
+                    query = query.where(column == value)
             if limit is not None:
                 query = query.limit(limit)
             return list(session.exec(query).all())

@@ -6,18 +6,31 @@ import click
 
 from snapvol.cli.context import AppContext, json_option, with_app
 from snapvol.cli.format import snapshots_table
+from snapvol.store import COMPLETE, FAILED, IN_PROGRESS
 
 
 @click.command("ls")
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many.")
+@click.option("--container", help="Only snapshots of this container (its name).")
+@click.option("--kind", type=click.Choice(["volume", "logical"]), help="Only this kind.")
+@click.option("--status", type=click.Choice([COMPLETE, FAILED, IN_PROGRESS]), help="Only these.")
 @json_option
 @with_app
-def command(app: AppContext, limit: int | None, as_json: bool) -> None:
+def command(
+    app: AppContext,
+    limit: int | None,
+    container: str | None,
+    kind: str | None,
+    status: str | None,
+    as_json: bool,
+) -> None:
     """List snapshots (id, name, kind, container, volume, created, size, status)."""
     with app.store() as store:
-        snaps = store.snapshots(limit=limit)
+        snaps = store.snapshots(limit=limit, container=container, kind=kind, status=status)
     if as_json:
         app.console.json([s.to_dict() for s in snaps])
+    elif not snaps and (container or kind or status):
+        app.console.info("No snapshots match.")
     elif not snaps:
         app.console.info("No snapshots yet. Take one with `snapvol snapshot --volume`.")
     else:

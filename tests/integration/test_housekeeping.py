@@ -123,6 +123,9 @@ def test_prune_keeps_the_newest_per_source(bed: TestBed, cmd) -> None:
     removed = cmd.json("prune", "--keep", "1", "--yes")
     assert [s["id"] for s in removed] == [second["id"], first["id"]]
     assert {s["id"] for s in cmd.json("ls")} == {third["id"], lone["id"]}
+    assert [s["id"] for s in cmd.json("ls", "--container", other.name)] == [lone["id"]]
+    assert cmd.json("ls", "--kind", "logical") == []
+    assert "No snapshots match." in cmd("ls", "--status", "failed").stderr
     assert not Path(first["path"]).exists() and not Path(second["path"]).exists()
     assert Path(third["path"]).exists() and Path(lone["path"]).exists()
     assert "nothing to prune" in cmd("prune", "--keep", "1").stderr

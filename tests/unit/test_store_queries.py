@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from snapvol.store import IN_PROGRESS, Store
+from snapvol.store import FAILED, IN_PROGRESS, Snapshot, Store
 
 
 def plans(tmp_path: Path, call: Any) -> list[str]:
@@ -42,3 +42,19 @@ def test_recovery_finds_runs_in_progress_by_the_status_index(tmp_path: Path) -> 
 def test_resolving_a_reference_never_scans(tmp_path: Path) -> None:
     for plan in plans(tmp_path, lambda s: [s.get("00000000"), s.name_exists("x")]):
         assert "SCAN" not in plan, plan
+
+
+def test_listing_filters_by_container_kind_and_status(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "manifests.db")
+    for n, (container, kind) in enumerate([("db", "volume"), ("db", "logical"), ("web", "volume")]):
+        store.add(Snapshot(id=f"{n:08x}", name=f"s{n}", kind=kind, container=container, path="/x"))
+    store.fail("00000002", "boom")
+
+    def names(**filters: str) -> list[str]:
+        return sorted(s.name for s in store.snapshots(**filters))
+
+    assert names(container="db") == ["s0", "s1"]
+    assert names(kind="volume") == ["s0", "s2"]
+    assert names(container="db", kind="logical") == ["s1"]
+    assert names(status=FAILED) == ["s2"]
+    assert names(container="nope") == []
