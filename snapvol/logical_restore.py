@@ -226,6 +226,7 @@ class LogicalRestorePlan:
     current: CurrentDb
     server_version: str
     server_version_num: int
+    no_owner: bool = False  # objects owned by the restoring role; no GRANTs from the dump
     token: str = field(default_factory=lambda: secrets.token_hex(4))
     warnings: list[str] = field(default_factory=list)
 
@@ -286,11 +287,24 @@ def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
 
 
 def plan_restore(
-    engine: Engine, target: PgTarget, source: DumpSource, reporter: Reporter
+    engine: Engine,
+    target: PgTarget,
+    source: DumpSource,
+    reporter: Reporter,
+    *,
+    no_owner: bool = False,
 ) -> LogicalRestorePlan:
-    """What the restore will replace, looked at before anything is changed."""
+    """What the restore will replace, looked at before anything is changed.
+
+    ``no_owner`` skips the dump's owners and privileges (a dump from a server whose roles do not
+    exist here): the restoring role owns every object. Only pg_restore can do that.
+    """
     if target.database in ("template0", "template1"):
         raise UsageError(f"refusing to replace the template database {target.database}")
+    if no_owner and source.format != CUSTOM:
+        raise UsageError(
+            "--no-owner needs a custom-format dump: a plain SQL script sets its owners itself"
+        )
     version, version_num = pgexec.psql(
         engine,
         target,
@@ -303,6 +317,7 @@ def plan_restore(
         current=current_db(engine, target),
         server_version=version[0].split()[0],
         server_version_num=int(version_num[0]),
+        no_owner=no_owner,
     )
     dumped = (source.snapshot.pg_version if source.snapshot else None) or source.header.get(
         "server_version"
@@ -420,6 +435,8 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
     target, source = plan.target, plan.source
     if source.format == CUSTOM:
         argv = ["pg_restore", "--exit-on-error", "-U", target.user, "-d", plan.scratch]
+        if plan.no_owner:
+            argv += ["--no-owner", "--no-privileges"]
     else:
         argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
         argv += ["-o", "/dev/null", "-U", target.user, "-d", plan.scratch]

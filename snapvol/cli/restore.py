@@ -125,6 +125,11 @@ def _logical_table(plan: Any) -> Table:
     else:
         how = f"restored into new database {plan.scratch}, checked, then renamed"
     table.add_row("How", how)
+    if plan.no_owner:
+        table.add_row(
+            "Owners",
+            f"the dump's owners and privileges are skipped: {plan.target.user} owns every object",
+        )
     for warning in plan.warnings:
         table.add_row("[yellow]Note[/]", warning)
     return table
@@ -152,6 +157,12 @@ def _logical_table(plan: Any) -> Table:
     is_flag=True,
     help="Volume: do not snapshot the current data first (no automatic rollback).",
 )
+@click.option(
+    "--no-owner",
+    is_flag=True,
+    help="Logical, custom format: skip the dump's owners and privileges; the restoring role "
+    "owns every object (for a dump from a server whose roles do not exist here).",
+)
 @click.option("--helper-image", help="Image for helper containers (default: the target's image).")
 @reader_option
 @json_option
@@ -165,6 +176,7 @@ def command(
     user: str | None,
     assume_yes: bool,
     no_safety_snapshot: bool,
+    no_owner: bool,
     helper_image: str | None,
     reader: str,
     as_json: bool,
@@ -177,7 +189,7 @@ def command(
         if ref is not None:
             raise UsageError("give a snapshot or --file, not both")
         summary = _restore_logical(
-            app, None, file, container or DEFAULT_CONTAINER, database, user, assume_yes
+            app, None, file, container or DEFAULT_CONTAINER, database, user, assume_yes, no_owner
         )
     else:
         with app.store() as store:
@@ -188,11 +200,11 @@ def command(
         lifecycle.check_restorable(snap)  # before looking for its container
         if snap.kind == "logical":
             summary = _restore_logical(
-                app, snap, None, container or snap.container, database, user, assume_yes
+                app, snap, None, container or snap.container, database, user, assume_yes, no_owner
             )
         else:
-            if database is not None or user is not None:
-                raise UsageError("--database and --user go with logical snapshots")
+            if database is not None or user is not None or no_owner:
+                raise UsageError("--database, --user and --no-owner go with logical snapshots")
             summary = _restore_volume(
                 app, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
             )
@@ -257,6 +269,7 @@ def _restore_logical(
     database: str | None,
     user: str | None,
     assume_yes: bool,
+    no_owner: bool,
 ) -> dict[str, Any]:
     from snapvol import logical_restore, pgexec
 
@@ -269,7 +282,7 @@ def _restore_logical(
             assert file is not None
             target = pgexec.resolve_target(engine, container, database, user)
             source = logical_restore.file_source(engine, target, file, app.console)
-        plan = logical_restore.plan_restore(engine, target, source, app.console)
+        plan = logical_restore.plan_restore(engine, target, source, app.console, no_owner=no_owner)
         app.console.err.print(_logical_table(plan))
         confirm_by_typing(
             target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
@@ -290,5 +303,6 @@ def _restore_logical(
         "tables": result.tables,
         "duration_s": round(result.duration_s, 3),
         "replaced_existing": plan.current.exists,
+        "no_owner": plan.no_owner,
         "previous_kept_as": result.retired_kept,
     }

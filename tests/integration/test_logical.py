@@ -135,6 +135,33 @@ def test_restore_keeps_the_database_grants_and_settings(demo: PgContainer, cmd: 
     assert "=Tc/" not in after and "=c/" not in after  # PUBLIC did not get CONNECT back
 
 
+def test_no_owner_restores_a_dump_whose_roles_do_not_exist_here(
+    demo: PgContainer, cmd: Any
+) -> None:
+    role = f"ajeno_{secrets.token_hex(3)}"
+    demo.psql(f"CREATE ROLE {role}", database="postgres")
+    demo.psql(
+        "CREATE TABLE propia (x int); INSERT INTO propia VALUES (1), (2);"
+        f"ALTER TABLE propia OWNER TO {role}; GRANT SELECT ON pedidos TO {role}"
+    )
+    snap = logical(cmd, demo)
+    plain = logical(cmd, demo, "--format", "plain")
+    demo.psql(f"DROP TABLE propia; REVOKE ALL ON pedidos FROM {role}")
+    demo.psql(f"DROP ROLE {role}", database="postgres")  # as on a server that never had it
+    before = demo.dump()
+
+    failed = cmd("restore", snap["id"], "--yes", exit_code=11)
+    assert f'role "{role}" does not exist' in failed.stderr
+    assert_unchanged(demo, before)
+    refused = cmd("restore", plain["id"], "--yes", "--no-owner", exit_code=2)
+    assert "--no-owner needs a custom-format dump" in refused.stderr
+
+    result = cmd.json("restore", snap["id"], "--yes", "--no-owner")
+    assert result["no_owner"] is True
+    assert demo.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'propia'") == "postgres"
+    assert demo.psql("SELECT count(*) FROM propia") == "2"
+
+
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_round_trip(demo: PgContainer, cmd: Any, fmt: str) -> None:
     before = demo.dump()
