@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from snapvol import archive, locking
 from snapvol.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
-from snapvol.errors import IntegrityError, LockedError, NotFoundError, UsageError, describe
+from snapvol.errors import (
+    IntegrityError,
+    LockedError,
+    NotFoundError,
+    SnapvolError,
+    UsageError,
+    describe,
+)
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store, as_utc
@@ -143,6 +150,19 @@ def located(snap: Snapshot, backup_dir: Path) -> Snapshot:
     if not moved.exists():
         return snap
     return Snapshot.model_validate({**snap.model_dump(), "path": str(moved)})
+
+
+def verify(
+    snaps: Sequence[Snapshot], backup_dir: Path, reporter: Reporter
+) -> Iterator[tuple[Snapshot, str | None]]:
+    """Check each snapshot's archive as a restore would; yield it with what is wrong, or None."""
+    for snap in snaps:
+        try:
+            check_archive(located(snap, backup_dir), reporter)
+        except SnapvolError as err:
+            yield snap, err.message
+        else:
+            yield snap, None
 
 
 def check_restorable(snapshot: Snapshot) -> None:

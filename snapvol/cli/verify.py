@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from snapvol import lifecycle
 from snapvol.cli.context import AppContext, json_option, with_app
-from snapvol.errors import IntegrityError, SnapvolError
+from snapvol.errors import IntegrityError
 from snapvol.store import COMPLETE
 
 
@@ -24,20 +24,15 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
     with app.store() as store:
         snaps = [store.resolve(r) for r in refs] if refs else store.snapshots(status=COMPLETE)
         results = []
-        for snap in snaps:
-            try:
-                lifecycle.check_archive(lifecycle.located(snap, app.backup_dir), app.console)
-                problem = None
-            except SnapvolError as err:
-                problem = err.message
+        for snap, problem in lifecycle.verify(snaps, app.backup_dir, app.console):
             results.append(
                 {"id": snap.id, "name": snap.name, "ok": problem is None, "error": problem}
             )
             if not as_json:
-                app.console.info(
-                    f"{snap.id}  {snap.name}: "
-                    + ("[green]ok[/green]" if problem is None else f"[red]{escape(problem)}[/red]")
+                verdict = (
+                    "[green]ok[/green]" if problem is None else f"[red]{escape(problem)}[/red]"
                 )
+                app.console.info(f"{snap.id}  {snap.name}: {verdict}")
     if as_json:
         app.console.json(results)
     bad = [r for r in results if not r["ok"]]
