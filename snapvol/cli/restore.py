@@ -181,7 +181,7 @@ def command(
     reader: str,
     as_json: bool,
 ) -> None:
-    """Restore snapshot REF (an id, a unique id prefix, or a name), or a dump with --file.
+    """Restore snapshot REF (an id, a unique id prefix of 4+ digits, or a name), or a dump file.
 
     Without REF on a terminal, lists the snapshots and asks which one.
     """
