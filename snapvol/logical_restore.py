@@ -405,9 +405,7 @@ def restore_logical(
         check_counts(plan.source, counts)
         if current.exists:  # after the load, so no setting of the database's can hinder it
             reporter.step(f"giving {plan.scratch} the grants and settings of {target.database}")
-            statements = current.props.statements(plan.scratch, owner)
-            if statements:
-                pgexec.psql(engine, target, statements, database=target.maintenance_db)
+            _give_props(engine, plan, current.props.statements(plan.scratch, owner))
         reporter.step(f"swapping {plan.scratch} in as {target.database}")
         _swap(engine, plan)
     except BaseException as err:
@@ -429,6 +427,20 @@ def restore_logical(
                 f"the replaced database was kept as {plan.retired} ({err}); drop it when done"
             )
     return LogicalRestoreResult(plan, counts, time.monotonic() - started, kept)
+
+
+def _give_props(engine: Engine, plan: LogicalRestorePlan, statements: list[str]) -> None:
+    """Run the statements through psql's stdin: settings may hold secrets (PostgREST keeps its
+    JWT secret in ``ALTER DATABASE … SET``), which must never be in a process's arguments."""
+    if not statements:
+        return
+    app = f"{pgexec.APP_NAME}-{plan.token}"
+    session = pgexec.PsqlSession(engine, plan.target, plan.target.maintenance_db, app)
+    try:
+        for statement in statements:
+            session.query(statement)
+    finally:
+        session.close()
 
 
 def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:

@@ -135,6 +135,36 @@ def test_restore_keeps_the_database_grants_and_settings(demo: PgContainer, cmd: 
     assert "=Tc/" not in after and "=c/" not in after  # PUBLIC did not get CONNECT back
 
 
+def test_database_settings_never_travel_in_process_arguments(
+    demo: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgREST and others keep secrets in ALTER DATABASE ... SET: they go through stdin."""
+    from snapvol.engine import Engine
+
+    secret = f"jwt-{secrets.token_hex(12)}"
+    demo.psql(f"ALTER DATABASE pc_db SET app.jwt_secret = '{secret}'", database="postgres")
+    snap = logical(cmd, demo)
+    argvs: list[str] = []
+    for method in ("exec_run", "exec_stream"):
+        real = getattr(Engine, method)
+
+        def spy(
+            self: Engine, container_id: str, argv: list[str], *a: Any, __real: Any = real, **kw: Any
+        ) -> Any:
+            argvs.append(" ".join(argv))
+            return __real(self, container_id, argv, *a, **kw)
+
+        monkeypatch.setattr(Engine, method, spy)
+    cmd("restore", snap["id"], "--yes")
+    assert any("pg_restore" in a for a in argvs), "the spy saw no exec"
+    assert not any(secret in a for a in argvs)
+    assert secret in demo.psql(
+        "SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d "
+        "ON d.oid = s.setdatabase WHERE datname = 'pc_db'",
+        database="postgres",
+    )
+
+
 def test_no_owner_restores_a_dump_whose_roles_do_not_exist_here(
     demo: PgContainer, cmd: Any
 ) -> None:
