@@ -142,13 +142,18 @@ def pg_error(stderr: str, what: str, target: PgTarget, database: str) -> Snapvol
     return OperationFailed(f"{what} failed: {message}")
 
 
+def _psql_argv(target: PgTarget, database: str) -> list[str]:
+    """psql without ~/.psqlrc, stopping at the first error, printing bare tab-separated rows."""
+    flags = ["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
+    return ["psql", *flags, "-U", target.user, "-d", database]
+
+
 def psql(
     engine: Engine, target: PgTarget, statements: str | list[str], database: str | None = None
 ) -> list[list[str]]:
     """Run statements (each its own ``-c``) through psql in the container; returns the rows."""
     database = database or target.database
-    argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
-    argv += ["-U", target.user, "-d", database]
+    argv = _psql_argv(target, database)
     for statement in [statements] if isinstance(statements, str) else statements:
         argv += ["-c", statement]
     code, out, err = engine.exec_run(target.container.id, shell(argv), env=client_env())
@@ -165,10 +170,11 @@ class PsqlSession:
         self.target = target
         self.database = database
         self._marker = f"__snapvol_{secrets.token_hex(6)}__"
-        argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
-        argv += ["-U", target.user, "-d", database]
         self.stream = engine.exec_stream(
-            target.container.id, shell(argv), stdin=True, env=client_env(app)
+            target.container.id,
+            shell(_psql_argv(target, database)),
+            stdin=True,
+            env=client_env(app),
         )
 
     def query(self, sql: str) -> list[list[str]]:
