@@ -238,6 +238,11 @@ class LogicalRestorePlan:
     def retired(self) -> str:
         return _derived_name(self.target.database, f"__snapvol_old_{self.token}")
 
+    @property
+    def app(self) -> str:
+        """The application_name of this restore's sessions."""
+        return f"{pgexec.APP_NAME}-{self.token}"
+
 
 def _derived_name(database: str, suffix: str) -> str:
     """``<database><suffix>`` cut to PostgreSQL's 63 bytes (the suffix, with its token, kept)."""
@@ -434,8 +439,7 @@ def _give_props(engine: Engine, plan: LogicalRestorePlan, statements: list[str])
     JWT secret in ``ALTER DATABASE … SET``), which must never be in a process's arguments."""
     if not statements:
         return
-    app = f"{pgexec.APP_NAME}-{plan.token}"
-    session = pgexec.PsqlSession(engine, plan.target, plan.target.maintenance_db, app)
+    session = pgexec.PsqlSession(engine, plan.target, plan.target.maintenance_db, plan.app)
     try:
         for statement in statements:
             session.query(statement)
@@ -452,8 +456,7 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
     else:
         argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
         argv += ["-o", "/dev/null", "-U", target.user, "-d", plan.scratch]
-    app = f"{pgexec.APP_NAME}-{plan.token}"
-    code, stderr = _fed(engine, target, argv, source, reporter, "restoring", app)
+    code, stderr = _fed(engine, target, argv, source, reporter, "restoring", plan.app)
     if code != 0:
         raise OperationFailed(f"{argv[0]} failed (exit {code}): {pgexec.pg_message(stderr)}")
 
