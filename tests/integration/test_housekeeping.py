@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from snapvol import locking
+from tests.archives import flip_middle_byte
 from tests.docker_helpers import TestBed
 
 
@@ -93,10 +94,7 @@ def test_verify_reports_each_archive_and_fails_on_a_bad_one(bed: TestBed, cmd) -
     assert "ok" in cmd("verify", "uno").stderr
 
     archive = Path(first["path"])
-    original = archive.read_bytes()
-    with archive.open("r+b") as f:  # one flipped byte in the middle
-        f.seek(len(original) // 2)
-        f.write(bytes([original[len(original) // 2] ^ 0x01]))
+    flip_middle_byte(archive)
     result = cmd("verify", exit_code=7)
     assert "does not match its recorded SHA-256" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (

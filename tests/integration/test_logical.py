@@ -30,6 +30,7 @@ import pytest
 import zstandard
 
 from tests import docker_helpers
+from tests.archives import flip_middle_byte
 from tests.docker_helpers import PgContainer, TestBed
 from tests.pgdata import fill_demo
 
@@ -356,10 +357,7 @@ def test_restore_whose_check_fails_leaves_the_database_as_it_was(
 def test_tampered_archive_is_refused(demo: PgContainer, cmd: Any) -> None:
     snap = logical(cmd, demo)
     before = demo.dump()
-    path = Path(snap["path"])
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_middle_byte(Path(snap["path"]))
     result = cmd("restore", snap["id"], "--yes", exit_code=7)
     assert "SHA-256" in result.stderr
     assert_unchanged(demo, before)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from snapvol import postgres, volume
+from tests.archives import flip_middle_byte
 from tests.docker_helpers import TestBed
 from tests.pgdata import fill_demo
 
@@ -155,10 +156,7 @@ def test_tampered_archive_is_refused_and_nothing_changes(bed: TestBed, cmd) -> N
     snap = snapshot(cmd, pg.name)
     pg.psql("INSERT INTO usuarios VALUES (100000, 'after', 'snapshot')")
     current = pg.dump()
-    path = Path(snap["path"])
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_middle_byte(Path(snap["path"]))
 
     result = cmd("restore", snap["id"], "--yes", exit_code=7)
     assert "does not match its recorded SHA-256" in result.stderr
