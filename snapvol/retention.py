@@ -84,14 +84,14 @@ class Policy:
     def describe(self) -> str:
         """The policy in words, e.g. "keep per source: the last 3, 7 daily; ..."."""
         counts = [
-            f"{'all' if n == UNLIMITED else n} {name}"
+            f"the last {n}" if name == "last" else f"{n} {name}"
             for name, _bucket, _reason in _RULES
-            if (n := getattr(self, name))
+            if (n := "all" if getattr(self, name) == UNLIMITED else getattr(self, name))
         ]
         safety = "all" if self.safety == UNLIMITED else f"the newest {self.safety}"
         return (
-            f"keep per source: {', '.join(counts)} snapshot(s); the newest verified one; "
-            f"{safety} safety snapshot(s); everything in progress. Failed records go."
+            f"keep per source: {', '.join(counts)}; the newest verified; {safety} safety "
+            "snapshot(s); those in progress. Failed records go."
         )
 
 

@@ -66,9 +66,11 @@ def _decisions_table(decisions: list[Decision]) -> Text:
 
 
 def _show(app: AppContext, decisions: list[Decision]) -> None:
-    """restic's listing: what is kept and what is removed, each with its reasons (stderr)."""
+    """restic's listing: what is kept and what is removed, each with its reasons (stderr);
+    by source, newest first."""
+    by_source = sorted(decisions, key=lambda d: str(retention.source_of(d.snapshot)))
     for action in ("keep", "remove"):
-        chosen = [d for d in decisions if d.action == action]
+        chosen = [d for d in by_source if d.action == action]
         if chosen:
             app.console.info(f"{action} {len(chosen)} snapshot(s):")
             app.console.err.print(_decisions_table(chosen), soft_wrap=True)

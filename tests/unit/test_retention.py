@@ -295,7 +295,7 @@ def test_a_policy_needs_a_time_rule_and_at_least_one_safety_snapshot() -> None:
         Policy(last=1, safety=0)
     with pytest.raises(UsageError, match="keep-daily"):
         Policy(daily=-2)
-    assert "1 last" in Policy(last=1).describe()
+    assert "the last 1;" in Policy(last=1).describe()
     assert "all daily" in Policy(daily=UNLIMITED).describe()
 
 
