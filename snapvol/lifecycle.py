@@ -17,12 +17,11 @@ from snapvol.errors import (
     LockedError,
     NotFoundError,
     SnapvolError,
-    UsageError,
     describe,
 )
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
-from snapvol.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store, as_utc
+from snapvol.store import COMPLETE, IN_PROGRESS, Snapshot, Store
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
@@ -115,28 +114,6 @@ def remove(store: Store, snaps: Sequence[Snapshot], backup_dir: Path) -> list[Sn
     finally:
         for lock in held:
             lock.release()
-
-
-def prunable(snaps: Sequence[Snapshot], keep: int) -> list[Snapshot]:
-    """What a retention of ``keep`` complete snapshots per source lets go, newest first.
-
-    A source is a container's volume or database, per kind: safety snapshots count as volume
-    snapshots of their container. Failed snapshots (records only) always go; snapshots in
-    progress never do.
-    """
-    if keep < 1:
-        raise UsageError("keep at least 1 snapshot of each source")
-    kept: dict[tuple[str, str, str | None], int] = {}
-    doomed = []
-    for snap in sorted(snaps, key=lambda s: as_utc(s.created_at), reverse=True):
-        if snap.status == FAILED:
-            doomed.append(snap)
-        elif snap.status == COMPLETE:
-            source = (snap.container, snap.kind, snap.volume or snap.database)
-            kept[source] = kept.get(source, 0) + 1
-            if kept[source] > keep:
-                doomed.append(snap)
-    return doomed
 
 
 def located(snap: Snapshot, backup_dir: Path) -> Snapshot:

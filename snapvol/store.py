@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Connection, Engine, delete, event, insert, text
+from sqlalchemy import Connection, Engine, delete, event, insert, text, update
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from snapvol.errors import AmbiguousError, NotFoundError, StoreError, UsageError
@@ -70,6 +70,9 @@ class Snapshot(SQLModel, table=True):
     database: str | None = None
     format: str | None = None
     meta_json: str = "{}"
+    # The last `snapvol verify` of this snapshot: when, and whether its archive was good.
+    verified_at: datetime | None = None
+    verify_ok: bool | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -79,7 +82,7 @@ class Snapshot(SQLModel, table=True):
         """The public JSON shape of a snapshot (``ls --json``, ``snapshot --json``)."""
         dumped = self.model_dump(exclude={"meta_json", "pid", "host"})
         data = {key: dumped[key] for key in type(self).model_fields if key in dumped}
-        for key in ("created_at", "completed_at"):
+        for key in ("created_at", "completed_at", "verified_at"):
             if data[key] is not None:
                 data[key] = as_utc(data[key]).isoformat(timespec="seconds").replace("+00:00", "Z")
         data["meta"] = self.meta
@@ -166,8 +169,15 @@ def _m001_initial(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_snapshot_files_snapshot_id ON snapshot_files (snapshot_id)"))
 
 
+def _m0XX_verify_result(conn: Connection) -> None:
+    """Each snapshot's last verification, which retention uses to keep the newest good one."""
+    conn.execute(text("ALTER TABLE snapshots ADD COLUMN verified_at DATETIME"))
+    conn.execute(text("ALTER TABLE snapshots ADD COLUMN verify_ok BOOLEAN"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
+    ("0XX_verify_result", _m0XX_verify_result),
 ]
 
 _MARKER_TABLE = "snapvol_migrations"
@@ -321,6 +331,16 @@ class Store:
 
     def fail(self, snapshot_id: str, error: str) -> None:
         self.update(snapshot_id, status=FAILED, error=error, pid=None)
+
+    def record_verification(self, snapshot_id: str, ok: bool) -> None:
+        """Record the result of verifying a snapshot now (one deleted meanwhile: nothing to do)."""
+        with self._session() as session:
+            session.execute(
+                update(Snapshot)
+                .where(col(Snapshot.id) == snapshot_id)
+                .values(verified_at=utcnow(), verify_ok=ok)
+            )
+            session.commit()
 
     def delete(self, snapshot_id: str) -> None:
         """Forget a snapshot and its per-file entries, in one transaction."""

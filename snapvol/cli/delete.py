@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
 
-from snapvol import lifecycle
+import click
+from rich.text import Text
+
+from snapvol import lifecycle, retention
 from snapvol.cli.context import AppContext, json_option, with_app
-from snapvol.cli.format import snapshots_table
+from snapvol.cli.format import aligned, local_time
 from snapvol.errors import Cancelled
 from snapvol.output import human_bytes
+from snapvol.retention import UNLIMITED, Decision
 from snapvol.store import COMPLETE, Snapshot, Store
 
 yes_option = click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+dry_run_option = click.option(
+    "--dry-run",
+    "-n",
+    is_flag=True,
+    help="Only show what would be kept and removed, and why; delete nothing.",
+)
+
+
+class Count(click.ParamType):
+    """A --keep-* count: a number >= 0, or 'unlimited' (restic's spelling)."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "unlimited":
+            return UNLIMITED
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a count (a number, or 'unlimited')", param, ctx)
+        if count < 0:
+            self.fail("a count cannot be negative (use 'unlimited' to keep all)", param, ctx)
+        return count
 
 
 def _archived(snaps: list[Snapshot]) -> int:
@@ -19,12 +48,58 @@ def _archived(snaps: list[Snapshot]) -> int:
     return sum(s.size_bytes or 0 for s in snaps if s.status == COMPLETE)
 
 
+def _decisions_table(decisions: list[Decision]) -> Text:
+    header = ("ID", "NAME", "SOURCE", "CREATED", "SIZE", "STATUS", "REASONS")
+    rows = (
+        (
+            d.snapshot.id,
+            d.snapshot.name,
+            str(retention.source_of(d.snapshot)),
+            local_time(d.snapshot.created_at),
+            human_bytes(d.snapshot.size_bytes),
+            d.snapshot.status,
+            ", ".join(d.reasons),
+        )
+        for d in decisions
+    )
+    return aligned(header, rows, right=("SIZE",))
+
+
+def _show(app: AppContext, decisions: list[Decision]) -> None:
+    """restic's listing: what is kept and what is removed, each with its reasons (stderr);
+    by source, newest first."""
+    by_source = sorted(decisions, key=lambda d: str(retention.source_of(d.snapshot)))
+    for action in ("keep", "remove"):
+        chosen = [d for d in by_source if d.action == action]
+        if chosen:
+            app.console.info(f"{action} {len(chosen)} snapshot(s):")
+            app.console.err.print(_decisions_table(chosen), soft_wrap=True)
+
+
+def _as_json(decision: Decision) -> dict[str, Any]:
+    return {**decision.snapshot.to_dict(), "action": decision.action, "reasons": decision.reasons}
+
+
 def _delete(
-    app: AppContext, store: Store, snaps: list[Snapshot], assume_yes: bool, as_json: bool
+    app: AppContext,
+    store: Store,
+    decisions: list[Decision],
+    assume_yes: bool,
+    as_json: bool,
+    dry_run: bool,
 ) -> None:
-    """Show what goes, ask (default no), delete, and say what was freed."""
-    if snaps:
-        app.console.err.print(snapshots_table(snaps), soft_wrap=True)
+    """Show what stays and what goes; unless a dry run, ask (default no), delete, say so."""
+    _show(app, decisions)
+    snaps = [d.snapshot for d in decisions if not d.keep]
+    if dry_run:
+        if as_json:
+            app.console.json([_as_json(d) for d in decisions])
+        else:
+            app.console.info(
+                f"dry run: would delete {len(snaps)} snapshot(s) and "
+                f"{human_bytes(_archived(snaps))} of archives; nothing was deleted"
+            )
+        return
     if snaps and not assume_yes:
         question = (
             f"Delete {len(snaps)} snapshot(s) and {human_bytes(_archived(snaps))} of archives?"
@@ -37,7 +112,8 @@ def _delete(
             raise Cancelled("cancelled; nothing was deleted")
     removed = lifecycle.remove(store, snaps, app.backup_dir)
     if as_json:
-        app.console.json([s.to_dict() for s in removed])
+        reasons = {d.snapshot.id: d.reasons for d in decisions}
+        app.console.json([{**s.to_dict(), "reasons": reasons[s.id]} for s in removed])
     else:
         app.console.info(
             f"deleted {len(removed)} snapshot(s), freed {human_bytes(_archived(removed))}"
@@ -46,39 +122,84 @@ def _delete(
 
 @click.command("rm")
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@dry_run_option
 @yes_option
 @json_option
 @with_app
-def rm(app: AppContext, refs: tuple[str, ...], assume_yes: bool, as_json: bool) -> None:
+def rm(
+    app: AppContext, refs: tuple[str, ...], dry_run: bool, assume_yes: bool, as_json: bool
+) -> None:
     """Delete snapshots: archives and records. REF is an id, a unique id prefix or a name.
 
     Every REF is found before anything is deleted. Snapshots of a container that a snapshot or
     restore is working on are refused until it ends.
     """
     with app.store() as store:
-        snaps = list({s.id: s for s in map(store.resolve, refs)}.values())
-        _delete(app, store, snaps, assume_yes, as_json)
+        decisions = retention.named([(ref, store.resolve(ref)) for ref in refs])
+        _delete(app, store, decisions, assume_yes, as_json, dry_run)
+
+
+def _count_option(name: str, what: str) -> Any:
+    return click.option(
+        f"--keep-{name}",
+        name,
+        type=Count(),
+        default=0,
+        help=f"Keep the newest snapshot of each of the last N {what} (or 'unlimited').",
+    )
 
 
 @click.command("prune")
 @click.option(
+    "--keep-last",
     "--keep",
-    type=click.IntRange(min=1),
-    required=True,
-    help="Complete snapshots to keep of each source (container volume or database, per kind).",
+    "last",
+    type=Count(),
+    default=0,
+    help="Keep the newest N complete snapshots of each source (or 'unlimited').",
 )
+@_count_option("hourly", "hours that have one")
+@_count_option("daily", "days that have one")
+@_count_option("weekly", "ISO weeks that have one")
+@_count_option("monthly", "months that have one")
+@_count_option("yearly", "years that have one")
+@click.option(
+    "--keep-safety",
+    "safety",
+    type=Count(),
+    default=1,
+    show_default=True,
+    help="Keep the newest N safety snapshots of each source (at least 1, or 'unlimited').",
+)
+@dry_run_option
 @yes_option
 @json_option
 @with_app
-def prune(app: AppContext, keep: int, assume_yes: bool, as_json: bool) -> None:
-    """Delete all but the newest KEEP complete snapshots of each source, and failed records.
+def prune(
+    app: AppContext,
+    dry_run: bool,
+    assume_yes: bool,
+    as_json: bool,
+    **counts: int,
+) -> None:
+    """Delete what a retention policy does not keep, as `restic forget` does, per source.
 
-    Safety snapshots count as volume snapshots of their container. Shows what goes and asks
-    first, like `snapvol rm`.
+    A source is a container's volume or database, per kind. Per source, the --keep-* rules keep
+    the newest snapshot of each of the last N hours, days, ISO weeks, months or years (in local
+    time) that have one, or the newest N; the newest snapshot whose last `snapvol verify`
+    succeeded is always kept. Safety snapshots, a restore's copy of what it replaced, are kept
+    apart by --keep-safety and never count against yours. Failed records go; snapshots in
+    progress stay. Shows what stays and goes with the reasons, and asks first, like `snapvol rm`.
     """
+    policy = retention.Policy(**counts)
     with app.store() as store:
-        snaps = lifecycle.prunable(store.snapshots(), keep)
-        if not snaps and not as_json:
-            app.console.info(f"nothing to prune: no source has more than {keep} snapshot(s)")
+        decisions = retention.apply(store.snapshots(), policy)
+        if not as_json:
+            app.console.info(f"Policy: {policy.describe()}")
+        if not dry_run and all(d.keep for d in decisions):
+            if as_json:
+                app.console.json([])
+            else:
+                app.console.info("nothing to prune: the policy keeps every snapshot")
             return
-        _delete(app, store, snaps, assume_yes, as_json)
+        _delete(app, store, decisions, assume_yes, as_json, dry_run)

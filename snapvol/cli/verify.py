@@ -18,13 +18,17 @@ from snapvol.store import COMPLETE
 def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
     """Check archives against their recorded SHA-256 (default: every complete snapshot).
 
-    Nothing is changed. Exits 7 if any archive is missing, modified or truncated, so a
-    scheduled `snapvol verify` tells you a backup went bad before you need it.
+    Archives are not changed; each result is recorded in the store, and `snapvol prune` never
+    deletes the newest snapshot of a source whose last verification succeeded. Exits 7 if any
+    archive is missing, modified or truncated, so a scheduled `snapvol verify` tells you a
+    backup went bad before you need it.
     """
     with app.store() as store:
         snaps = [store.resolve(r) for r in refs] if refs else store.snapshots(status=COMPLETE)
         results = []
         for snap, problem in lifecycle.verify(snaps, app.backup_dir, app.console):
+            if snap.status == COMPLETE:  # retention keeps the newest that verified good
+                store.record_verification(snap.id, problem is None)
             results.append(
                 {"id": snap.id, "name": snap.name, "ok": problem is None, "error": problem}
             )
