@@ -35,7 +35,7 @@ def _delete(
             agreed = False
         if not agreed:
             raise Cancelled("cancelled; nothing was deleted")
-    removed = lifecycle.remove(store, snaps, app.backup_dir)
+    removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
     if as_json:
         app.console.json([s.to_dict() for s in removed])
     else:
