@@ -145,19 +145,20 @@ class AppContext:
         """Open the manifest store and recover interrupted work.
 
         Only a command that records snapshots passes ``create``: a missing store is then created
-        owner-only, and one line says where. Any other command refuses a missing store (exit 6),
-        so a mistyped --db or another current directory never looks like an empty history.
+        owner-only, and one line says where once the command succeeded (a failure stays one
+        ``Error:`` line). Any other command refuses a missing store (exit 6), so a mistyped --db
+        or another current directory never looks like an empty history.
         """
         store = Store.open(self.db, create=create)
-        if store.created:
-            self.console.info(
-                f"created the manifest store {self.db} (archives in {self.backup_dir})"
-            )
         try:
             recover_store(store, self.backup_dir, self.console)
             yield store
         finally:
             store.close()
+        if store.created:
+            self.console.info(
+                f"created the manifest store {self.db} (archives in {self.backup_dir})"
+            )
 
     @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:
