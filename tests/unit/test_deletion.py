@@ -235,3 +235,30 @@ def test_every_archive_suffix_is_one_snapvol_deletes() -> None:
     from snapvol import archive, logical, volume
 
     assert {volume.SUFFIX, *logical.SUFFIXES.values()} == set(archive.ARCHIVE_SUFFIXES)
+
+
+def test_remove_in_unlinks_only_a_regular_file_directly_in_the_directory(tmp_path: Path) -> None:
+    from snapvol import archive
+
+    backups, outside = tmp_path / "backups", tmp_path / "outside"
+    backups.mkdir()
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"precious")
+    (backups / "a.abcd0001.tar.zst").symlink_to(outside / "victim")
+    (backups / "b.abcd0002.tar.zst").mkdir()
+    (backups / "c.abcd0003.tar.zst").write_bytes(b"ours")
+    assert not archive.remove_in(backups, "a.abcd0001.tar.zst")
+    assert not archive.remove_in(backups, "b.abcd0002.tar.zst")
+    assert not archive.remove_in(backups, "missing")
+    assert not archive.remove_in(tmp_path / "no-such-dir", "c.abcd0003.tar.zst")
+    for bad in ("../outside/victim", "", ".", ".."):
+        with pytest.raises(ValueError):
+            archive.remove_in(backups, bad)
+    assert archive.remove_in(backups, "c.abcd0003.tar.zst")
+    assert tree(tmp_path) == {
+        "backups": "dir",
+        "backups/a.abcd0001.tar.zst": f"-> {outside / 'victim'}",
+        "backups/b.abcd0002.tar.zst": "dir",
+        "outside": "dir",
+        "outside/victim": b"precious",
+    }
