@@ -130,8 +130,11 @@ step "The first orders, with their users and products"
 demo info --limit 5
 
 # --- snapvol: snapshot, break, restore ------------------------------------------------------
-# Archives go to ./backups and the manifest store is ./manifests.db (both git-ignored).
+# The demo keeps its own store: ./manifests.db and ./backups in the checkout (both git-ignored),
+# set explicitly, since snapvol's own default does not depend on the current directory.
 
+export SNAPVOL_DB="${SNAPVOL_DB:-$ROOT/manifests.db}"
+export SNAPVOL_BACKUP_DIR="${SNAPVOL_BACKUP_DIR:-$ROOT/backups}"
 snapvol() { "$PY" -m snapvol "$@"; }
 json_field() { "$PY" -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -173,6 +176,7 @@ $CONTAINER is still running (data in the postgres_data volume). Try:
     $PY -m demo --help
     $PY -m demo info --limit 20
 Stop it with: (cd $ROOT && $COMPOSE_NAME down)   (never add -v: that deletes postgres_data)
-Each run adds snapshots to ./backups: list them with \`$PY -m snapvol ls\`, delete old ones
-with \`$PY -m snapvol rm ID...\`.
+Each run adds snapshots to $SNAPVOL_BACKUP_DIR: list them with
+\`$PY -m snapvol --db $SNAPVOL_DB ls\`, delete old ones with
+\`$PY -m snapvol --db $SNAPVOL_DB rm ID...\`.
 EOF

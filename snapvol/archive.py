@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from snapvol.errors import DiskFullError, IntegrityError, NotFoundError, Operati
 
 CHUNK = 1 << 20
 PARTIAL_SUFFIX = ".partial"
+ARCHIVE_SUFFIXES = (".tar.zst", ".dump.zst", ".sql.zst")
+"""The endings snapvol gives its archives (volume, custom and plain dumps): with the record's
+name and id before them, the only files it ever deletes."""
 _PREFETCH = 8  # chunks read ahead of the compressor: bounds memory to a few MB
 
 Progress = Callable[[int], None]
@@ -39,10 +43,97 @@ class ArchiveResult:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if missing and tighten it if it exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
+    """Create the backup directory (mode 0700) if missing; return its resolved path.
+
+    An existing one is tightened to 0700 only when it is ours to tighten: a real directory (not
+    a symbolic link to one), owned by us, not a shared sticky directory such as /tmp. Modes are
+    changed through a descriptor opened without following links, never by path.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # a dangling link, or a race: look again
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        if not path.is_dir():
+            raise NotFoundError(
+                f"backup directory {path} is a symbolic link to nothing; create its target or "
+                "give another directory"
+            )
+        return path.resolve()  # the user's link: used, but its target's mode is not ours
+    if not stat.S_ISDIR(info.st_mode):
+        raise OperationFailed(f"backup directory {path} exists and is not a directory")
+    ours = info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX
+    if ours and stat.S_IMODE(info.st_mode) != 0o700:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    return path.resolve()
+
+
+def _open_dir(directory: Path) -> int | None:
+    """A descriptor of ``directory`` (resolved), opened without following a link; None if absent."""
+    try:
+        return os.open(
+            directory.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def list_dir(directory: Path) -> list[str]:
+    """The names in ``directory`` (empty if it does not exist)."""
+    fd = _open_dir(directory)
+    if fd is None:
+        return []
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def is_file_in(directory: Path, name: str) -> bool:
+    """Whether ``directory`` holds a regular file ``name`` itself (a link does not count)."""
+    fd = _open_dir(directory)
+    if fd is None:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(_plain(name), dir_fd=fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_in(directory: Path, name: str) -> bool:
+    """Delete the regular file ``name`` in ``directory``, relative to a descriptor of the
+    directory: never through a symbolic link, never anywhere else. Return whether it was there.
+
+    A link (or anything but a regular file) by that name is left alone: snapvol never writes one.
+    """
+    fd = _open_dir(directory)
+    if fd is None:
+        return False
+    try:
+        info = os.stat(_plain(name), dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        os.unlink(name, dir_fd=fd)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _plain(name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"not a plain file name: {name!r}")
+    return name
 
 
 def prefetch(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from snapvol.errors import (
     LockedError,
     NotFoundError,
     SnapvolError,
+    UsageError,
     describe,
 )
 from snapvol.names import archive_filename, default_name, new_id, validate_name
@@ -49,12 +51,14 @@ def begin(
     format: str | None = None,
 ) -> Snapshot:
     """Record a snapshot as in progress (with our pid, for recovery) before any byte is written."""
-    archive.ensure_private_dir(backup_dir)
+    if suffix not in archive.ARCHIVE_SUFFIXES:
+        raise ValueError(f"unknown archive suffix {suffix!r}")
+    directory = archive.ensure_private_dir(backup_dir)
     snap_id = new_id()
     while store.id_exists(snap_id):
         snap_id = new_id()
     snap_name = unique_name(store, name, target_info.name, kind)
-    path = (backup_dir / archive_filename(snap_name, snap_id, suffix)).resolve()
+    path = directory / archive_filename(snap_name, snap_id, suffix)
     return store.add(
         Snapshot(
             id=snap_id,
@@ -77,19 +81,60 @@ def begin(
     )
 
 
-def _remove_archive(snap: Snapshot) -> None:
-    Path(snap.path).unlink(missing_ok=True)
-    Path(snap.path + archive.PARTIAL_SUFFIX).unlink(missing_ok=True)
+_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 
 
-def fail(store: Store, snap: Snapshot, why: BaseException | str) -> None:
-    """Record why the snapshot failed and remove whatever of its archive exists."""
-    _remove_archive(snap)
+def archive_name(snap: Snapshot) -> str | None:
+    """The file name snapvol gave this snapshot's archive, read from its record, or None when the
+    record names no file of ours: ``<name>.<id><suffix>``, with the record's own name and id and
+    one of snapvol's suffixes. Only such a file, in the current backup directory, is ever deleted.
+    """
+    if not snap.path or not _ID.fullmatch(snap.id):
+        return None
+    try:
+        validate_name(snap.name)
+    except UsageError:
+        return None
+    name = Path(snap.path).name
+    for suffix in archive.ARCHIVE_SUFFIXES:
+        if name == archive_filename(snap.name, snap.id, suffix):
+            return name
+    return None
+
+
+def _remove_archive(snap: Snapshot, backup_dir: Path) -> bool:
+    """Delete this snapshot's archive and partial file from ``backup_dir``, and only from there.
+
+    The recorded path decides nothing but the file name, and only if it is snapvol's own naming
+    for this record: a record pointing elsewhere (a copied store, a hand-edited row) deletes
+    nothing outside the current backup directory. Return whether a file was removed.
+    """
+    name = archive_name(snap)
+    if name is None:
+        return False
+    removed = archive.remove_in(backup_dir, name)
+    return archive.remove_in(backup_dir, name + archive.PARTIAL_SUFFIX) or removed
+
+
+def fail(
+    store: Store, snap: Snapshot, why: BaseException | str, backup_dir: Path | None = None
+) -> None:
+    """Record why the snapshot failed and remove whatever of its archive exists.
+
+    ``backup_dir`` defaults to the directory ``begin`` chose for it in this process.
+    """
+    _remove_archive(snap, backup_dir if backup_dir is not None else Path(snap.path).parent)
     store.fail(snap.id, why if isinstance(why, str) else describe(why))
 
 
-def remove(store: Store, snaps: Sequence[Snapshot], backup_dir: Path) -> list[Snapshot]:
+def remove(
+    store: Store, snaps: Sequence[Snapshot], backup_dir: Path, reporter: Reporter | None = None
+) -> list[Snapshot]:
     """Delete snapshots, archives and records; return those deleted (gone already: skipped).
+
+    Archives are deleted only in ``backup_dir`` (see ``_remove_archive``): through a copied
+    store, ``rm`` never touches the original's files. An archive found only at its recorded path
+    elsewhere is left there, and the reporter says so.
 
     Each snapshot's container lock is held throughout, so nothing is deleted while a snapshot or
     a restore of that container runs: a restore's safety snapshot stays until the restore ends.
@@ -108,7 +153,8 @@ def remove(store: Store, snaps: Sequence[Snapshot], backup_dir: Path) -> list[Sn
                     "nothing was deleted"
                 )
         for snap in current:
-            _remove_archive(located(snap, backup_dir))
+            if not _remove_archive(snap, backup_dir) and reporter is not None:
+                _say_left_alone(snap, backup_dir, reporter)
             store.delete(snap.id)
         return current
     finally:
@@ -116,17 +162,29 @@ def remove(store: Store, snaps: Sequence[Snapshot], backup_dir: Path) -> list[Sn
             lock.release()
 
 
+def _say_left_alone(snap: Snapshot, backup_dir: Path, reporter: Reporter) -> None:
+    recorded = Path(snap.path) if snap.path else None
+    if snap.status == COMPLETE and recorded is not None and recorded.is_file():
+        reporter.warn(
+            f"snapshot {snap.id}: its archive is not in {backup_dir.resolve()}; {recorded} "
+            "was left where it is (snapvol deletes only in the backup directory it is given)"
+        )
+
+
 def located(snap: Snapshot, backup_dir: Path) -> Snapshot:
-    """The snapshot with its archive where it is now: where it was recorded, or else in
-    ``backup_dir`` under the same file name (the backup directory was moved, or copied to another
-    machine with the store). The SHA-256 check every restore starts with proves it is the one."""
-    recorded = Path(snap.path)
-    if not snap.path or recorded.exists():
+    """The snapshot with the archive to read: its file in ``backup_dir`` if it is there, else
+    the recorded path (moved or copied stores: reading only; deleting never looks there).
+
+    The current backup directory comes first, so a copied store reads its own copy; the SHA-256
+    check every restore and verify starts with proves it is the one.
+    """
+    name = archive_name(snap)
+    if name is None or not archive.is_file_in(backup_dir, name):
         return snap
-    moved = backup_dir.resolve() / recorded.name
-    if not moved.exists():
+    here = backup_dir.resolve() / name
+    if str(here) == snap.path:
         return snap
-    return Snapshot.model_validate({**snap.model_dump(), "path": str(moved)})
+    return Snapshot.model_validate({**snap.model_dump(), "path": str(here)})
 
 
 def verify(

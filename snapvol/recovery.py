@@ -1,8 +1,13 @@
 """Cleaning up after interrupted runs: every command starts by finding what a dead run left.
 
 A snapshot recorded as in progress whose process is gone (or whose container lock nobody holds)
-is marked failed and its partial file removed; stray ``.partial`` files and helper containers
-whose owner is gone are removed too. Each finding is one line on stderr.
+is marked failed and its partial file removed; a partial file left for a snapshot this store
+already knows as failed or complete, and helper containers whose owner is gone, are removed too.
+Each finding is one line on stderr.
+
+Only files snapvol wrote are deleted: in the backup directory, named ``<name>.<id><suffix>``
+after a record of this store. Any other ``.partial`` file (another program's, or a snapshot that
+another store sharing the directory is taking) is left alone.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 import socket
 from pathlib import Path
 
-from snapvol import lifecycle, locking
+from snapvol import archive, lifecycle, locking
 from snapvol.archive import PARTIAL_SUFFIX
 from snapvol.engine import OWNER_LABEL, Engine
 from snapvol.errors import SnapvolError
@@ -33,28 +38,42 @@ def _still_running(snap: Snapshot) -> bool:
 def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Snapshot]:
     """Mark interrupted snapshots failed and remove their files; return them."""
     # Listed before the store is read: a run records its snapshot before it creates the
-    # partial file, so every partial file seen here has its row in what is read next.
-    # Absolute, like the paths the store records (--backup-dir may be relative).
-    found = backup_dir.resolve().glob(f"*{PARTIAL_SUFFIX}") if backup_dir.is_dir() else []
-    strays = set(found)
+    # partial file, so every partial file of ours seen here has its row in what is read next.
+    partials = {n for n in archive.list_dir(backup_dir) if n.endswith(PARTIAL_SUFFIX)}
     recovered = []
     for snap in store.snapshots(status=IN_PROGRESS):
-        partial = Path(snap.path + PARTIAL_SUFFIX)
-        strays.discard(partial)
         if _still_running(snap):
             continue
         lifecycle.fail(
-            store, snap, f"interrupted: snapvol (pid {snap.pid}) ended before it finished"
+            store,
+            snap,
+            f"interrupted: snapvol (pid {snap.pid}) ended before it finished",
+            backup_dir,
         )
         reporter.warn(
             f"snapshot {snap.id} ({snap.name}) was interrupted; marked failed and removed its "
             "partial file"
         )
         recovered.append(snap)
-    for stray in sorted(strays):
-        stray.unlink(missing_ok=True)
-        reporter.warn(f"removed {stray.name}, left by an interrupted run")
+    for name in sorted(partials):
+        owner = _owner(store, name)
+        if owner is None or owner.status == IN_PROGRESS:
+            continue  # not ours (no record here), or handled above
+        if archive.remove_in(backup_dir, name):
+            reporter.warn(f"removed {name}, left by an interrupted run")
     return recovered
+
+
+def _owner(store: Store, partial: str) -> Snapshot | None:
+    """The record of this store that ``partial`` is the partial file of, if any."""
+    stem = partial.removesuffix(PARTIAL_SUFFIX)
+    for suffix in archive.ARCHIVE_SUFFIXES:
+        if stem.endswith(suffix):
+            _name, _dot, snap_id = stem.removesuffix(suffix).rpartition(".")
+            snap = store.get(snap_id) if snap_id else None
+            if snap is not None and lifecycle.archive_name(snap) == stem:
+                return snap
+    return None
 
 
 def recover_helpers(engine: Engine, reporter: Reporter) -> int:

@@ -7,10 +7,12 @@ owner-only before SQLite ever opens it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -183,14 +185,54 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
 _MARKER_TABLE = "snapvol_migrations"
 
 
+def _missing(path: Path) -> bool:
+    """Whether nothing at all is at ``path`` (a dangling symbolic link is something)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def _refuse_link(path: Path) -> None:
+    """The store is opened by its own path, never through a symbolic link."""
+    if path.is_symlink():
+        raise StoreError(
+            f"the manifest store {path} is a symbolic link (to {os.readlink(path)}); "
+            "give the store's real path (snapvol never opens or creates it through a link)"
+        )
+
+
 def _create_private(path: Path) -> None:
     """Create the store file owner-only; SQLite gives its -wal/-shm files the same mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with contextlib.suppress(FileExistsError):  # another run was faster: _tighten checks it
+        os.close(os.open(path, flags, 0o600))
+
+
+def _tighten(path: Path) -> None:
+    """Make an existing store (and its -wal/-shm files) owner-only, without following a link:
+    tightened if it is ours, refused if another user's store is readable by others."""
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            fd = os.open(each, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise StoreError(f"cannot open the manifest store {each}: {err.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            loose = stat.S_IMODE(info.st_mode) & 0o077
+            if loose and info.st_uid != os.geteuid():
+                raise StoreError(
+                    f"the manifest store {each} is mode {stat.S_IMODE(info.st_mode):04o} and "
+                    "not yours; make it owner-only (chmod 600) or use another store"
+                )
+            if loose:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
 
 
 def _check_is_store(path: Path) -> None:
@@ -230,18 +272,34 @@ class Store:
     def __init__(self, path: Path, engine: Engine) -> None:
         self.path = path
         self.engine = engine
+        self.created = False
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, *, create: bool = True) -> Store:
+        """Open the store at ``path``; create it (owner-only) only when ``create`` is given.
+
+        A symbolic link is refused; an existing store is made owner-only (see ``_tighten``).
+        ``store.created`` says whether this call created it.
+        """
         path = Path(path)
+        _refuse_link(path)
+        created = _missing(path)
+        if created and not create:
+            raise StoreError(
+                f"no manifest store at {path}: `snapvol snapshot` creates it "
+                "(or give --db / SNAPVOL_DB)"
+            )
         _check_is_store(path)
         try:
-            _create_private(path)
+            if created:
+                _create_private(path)
+            _tighten(path)
         except OSError as err:
             raise StoreError(f"cannot create the manifest store {path}: {err.strerror}") from None
         engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 10})
         event.listen(engine, "connect", _set_pragmas)
         store = cls(path, engine)
+        store.created = created
         with store._errors():
             store._migrate()
         return store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,17 @@ from snapvol.watchdog import WatchdogConfig
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def data_dir() -> Path:
+    """Where the store lives unless told otherwise, whatever the current directory:
+    /var/lib/snapvol for root (as pgBackRest's /var/lib/pgbackrest), else
+    $XDG_DATA_HOME/snapvol (~/.local/share/snapvol)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/snapvol")
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "snapvol"
+
+
 def global_options(func: F) -> F:
     """Options accepted before the command name (and read from SNAPVOL_* variables)."""
     decorators = [
@@ -29,18 +41,19 @@ def global_options(func: F) -> F:
             "--db",
             "db",
             type=click.Path(dir_okay=False, path_type=Path),
-            default=Path("manifests.db"),
+            default=None,
             envvar="SNAPVOL_DB",
-            show_default=True,
-            help="The manifest store (SQLite).",
+            show_default="/var/lib/snapvol/manifests.db as root, else "
+            "$XDG_DATA_HOME/snapvol/manifests.db",
+            help="The manifest store (SQLite). Only `snapshot` creates it.",
         ),
         click.option(
             "--backup-dir",
             type=click.Path(file_okay=False, path_type=Path),
-            default=Path("backups"),
+            default=None,
             envvar="SNAPVOL_BACKUP_DIR",
-            show_default=True,
-            help="Where archives are written.",
+            show_default="backups beside the store",
+            help="Where archives are written; the only place snapvol deletes them.",
         ),
         click.option("--debug", is_flag=True, help="Show tracebacks for anticipated errors."),
     ]
@@ -96,19 +109,24 @@ class AppContext:
     watchdog: WatchdogConfig | None = None
 
     @classmethod
-    def from_options(cls, db: Path, backup_dir: Path, debug: bool) -> AppContext:
+    def from_options(cls, db: Path | None, backup_dir: Path | None, debug: bool) -> AppContext:
+        # Absolute from the start: the store does not move with the current directory, and the
+        # default backup directory goes with the store (a copied store and backups/ stay a pair).
+        db = (db or data_dir() / "manifests.db").absolute()
+        backup_dir = (backup_dir or db.parent / "backups").absolute()
         return cls(db=db, backup_dir=backup_dir, debug=debug, console=Console())
 
     @contextlib.contextmanager
     def session(
-        self, lock: str | None = None, operation: str = ""
+        self, lock: str | None = None, operation: str = "", *, create: bool = False
     ) -> Iterator[tuple[Store, Engine]]:
         """The store and the engine, opened together and always closed.
 
         ``lock`` names the container the command will change: the session then holds that
         container's operation lock (``operation`` says what runs, for whoever is refused).
+        ``create``: whether a missing store is created (see ``store``).
         """
-        with self.store() as store, self.engine() as engine:
+        with self.store(create=create) as store, self.engine() as engine:
             recover_helpers(engine, self.console)
             if lock is None:
                 yield store, engine
@@ -123,14 +141,24 @@ class AppContext:
                 held.release()
 
     @contextlib.contextmanager
-    def store(self) -> Iterator[Store]:
-        """Open the manifest store (creating it owner-only) and recover interrupted work."""
-        store = Store.open(self.db)
+    def store(self, *, create: bool = False) -> Iterator[Store]:
+        """Open the manifest store and recover interrupted work.
+
+        Only a command that records snapshots passes ``create``: a missing store is then created
+        owner-only, and one line says where once the command succeeded (a failure stays one
+        ``Error:`` line). Any other command refuses a missing store (exit 6), so a mistyped --db
+        or another current directory never looks like an empty history.
+        """
+        store = Store.open(self.db, create=create)
         try:
             recover_store(store, self.backup_dir, self.console)
             yield store
         finally:
             store.close()
+        if store.created:
+            self.console.info(
+                f"created the manifest store {self.db} (archives in {self.backup_dir})"
+            )
 
     @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:

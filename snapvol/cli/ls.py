@@ -27,6 +27,8 @@ def command(
     """List snapshots (id, name, kind, container, volume, created, size, status)."""
     with app.store() as store:
         snaps = store.snapshots(limit=limit, container=container, kind=kind, status=status)
+    if not as_json:  # --json stays a bare list: its consumers index it
+        app.console.info(f"Store {app.db}, archives in {app.backup_dir}")
     if as_json:
         app.console.json([s.to_dict() for s in snaps])
     elif not snaps and (container or kind or status):

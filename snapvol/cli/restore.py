@@ -274,7 +274,11 @@ def _restore_logical(
     from snapvol import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
-    with app.session(lock=container, operation=operation) as (_store, engine):
+    # A dump file needs no store of its own: --file may create one, to record what it does.
+    with app.session(lock=container, operation=operation, create=file is not None) as (
+        _store,
+        engine,
+    ):
         if snap is not None:
             target = pgexec.resolve_target(engine, container, database or snap.database, user)
             source = logical_restore.snapshot_source(snap, app.console)

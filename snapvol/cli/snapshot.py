@@ -62,7 +62,10 @@ def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
             raise UsageError(f"--{'format' if flag == 'fmt' else flag} goes with --logical")
     from snapvol import volume
 
-    with app.session(lock=options["container"], operation="snapshot --volume") as (store, engine):
+    with app.session(lock=options["container"], operation="snapshot --volume", create=True) as (
+        store,
+        engine,
+    ):
         target = volume.resolve_target(
             engine, options["container"], options["volume_name"], options["reader"]
         )
@@ -89,7 +92,7 @@ def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
     from snapvol import logical, pgexec
 
-    with app.session(lock=options["container"], operation="snapshot --logical") as (
+    with app.session(lock=options["container"], operation="snapshot --logical", create=True) as (
         store,
         engine,
     ):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import stat
 from pathlib import Path
 
 from snapvol import locking
@@ -147,3 +150,57 @@ def test_a_moved_backup_directory_still_verifies_restores_and_deletes(
 
     cmd(*elsewhere, "rm", "dos", "--yes")
     assert not (moved / Path(second["path"]).name).exists()
+
+
+def test_rm_through_a_copied_store_leaves_the_original_whole(
+    bed: TestBed, cmd, tmp_path: Path, monkeypatch
+) -> None:
+    _container, first, second = two_snapshots(bed, cmd)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for part in tmp_path.glob("manifests.db*"):
+        shutil.copy2(part, copy / part.name)
+    shutil.copytree(tmp_path / "backups", copy / "backups")
+    original = {p.name: p.read_bytes() for p in (tmp_path / "backups").iterdir()}
+    assert len(original) == 2
+
+    # Only --db: the backup directory beside it is the copy's, not the recorded one.
+    at_copy = ("--db", str(copy / "manifests.db"))
+    monkeypatch.delenv("SNAPVOL_BACKUP_DIR")
+    removed = cmd.json(*at_copy, "rm", "uno", "dos", "--yes")
+    assert {s["id"] for s in removed} == {first["id"], second["id"]}
+    assert cmd.json(*at_copy, "ls") == [] and list((copy / "backups").iterdir()) == []
+
+    assert {p.name: p.read_bytes() for p in (tmp_path / "backups").iterdir()} == original
+    assert [r["ok"] for r in cmd.json("verify")] == [True, True]
+
+
+def test_only_snapshot_creates_the_store_and_says_where(bed: TestBed, cmd, tmp_path: Path) -> None:
+    container, _vol = bed.plain()
+    assert "no manifest store at" in cmd("verify", exit_code=6).stderr
+    assert not (tmp_path / "manifests.db").exists()
+    first = cmd("snapshot", "--volume", "--container", container.name)
+    assert (
+        f"created the manifest store {tmp_path / 'manifests.db'} "
+        f"(archives in {tmp_path / 'backups'})"
+    ) in first.stderr
+    second = cmd("snapshot", "--volume", "--container", container.name)
+    assert "created the manifest store" not in second.stderr
+    assert len(cmd.json("ls")) == 2
+
+
+def test_a_backup_directory_linked_to_a_shared_one_keeps_its_mode(
+    bed: TestBed, cmd, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    (tmp_path / "backups").symlink_to(shared)
+    container, _vol = bed.plain()
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    assert stat.S_IMODE(shared.lstat().st_mode) == 0o1777
+    archive = Path(snap["path"])
+    assert archive.parent == shared.resolve() and stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert [r["ok"] for r in cmd.json("verify")] == [True]
+    cmd("rm", snap["id"], "--yes")
+    assert list(shared.iterdir()) == [] and stat.S_IMODE(shared.lstat().st_mode) == 0o1777

@@ -53,10 +53,13 @@ def test_postgres_round_trip_restores_the_snapshot_data(bed: TestBed, cmd, tmp_p
     assert all(s["status"] == "complete" for s in listed)
 
 
-def test_ls_json_and_table(bed: TestBed, cmd) -> None:
-    assert cmd.json("ls") == []
+def test_ls_json_and_table(bed: TestBed, cmd, tmp_path: Path) -> None:
+    result = cmd("ls", "--json", exit_code=6)  # ls never creates a store
+    assert result.stdout == "" and "no manifest store at" in result.stderr
+    assert not (tmp_path / "manifests.db").exists()
     pg = bed.postgres()
     snap = snapshot(cmd, pg.name)
+    assert cmd.json("ls", "--kind", "logical") == []
     assert snap["name"].startswith(f"{pg.name}-volume-")
     listed = cmd.json("ls")
     assert [s["id"] for s in listed] == [snap["id"]]

@@ -84,7 +84,10 @@ def test_zstd_report_formats() -> None:
         assert logical._ZSTD_REPORT.findall(text) == [("224524", "34870")]
 
 
-def test_restore_without_id_and_without_terminal_asks_for_one(cmd: Any) -> None:
+def test_restore_without_id_and_without_terminal_asks_for_one(cmd: Any, tmp_path: Path) -> None:
+    from snapvol.store import Store
+
+    Store.open(tmp_path / "manifests.db").close()  # an empty store: restore never creates one
     result = cmd("restore", exit_code=2)
     assert result.stderr == (
         "Error: which snapshot? give an id or name (see `snapvol ls`); "
