@@ -487,6 +487,9 @@ def _check_backup_dir(backup_dir: Path) -> None:
         ) from err
 
 
+_WITHOUT = " (--no-safety-snapshot restores without one, and without a way back)"
+
+
 def _safety_snapshot(
     engine: Engine, store: Store, backup_dir: Path, plan: LogicalRestorePlan, reporter: Reporter
 ) -> tuple[logical.Held, Snapshot]:
@@ -499,7 +502,7 @@ def _safety_snapshot(
     try:
         held = logical.hold_still(engine, target, plan.app, reporter)
     except SnapvolError as err:
-        raise type(err)(f"no safety snapshot: {err.message}") from err
+        raise type(err)(f"no safety snapshot: {err.message}{_WITHOUT}") from err
     base = f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     name, n = base, 1
     while store.name_exists(name):
@@ -519,7 +522,7 @@ def _safety_snapshot(
     except BaseException as err:
         held.release()
         if isinstance(err, SnapvolError):
-            raise type(err)(f"the safety snapshot failed: {err.message}") from err
+            raise type(err)(f"the safety snapshot failed: {err.message}{_WITHOUT}") from err
         raise
     reporter.step(f"safety snapshot {safety.id} ({safety.name}) taken")
     return held, safety

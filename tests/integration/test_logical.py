@@ -683,6 +683,7 @@ def test_a_failing_safety_snapshot_refuses_the_restore_and_changes_nothing(
     *plan, error = result.stderr.splitlines()  # the plan, then one line
     assert error.startswith("Error: restore failed: the safety snapshot failed: no space"), error
     assert error.endswith("database pc_db was not changed (the new copy was dropped)")
+    assert "--no-safety-snapshot restores without one" in error
     assert not [line for line in plan if "Error" in line or "Warning" in line], plan
     assert_unchanged(demo, before)
     assert list(full_dir.iterdir()) == []
@@ -724,3 +725,38 @@ def test_writes_until_the_swap_are_in_the_safety_snapshot(demo: PgContainer, cmd
     safety = {int(n) for n in demo.psql("SELECT n FROM marcas").split()}
     assert safety and after
     assert set(acked) <= after | safety, sorted(set(acked) - after - safety)
+
+
+def test_a_session_idle_in_a_write_transaction_is_disconnected_not_waited_for(
+    demo: PgContainer, cmd: Any
+) -> None:
+    snap = logical(cmd, demo)
+    restored = demo.dump()
+    change_data(demo)
+    before = demo.dump()
+    idle = subprocess.Popen(
+        ["docker", "exec", "-i", demo.name, "psql", "-X", "-U", "postgres", "-d", "pc_db"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert idle.stdin is not None
+        idle.stdin.write(b"BEGIN; UPDATE usuarios SET nombre = 'sin confirmar';\n")
+        idle.stdin.flush()
+        deadline = time.monotonic() + 60
+        while "idle in transaction" not in demo.psql(
+            "SELECT state FROM pg_stat_activity WHERE datname = 'pc_db'", database="postgres"
+        ):
+            assert time.monotonic() < deadline, "the session never went idle in its transaction"
+            time.sleep(0.1)
+
+        result = cmd("restore", snap["id"], "--yes", "--json")
+    finally:
+        idle.kill()
+        idle.wait()
+    assert "Warning: sessions kept tables of pc_db busy" in result.stderr
+    assert "disconnected 1 session(s)" in result.stderr
+    assert demo.dump() == restored
+    cmd("restore", json.loads(result.stdout)["safety_snapshot"]["id"], "--yes")
+    assert demo.dump() == before  # without the update that was never committed
