@@ -25,7 +25,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from snapvol import archive, dbprops, dumpfile, lifecycle, logical, pgexec
@@ -503,11 +502,7 @@ def _safety_snapshot(
         held = logical.hold_still(engine, target, plan.app, reporter)
     except SnapvolError as err:
         raise type(err)(f"no safety snapshot: {err.message}{_WITHOUT}") from err
-    base = f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    name, n = base, 1
-    while store.name_exists(name):
-        n += 1
-        name = f"{base}-{n}"
+    name = lifecycle.unique_name(store, None, target.container.name, "safety")
     try:
         safety = logical.snapshot_logical(
             engine,
