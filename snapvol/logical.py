@@ -7,6 +7,10 @@ the exec stream carries compressed bytes (the stream out of ``docker exec`` is t
 80 MB/s); otherwise the raw dump is compressed on the host. Either way the bytes are hashed and
 their zstd frames walked on their way to ``<file>.partial``, which is renamed only once pg_dump
 and zstd both exited 0 and zstd's own byte count matches what arrived.
+
+A restore's safety snapshot is taken in a session that holds every table of the database it
+replaces still (``hold_still``): reads go on, writes wait until the restore's swap disconnects
+them, so the safety snapshot is the database exactly as the restore replaced it.
 """
 
 from __future__ import annotations
@@ -16,20 +20,78 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from snapvol import archive, lifecycle, pgexec
 from snapvol.background import Background
 from snapvol.dumpfile import CUSTOM, FORMATS, PLAIN
 from snapvol.engine import Engine, ExecStream
-from snapvol.errors import IntegrityError, UsageError
+from snapvol.errors import IntegrityError, SnapvolError, UsageError
 from snapvol.names import validate_name
 from snapvol.output import Reporter
-from snapvol.pgexec import PgTarget
+from snapvol.pgexec import PgTarget, PsqlSession
+from snapvol.pgsql import literal
 from snapvol.store import Snapshot, Store
 
 KIND = "logical"
 SUFFIXES = {CUSTOM: ".dump.zst", PLAIN: ".sql.zst"}
+
+
+@dataclass
+class Held:
+    """A session on a database whose open REPEATABLE READ transaction holds all its tables."""
+
+    session: PsqlSession
+    app: str  # its application_name (pg_dump's is this with ``-dump``)
+
+    def release(self) -> None:
+        self.session.close()
+
+
+LOCK_TIMEOUT_S = 10
+_LOCK_ATTEMPTS = 3
+
+# Every user table (partitioned ones lock their partitions), as quoted names in one JSON line.
+_TABLES_SQL = """SELECT coalesce(json_agg(format('%I.%I', n.nspname, c.relname) ORDER BY 1), '[]')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'
+  AND n.nspname NOT LIKE 'pg\\_%'"""
+
+
+def hold_still(engine: Engine, target: PgTarget, app: str, reporter: Reporter) -> Held:
+    """Hold every table of ``target``'s database in EXCLUSIVE mode: reads go on, writes wait.
+
+    The locks are taken before the transaction's snapshot (LOCK takes none), so a dump in it is
+    the database as it stays until the session ends. A session holding a table in an open
+    transaction would keep us waiting: after ``LOCK_TIMEOUT_S`` the database's other sessions are
+    disconnected (a restore disconnects them at its swap anyway) and we try again.
+    """
+    for attempt in range(_LOCK_ATTEMPTS):
+        session = PsqlSession(engine, target, target.database, app)
+        try:
+            tables = json.loads(session.query(_TABLES_SQL)[0][0])
+            session.query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            if tables:
+                session.query(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'")
+                session.query(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
+            return Held(session, app)
+        except SnapvolError as err:
+            session.close()
+            if "lock timeout" not in err.message or attempt == _LOCK_ATTEMPTS - 1:
+                raise type(err)(f"could not stop writes to {target.database}: {err}") from err
+        rows = pgexec.psql(
+            engine,
+            target,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = {literal(target.database)} AND pid <> pg_backend_pid()",
+            database=target.maintenance_db,
+        )
+        reporter.warn(
+            f"sessions kept tables of {target.database} busy for {LOCK_TIMEOUT_S} s: "
+            f"disconnected {rows[0][0]} session(s)"
+        )
+    raise AssertionError("unreachable")
 
 
 def snapshot_logical(
@@ -42,8 +104,14 @@ def snapshot_logical(
     fmt: str = CUSTOM,
     level: int = 3,
     reporter: Reporter,
+    held: Held | None = None,
+    meta: dict[str, object] | None = None,
 ) -> Snapshot:
-    """pg_dump the target database with consistent row counts; returns the completed snapshot."""
+    """pg_dump the target database with consistent row counts; returns the completed snapshot.
+
+    With ``held`` (from ``hold_still``) the dump runs in that session's transaction, which the
+    caller ends; ``meta`` is recorded with the snapshot (a safety snapshot's ``safety_for``).
+    """
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     if not 1 <= level <= 19:
@@ -51,12 +119,14 @@ def snapshot_logical(
     if name is not None:
         validate_name(name)
     started = time.monotonic()
-    app = f"{pgexec.APP_NAME}-{secrets.token_hex(4)}"
+    app = held.app if held else f"{pgexec.APP_NAME}-{secrets.token_hex(4)}"
+    dump_app = f"{app}-dump" if held else app  # so a failure ends pg_dump, not the held session
     in_container = pgexec.has_zstd(engine, target)
-    session = pgexec.PsqlSession(engine, target, target.database, app)
+    session = held.session if held else PsqlSession(engine, target, target.database, app)
     try:
         version = session.query("SHOW server_version")[0][0]
-        session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if held is None:
+            session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         exported = session.query("SELECT pg_export_snapshot()")[0][0]
         snap = lifecycle.begin(
             store,
@@ -66,7 +136,7 @@ def snapshot_logical(
             name=name,
             volume=None,
             suffix=SUFFIXES[fmt],
-            meta={"user": target.user, "level": level},
+            meta={"user": target.user, "level": level, **(meta or {})},
             database=target.database,
             format=fmt,
         )
@@ -74,11 +144,20 @@ def snapshot_logical(
             reporter.step(f"dumping database {target.database} of {target.container.name} ({fmt})")
             counting = Background(lambda: pgexec.parse_counts(session.query(pgexec.COUNT_SQL)))
             result = _dump(
-                engine, target, exported, fmt, level, Path(snap.path), in_container, app, reporter
+                engine,
+                target,
+                exported,
+                fmt,
+                level,
+                Path(snap.path),
+                in_container,
+                dump_app,
+                reporter,
+                lock_wait=held is not None,
             )
             tables = counting.result()
-            meta = snap.meta
-            meta.update(
+            meta_done = snap.meta
+            meta_done.update(
                 {
                     "server_version": version,
                     "tables": tables,
@@ -94,14 +173,15 @@ def snapshot_logical(
                 duration_s=round(time.monotonic() - started, 3),
                 downtime_s=0.0,
                 pg_version=version.split()[0],
-                meta_json=json.dumps(meta),
+                meta_json=json.dumps(meta_done),
             )
         except BaseException as err:
-            pgexec.terminate_sessions(engine, target, app)
+            pgexec.terminate_sessions(engine, target, dump_app)
             lifecycle.fail(store, snap, err)
             raise
     finally:
-        session.close()
+        if held is None:
+            session.close()
 
 
 def _dump(
@@ -114,8 +194,12 @@ def _dump(
     in_container: bool,
     app: str,
     reporter: Reporter,
+    *,
+    lock_wait: bool = False,
 ) -> archive.ArchiveResult:
     argv = ["pg_dump", "-U", target.user, "-d", target.database, f"--snapshot={exported}"]
+    if lock_wait:  # a writer queued behind our held locks must not keep pg_dump waiting forever
+        argv.append(f"--lock-wait-timeout={LOCK_TIMEOUT_S * 1000}")
     # Custom format would deflate its data itself: leave compression to zstd, much faster.
     argv += ["--format=custom", "--compress=0"] if fmt == CUSTOM else ["--format=plain"]
     script = pgexec.compressing(level) if in_container else 'exec "$@"'

@@ -7,6 +7,13 @@ dropped only after that committed. Any failure before the swap drops the new dat
 current one is never touched until a checked copy replaces it. What belongs to the database
 itself, not to its contents (grants, settings, comment, connection limit: ``snapvol.dbprops``),
 is given to the new one from the one it replaces.
+
+The way back is a safety snapshot: a logical snapshot of the current database, recorded like any
+other (meta ``safety_for``), taken after the new copy was checked and right before the swap, in a
+session that holds the current database's tables so that writes wait from the dump to the swap
+(which disconnects them): it is the database exactly as the restore replaced it, and
+``snapvol restore <safety>`` undoes the restore. Taken earlier, writes made during the load would
+be in neither database. If it fails, the new copy is dropped and nothing was changed.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol import archive, dbprops, dumpfile, lifecycle, pgexec
+from snapvol import archive, dbprops, dumpfile, lifecycle, logical, pgexec
 from snapvol.dbprops import DatabaseProps
 from snapvol.dumpfile import CUSTOM
 from snapvol.engine import Engine
@@ -29,7 +36,7 @@ from snapvol.logical import KIND
 from snapvol.output import Reporter
 from snapvol.pgexec import PgTarget
 from snapvol.pgsql import ident, literal
-from snapvol.store import Snapshot
+from snapvol.store import Snapshot, Store
 
 _MAX_IDENT = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 
@@ -227,6 +234,7 @@ class LogicalRestorePlan:
     server_version: str
     server_version_num: int
     no_owner: bool = False  # objects owned by the restoring role; no GRANTs from the dump
+    safety: bool = True  # snapshot the current database before the swap (if there is one)
     token: str = field(default_factory=lambda: secrets.token_hex(4))
     warnings: list[str] = field(default_factory=list)
 
@@ -237,6 +245,16 @@ class LogicalRestorePlan:
     @property
     def retired(self) -> str:
         return _derived_name(self.target.database, f"__snapvol_old_{self.token}")
+
+    @property
+    def takes_safety(self) -> bool:
+        """A new database replaces nothing: it needs no way back."""
+        return self.safety and self.current.exists
+
+    @property
+    def safety_for(self) -> str:
+        """What the safety snapshot is recorded as being for: the snapshot's id or the file."""
+        return self.source.snapshot.id if self.source.snapshot else self.source.path.name
 
     @property
     def app(self) -> str:
@@ -298,11 +316,13 @@ def plan_restore(
     reporter: Reporter,
     *,
     no_owner: bool = False,
+    safety: bool = True,
 ) -> LogicalRestorePlan:
     """What the restore will replace, looked at before anything is changed.
 
     ``no_owner`` skips the dump's owners and privileges (a dump from a server whose roles do not
-    exist here): the restoring role owns every object. Only pg_restore can do that.
+    exist here): the restoring role owns every object. Only pg_restore can do that. ``safety``
+    snapshots the current database before the swap.
     """
     if target.database in ("template0", "template1"):
         raise UsageError(f"refusing to replace the template database {target.database}")
@@ -323,6 +343,7 @@ def plan_restore(
         server_version=version[0].split()[0],
         server_version_num=int(version_num[0]),
         no_owner=no_owner,
+        safety=safety,
     )
     dumped = (source.snapshot.pg_version if source.snapshot else None) or source.header.get(
         "server_version"
@@ -341,6 +362,7 @@ def plan_restore(
         plan.warnings.append(
             f"{plan.current.sessions} session(s) connected to {target.database} will be "
             "disconnected at the swap"
+            + (" (their writes wait from the safety snapshot on)" if plan.takes_safety else "")
         )
     return plan
 
@@ -356,6 +378,7 @@ class LogicalRestoreResult:
     tables: dict[str, int]
     duration_s: float
     retired_kept: str | None  # the replaced database's name when it could not be dropped
+    safety: Snapshot | None = None  # the way back: restoring it undoes this restore
 
 
 def _drop(engine: Engine, plan: LogicalRestorePlan, name: str) -> None:
@@ -390,18 +413,30 @@ def drop_leftovers(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter)
 
 
 def restore_logical(
-    engine: Engine, plan: LogicalRestorePlan, *, reporter: Reporter
+    engine: Engine,
+    store: Store,
+    backup_dir: Path,
+    plan: LogicalRestorePlan,
+    *,
+    reporter: Reporter,
 ) -> LogicalRestoreResult:
-    """Restore into a new database, check it, swap it in; a failure leaves the current one as is."""
+    """Restore into a new database, check it, take the safety snapshot, swap the new one in.
+
+    Any failure before the swap (the safety snapshot's included) leaves the current one as is.
+    """
     started = time.monotonic()
     target, current = plan.target, plan.current
     owner = current.owner or target.user
     drop_leftovers(engine, plan, reporter)
+    if plan.takes_safety:
+        _check_backup_dir(backup_dir)  # before the load, not after it
     create = f"CREATE DATABASE {ident(plan.scratch)} TEMPLATE template0 OWNER {ident(owner)}"
     if current.encoding:
         create += f" ENCODING {literal(current.encoding)} " + " ".join(current.create_options)
     reporter.step(f"creating database {plan.scratch}")
     pgexec.psql(engine, target, create, database=target.maintenance_db)
+    held: logical.Held | None = None
+    safety: Snapshot | None = None
     try:
         reporter.step(f"restoring {plan.source.path.name} into {plan.scratch}")
         _load(engine, plan, reporter)
@@ -411,8 +446,10 @@ def restore_logical(
         if current.exists:  # after the load, so no setting of the database's can hinder it
             reporter.step(f"giving {plan.scratch} the grants and settings of {target.database}")
             _give_props(engine, plan, current.props.statements(plan.scratch, owner))
+        if plan.takes_safety:
+            held, safety = _safety_snapshot(engine, store, backup_dir, plan, reporter)
         reporter.step(f"swapping {plan.scratch} in as {target.database}")
-        _swap(engine, plan)
+        _swap(engine, plan)  # which disconnects the held session with the rest
     except BaseException as err:
         with contextlib.suppress(Exception):
             _drop(engine, plan, plan.scratch)
@@ -422,6 +459,10 @@ def restore_logical(
         if isinstance(err, Exception):
             raise OperationFailed(f"restore failed: {type(err).__name__}: {err}; {note}") from err
         raise
+    finally:
+        if held is not None:
+            with contextlib.suppress(Exception):
+                held.release()
     kept: str | None = None
     if current.exists:
         try:
@@ -431,7 +472,55 @@ def restore_logical(
             reporter.warn(
                 f"the replaced database was kept as {plan.retired} ({err}); drop it when done"
             )
-    return LogicalRestoreResult(plan, counts, time.monotonic() - started, kept)
+    return LogicalRestoreResult(plan, counts, time.monotonic() - started, kept, safety)
+
+
+def _check_backup_dir(backup_dir: Path) -> None:
+    """The safety snapshot must have somewhere to go; found out before an hour-long load."""
+    try:
+        archive.ensure_private_dir(backup_dir)
+    except OSError as err:
+        raise OperationFailed(
+            f"cannot write the safety snapshot into {backup_dir}: {err.strerror or err}; "
+            "nothing was changed"
+        ) from err
+
+
+_WITHOUT = " (--no-safety-snapshot restores without one, and without a way back)"
+
+
+def _safety_snapshot(
+    engine: Engine, store: Store, backup_dir: Path, plan: LogicalRestorePlan, reporter: Reporter
+) -> tuple[logical.Held, Snapshot]:
+    """Stop writes to the current database and snapshot it: what the swap will replace.
+
+    The held session stays open (writes keep waiting) until the swap disconnects it.
+    """
+    target = plan.target
+    reporter.step(f"holding writes to {target.database} for its safety snapshot")
+    try:
+        held = logical.hold_still(engine, target, plan.app, reporter)
+    except SnapvolError as err:
+        raise type(err)(f"no safety snapshot: {err.message}{_WITHOUT}") from err
+    name = lifecycle.unique_name(store, None, target.container.name, "safety")
+    try:
+        safety = logical.snapshot_logical(
+            engine,
+            store,
+            backup_dir,
+            target,
+            name=name,
+            reporter=reporter,
+            held=held,
+            meta={"safety_for": plan.safety_for},
+        )
+    except BaseException as err:
+        held.release()
+        if isinstance(err, SnapvolError):
+            raise type(err)(f"the safety snapshot failed: {err.message}{_WITHOUT}") from err
+        raise
+    reporter.step(f"safety snapshot {safety.id} ({safety.name}) taken")
+    return held, safety
 
 
 def _give_props(engine: Engine, plan: LogicalRestorePlan, statements: list[str]) -> None:

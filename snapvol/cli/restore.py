@@ -125,6 +125,20 @@ def _logical_table(plan: Any) -> Table:
     else:
         how = f"restored into new database {plan.scratch}, checked, then renamed"
     table.add_row("How", how)
+    if plan.takes_safety:
+        safety = (
+            f"yes: a logical snapshot of database {target.database}, taken after the new copy "
+            "was checked and right before the swap, while writes wait; "
+            "`snapvol restore <its id>` undoes the restore"
+        )
+    elif current.exists:
+        safety = (
+            "[red]no[/] (--no-safety-snapshot): there is no way back, the current database is "
+            "dropped after the swap"
+        )
+    else:
+        safety = f"none needed: database {target.database} does not exist yet"
+    table.add_row("Safety snapshot", safety)
     if plan.no_owner:
         table.add_row(
             "Owners",
@@ -155,7 +169,8 @@ def _logical_table(plan: Any) -> Table:
 @click.option(
     "--no-safety-snapshot",
     is_flag=True,
-    help="Volume: do not snapshot the current data first (no automatic rollback).",
+    help="Do not snapshot the current volume or database first: no automatic rollback of a "
+    "volume restore, and no way back from either.",
 )
 @click.option(
     "--no-owner",
@@ -189,7 +204,15 @@ def command(
         if ref is not None:
             raise UsageError("give a snapshot or --file, not both")
         summary = _restore_logical(
-            app, None, file, container or DEFAULT_CONTAINER, database, user, assume_yes, no_owner
+            app,
+            None,
+            file,
+            container or DEFAULT_CONTAINER,
+            database,
+            user,
+            assume_yes,
+            no_owner,
+            not no_safety_snapshot,
         )
     else:
         with app.store() as store:
@@ -200,7 +223,15 @@ def command(
         lifecycle.check_restorable(snap)  # before looking for its container
         if snap.kind == "logical":
             summary = _restore_logical(
-                app, snap, None, container or snap.container, database, user, assume_yes, no_owner
+                app,
+                snap,
+                None,
+                container or snap.container,
+                database,
+                user,
+                assume_yes,
+                no_owner,
+                not no_safety_snapshot,
             )
         else:
             if database is not None or user is not None or no_owner:
@@ -246,14 +277,14 @@ def _restore_volume(
             reporter=app.console,
             watchdog=app.watchdog,
         )
-    safety_note = f"; safety snapshot {result.safety.id}" if result.safety else ""
     app.console.info(
         f"Restored {result.snapshot.id} ({result.snapshot.name}) into {plan.target.volume}: "
-        f"{result.duration_s:.1f} s, downtime {result.downtime_s:.1f} s{safety_note}"
+        f"{result.duration_s:.1f} s, downtime {result.downtime_s:.1f} s"
     )
+    _print_undo(app, result.safety)
     return {
         "restored": result.snapshot.to_dict(),
-        "safety_snapshot": result.safety.to_dict() if result.safety else None,
+        **_undo_fields(result.safety),
         "container": plan.target.container.name,
         "volume": plan.target.volume,
         "downtime_s": round(result.downtime_s, 3),
@@ -270,13 +301,14 @@ def _restore_logical(
     user: str | None,
     assume_yes: bool,
     no_owner: bool,
+    safety: bool,
 ) -> dict[str, Any]:
     from snapvol import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
     # A dump file needs no store of its own: --file may create one, to record what it does.
     with app.session(lock=container, operation=operation, create=file is not None) as (
-        _store,
+        store,
         engine,
     ):
         if snap is not None:
@@ -286,20 +318,26 @@ def _restore_logical(
             assert file is not None
             target = pgexec.resolve_target(engine, container, database, user)
             source = logical_restore.file_source(engine, target, file, app.console)
-        plan = logical_restore.plan_restore(engine, target, source, app.console, no_owner=no_owner)
+        plan = logical_restore.plan_restore(
+            engine, target, source, app.console, no_owner=no_owner, safety=safety
+        )
         app.console.err.print(_logical_table(plan))
         confirm_by_typing(
             target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
         )
-        result = logical_restore.restore_logical(engine, plan, reporter=app.console)
+        result = logical_restore.restore_logical(
+            engine, store, app.backup_dir, plan, reporter=app.console
+        )
     what = f"{snap.id} ({snap.name})" if snap is not None else str(file)
     app.console.info(
         f"Restored {what} into database {target.database} of {target.container.name}: "
         f"{len(result.tables)} tables, {sum(result.tables.values())} rows checked, "
         f"{result.duration_s:.1f} s"
     )
+    _print_undo(app, result.safety)
     return {
         "restored": snap.to_dict() if snap is not None else None,
+        **_undo_fields(result.safety),
         "file": str(file) if file is not None else None,
         "format": source.format,
         "container": target.container.name,
@@ -309,4 +347,23 @@ def _restore_logical(
         "replaced_existing": plan.current.exists,
         "no_owner": plan.no_owner,
         "previous_kept_as": result.retired_kept,
+    }
+
+
+def _undo_command(safety: Snapshot) -> str:
+    return f"snapvol restore {safety.id}"
+
+
+def _print_undo(app: AppContext, safety: Snapshot | None) -> None:
+    """After a restore: where its way back is, and the command that takes it."""
+    if safety is None:
+        return
+    app.console.info(f"Safety snapshot {safety.id} ({safety.name}): {safety.path}")
+    app.console.info(f"Undo with: {_undo_command(safety)}")
+
+
+def _undo_fields(safety: Snapshot | None) -> dict[str, Any]:
+    return {
+        "safety_snapshot": safety.to_dict() if safety is not None else None,
+        "undo": _undo_command(safety) if safety is not None else None,
     }

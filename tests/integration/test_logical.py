@@ -570,3 +570,193 @@ def test_copies_left_by_a_killed_restore_are_dropped_by_the_next_one(
     assert not leftovers & databases(demo)
     demo.psql('DROP DATABASE "other__snapvol_12345678"', database="postgres")
     assert_unchanged(demo, before)
+
+
+# --- the way back: a logical restore's safety snapshot --------------------------------------------
+
+
+def plain_dump_file(pg: PgContainer, path: Path) -> Path:
+    path.write_bytes(container_bytes(pg, ["pg_dump", "-U", "postgres", "-d", "pc_db"]))
+    return path
+
+
+def test_restore_from_a_snapshot_takes_a_safety_snapshot_that_undoes_it(
+    demo: PgContainer, cmd: Any
+) -> None:
+    snap = logical(cmd, demo)
+    restored = demo.dump()
+    change_data(demo)
+    before = demo.dump()
+
+    result = cmd.json("restore", snap["id"], "--yes")
+    safety = result["safety_snapshot"]
+    assert safety["kind"] == "logical" and safety["status"] == "complete"
+    assert safety["meta"]["safety_for"] == snap["id"] and safety["database"] == "pc_db"
+    assert safety["name"].startswith(f"{demo.name}-safety-")
+    assert result["undo"] == f"snapvol restore {safety['id']}"
+    assert Path(safety["path"]).is_file()
+    listed = {s["id"]: s for s in cmd.json("ls")}
+    assert set(listed) == {snap["id"], safety["id"]}
+    assert listed[safety["id"]]["meta"]["safety_for"] == snap["id"]
+    assert demo.dump() == restored
+
+    undo = cmd.json(*result["undo"].split()[1:], "--yes")  # the printed command, as given
+    assert undo["restored"]["id"] == safety["id"]
+    assert demo.dump() == before  # the whole database as it was before the restore
+    assert undo["safety_snapshot"]["meta"]["safety_for"] == safety["id"]  # undoing is undoable
+
+
+def test_restore_from_a_file_takes_a_safety_snapshot_that_undoes_it(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    path = plain_dump_file(demo, tmp_path / "antes.sql")
+    restored = demo.dump()
+    change_data(demo)
+    before = demo.dump()
+
+    result = cmd("restore", "--file", str(path), "--container", demo.name, input=f"{demo.name}\n")
+    plan = result.stderr[: result.stderr.index("Type the container")]
+    assert "Safety snapshot" in plan and "undoes the restore" in plan
+    [safety] = [s for s in cmd.json("ls") if s["meta"].get("safety_for") == "antes.sql"]
+    assert safety["status"] == "complete" and safety["kind"] == "logical"
+    assert f"Undo with: snapvol restore {safety['id']}" in result.stderr
+    assert safety["path"] in result.stderr
+    assert demo.dump() == restored
+
+    cmd("restore", safety["id"], "--yes")
+    assert demo.dump() == before
+
+
+def test_no_safety_snapshot_takes_none_and_the_plan_says_so(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    snap = logical(cmd, demo)
+    restored = demo.dump()
+    change_data(demo)
+    result = cmd("restore", snap["id"], "--no-safety-snapshot", input=f"{demo.name}\n", exit_code=0)
+    assert "no way back" in result.stderr and "Undo with" not in result.stderr
+    assert [s["id"] for s in cmd.json("ls")] == [snap["id"]]
+    assert demo.dump() == restored
+
+    path = plain_dump_file(demo, tmp_path / "copia.sql")
+    out = cmd.json(
+        "restore", "--file", str(path), "--container", demo.name, "--yes", "--no-safety-snapshot"
+    )
+    assert out["safety_snapshot"] is None and out["undo"] is None
+    assert [s["id"] for s in cmd.json("ls")] == [snap["id"]]
+    assert list((Path(snap["path"]).parent).iterdir()) == [Path(snap["path"])]
+
+
+def test_restore_into_a_new_database_takes_no_safety_snapshot(demo: PgContainer, cmd: Any) -> None:
+    snap = logical(cmd, demo)
+    try:
+        result = cmd("restore", snap["id"], "--database", "nueva", "--yes")
+    finally:
+        demo.psql('DROP DATABASE IF EXISTS "nueva"', database="postgres")
+    assert "none needed: database nueva does not exist yet" in result.stderr
+    assert "Undo with" not in result.stderr
+    assert [s["id"] for s in cmd.json("ls")] == [snap["id"]]
+
+
+@pytest.fixture
+def full_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a 16 kB tmpfs: any snapshot written there runs out of space."""
+    path = tmp_path / "full"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_failing_safety_snapshot_refuses_the_restore_and_changes_nothing(
+    demo: PgContainer, cmd: Any, full_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snap = logical(cmd, demo)
+    assert snap["size_bytes"] > 16 * 1024  # a safety snapshot of the same data cannot fit
+    change_data(demo)
+    before = demo.dump()
+    monkeypatch.setenv("SNAPVOL_BACKUP_DIR", str(full_dir))
+
+    result = cmd("restore", snap["id"], "--yes", exit_code=12)
+    *plan, error = result.stderr.splitlines()  # the plan, then one line
+    assert error.startswith("Error: restore failed: the safety snapshot failed: no space"), error
+    assert error.endswith("database pc_db was not changed (the new copy was dropped)")
+    assert "--no-safety-snapshot restores without one" in error
+    assert not [line for line in plan if "Error" in line or "Warning" in line], plan
+    assert_unchanged(demo, before)
+    assert list(full_dir.iterdir()) == []
+    assert [s["status"] for s in cmd.json("ls") if s["id"] != snap["id"]] == ["failed"]
+
+
+def test_writes_until_the_swap_are_in_the_safety_snapshot(demo: PgContainer, cmd: Any) -> None:
+    """No acknowledged write is lost: it is in the restored database (written after the swap)
+    or in the safety snapshot (written before it), however the writes fall around the restore."""
+    demo.psql("CREATE TABLE marcas (n int PRIMARY KEY)")
+    snap = logical(cmd, demo)
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                demo.psql(f"INSERT INTO marcas VALUES ({n})")
+            except AssertionError:  # disconnected, or the database was being renamed
+                continue
+            acked.append(n)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while len(acked) < 3:
+            time.sleep(0.05)
+        result = cmd.json("restore", snap["id"], "--yes")
+        done = len(acked)
+        while len(acked) < done + 3:  # some writes after the swap too
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        writer.join()
+    after = {int(n) for n in demo.psql("SELECT n FROM marcas").split()}
+    cmd("restore", result["safety_snapshot"]["id"], "--yes")
+    safety = {int(n) for n in demo.psql("SELECT n FROM marcas").split()}
+    assert safety and after
+    assert set(acked) <= after | safety, sorted(set(acked) - after - safety)
+
+
+def test_a_session_idle_in_a_write_transaction_is_disconnected_not_waited_for(
+    demo: PgContainer, cmd: Any
+) -> None:
+    snap = logical(cmd, demo)
+    restored = demo.dump()
+    change_data(demo)
+    before = demo.dump()
+    idle = subprocess.Popen(
+        ["docker", "exec", "-i", demo.name, "psql", "-X", "-U", "postgres", "-d", "pc_db"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert idle.stdin is not None
+        idle.stdin.write(b"BEGIN; UPDATE usuarios SET nombre = 'sin confirmar';\n")
+        idle.stdin.flush()
+        deadline = time.monotonic() + 60
+        while "idle in transaction" not in demo.psql(
+            "SELECT state FROM pg_stat_activity WHERE datname = 'pc_db'", database="postgres"
+        ):
+            assert time.monotonic() < deadline, "the session never went idle in its transaction"
+            time.sleep(0.1)
+
+        result = cmd("restore", snap["id"], "--yes", "--json")
+    finally:
+        idle.kill()
+        idle.wait()
+    assert "Warning: sessions kept tables of pc_db busy" in result.stderr
+    assert "disconnected 1 session(s)" in result.stderr
+    assert demo.dump() == restored
+    cmd("restore", json.loads(result.stdout)["safety_snapshot"]["id"], "--yes")
+    assert demo.dump() == before  # without the update that was never committed

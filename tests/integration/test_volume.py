@@ -39,18 +39,27 @@ def test_postgres_round_trip_restores_the_snapshot_data(bed: TestBed, cmd, tmp_p
     assert pg.status == "running"
 
     pg.psql("DELETE FROM pedidos WHERE pedido_id % 2 = 0; UPDATE usuarios SET nombre = 'x';")
-    assert pg.dump() != before
+    changed = pg.dump()
+    assert changed != before
 
     result = cmd.json("restore", "antes", "--yes")
     assert result["restored"]["id"] == snap["id"]
-    assert result["safety_snapshot"]["status"] == "complete"
+    safety = result["safety_snapshot"]
+    assert safety["status"] == "complete" and safety["meta"]["safety_for"] == snap["id"]
+    assert result["undo"] == f"snapvol restore {safety['id']}"
     assert pg.status == "running"
     assert pg.psql("select 1") == "1"  # no waiting: the restore returns once it is ready
     assert pg.dump() == before
 
     listed = cmd.json("ls")
-    assert {s["id"] for s in listed} == {snap["id"], result["safety_snapshot"]["id"]}
+    assert {s["id"] for s in listed} == {snap["id"], safety["id"]}
     assert all(s["status"] == "complete" for s in listed)
+
+    undo = cmd(*result["undo"].split()[1:], "--yes")  # the printed command undoes the restore
+    assert pg.dump() == changed
+    [again] = [s for s in cmd.json("ls") if s["id"] not in (snap["id"], safety["id"])]
+    assert f"Undo with: snapvol restore {again['id']}" in undo.stderr
+    assert f"Safety snapshot {again['id']} ({again['name']}): {again['path']}" in undo.stderr
 
 
 def test_ls_json_and_table(bed: TestBed, cmd, tmp_path: Path) -> None:
@@ -191,7 +200,8 @@ def test_stopped_container_stays_stopped(bed: TestBed, cmd) -> None:
     pg.wait_ready()
     pg.psql("DELETE FROM pedidos")
     pg.container.stop()
-    cmd("restore", snap["id"], "--yes", "--no-safety-snapshot")
+    done = cmd("restore", snap["id"], "--yes", "--no-safety-snapshot")
+    assert "Undo with" not in done.stderr and "the current data will be gone" in done.stderr
     assert pg.status == "exited"
     pg.container.start()
     pg.wait_ready()
