@@ -1,5 +1,6 @@
 """A snapshot's life in the store: recorded as in progress before any byte is written, then
-completed or failed; and the integrity check every restore starts with."""
+completed or failed; and the checks every restore starts with, which a volume snapshot must pass
+before it is recorded complete."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from snapvol.errors import (
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store, as_utc
+from snapvol.tarscan import Member, unsafe_reason
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
@@ -171,6 +173,34 @@ def check_restorable(snapshot: Snapshot) -> None:
         raise IntegrityError(
             f"snapshot {snapshot.id} is {snapshot.status}, not complete; it cannot be restored"
         )
+
+
+def restore_refusal(
+    members: Sequence[Member], *, holds_postgres: bool, pg_version: str | None
+) -> str | None:
+    """Why a restore would refuse a volume snapshot recorded with ``members`` (and, when it
+    holds PostgreSQL data, ``pg_version``) before touching anything; None when it would not.
+
+    A restore runs this on the recorded list before it stops anything, and a volume snapshot
+    runs it before it is recorded complete: the one function keeps them from ever disagreeing,
+    so that "complete" means "restorable".
+    """
+    if not members:
+        return "it has no recorded files"
+    if holds_postgres and not pg_version:
+        return (
+            "it holds PostgreSQL data but no major version was recorded, so it cannot be "
+            "checked against the target's"
+        )
+    seen: set[str] = set()
+    for member in members:
+        reason = unsafe_reason(member)
+        if reason is not None:
+            return f"archive member {member.path!r} would land outside the volume ({reason})"
+        if member.path in seen:
+            return f"archive member {member.path!r} is recorded twice"
+        seen.add(member.path)
+    return None
 
 
 def check_archive(snapshot: Snapshot, reporter: Reporter) -> None:

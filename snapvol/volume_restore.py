@@ -11,13 +11,21 @@ content included. Any failure after the volume was touched puts the safety snaps
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from snapvol import archive, lifecycle, postgres, volume
 from snapvol.engine import Engine
-from snapvol.errors import IncompatibleError, IntegrityError, OperationFailed, UsageError, describe
+from snapvol.errors import (
+    IncompatibleError,
+    IntegrityError,
+    OperationFailed,
+    SnapvolError,
+    UsageError,
+    describe,
+)
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
 from snapvol.tarscan import Member, same_file, unsafe_reason
@@ -58,17 +66,15 @@ def plan_volume_restore(
     volume.check_sole_user(engine, target, restore=True)
     lifecycle.check_archive(snapshot, reporter)
     members = store.members(snapshot.id)
-    if not members:
+    refusal = lifecycle.restore_refusal(
+        members,
+        holds_postgres=bool(snapshot.meta.get("is_postgres")),
+        pg_version=snapshot.pg_version,
+    )
+    if refusal is not None:
         raise IntegrityError(
-            f"snapshot {snapshot.id} has no recorded files; refusing to restore it"
+            f"snapshot {snapshot.id} cannot be restored: {refusal}; nothing was changed"
         )
-    for member in members:
-        reason = unsafe_reason(member)
-        if reason is not None:
-            raise IntegrityError(
-                f"archive member {member.path!r} would land outside the volume ({reason}); "
-                "nothing was changed"
-            )
     target_major = postgres.major_of_image(target.container) if target.is_postgres else None
     if snapshot.pg_version and target.is_postgres:
         if target_major is None:
@@ -187,6 +193,7 @@ def _safety_snapshot(
     level: int,
     restoring: Snapshot,
     reporter: Reporter,
+    still_stopped: Callable[[], None],
 ) -> Snapshot:
     """Archive the current volume (the container is already stopped) as a complete snapshot."""
     reporter.step("taking a safety snapshot of the current volume")
@@ -202,10 +209,15 @@ def _safety_snapshot(
             image=image,
             reporter=reporter,
             label="safety snapshot",
+            still_stopped=still_stopped,
         )
         return volume.complete(store, safety, done, None, started)
     except BaseException as err:
         lifecycle.fail(store, safety, err)
+        if isinstance(err, SnapvolError):
+            raise type(err)(
+                f"the safety snapshot failed, so the volume was not changed: {err.message}"
+            ) from err
         raise
 
 
@@ -244,6 +256,7 @@ def restore_volume(
                 level=level,
                 restoring=snap,
                 reporter=reporter,
+                still_stopped=down.check_still_stopped,
             )
         down.phase("dirty", safety=safety.id if safety else None, volume=target.volume, image=image)
         try:
