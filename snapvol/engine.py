@@ -52,7 +52,6 @@ class ContainerInfo:
     entrypoint: tuple[str, ...]
     health: str | None
     _env: dict[str, str] = field(repr=False)  # never stored or printed: it may hold passwords
-    started_at: str = ""  # State.StartedAt: changes whenever the container is started
 
     @property
     def running(self) -> bool:
@@ -449,7 +448,6 @@ def _container_info(container: Container) -> ContainerInfo:
         entrypoint=tuple(config.get("Entrypoint") or ()),
         health=health,
         _env=env,
-        started_at=str(state.get("StartedAt", "")),
     )
 
 
