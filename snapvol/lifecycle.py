@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,16 +155,30 @@ def located(snap: Snapshot, backup_dir: Path) -> Snapshot:
 
 
 def verify(
-    snaps: Sequence[Snapshot], backup_dir: Path, reporter: Reporter
+    snaps: Sequence[Snapshot],
+    backup_dir: Path,
+    reporter: Reporter,
+    members: Callable[[str], Sequence[Member]] | None = None,
 ) -> Iterator[tuple[Snapshot, str | None]]:
-    """Check each snapshot's archive as a restore would; yield it with what is wrong, or None."""
+    """Check each snapshot's archive as a restore would; yield it with what is wrong, or None.
+
+    ``members`` (a snapshot id's recorded files): volume snapshots are also checked as a
+    restore checks them before it touches anything (``restore_refusal``).
+    """
     for snap in snaps:
         try:
             check_archive(located(snap, backup_dir), reporter)
         except SnapvolError as err:
             yield snap, err.message
-        else:
-            yield snap, None
+            continue
+        refusal = None
+        if members is not None and snap.kind == "volume":
+            refusal = restore_refusal(
+                members(snap.id),
+                holds_postgres=bool(snap.meta.get("is_postgres")),
+                pg_version=snap.pg_version,
+            )
+        yield snap, None if refusal is None else f"a restore would refuse it: {refusal}"
 
 
 def check_restorable(snapshot: Snapshot) -> None:

@@ -16,7 +16,8 @@ from snapvol.store import COMPLETE
 @json_option
 @with_app
 def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
-    """Check archives against their recorded SHA-256 (default: every complete snapshot).
+    """Check archives against their recorded SHA-256 (default: every complete snapshot), and
+    volume snapshots' recorded files as a restore would check them.
 
     Nothing is changed. Exits 7 if any archive is missing, modified or truncated, so a
     scheduled `snapvol verify` tells you a backup went bad before you need it.
@@ -24,7 +25,7 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
     with app.store() as store:
         snaps = [store.resolve(r) for r in refs] if refs else store.snapshots(status=COMPLETE)
         results = []
-        for snap, problem in lifecycle.verify(snaps, app.backup_dir, app.console):
+        for snap, problem in lifecycle.verify(snaps, app.backup_dir, app.console, store.members):
             results.append(
                 {"id": snap.id, "name": snap.name, "ok": problem is None, "error": problem}
             )

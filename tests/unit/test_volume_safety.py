@@ -4,6 +4,8 @@ detection of a container someone else started while snapvol held it stopped."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +14,7 @@ import pytest
 from snapvol import guard, hostpath, lifecycle, volume
 from snapvol.engine import ContainerState, VolumeInfo
 from snapvol.errors import IntegrityError, OperationFailed
+from snapvol.store import Snapshot, Store
 from snapvol.tarscan import DIRECTORY, HARDLINK, REGULAR, SYMLINK, Member
 
 
@@ -123,3 +126,33 @@ def test_a_container_someone_started_is_detected_and_left_to_them(now: Container
         down.check_still_stopped()
     assert "started by someone else" in caught.value.message and "db" in caught.value.message
     assert down.taken_over
+
+
+def test_verify_reports_a_complete_snapshot_restore_would_refuse(cmd, tmp_path: Path) -> None:
+    """A record from before the completion check (or edited by hand) that restore refuses is
+    not "ok" for verify either: both run the same check."""
+    archive = tmp_path / "old.tar.zst"
+    archive.write_bytes(b"archive bytes")
+    store = Store.open(tmp_path / "manifests.db")
+    for snap_id, name, extra in (
+        ("a0a0a0a0", "fine", []),
+        ("b0b0b0b0", "escapes", [member("a/h", HARDLINK, "../../etc/shadow")]),
+    ):
+        store.add(
+            Snapshot(
+                id=snap_id, name=name, kind="volume", container="c", volume="v", path=str(archive)
+            )
+        )
+        store.complete(
+            snap_id,
+            [*TREE, *extra],
+            sha256=hashlib.sha256(archive.read_bytes()).hexdigest(),
+            size_bytes=archive.stat().st_size,
+            raw_bytes=0,
+        )
+    store.close()
+
+    result = cmd("verify", "--json", exit_code=7)
+    verdicts = {r["name"]: r["error"] for r in json.loads(result.stdout)}
+    assert verdicts["fine"] is None
+    assert "a restore would refuse it" in verdicts["escapes"] and "'a/h'" in verdicts["escapes"]
