@@ -51,21 +51,30 @@ class Downtime:
             with contextlib.suppress(Exception):
                 self._start_if_needed()
 
-    def check_still_stopped(self) -> None:
-        """Raise if someone else started the container since snapvol stopped it (or found it
-        stopped): what was read of the volume meanwhile is not a cold copy. The container is
-        then theirs: it is neither started nor waited for when the block ends."""
+    def started_by_someone_else(self) -> str | None:
+        """When someone else started the container since snapvol stopped it (or found it
+        stopped), a description of it; else None. The container is then theirs: it is neither
+        started nor waited for when the block ends."""
         if self._inspect is None or self._before is None:
-            return
+            return None
         now = self._inspect()
         if now.started_at == self._before.started_at and not now.running:
-            return
+            return None
         self.taken_over = True
-        raise OperationFailed(
+        return (
             f"container {self._name} was started by someone else (at {now.started_at}, now "
-            f"{now.status}) while snapvol held it stopped: what was read of its volume is not a "
-            "cold copy, so it was discarded; the container was left as it is"
+            f"{now.status}) while snapvol held it stopped"
         )
+
+    def check_still_stopped(self) -> None:
+        """Raise if someone else started the container: what was read of the volume meanwhile
+        is not a cold copy."""
+        started = self.started_by_someone_else()
+        if started is not None:
+            raise OperationFailed(
+                f"{started}: what was read of its volume is not a cold copy, so it was "
+                "discarded; the container was left as it is"
+            )
 
     def _start_if_needed(self) -> None:
         with self._lock:

@@ -264,6 +264,11 @@ def restore_volume(
             put_back(engine, image, target, snap, plan.members, reporter)
         except BaseException as err:
             why = describe(err)
+            taken = down.started_by_someone_else()
+            if taken is not None:  # rolling back would rewrite the volume under them again
+                raise OperationFailed(
+                    f"restore failed ({why}) and {_left_to_them(taken, snap, safety)}"
+                ) from err
             if safety is None:
                 down.keep_stopped = True
                 raise OperationFailed(
@@ -284,8 +289,20 @@ def restore_volume(
             raise OperationFailed(
                 f"restore failed ({why}); the volume was rolled back to safety snapshot {safety.id}"
             ) from err
+        taken = down.started_by_someone_else()
+        if taken is not None:
+            raise OperationFailed(_left_to_them(taken, snap, safety))
         down.phase("stopped")
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
+
+
+def _left_to_them(taken: str, snap: Snapshot, safety: Snapshot | None) -> str:
+    """What to say when someone else started the container while its volume was rewritten."""
+    before = f" (safety snapshot {safety.id} holds the data from before)" if safety else ""
+    return (
+        f"{taken}, while its volume was being rewritten: it may have run on half-written data "
+        f"and was left as it is; stop it and run `snapvol restore {snap.id}` again{before}"
+    )
 
 
 __all__ = [

@@ -208,6 +208,38 @@ def test_a_container_started_by_someone_else_mid_snapshot_fails_it(
     assert pg.psql("select count(*) from usuarios") == "500"
 
 
+def test_a_container_started_by_someone_else_mid_restore_is_left_to_them(
+    bed: TestBed, cmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same during a restore: never "Restored", and no rollback under the new owner."""
+    container, _ = bed.plain(mount=MOUNT)
+    run(container, f"head -c 4000000 /dev/urandom > {MOUNT}/random.bin")
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    run(container, f"echo after > {MOUNT}/after.txt")
+    intruder: dict[str, str] = {}
+    real = volume.archive.decompressed_chunks
+
+    def someone_starts_it(path: Path, progress=None):
+        for n, chunk in enumerate(real(path, progress)):
+            if path == Path(snap["path"]) and n == 1 and not intruder:
+                container.reload()
+                assert container.status == "exited"  # snapvol stopped it
+                container.start()
+                container.reload()
+                intruder["started_at"] = container.attrs["State"]["StartedAt"]
+            yield chunk
+
+    monkeypatch.setattr(volume.archive, "decompressed_chunks", someone_starts_it)
+    result = cmd("restore", snap["id"], "--yes", exit_code=11)
+    assert intruder, "the archive was never half extracted"
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "started by someone else" in error and "left as it is" in error
+    assert "Restored" not in result.stderr
+    container.reload()
+    assert container.status == "running"
+    assert container.attrs["State"]["StartedAt"] == intruder["started_at"]
+
+
 # --- issue 9 item 11: a PostgreSQL snapshot without its version and cluster state -------------
 
 
