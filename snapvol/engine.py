@@ -76,6 +76,16 @@ def _anonymous(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ContainerState:
+    status: str
+    started_at: str  # State.StartedAt: changes whenever the container is started
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting", "paused")
+
+
+@dataclass(frozen=True)
 class VolumeUser:
     id: str
     name: str
@@ -88,6 +98,9 @@ class VolumeInfo:
     mountpoint: str
     driver: str
     labels: dict[str, str]
+    # The driver's options (``--opt``): the local driver then mounts the volume only while a
+    # container uses it. Values may hold credentials (cifs): never print or store them.
+    options: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @contextlib.contextmanager
@@ -144,6 +157,12 @@ class Engine:
             container = self.client.containers.get(ref)
         return _container_info(container)
 
+    def state(self, container_id: str) -> ContainerState:
+        """The container's status and when it was last started, inspected now."""
+        with _translate("inspecting the container"):
+            state = self.api.inspect_container(container_id)["State"]
+        return ContainerState(str(state.get("Status", "")), str(state.get("StartedAt", "")))
+
     def stop(self, container_id: str, timeout: int) -> None:
         with _translate("stopping the container"):
             self.api.stop(container_id, timeout=timeout)
@@ -194,6 +213,7 @@ class Engine:
             mountpoint=attrs.get("Mountpoint", ""),
             driver=attrs.get("Driver", ""),
             labels=attrs.get("Labels") or {},
+            options=attrs.get("Options") or {},
         )
 
     # --- helper containers --------------------------------------------------------------------

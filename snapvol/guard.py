@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from snapvol import postgres
-from snapvol.engine import ContainerInfo, Engine
+from snapvol.engine import ContainerInfo, ContainerState, Engine
+from snapvol.errors import OperationFailed
 from snapvol.output import Reporter
 from snapvol.watchdog import Watchdog, WatchdogConfig, spawn
 
@@ -26,7 +27,13 @@ class Downtime:
     seconds: float = 0.0
     # Set when the volume holds data the service must not start on (a failed, unrolled restore).
     keep_stopped: bool = False
+    # Set when someone else started the container while snapvol held it stopped: it is theirs.
+    taken_over: bool = False
     watchdog: Watchdog = field(default_factory=lambda: Watchdog(None, None))
+    # How the container was found just before the stop, and a way to inspect it again.
+    _before: ContainerState | None = field(default=None, init=False)
+    _inspect: Callable[[], ContainerState] | None = field(default=None, init=False)
+    _name: str = field(default="", init=False)
     # Starts the container; set by ``stopped`` while the container is down and was running.
     _start: Callable[[], None] | None = field(default=None, init=False)
     _started: bool = field(default=False, init=False)
@@ -43,6 +50,31 @@ class Downtime:
         if not self.keep_stopped:
             with contextlib.suppress(Exception):
                 self._start_if_needed()
+
+    def started_by_someone_else(self) -> str | None:
+        """When someone else started the container since snapvol stopped it (or found it
+        stopped), a description of it; else None. The container is then theirs: it is neither
+        started nor waited for when the block ends."""
+        if self._inspect is None or self._before is None:
+            return None
+        now = self._inspect()
+        if now.started_at == self._before.started_at and not now.running:
+            return None
+        self.taken_over = True
+        return (
+            f"container {self._name} was started by someone else (at {now.started_at}, now "
+            f"{now.status}) while snapvol held it stopped"
+        )
+
+    def check_still_stopped(self) -> None:
+        """Raise if someone else started the container: what was read of the volume meanwhile
+        is not a cold copy."""
+        started = self.started_by_someone_else()
+        if started is not None:
+            raise OperationFailed(
+                f"{started}: what was read of its volume is not a cold copy, so it was "
+                "discarded; the container was left as it is"
+            )
 
     def _start_if_needed(self) -> None:
         with self._lock:
@@ -81,8 +113,14 @@ def stopped(
     A container that was already stopped is left stopped. The restart happens however the body
     ends: exceptions, Ctrl-C and SIGTERM here; SIGKILL or a crash through the watchdog.
     """
-    downtime = Downtime(was_running=info.running)
-    if info.running:
+    # Inspected again here, not taken from ``info``: the baseline against which a start by
+    # someone else is detected (``Downtime.check_still_stopped``) must be the state we stop from.
+    before = engine.state(info.id)
+    running = before.status in ("running", "restarting")
+    downtime = Downtime(was_running=running)
+    downtime._before, downtime._name = before, info.name
+    downtime._inspect = lambda: engine.state(info.id)
+    if running:
         downtime._start = lambda: engine.start(info.id)
     if watchdog is not None:
         # Started before the stop, so there is no moment with the container down and no guard.
@@ -92,7 +130,7 @@ def stopped(
     stop_requested = time.time()  # a postmaster.pid older than this is not the restarted server's
     restarted = False
     try:
-        if info.running:
+        if running:
             timeout = postgres.STOP_TIMEOUT if is_postgres else 30
             reporter.step(f"stopping {info.name} (clean shutdown, up to {timeout} s)")
             engine.stop(info.id, timeout=timeout)
@@ -102,7 +140,9 @@ def stopped(
     finally:
         # keep_stopped: the error being raised explains why the container stays stopped.
         try:
-            if info.running and not downtime.keep_stopped:
+            if downtime.taken_over:
+                reporter.step(f"{info.name} was started by someone else; leaving it as it is")
+            elif running and not downtime.keep_stopped:
                 reporter.step(f"starting {info.name}")
                 downtime._start_if_needed()
                 wait_healthy(engine, info, is_postgres, pid_file=pid_file, since=stop_requested)

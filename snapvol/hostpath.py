@@ -6,6 +6,11 @@ is local, the volume uses the ``local`` driver and its directory is readable by 
 snapvol reads and writes the directory itself (``snapvol.dirtar``), several times faster, numeric
 owners and modes kept. Every restore reads the volume back and compares every file with the
 store, whichever lane wrote it.
+
+A volume created with driver options (``--opt type=none --opt o=bind --opt device=...``, nfs,
+cifs, tmpfs) is different: the local driver mounts it on its directory only while a container
+uses it, so once the container is stopped that directory is an empty stand-in. Such volumes go
+through the archive endpoint, whose helper container makes Docker mount them.
 """
 
 from __future__ import annotations
@@ -27,9 +32,36 @@ def _engine_is_local() -> bool:
     return host == "" or host.startswith("unix://")
 
 
+def mounted_on_use(volume: VolumeInfo) -> bool:
+    """Whether Docker mounts the volume only while a container uses it (driver options)."""
+    return bool(volume.options)
+
+
+def kind(volume: VolumeInfo) -> str:
+    """What the volume is made of, for messages: ``bind`` or its ``type`` option, else its
+    driver. Never the options' values themselves: cifs keeps a password in ``o``."""
+    flags = volume.options.get("o", "").split(",")
+    if "bind" in flags or "rbind" in flags:
+        return "bind"
+    return volume.options.get("type") or volume.driver
+
+
+def is_tmpfs(volume: VolumeInfo) -> bool:
+    """A tmpfs volume: its files vanish as soon as no container uses it."""
+    return volume.options.get("type") == "tmpfs"
+
+
 def volume_dir(volume: VolumeInfo, reader: str) -> Path | None:
     """The volume's directory when the host lane may be used, else None (use the endpoint)."""
     if reader == "endpoint":
+        return None
+    if mounted_on_use(volume):
+        if reader == "host":
+            raise OperationFailed(
+                f"volume {volume.name} is a {kind(volume)} volume (driver options): Docker "
+                "mounts it only while a container uses it, so its directory on this host is not "
+                "what the container sees; use --reader endpoint"
+            )
         return None
     path = Path(volume.mountpoint) if volume.mountpoint else None
     usable = (

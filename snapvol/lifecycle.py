@@ -1,5 +1,6 @@
 """A snapshot's life in the store: recorded as in progress before any byte is written, then
-completed or failed; and the integrity check every restore starts with."""
+completed or failed; and the checks every restore starts with, which a volume snapshot must pass
+before it is recorded complete."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from snapvol.errors import (
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.store import COMPLETE, IN_PROGRESS, Snapshot, Store
+from snapvol.tarscan import Member, unsafe_reason
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
@@ -188,16 +190,30 @@ def located(snap: Snapshot, backup_dir: Path) -> Snapshot:
 
 
 def verify(
-    snaps: Sequence[Snapshot], backup_dir: Path, reporter: Reporter
+    snaps: Sequence[Snapshot],
+    backup_dir: Path,
+    reporter: Reporter,
+    members: Callable[[str], Sequence[Member]] | None = None,
 ) -> Iterator[tuple[Snapshot, str | None]]:
-    """Check each snapshot's archive as a restore would; yield it with what is wrong, or None."""
+    """Check each snapshot's archive as a restore would; yield it with what is wrong, or None.
+
+    ``members`` (a snapshot id's recorded files): volume snapshots are also checked as a
+    restore checks them before it touches anything (``restore_refusal``).
+    """
     for snap in snaps:
         try:
             check_archive(located(snap, backup_dir), reporter)
         except SnapvolError as err:
             yield snap, err.message
-        else:
-            yield snap, None
+            continue
+        refusal = None
+        if members is not None and snap.kind == "volume":
+            refusal = restore_refusal(
+                members(snap.id),
+                holds_postgres=bool(snap.meta.get("is_postgres")),
+                pg_version=snap.pg_version,
+            )
+        yield snap, None if refusal is None else f"a restore would refuse it: {refusal}"
 
 
 def check_restorable(snapshot: Snapshot) -> None:
@@ -206,6 +222,34 @@ def check_restorable(snapshot: Snapshot) -> None:
         raise IntegrityError(
             f"snapshot {snapshot.id} is {snapshot.status}, not complete; it cannot be restored"
         )
+
+
+def restore_refusal(
+    members: Sequence[Member], *, holds_postgres: bool, pg_version: str | None
+) -> str | None:
+    """Why a restore would refuse a volume snapshot recorded with ``members`` (and, when it
+    holds PostgreSQL data, ``pg_version``) before touching anything; None when it would not.
+
+    A restore runs this on the recorded list before it stops anything, and a volume snapshot
+    runs it before it is recorded complete: the one function keeps them from ever disagreeing,
+    so that "complete" means "restorable".
+    """
+    if not members:
+        return "it has no recorded files"
+    if holds_postgres and not pg_version:
+        return (
+            "it holds PostgreSQL data but no major version was recorded, so it cannot be "
+            "checked against the target's"
+        )
+    seen: set[str] = set()
+    for member in members:
+        reason = unsafe_reason(member)
+        if reason is not None:
+            return f"archive member {member.path!r} would land outside the volume ({reason})"
+        if member.path in seen:
+            return f"archive member {member.path!r} is recorded twice"
+        seen.add(member.path)
+    return None
 
 
 def check_archive(snapshot: Snapshot, reporter: Reporter) -> None:

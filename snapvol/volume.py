@@ -30,6 +30,7 @@ from snapvol.errors import (
     SnapvolError,
     UsageError,
     VolumeInUseError,
+    describe,
 )
 from snapvol.guard import Downtime, stopped
 from snapvol.output import Reporter
@@ -180,7 +181,14 @@ def resolve_target(
         rel = posixpath.relpath(postgres.data_dir(info), mount.destination)
         subdir = rel if not rel.startswith("..") else "."
     assert mount.name is not None
-    host_dir = hostpath.volume_dir(engine.volume(mount.name), reader)
+    vol = engine.volume(mount.name)
+    if hostpath.is_tmpfs(vol):
+        raise UsageError(
+            f"volume {vol.name} is a tmpfs (driver option type=tmpfs): its files exist only while "
+            "a container uses it, and stopping the container, as a cold snapshot or a restore "
+            "must, erases them; snapvol cannot snapshot or restore it"
+        )
+    host_dir = hostpath.volume_dir(vol, reader)
     return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir, host_dir)
 
 
@@ -244,14 +252,20 @@ def archive_volume(
     reporter: Reporter,
     label: str = "snapshot",
     release: Callable[[], None] | None = None,
+    still_stopped: Callable[[], None] | None = None,
 ) -> Archived:
     """Archive the (stopped) container's volume to ``dest``; record every member on the way.
 
-    ``release`` is called once the whole volume has been read (and the cluster state with it),
-    while the archive is still being finished: the container may start again then.
+    Once the whole volume has been read (and the cluster state with it), ``still_stopped`` checks
+    that no one started the container meanwhile (it raises if someone did, and the archive is
+    refused), then ``release`` lets the container start again while the archive is finished.
+    A PostgreSQL volume whose major version and cluster state could not be read is refused too:
+    a restore could not check it.
     """
     cluster: list[postgres.ClusterState] = []
     errors: list[BaseException] = []
+    refused: list[BaseException] = []
+    read = threading.Event()
 
     def read_cluster() -> None:
         try:
@@ -265,11 +279,18 @@ def archive_volume(
     if side is not None:
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
 
-    def volume_read() -> None:
-        if side is not None:
-            side.join(timeout=60)
-        if release is not None:
-            release()
+    def volume_read() -> None:  # on the reading thread, beside the end of the compression
+        try:
+            if side is not None:
+                side.join(timeout=60)
+            if still_stopped is not None:
+                still_stopped()
+            if release is not None:
+                release()
+        except BaseException as err:  # raised once the archive is written
+            refused.append(err)
+        finally:
+            read.set()
 
     with target.source(engine, image) as source, reporter.transfer(label, None) as advance:
         try:
@@ -278,11 +299,35 @@ def archive_volume(
             )
         except TarFormatError as err:
             raise OperationFailed(f"the volume's tar stream was malformed: {err}") from err
+    read.wait()  # the source ended, so volume_read runs (or ran) on the reading thread
+    if refused:
+        raise refused[0]
+    state = None
     if side is not None:
         side.join(timeout=60)
-        if errors:
-            reporter.warn(f"could not read the cluster state: {errors[0]}")
-    return Archived(result, source.members, cluster[0] if cluster else None)
+        state = cluster[0] if cluster else None
+        problem = _cluster_problem(state, errors, still_running=side.is_alive())
+        if problem is not None:
+            raise OperationFailed(
+                f"{problem}: a snapshot of PostgreSQL data without its major version and cluster "
+                "state cannot be checked when it is restored, so it was not recorded complete"
+            )
+    return Archived(result, source.members, state)
+
+
+def _cluster_problem(
+    state: postgres.ClusterState | None, errors: list[BaseException], *, still_running: bool
+) -> str | None:
+    """Why what was read of the stopped cluster is not enough to record (None: it is)."""
+    if errors:
+        return f"reading the PostgreSQL cluster's state failed ({describe(errors[0])})"
+    if still_running or state is None:
+        return "pg_controldata did not answer within 60 s"
+    if state.major_version is None:
+        return "the cluster's PG_VERSION could not be read"
+    if state.cluster_state is None:
+        return "pg_controldata could not read the cluster's control file"
+    return None
 
 
 def complete(
@@ -292,9 +337,18 @@ def complete(
     downtime: float | None,
     started: float,
 ) -> Snapshot:
+    """Record the snapshot complete, unless a restore would refuse it (then it fails)."""
     meta = snap.meta
     if done.cluster is not None:
         meta["postgres"] = done.cluster.as_meta()
+    pg_version = done.cluster.major_version if done.cluster else None
+    refusal = lifecycle.restore_refusal(
+        done.members, holds_postgres=bool(meta.get("is_postgres")), pg_version=pg_version
+    )
+    if refusal is not None:
+        raise IntegrityError(
+            f"a restore would refuse this snapshot: {refusal}; it was not recorded complete"
+        )
     return store.complete(
         snap.id,
         done.members,
@@ -304,7 +358,7 @@ def complete(
         file_count=len(done.members),
         duration_s=round(time.monotonic() - started, 3),
         downtime_s=None if downtime is None else round(downtime, 3),
-        pg_version=done.cluster.major_version if done.cluster else None,
+        pg_version=pg_version,
         meta_json=json.dumps(meta),
     )
 
@@ -331,6 +385,7 @@ def begin(
             "pg_subdir": target.pg_subdir,
             "level": level,
             "reader": target.reader,
+            "is_postgres": target.is_postgres,
             **meta,
         },
     )
@@ -365,6 +420,7 @@ def snapshot_volume(
                 image=image,
                 reporter=reporter,
                 release=down.release,
+                still_stopped=down.check_still_stopped,
             )
         return complete(store, snap, done, down.seconds if down.was_running else 0.0, started)
     except BaseException as err:

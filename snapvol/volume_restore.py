@@ -11,13 +11,21 @@ content included. Any failure after the volume was touched puts the safety snaps
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from snapvol import archive, lifecycle, postgres, volume
 from snapvol.engine import Engine
-from snapvol.errors import IncompatibleError, IntegrityError, OperationFailed, UsageError, describe
+from snapvol.errors import (
+    IncompatibleError,
+    IntegrityError,
+    OperationFailed,
+    SnapvolError,
+    UsageError,
+    describe,
+)
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
 from snapvol.tarscan import Member, same_file, unsafe_reason
@@ -58,17 +66,15 @@ def plan_volume_restore(
     volume.check_sole_user(engine, target, restore=True)
     lifecycle.check_archive(snapshot, reporter)
     members = store.members(snapshot.id)
-    if not members:
+    refusal = lifecycle.restore_refusal(
+        members,
+        holds_postgres=bool(snapshot.meta.get("is_postgres")),
+        pg_version=snapshot.pg_version,
+    )
+    if refusal is not None:
         raise IntegrityError(
-            f"snapshot {snapshot.id} has no recorded files; refusing to restore it"
+            f"snapshot {snapshot.id} cannot be restored: {refusal}; nothing was changed"
         )
-    for member in members:
-        reason = unsafe_reason(member)
-        if reason is not None:
-            raise IntegrityError(
-                f"archive member {member.path!r} would land outside the volume ({reason}); "
-                "nothing was changed"
-            )
     target_major = postgres.major_of_image(target.container) if target.is_postgres else None
     if snapshot.pg_version and target.is_postgres:
         if target_major is None:
@@ -187,6 +193,7 @@ def _safety_snapshot(
     level: int,
     restoring: Snapshot,
     reporter: Reporter,
+    still_stopped: Callable[[], None],
 ) -> Snapshot:
     """Archive the current volume (the container is already stopped) as a complete snapshot."""
     reporter.step("taking a safety snapshot of the current volume")
@@ -202,10 +209,15 @@ def _safety_snapshot(
             image=image,
             reporter=reporter,
             label="safety snapshot",
+            still_stopped=still_stopped,
         )
         return volume.complete(store, safety, done, None, started)
     except BaseException as err:
         lifecycle.fail(store, safety, err)
+        if isinstance(err, SnapvolError):
+            raise type(err)(
+                f"the safety snapshot failed, so the volume was not changed: {err.message}"
+            ) from err
         raise
 
 
@@ -244,6 +256,7 @@ def restore_volume(
                 level=level,
                 restoring=snap,
                 reporter=reporter,
+                still_stopped=down.check_still_stopped,
             )
         down.phase("dirty", safety=safety.id if safety else None, volume=target.volume, image=image)
         try:
@@ -251,6 +264,11 @@ def restore_volume(
             put_back(engine, image, target, snap, plan.members, reporter)
         except BaseException as err:
             why = describe(err)
+            taken = down.started_by_someone_else()
+            if taken is not None:  # rolling back would rewrite the volume under them again
+                raise OperationFailed(
+                    f"restore failed ({why}) and {_left_to_them(taken, snap, safety)}"
+                ) from err
             if safety is None:
                 down.keep_stopped = True
                 raise OperationFailed(
@@ -271,8 +289,20 @@ def restore_volume(
             raise OperationFailed(
                 f"restore failed ({why}); the volume was rolled back to safety snapshot {safety.id}"
             ) from err
+        taken = down.started_by_someone_else()
+        if taken is not None:
+            raise OperationFailed(_left_to_them(taken, snap, safety))
         down.phase("stopped")
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
+
+
+def _left_to_them(taken: str, snap: Snapshot, safety: Snapshot | None) -> str:
+    """What to say when someone else started the container while its volume was rewritten."""
+    before = f" (safety snapshot {safety.id} holds the data from before)" if safety else ""
+    return (
+        f"{taken}, while its volume was being rewritten: it may have run on half-written data "
+        f"and was left as it is; stop it and run `snapvol restore {snap.id}` again{before}"
+    )
 
 
 __all__ = [

@@ -210,11 +210,14 @@ class TestBed:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)  # v: anonymous volumes only
         # Helper containers snapvol left behind for these volumes would keep them in use.
-        helpers = self.client.containers.list(all=True, filters={"label": "org.snapvol.helper"})
+        helpers = self.client.containers.list(
+            all=True, filters={"label": "org.snapvol.helper"}, ignore_removed=True
+        )
         for container in helpers:
             mounts = {m.get("Name") for m in container.attrs.get("Mounts", [])}
             if mounts & set(self.volumes):
-                container.remove(force=True, v=True)
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True, v=True)
         for vol in self.volumes:
             with contextlib.suppress(docker.errors.NotFound):
                 self.client.volumes.get(vol).remove(force=True)

@@ -16,7 +16,8 @@ from snapvol.store import COMPLETE
 @json_option
 @with_app
 def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
-    """Check archives against their recorded SHA-256 (default: every complete snapshot).
+    """Check archives against their recorded SHA-256 (default: every complete snapshot), and
+    volume snapshots' recorded files as a restore would check them.
 
     Archives are not changed; each result is recorded in the store, and `snapvol prune` never
     deletes the newest snapshot of a source whose last verification succeeded. Exits 7 if any
@@ -26,7 +27,7 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
     with app.store() as store:
         snaps = [store.resolve(r) for r in refs] if refs else store.snapshots(status=COMPLETE)
         results = []
-        for snap, problem in lifecycle.verify(snaps, app.backup_dir, app.console):
+        for snap, problem in lifecycle.verify(snaps, app.backup_dir, app.console, store.members):
             if snap.status == COMPLETE:  # retention keeps the newest that verified good
                 store.record_verification(snap.id, problem is None)
             results.append(
