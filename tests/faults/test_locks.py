@@ -80,9 +80,7 @@ def test_two_environments_one_operation_on_a_container(bed: TestBed, tmp_path: P
     paused: list[subprocess.Popen[str]] = []
     try:
         # 1. A snapshot from the shell, paused mid-stream with the container stopped.
-        first = start(
-            shell, "snapshot", "--volume", "--container", pg.name, "--level", "19", "--json"
-        )
+        first = start(shell, "snapshot", "--volume", "--container", pg.name, "--json")
         partial = wait_for_partial(tmp_path / "main-backups")
         first.send_signal(signal.SIGSTOP)
         paused.append(first)
