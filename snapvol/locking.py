@@ -103,11 +103,10 @@ def is_held(container_id: str) -> bool:
     """
     try:
         path = lock_path(container_id)
-        with _open_dir(path.parent) as dir_fd:
-            try:
-                fd = os.open(path.name, os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
-            except FileNotFoundError:
-                return False
+        with _open_dir(path.parent, create=False) as dir_fd:
+            fd = os.open(path.name, os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False  # no lock file (or no directory yet): nobody ever locked it since boot
     except (OSError, OperationFailed):
         return True
     try:
@@ -155,8 +154,12 @@ def _owner(uid: int) -> str:
 
 
 @contextlib.contextmanager
-def _open_dir(path: Path) -> Iterator[int]:
-    """The lock directory, created 1777 like /tmp, opened without following a symbolic link."""
+def _open_dir(path: Path, create: bool = True) -> Iterator[int]:
+    """The lock directory, created 1777 like /tmp, opened without following a symbolic link.
+
+    Without ``create`` a missing directory raises FileNotFoundError: a reader (``ls`` run by
+    anyone) never creates it, so it never owns it.
+    """
     parent = os.stat(path.parent)
     if not _trusted(parent.st_uid) or (
         parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX
@@ -166,11 +169,14 @@ def _open_dir(path: Path) -> Iterator[int]:
             f"{_owner(parent.st_uid)}: cannot keep locks there safely"
         )
     created = False
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-        created = True
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+            created = True
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
     except OSError as err:
         raise OperationFailed(
             f"lock directory {path} is not a directory (a symbolic link?): {err.strerror}; "
@@ -181,10 +187,17 @@ def _open_dir(path: Path) -> Iterator[int]:
         if info.st_uid == os.geteuid() and (created or stat.S_IMODE(info.st_mode) != 0o1777):
             os.fchmod(fd, 0o1777)  # every user creates lock files here; none deletes another's
             info = os.fstat(fd)
+        if not _trusted(info.st_uid) and os.geteuid() == 0 and create:
+            # Made by a user outside the docker group (a rootless Docker user, say): root takes
+            # it over, so that its maker can no longer remove other users' lock files.
+            os.fchown(fd, 0, 0)
+            os.fchmod(fd, 0o1777)
+            info = os.fstat(fd)
         if not _trusted(info.st_uid):
             raise OperationFailed(
                 f"lock directory {path} is owned by {_owner(info.st_uid)}, who could remove "
-                "other users' locks; remove it (as root) and try again"
+                "other users' locks; run snapvol once as root (it takes the directory over) or "
+                "remove the directory, and try again"
             )
         if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
             raise OperationFailed(
