@@ -1,6 +1,6 @@
 """Cleaning up after interrupted runs: every command starts by finding what a dead run left.
 
-A snapshot recorded as in progress whose process is gone (or whose container lock nobody holds)
+A snapshot recorded as in progress whose container lock nobody holds and whose process is gone
 is marked failed and its partial file removed; a partial file left for a snapshot this store
 already knows as failed or complete, and helper containers whose owner is gone, are removed too.
 Each finding is one line on stderr.
@@ -22,17 +22,22 @@ from snapvol.archive import PARTIAL_SUFFIX
 from snapvol.engine import OWNER_LABEL, Engine
 from snapvol.errors import SnapvolError
 from snapvol.output import Reporter
-from snapvol.runtime import pid_alive
+from snapvol.runtime import pid_alive, started_after
 from snapvol.store import IN_PROGRESS, Snapshot, Store
 
 
 def _still_running(snap: Snapshot) -> bool:
+    """Whether the snapshot's run may still be going: it is judged interrupted only when its
+    container's machine-wide lock is free and its process is gone."""
     if snap.pid == os.getpid():
         return True
     if snap.host != socket.gethostname():
         return True  # another machine's run: we cannot tell, so leave it alone
-    alive = snap.pid is not None and pid_alive(snap.pid)
-    return alive and locking.is_held(snap.container_id)
+    if locking.is_held(snap.container_id):  # held, or cannot be checked
+        return True
+    if snap.pid is None or not pid_alive(snap.pid):
+        return False
+    return not started_after(snap.pid, snap.created_at)  # a reused pid is not the run
 
 
 def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Snapshot]:
