@@ -17,6 +17,7 @@ import pytest
 from snapvol import lifecycle
 from snapvol.names import archive_filename, new_id
 from snapvol.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store
+from snapvol.tarscan import Member
 
 
 def dead_pid() -> int:
@@ -59,7 +60,8 @@ def record(
         path.write_bytes(content)
     if status == COMPLETE:
         digest = hashlib.sha256(content or b"").hexdigest()
-        store.complete(sid, sha256=digest, size_bytes=len(content or b""))
+        root = Member(path=".", type="dir", size=0, mode=0o755, uid=0, gid=0, mtime=0)
+        store.complete(sid, [root], sha256=digest, size_bytes=len(content or b""))
     elif status == FAILED:
         store.fail(sid, "crafted")
     result = store.get(sid)

@@ -19,6 +19,7 @@ import pytest
 import snapvol
 from snapvol import locking, recovery
 from snapvol.errors import LockedError, OperationFailed
+from snapvol.names import archive_filename, new_id
 from snapvol.store import IN_PROGRESS, Snapshot, Store
 
 SOURCE = str(Path(snapvol.__file__).resolve().parent.parent)
@@ -270,15 +271,17 @@ def test_the_lock_directory_is_created_sticky_and_open_to_all(
 def record(
     db: Path, container_id: str, pid: int, created: datetime, host: str | None = None
 ) -> tuple[Snapshot, Path]:
-    partial = db.parent / "backups" / f"snap-{container_id[:8]}.tar.zst.partial"
+    sid = new_id()
+    name = f"snap-{container_id[:8]}"
+    partial = db.parent / "backups" / (archive_filename(name, sid, ".tar.zst") + ".partial")
     partial.parent.mkdir(exist_ok=True, mode=0o700)
     partial.write_bytes(b"half an archive")
     store = Store.open(db)
     try:
         snap = store.add(
             Snapshot(
-                id=secrets.token_hex(4),
-                name=f"snap-{container_id[:8]}",
+                id=sid,
+                name=name,
                 kind="volume",
                 status=IN_PROGRESS,
                 container="db",
