@@ -308,6 +308,17 @@ def _pid_file_ready(pid_file: Path, since: float) -> bool:
     return len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
 
 
+# pg_isready (on PATH or in a server's bin directory) at its default socket, else at any socket
+# in the usual directories: a server of an image's own may listen in /tmp or on another port.
+_IS_READY = (
+    "c=pg_isready; command -v pg_isready >/dev/null 2>&1 || for p in "
+    + " ".join(f"{d}/pg_isready" for d in BIN_DIRS)
+    + '; do if [ -x "$p" ]; then c=$p; break; fi; done; "$c" -q -t 2 && exit 0; '
+    "for s in /var/run/postgresql/.s.PGSQL.* /run/postgresql/.s.PGSQL.* /tmp/.s.PGSQL.*; do "
+    '[ -S "$s" ] && "$c" -q -t 2 -h "${s%/*}" -p "${s##*.}" && exit 0; done; exit 1'
+)
+
+
 def wait_ready(
     engine: Engine,
     container_id: str,
@@ -319,7 +330,7 @@ def wait_ready(
 
     ``pid_file``: the data directory's ``postmaster.pid`` when this host can read it (the host
     lane), watched every 10 ms for a server started after ``since``; ``pg_isready`` in the
-    container is asked too, every 0.25 s (every 50 ms without a ``pid_file``).
+    container is asked too (``_IS_READY``), every 0.25 s (every 50 ms without a ``pid_file``).
     """
     start = time.monotonic()
     every = 0.05 if pid_file is None else 0.25
@@ -329,7 +340,7 @@ def wait_ready(
             return time.monotonic() - start
         if time.monotonic() >= probe_at:
             engine.wait_status(container_id, ["running"], timeout=max(1.0, timeout))
-            code, _, _ = engine.exec_run(container_id, ["pg_isready", "-q", "-t", "2"])
+            code, _, _ = engine.exec_run(container_id, ["sh", "-c", _IS_READY])
             if code == 0:
                 return time.monotonic() - start
             probe_at = time.monotonic() + every

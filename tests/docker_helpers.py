@@ -48,6 +48,7 @@ class PgContainer:
     user: str = "postgres"
     port: int | None = None
     exec_user: str = ""  # the OS user psql and pg_dump run as here ("": the container's own)
+    exec_env: dict[str, str] | None = None  # and their environment (PGHOST...)
 
     @property
     def name(self) -> str:
@@ -82,6 +83,7 @@ class PgContainer:
             ],
             demux=True,
             user=self.exec_user,
+            environment=self.exec_env,
         )
         stdout, stderr = out
         if code != 0:
@@ -102,6 +104,7 @@ class PgContainer:
             ],
             demux=True,
             user=self.exec_user,
+            environment=self.exec_env,
         )
         stdout, stderr = out
         if code != 0:
@@ -109,11 +112,18 @@ class PgContainer:
         return (stdout or b"").decode()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        wait_pg_ready(self.container, self.user, self.database, timeout, self.exec_user)
+        wait_pg_ready(
+            self.container, self.user, self.database, timeout, self.exec_user, self.exec_env
+        )
 
 
 def wait_pg_ready(
-    container: Container, user: str, database: str, timeout: float = 60.0, exec_user: str = ""
+    container: Container,
+    user: str,
+    database: str,
+    timeout: float = 60.0,
+    exec_user: str = "",
+    exec_env: dict[str, str] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -122,6 +132,7 @@ def wait_pg_ready(
             code, _ = container.exec_run(
                 ["psql", "-X", "-q", "-U", user, "-d", database, "-c", "select 1"],
                 user=exec_user,
+                environment=exec_env,
             )
             if code == 0:
                 return

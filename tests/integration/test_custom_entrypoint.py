@@ -1,6 +1,7 @@
 """A PostgreSQL image of a company's own: its own entrypoint script starts the server through a
 wrapper, no PG_MAJOR, PGDATA empty, the cluster below its own mount, the server's programs off
-PATH, and only local ``peer`` authentication. Every path of snapvol must recognise it.
+PATH, its socket in /tmp on port 5433 (where the image's clients do not look), and only local
+``peer`` authentication. Every path of snapvol must recognise it and reach it.
 
 The image is built here from the test image (no network), tagged uniquely and removed after.
 """
@@ -25,6 +26,7 @@ from tests.pgdata import fill_demo
 pytestmark = pytest.mark.docker
 
 HOME = "/srv/company/pg"  # the volume's mount; the cluster is in its "cluster" directory
+SOCKET = {"PGHOST": "/tmp", "PGPORT": "5433"}  # for the tests' own psql and pg_dump
 
 RUN_SH = """#!/bin/sh
 # The company's entrypoint: its own variables and directory, the server started by a wrapper.
@@ -40,7 +42,8 @@ if [ ! -s "$home/cluster/PG_VERSION" ]; then
     --auth-local=peer --auth-host=reject >/dev/null
 fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups \\
-  /usr/lib/postgresql/15/bin/postgres -D "$home/cluster" -c listen_addresses=
+  /usr/lib/postgresql/15/bin/postgres -D "$home/cluster" -c listen_addresses= \\
+  -c unix_socket_directories=/tmp -c port=5433
 """
 
 DOCKERFILE = f"""ARG BASE
@@ -92,7 +95,9 @@ def company_pg(module_bed: TestBed, company_image: str) -> PgContainer:
         labels={TEST_LABEL: "1"},
     )
     module_bed.containers.append(container)
-    pg = PgContainer(container, volume, password="", database="postgres", exec_user="postgres")
+    pg = PgContainer(
+        container, volume, "", database="postgres", exec_user="postgres", exec_env=SOCKET
+    )
     pg.wait_ready()
     pg.psql("CREATE DATABASE pc_db")
     pg.database = "pc_db"
@@ -132,8 +137,12 @@ def test_the_image_hides_every_sign_the_old_detection_read(company: PgContainer)
     assert config["Entrypoint"] == ["/opt/company/run.sh"] and config["Cmd"] == ["serve"]
     assert {"PG_MAJOR=", "PGDATA="} <= set(config["Env"])
     assert not any(e.startswith("POSTGRES_") for e in config["Env"])
-    code, _ = company.container.exec_run(["psql", "-X", "-U", "postgres", "-c", "select 1"])
-    assert code != 0  # peer authentication: root is not let in as postgres
+    code, out = company.container.exec_run(
+        ["psql", "-X", "-U", "postgres", "-c", "select 1"], environment=SOCKET
+    )
+    assert code != 0 and b"Peer authentication failed" in out  # root is not let in as postgres
+    code, out = company.container.exec_run(["psql", "-X", "-U", "postgres", "-c", "select 1"])
+    assert code != 0 and b"No such file" in out  # not where the image's psql looks
 
 
 def test_logical_snapshot_and_restore(company: PgContainer, cmd: Any) -> None:
