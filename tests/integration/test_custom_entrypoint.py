@@ -222,3 +222,15 @@ def test_a_snapshot_of_another_major_version_is_refused(
         company.container.start()
         company.wait_ready()
     assert company.dump() == before
+
+
+def test_a_container_without_a_server_process_is_not_postgresql(bed: TestBed, cmd: Any) -> None:
+    """The PostgreSQL image with its programs, but running only a shell: not a server."""
+    container, _ = bed.plain()
+    result = cmd("snapshot", "--logical", "--container", container.name, exit_code=8)
+    assert "does not run PostgreSQL" in result.stderr
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    assert snap["pg_version"] is None and "postgres" not in snap["meta"]
+    container.stop(timeout=5)
+    result = cmd("snapshot", "--logical", "--container", container.name, exit_code=11)
+    assert "not running" in result.stderr
