@@ -158,11 +158,12 @@ def parse_probe(output: str) -> list[Cluster]:
 
 
 def choose_cluster(clusters: Sequence[Cluster]) -> Cluster | None:
-    """The first of the named directories that is a cluster, else the shallowest one found."""
+    """The first of the named directories that is a cluster, else among those found the one a
+    server has open (its ``postmaster.pid``), else the shallowest."""
     named = [c for c in clusters if c.named]
     if named:
         return named[0]
-    found = sorted(clusters, key=lambda c: c.path.count("/"))
+    found = sorted(clusters, key=lambda c: (c.port is None, c.path.count("/")))
     return found[0] if found else None
 
 

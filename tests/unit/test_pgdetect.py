@@ -120,6 +120,15 @@ def test_probe_output_is_parsed_and_the_surest_cluster_chosen() -> None:
         "16",
     )
     assert choose_cluster([]) is None
+    live = parse_probe(
+        line("found", "15", "/srv/copy/of/old")
+        + "\n"
+        + line("found", "15", "/srv/live/deeper/cluster", "5432", "/var/run/postgresql")
+        + "\n"
+        + line("found", "15", "/srv/x")
+    )
+    chosen = choose_cluster(live)
+    assert chosen is not None and chosen.path == "/srv/live/deeper/cluster"  # the one in use
 
 
 def make_cluster(root: Path, version: str) -> Path:
