@@ -203,6 +203,17 @@ class Engine:
             code = self.api.exec_inspect(exec_id)["ExitCode"]
         return int(code if code is not None else -1), out or b"", err or b""
 
+    def top(self, container_id: str) -> list[str]:
+        """The command lines of a running container's processes, as the host's ``ps`` sees them."""
+        with _translate("listing the container's processes"):
+            try:
+                found = self.api.top(container_id, ps_args="-eo pid,args")
+            except docker.errors.APIError:  # a ps without -o (or an engine that ignores it)
+                found = self.api.top(container_id)
+        titles = [str(t) for t in found.get("Titles") or []]
+        column = next((titles.index(t) for t in ("COMMAND", "CMD") if t in titles), -1)
+        return [str(row[column]) for row in found.get("Processes") or [] if row]
+
     # --- volumes ------------------------------------------------------------------------------
 
     def volume(self, name: str) -> VolumeInfo:

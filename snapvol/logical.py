@@ -204,7 +204,7 @@ def _dump(
     argv += ["--format=custom", "--compress=0"] if fmt == CUSTOM else ["--format=plain"]
     script = pgexec.compressing(level) if in_container else 'exec "$@"'
     stream = engine.exec_stream(
-        target.container.id, pgexec.shell(argv, script), env=pgexec.client_env(app)
+        target.container.id, pgexec.shell(argv, script), **target.exec_options(app)
     )
     with stream, reporter.transfer("dumping", None) as advance:
         if not in_container:

@@ -129,7 +129,7 @@ def _fed(
     chunks, script, expected = source.feed_plan(pgexec.has_zstd(engine, target), argv[0])
     with (
         engine.exec_stream(
-            target.container.id, pgexec.shell(argv, script), stdin=True, env=pgexec.client_env(app)
+            target.container.id, pgexec.shell(argv, script), stdin=True, **target.exec_options(app)
         ) as st,
         reporter.transfer(label, expected) as advance,
     ):
@@ -154,7 +154,7 @@ def check_custom(engine: Engine, target: PgTarget, source: DumpSource, reporter:
         target.container.id,
         pgexec.shell(["pg_restore", "--list"]),
         stdin=True,
-        env=pgexec.client_env(),
+        **target.exec_options(),
     ) as stream:
         listing: list[bytes] = []
         stream.feed(source.chunks())

@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from snapvol import dumpfile, postgres
 from snapvol.engine import ContainerInfo, Engine, ExecStream
@@ -92,31 +93,66 @@ class PgTarget:
     container: ContainerInfo
     database: str
     user: str
+    # Who the tools run as in the container: the server's own OS user (the data directory's
+    # owner) when known, so that the local ``peer`` authentication of packaged servers admits
+    # them; "" is the container's default user.
+    os_user: str = ""
+    socket_dir: str | None = None  # the running server's socket directory and port, when known
+    port: str | None = None
 
     @property
     def maintenance_db(self) -> str:
         """Where CREATE/ALTER/DROP DATABASE run from: never the database they change."""
         return "template1" if self.database == "postgres" else "postgres"
 
+    def exec_options(self, app: str = APP_NAME) -> dict[str, Any]:
+        """The ``user`` and ``env`` every client tool of ours runs with in the container."""
+        env = client_env(app)
+        if self.socket_dir:
+            env["PGHOST"] = self.socket_dir
+        if self.port:
+            env["PGPORT"] = self.port
+        return {"user": self.os_user, "env": env}
+
 
 def resolve_target(
     engine: Engine, container_ref: str, database: str | None = None, user: str | None = None
 ) -> PgTarget:
-    """The running PostgreSQL container, the database (POSTGRES_DB) and role (POSTGRES_USER)."""
+    """The running PostgreSQL container (whatever started the server), the database and role.
+
+    Defaults: POSTGRES_DB and POSTGRES_USER when the container sets them (the official image's
+    names), else the data directory's owner (initdb's default superuser is the OS user that ran
+    it), else ``postgres``; the database defaults to the role's name, as psql's does.
+    """
     info = engine.container(container_ref)
-    if not postgres.is_postgres(info):
-        raise IncompatibleError(f"container {info.name} does not run PostgreSQL")
     if info.status != "running":
         raise OperationFailed(
             f"container {info.name} is {info.status}, not running: logical snapshots and "
             f"restores talk to the live server (start it with `docker start {info.name}`)"
         )
-    user = user or info.env("POSTGRES_USER") or "postgres"
+    server = postgres.detect(engine, info)
+    if server is None:
+        raise IncompatibleError(
+            f"container {info.name} does not run PostgreSQL (no postgres or postmaster process)"
+        )
+    cluster = server.cluster
+    owner = cluster.owner_name if cluster is not None else None
+    user = user or info.env("POSTGRES_USER") or owner or "postgres"
     database = database or info.env("POSTGRES_DB") or user
     for what, value in (("database", database), ("user", user)):
         if "=" in value or "://" in value or not value or "\x00" in value:
             raise UsageError(f"unsupported {what} name {value!r}")
-    return PgTarget(info, database, user)
+    if cluster is None:
+        return PgTarget(info, database, user)
+    sockets = cluster.socket_dir if server.running and cluster.socket_dir else None
+    return PgTarget(
+        info,
+        database,
+        user,
+        os_user=cluster.owner_uid if cluster.owner_uid not in (None, "0") else "",
+        socket_dir=sockets if sockets and sockets.startswith("/") else None,
+        port=cluster.port if server.running else None,
+    )
 
 
 def pg_message(stderr: str) -> str:
@@ -156,7 +192,7 @@ def psql(
     argv = _psql_argv(target, database)
     for statement in [statements] if isinstance(statements, str) else statements:
         argv += ["-c", statement]
-    code, out, err = engine.exec_run(target.container.id, shell(argv), env=client_env())
+    code, out, err = engine.exec_run(target.container.id, shell(argv), **target.exec_options())
     if code != 0:
         raise pg_error(err.decode("utf-8", "replace"), "psql", target, database)
     text = out.decode("utf-8", "replace")
@@ -174,7 +210,7 @@ class PsqlSession:
             target.container.id,
             shell(_psql_argv(target, database)),
             stdin=True,
-            env=client_env(app),
+            **target.exec_options(app),
         )
 
     def query(self, sql: str) -> list[list[str]]:

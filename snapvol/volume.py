@@ -52,6 +52,7 @@ class VolumeTarget:
     is_postgres: bool
     pg_subdir: str  # the data directory relative to the volume's root ("." when it is the root)
     host_dir: Path | None = None  # the volume's directory, when the host lane can read it
+    server: postgres.Server | None = None  # the PostgreSQL server found in the container
 
     @property
     def reader(self) -> str:
@@ -148,7 +149,8 @@ def resolve_target(
 ) -> VolumeTarget:
     """The container and the named volume to work on, with a clear error when it is ambiguous."""
     info = engine.container(container_ref)
-    is_pg = postgres.is_postgres(info)
+    server = postgres.detect(engine, info)
+    is_pg = server is not None
     volumes = info.named_volumes
     if volume_name is not None:
         matches = [m for m in info.volumes if m.name == volume_name]
@@ -159,7 +161,7 @@ def resolve_target(
     else:
         if not volumes:
             raise UsageError(f"container {info.name} mounts no named volume")
-        pgdata = postgres.data_dir(info) if is_pg else None
+        pgdata = server.data_dir if server is not None else None
         at_data = [
             m
             for m in volumes
@@ -177,8 +179,8 @@ def resolve_target(
                 f"pick one with --volume-name: {names}"
             )
     subdir = "."
-    if is_pg:
-        rel = posixpath.relpath(postgres.data_dir(info), mount.destination)
+    if server is not None:
+        rel = posixpath.relpath(server.data_dir, mount.destination)
         subdir = rel if not rel.startswith("..") else "."
     assert mount.name is not None
     vol = engine.volume(mount.name)
@@ -189,7 +191,7 @@ def resolve_target(
             "must, erases them; snapvol cannot snapshot or restore it"
         )
     host_dir = hostpath.volume_dir(vol, reader)
-    return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir, host_dir)
+    return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir, host_dir, server)
 
 
 def stopped_container(

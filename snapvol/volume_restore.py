@@ -75,13 +75,17 @@ def plan_volume_restore(
         raise IntegrityError(
             f"snapshot {snapshot.id} cannot be restored: {refusal}; nothing was changed"
         )
-    target_major = postgres.major_of_image(target.container) if target.is_postgres else None
+    target_major = (
+        postgres.target_major(engine, target.container, target.server, target.volume)
+        if target.server is not None
+        else None
+    )
     if snapshot.pg_version and target.is_postgres:
         if target_major is None:
             raise IncompatibleError(
                 f"cannot tell which PostgreSQL major version {target.container.name} runs"
             )
-        if target_major != snapshot.pg_version.split(".")[0]:
+        if target_major != postgres.major_of(snapshot.pg_version):
             raise IncompatibleError(
                 f"snapshot {snapshot.id} holds PostgreSQL {snapshot.pg_version} data but "
                 f"{target.container.name} runs PostgreSQL {target_major}; "

@@ -47,6 +47,8 @@ class PgContainer:
     database: str = "pc_db"
     user: str = "postgres"
     port: int | None = None
+    exec_user: str = ""  # the OS user psql and pg_dump run as here ("": the container's own)
+    exec_env: dict[str, str] | None = None  # and their environment (PGHOST...)
 
     @property
     def name(self) -> str:
@@ -80,6 +82,8 @@ class PgContainer:
                 sql,
             ],
             demux=True,
+            user=self.exec_user,
+            environment=self.exec_env,
         )
         stdout, stderr = out
         if code != 0:
@@ -99,6 +103,8 @@ class PgContainer:
                 "--restrict-key=snapvoltest",
             ],
             demux=True,
+            user=self.exec_user,
+            environment=self.exec_env,
         )
         stdout, stderr = out
         if code != 0:
@@ -106,16 +112,27 @@ class PgContainer:
         return (stdout or b"").decode()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        wait_pg_ready(self.container, self.user, self.database, timeout)
+        wait_pg_ready(
+            self.container, self.user, self.database, timeout, self.exec_user, self.exec_env
+        )
 
 
-def wait_pg_ready(container: Container, user: str, database: str, timeout: float = 60.0) -> None:
+def wait_pg_ready(
+    container: Container,
+    user: str,
+    database: str,
+    timeout: float = 60.0,
+    exec_user: str = "",
+    exec_env: dict[str, str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         container.reload()
         if container.status == "running":
             code, _ = container.exec_run(
-                ["psql", "-X", "-q", "-U", user, "-d", database, "-c", "select 1"]
+                ["psql", "-X", "-q", "-U", user, "-d", database, "-c", "select 1"],
+                user=exec_user,
+                environment=exec_env,
             )
             if code == 0:
                 return
