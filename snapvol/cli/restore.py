@@ -130,6 +130,14 @@ def _logical_table(plan: Any) -> Table:
             "Owners",
             f"the dump's owners and privileges are skipped: {plan.target.user} owns every object",
         )
+    if plan.allow_roles:
+        roles = ", ".join(plan.new_roles) or "none"
+        kept = f"; already here, left as they are: {', '.join(plan.existing_roles)}"
+        table.add_row(
+            "[red]Roles[/]",
+            f"the dump creates role(s): {roles} (--allow-roles; never superusers, never a change "
+            f"to an existing role){kept if plan.existing_roles else ''}",
+        )
     for warning in plan.warnings:
         table.add_row("[yellow]Note[/]", warning)
     return table
@@ -163,6 +171,12 @@ def _logical_table(plan: Any) -> Table:
     help="Logical, custom format: skip the dump's owners and privileges; the restoring role "
     "owns every object (for a dump from a server whose roles do not exist here).",
 )
+@click.option(
+    "--allow-roles",
+    is_flag=True,
+    help="Logical, SQL file: let the dump create the roles it needs (CREATE ROLE and ALTER "
+    "ROLE of those roles; never a superuser, never an existing role).",
+)
 @click.option("--helper-image", help="Image for helper containers (default: the target's image).")
 @reader_option
 @json_option
@@ -177,6 +191,7 @@ def command(
     assume_yes: bool,
     no_safety_snapshot: bool,
     no_owner: bool,
+    allow_roles: bool,
     helper_image: str | None,
     reader: str,
     as_json: bool,
@@ -189,7 +204,15 @@ def command(
         if ref is not None:
             raise UsageError("give a snapshot or --file, not both")
         summary = _restore_logical(
-            app, None, file, container or DEFAULT_CONTAINER, database, user, assume_yes, no_owner
+            app,
+            None,
+            file,
+            container or DEFAULT_CONTAINER,
+            database,
+            user,
+            assume_yes,
+            no_owner,
+            allow_roles=allow_roles,
         )
     else:
         with app.store() as store:
@@ -200,11 +223,21 @@ def command(
         lifecycle.check_restorable(snap)  # before looking for its container
         if snap.kind == "logical":
             summary = _restore_logical(
-                app, snap, None, container or snap.container, database, user, assume_yes, no_owner
+                app,
+                snap,
+                None,
+                container or snap.container,
+                database,
+                user,
+                assume_yes,
+                no_owner,
+                allow_roles=allow_roles,
             )
         else:
-            if database is not None or user is not None or no_owner:
-                raise UsageError("--database, --user and --no-owner go with logical snapshots")
+            if database is not None or user is not None or no_owner or allow_roles:
+                raise UsageError(
+                    "--database, --user, --no-owner and --allow-roles go with logical restores"
+                )
             summary = _restore_volume(
                 app, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
             )
@@ -270,6 +303,8 @@ def _restore_logical(
     user: str | None,
     assume_yes: bool,
     no_owner: bool,
+    *,
+    allow_roles: bool = False,
 ) -> dict[str, Any]:
     from snapvol import logical_restore, pgexec
 
@@ -281,8 +316,12 @@ def _restore_logical(
         else:
             assert file is not None
             target = pgexec.resolve_target(engine, container, database, user)
-            source = logical_restore.file_source(engine, target, file, app.console)
-        plan = logical_restore.plan_restore(engine, target, source, app.console, no_owner=no_owner)
+            source = logical_restore.file_source(
+                engine, target, file, app.console, allow_roles=allow_roles
+            )
+        plan = logical_restore.plan_restore(
+            engine, target, source, app.console, no_owner=no_owner, allow_roles=allow_roles
+        )
         app.console.err.print(_logical_table(plan))
         confirm_by_typing(
             target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
@@ -304,5 +343,6 @@ def _restore_logical(
         "duration_s": round(result.duration_s, 3),
         "replaced_existing": plan.current.exists,
         "no_owner": plan.no_owner,
+        "roles_created": plan.new_roles,
         "previous_kept_as": result.retired_kept,
     }
