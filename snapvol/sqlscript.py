@@ -137,12 +137,49 @@ _TOKEN = re.compile(
 """,
     re.X | re.S,
 )
+# A run of tokens that cannot change psql's state (no quote, comment, dollar, backslash,
+# semicolon, parenthesis or colon; no identifier right before a quote, which could be E'; no
+# number running into a word). Inside a long statement (INSERTs of a --inserts dump) such runs are
+# skipped whole once the statement and its part are known to be of a harmless kind.
+_FAST = re.compile(
+    rb"""(?:[ \t\r\n]++
+|[A-Za-z_\x80-\xff][A-Za-z_0-9\x80-\xff$]*+(?!')
+|[0-9]++(?:\.[0-9]++)?(?![A-Za-z_\x80-\xff$0-9.])
+|[,.=<>+*%&|!~@#^`?\[\]{}]
+)+""",
+    re.X,
+)
+# A whole INSERT of pg_dump --inserts whose every byte is accounted for: a table name, columns,
+# and rows of plain strings, numbers and words (no call, no cast, no comment, no nesting): read in
+# one match. Anything else is read token by token.
+_NAME = rb'(?:[A-Za-z_][A-Za-z_0-9]*+(?![\'$])|"(?:[^"]|"")*+")'
+_VALUES = rb"\((?:'(?:[^']|'')*+'|[A-Za-z_0-9.]++(?![\'$])|[ ,+*<>=]|-(?!-))*+\)"
+_SIMPLE_INSERT = re.compile(
+    rb"INSERT INTO " + _NAME + rb"(?:\." + _NAME + rb")?"
+    rb"(?: \("
+    + _NAME
+    + rb"(?:, "
+    + _NAME
+    + rb")*\))? VALUES "
+    + _VALUES
+    + rb"(?:,\s*"
+    + _VALUES
+    + rb")*;"
+)
+# Words checked wherever they are: they end a skipped run.
+_WATCHED = re.compile(
+    rb"(?<![A-Za-z_0-9\x80-\xff$])(?:ON|SET_CONFIG|PG_|LO_|DBLINK)",
+    re.I,
+)
+# Statements (and parts of them) whose every token is looked at.
+_NOT_FAST = frozenset(
+    {"ALTER", "CREATE", "DROP", "COPY", "SET", "RESET", "GRANT", "REVOKE", "COMMENT", "SECURITY"}
+)
 _IDENT_CHAR = re.compile(rb"[A-Za-z\x80-\xff_0-9$]")
 _SQUOTE_BODY = re.compile(rb"(?:[^']+|'')*")
 _EQUOTE_BODY = re.compile(rb"(?:[^'\\]+|''|\\.)*", re.S)
 _DQUOTE_BODY = re.compile(rb'(?:[^"]+|"")*')
 _COMMENT_MARK = re.compile(rb"/\*|\*/")
-_COPY_END = re.compile(rb"^\\\.", re.M)
 _RESTRICT = re.compile(rb"\\(?:un)?restrict [A-Za-z0-9]+[ \t\r]*\n")
 _META_NAME = re.compile(rb"\\([A-Za-z]+|.?)", re.S)
 
@@ -211,13 +248,15 @@ class ScriptFilter:
         self._ident_count = 0
         self._stmt_semis = 0  # semicolons inside the current statement (in parentheses, ...)
         self._quoted = bytearray()  # the start of the quoted text being read
+        self._fast = False  # runs of harmless tokens may be skipped (see _FAST)
 
     # --- public ---
 
     def feed(self, data: bytes) -> bytes:
-        if b"\x00" in data:
-            raise self._refuse(self.line + self._buf.count(b"\n"), "it holds a NUL byte")
         buf = self._buf + data if self._buf else bytes(data)
+        nul = buf.find(b"\x00")
+        if nul >= 0:  # psql would read the line only up to it
+            raise self._refuse(self.line + buf.count(b"\n", 0, nul), "it holds a NUL byte")
         end = buf.rfind(b"\n") + 1  # whole lines only: psql reads line by line
         if end:
             self._scan(buf, end)
@@ -277,22 +316,26 @@ class ScriptFilter:
         """COPY data is sent on as is, to the line ``\\.`` (psql's test: exactly that line)."""
         search = pos
         while True:
-            match = _COPY_END.search(buf, search, end)
-            if match is None:
+            if search == pos and buf.startswith(b"\\.", pos):
+                found = pos
+            else:
+                found = buf.find(b"\n\\.", search - 1 if search > pos else pos, end)
+                found = -1 if found < 0 else found + 1
+            if found < 0:
                 self._out.append(buf[pos:end])
                 self.line += buf.count(b"\n", pos, end)
                 return end
-            after = buf[match.end() : match.end() + 1]
+            after = buf[found + 2 : found + 3]
             if after == b"\n":
-                stop = match.end() + 1
+                stop = found + 3
                 self._out.append(buf[pos:stop])
                 self.line += buf.count(b"\n", pos, stop)
                 self._mode = _SQL
                 return stop
             if after == b"\r":  # psql and the server disagree on where such data ends
-                line = self.line + buf.count(b"\n", pos, match.start())
+                line = self.line + buf.count(b"\n", pos, found)
                 raise self._refuse(line, "a COPY data line is '\\.' ended by a carriage return")
-            search = match.end()
+            search = found + 2
 
     def _inside(self, buf: bytes, pos: int, end: int) -> int:
         """Inside a quoted string, a quoted identifier, a dollar quote or a block comment."""
@@ -335,6 +378,21 @@ class ScriptFilter:
         return stop + 1
 
     def _sql_token(self, buf: bytes, pos: int, end: int) -> int:
+        if not self._stmt.tokens and buf.startswith(b"INSERT INTO ", pos):
+            insert = _SIMPLE_INSERT.match(buf, pos, end)
+            if insert is not None and not self._paren and not self._begin:
+                self._flush_held()
+                self._out.append(insert.group())
+                self.line += insert.group().count(b"\n")
+                return insert.end()
+        if self._fast:
+            run = _FAST.match(buf, pos, end)
+            if run is not None:
+                watched = _WATCHED.search(buf, pos, run.end())
+                stop = watched.start() if watched else run.end()
+                if stop > pos:
+                    self._advance(buf, pos, stop)
+                    return stop
         match = _TOKEN.match(buf, pos, end)
         assert match is not None  # "other" matches any byte
         kind, stop = match.lastgroup, match.end()
@@ -365,7 +423,7 @@ class ScriptFilter:
                 return stop + 1
             self._ident(text.decode("utf-8", "replace"))
         elif kind in ("num", "param"):
-            if _IDENT_CHAR.match(buf, stop, end) and not buf[stop:].startswith(b"::"):
+            if _IDENT_CHAR.match(buf, stop, end):
                 raise self._refuse(self.line, f"{text.decode()!r} runs into the word after it")
             self._token("punct", text.decode())
         elif kind == "var":
@@ -437,6 +495,14 @@ class ScriptFilter:
             self._stmt.truncated = True
         if len(self._fragment) < 64:
             self._fragment.append(token)
+            if len(self._fragment) == 3:
+                first, part = self._stmt.tokens[0], self._fragment[0]
+                self._fast = (
+                    first.kind == "word"
+                    and part.kind == "word"
+                    and first.value not in _NOT_FAST
+                    and part.value not in _NOT_FAST
+                )
         if kind == "word" and value in DENIED_FUNCTIONS:
             raise self._refuse(self.line, f"it calls {value.lower()}")
         if self._holding and len(self._stmt.tokens) >= 3 and not self._may_hold():
@@ -451,11 +517,15 @@ class ScriptFilter:
     def _semicolon(self) -> None:
         fragment = Statement(self._fragment_line, self._fragment)
         self._fragment = []
+        self._fast = False
         top = not self._paren and not self._begin
         check_fragment(fragment, self._refuse, whole=top and not self._stmt_semis)
         if not top:
+            if is_copy_from_stdin(fragment):
+                raise self._refuse(fragment.line, "COPY FROM stdin inside another statement")
             self._stmt_semis += 1
-            self._token("punct", ";")
+            if len(self._stmt.tokens) < 256:
+                self._stmt.tokens.append(Token("punct", ";"))
             return
         statement = self._stmt
         statement.tokens.append(Token("punct", ";"))
@@ -636,8 +706,8 @@ def _check_setting(
         return
     name = rest[0].value.upper() if rest[0].kind in ("word", "quoted") else ""
     if name in _ROLE_SETTINGS or name in ("SESSION", "ALL"):
-        shown = " ".join(t.value for t in tokens[:3])
-        raise refuse(line, f"{shown} may switch the session's role")
+        what = "SESSION AUTHORIZATION" if name == "SESSION" else name
+        raise refuse(line, f"{verb} {what} would switch the session's role")
     values = [t.value for t in rest[1:] if t.value not in ("TO", "=")]
     value = values[0].upper() if values else ""
     if name == "STANDARD_CONFORMING_STRINGS" and verb == "SET" and value not in ("ON", "TRUE"):
