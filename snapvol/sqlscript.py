@@ -526,6 +526,8 @@ class ScriptFilter:
             self._stmt_semis += 1
             if len(self._stmt.tokens) < 256:
                 self._stmt.tokens.append(Token("punct", ";"))
+            else:
+                self._stmt.truncated = True
             return
         statement = self._stmt
         statement.tokens.append(Token("punct", ";"))

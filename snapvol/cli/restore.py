@@ -130,6 +130,11 @@ def _logical_table(plan: Any) -> Table:
             "Owners",
             f"the dump's owners and privileges are skipped: {plan.target.user} owns every object",
         )
+    table.add_row(
+        "Loads as",
+        "a temporary role without superuser rights; meta-commands and statements beyond the "
+        "database are refused",
+    )
     if plan.allow_roles:
         roles = ", ".join(plan.new_roles) or "none"
         kept = f"; already here, left as they are: {', '.join(plan.existing_roles)}"

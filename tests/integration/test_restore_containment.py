@@ -141,9 +141,10 @@ def test_statements_beyond_the_database_are_refused_before_anything_changes(
     assert message in stderr and ", line " in stderr, stderr
 
 
-# Runs only in snapvol's scratch database, so building the source database is harmless.
+# Runs only in snapvol's scratch database, so building the source database is harmless. An index
+# needs an immutable function, which may not change anything itself: it calls a volatile one.
 EVIL_FUNCTION = """
-CREATE FUNCTION public.evil(integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $f$
+CREATE FUNCTION public.evil_inner(integer) RETURNS integer LANGUAGE plpgsql VOLATILE AS $f$
 BEGIN
   IF current_database() LIKE '%\\_\\_snapvol\\_%' THEN
     EXECUTE 'ALTER ROLE postgres PASSWORD ''pwned''';
@@ -152,6 +153,8 @@ BEGIN
   END IF;
   RETURN $1;
 END $f$;
+CREATE FUNCTION public.evil(integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN RETURN public.evil_inner($1); END $f$;
 """
 
 
@@ -182,7 +185,7 @@ def test_a_custom_dump_with_such_a_function_is_contained(
     assert code == 0
     path = tmp_path / "evil.dump"
     path.write_bytes(out)
-    demo.psql("DROP INDEX evil_idx; DROP FUNCTION public.evil(integer)")
+    demo.psql("DROP INDEX evil_idx; DROP FUNCTION public.evil(integer), public.evil_inner(integer)")
     stderr, _ = attempt(demo, cmd, path, 11)
     assert "permission denied" in stderr or "must be superuser" in stderr, stderr
 
