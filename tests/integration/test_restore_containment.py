@@ -7,6 +7,7 @@ no other database changed, and the target is either restored or exactly as it wa
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +252,51 @@ def test_allow_roles_creates_the_roles_a_dump_needs_and_nothing_more(
         == "f|t"
     )
     assert demo.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'productos'") == role
+
+
+# Scripts where a reader that does not follow psql's rules would disagree with psql about what is
+# a meta-command. (script, psql runs \echo MARK): the filter must refuse every script in which
+# psql runs a meta-command, and passes the others.
+PARITY = [
+    ("SELECT E'\\' \\echo MARK ';\n", False),
+    ("SELECT '\\' \\echo MARK\n;\n", True),
+    ("SELECT 1 AS a$b$ \\echo MARK\n;\n", True),
+    ("SELECT $q$ \\echo MARK $q$;\n", False),
+    ("SELECT 12a$x$ \\echo MARK $x$;\n", True),
+    ("SELECT 'a' -- \\echo MARK\n;\n", False),
+    ("/* \\echo MARK /* nested */ \\echo MARK */ SELECT 1;\n", False),
+    ('SELECT "a\\" \\echo MARK\n;\n', True),
+    ("SELECT U&'\\' \\echo MARK\n;\n", True),
+    ("SELECT xE'\\' \\echo MARK\n;\n", True),
+    ("SELECT 'it''s' \\echo MARK\n;\n", True),
+    ("SELECT $a$ $b$ \\echo MARK $a$;\n", False),
+    (
+        "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; "
+        "\\echo MARK\nEND;\n",
+        True,
+    ),
+]
+
+
+def test_the_filter_sees_every_meta_command_the_real_psql_runs(pg: PgContainer) -> None:
+    from snapvol.sqlscript import RefusedScript, ScriptFilter
+
+    for script, psql_runs_it in PARITY:
+        _, out = pg.container.exec_run(
+            [
+                "sh",
+                "-c",
+                f"cat > /tmp/parity.sql <<'SNAPVOL_EOF'\n{script}SNAPVOL_EOF\n"
+                "psql -X -q -U postgres -d postgres -f /tmp/parity.sql",
+            ]
+        )
+        ran = re.search(rb"^MARK", out, re.M) is not None  # \echo prints its line
+        assert ran == psql_runs_it, (script, out)
+        reader = ScriptFilter("parity.sql")
+        try:
+            reader.feed(script.encode())
+            reader.close()
+            refused = False
+        except RefusedScript:
+            refused = True
+        assert refused == psql_runs_it, script
