@@ -213,9 +213,10 @@ class RefusedScript(UsageError):
 class ScriptFilter:
     """Checks a psql script chunk by chunk and returns what psql may be given of it.
 
-    ``feed`` returns the bytes to send on (the script without its ``\\restrict`` lines and its
-    ``ALTER ... OWNER TO`` statements, line count kept); ``close`` raises unless the script
-    ended between statements. ``owner_statements`` collects the statements taken out.
+    ``feed`` returns the bytes to send on (the script without its ``\\restrict`` lines, its
+    ``ALTER ... OWNER TO`` and ``ALTER DEFAULT PRIVILEGES FOR ROLE`` statements, line count
+    kept); ``close`` raises unless the script ended between statements. ``owner_statements``
+    collects the statements taken out, for the superuser to apply after the load.
     ``allow_role`` decides, for a CREATE/ALTER ROLE statement, whether it is let through.
     """
 
@@ -546,7 +547,7 @@ class ScriptFilter:
                 raise self._refuse(statement.line, role_message(statement))
             self.role_statements.append(held.decode("utf-8", "replace").strip())
             take_out = True
-        elif not statement.truncated and owner_change(statement):
+        elif not statement.truncated and (owner_change(statement) or default_privileges(statement)):
             if self.keep_owners:
                 self.owner_statements.append(held.decode("utf-8", "replace").strip())
             take_out = True
@@ -604,6 +605,23 @@ def owner_change(statement: Statement) -> bool:
         or t.value == ";"
         or (t.kind == "word" and t.value in ("OWNER", "SET", "RENAME", "ADD", "DROP", "TO"))
         for t in body
+    )
+
+
+def default_privileges(statement: Statement) -> bool:
+    """``ALTER DEFAULT PRIVILEGES FOR ROLE r [IN SCHEMA s] GRANT|REVOKE …;`` as pg_dump writes
+    it: acting for another role needs membership in it, so it is applied after the load."""
+    words = statement.words(6)
+    tokens = statement.tokens
+    return (
+        words[:5]
+        in (
+            ["ALTER", "DEFAULT", "PRIVILEGES", "FOR", "ROLE"],
+            ["ALTER", "DEFAULT", "PRIVILEGES", "FOR", "USER"],
+        )
+        and all(t.kind == "word" for t in tokens[:5])
+        and not any(t.kind == "string" or t.value == ";" for t in tokens[:-1])
+        and any(t.kind == "word" and t.value in ("GRANT", "REVOKE") for t in tokens)
     )
 
 

@@ -211,6 +211,8 @@ def test_a_custom_dump_is_restored_with_its_owners_and_grants(
         "CREATE SCHEMA extra; CREATE TABLE extra.t (x int); INSERT INTO extra.t VALUES (7);"
         f"ALTER SCHEMA extra OWNER TO {role}; ALTER TABLE extra.t OWNER TO {role};"
         f"GRANT SELECT ON pedidos TO {role}; CREATE VIEW v AS SELECT 1 AS one;"
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA extra GRANT SELECT ON TABLES "
+        "TO PUBLIC;"
     )
     code, out = demo.container.exec_run(["pg_dump", "-U", "postgres", "-d", "pc_db", "-Fc"])
     assert code == 0

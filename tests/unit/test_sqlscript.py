@@ -322,3 +322,16 @@ def test_inserts_are_read_whole_only_when_nothing_in_them_can_fool_the_reader() 
     assert "psql meta-command \\!" in refused(inject(plain))
     glued = "INSERT INTO public.t VALUES (xE'\\' ); \\! id\n"  # xE is a word: a plain string
     assert "psql meta-command \\!" in refused(inject(glued))
+
+
+def test_default_privileges_for_another_role_are_kept_back_like_owners() -> None:
+    text = (
+        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT SELECT ON TABLES "
+        "TO lector;\n"
+    )
+    out, script = run(inject(text))
+    assert b"DEFAULT PRIVILEGES" not in out
+    assert script.owner_statements[0] == text.strip()
+    odd = "ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT ON TABLES TO x; SELECT 'a';\n"
+    out, script = run(inject(odd))
+    assert script.owner_statements[0].endswith("TO x;")
