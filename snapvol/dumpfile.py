@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol import archive
+from snapvol import archive, sqlscript
 from snapvol.errors import IntegrityError, NotFoundError, UsageError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -175,6 +175,7 @@ class DumpFile:
     raw_bytes: int | None = None  # known once the whole file was read
     tables: dict[str, int] | None = None  # plain: rows per table, from its COPY blocks
     notes: list[str] = field(default_factory=list)
+    roles: list[tuple[str, str]] = field(default_factory=list)  # --allow-roles: (role, SQL)
 
     @property
     def description(self) -> str:
@@ -201,12 +202,16 @@ def _head(path: Path, compressed: bool, n: int) -> bytes:
     return head[:n]
 
 
-def inspect_file(path: Path, progress: Callable[[int], None] | None = None) -> DumpFile:
-    """Recognise ``path`` from its content; read a plain script to the end to check it is whole.
+def inspect_file(
+    path: Path, progress: Callable[[int], None] | None = None, *, allow_roles: bool = False
+) -> DumpFile:
+    """Recognise ``path`` from its content; read a plain script to the end to check it is whole
+    and that it changes nothing but its database (``sqlscript``; ``allow_roles``: the roles it
+    creates are collected instead of refused).
 
-    UsageError for a file that is not a dump; IntegrityError for one that is corrupt or
-    truncated. A custom dump's body is left to ``pg_restore``
-    (see ``logical_restore.check_custom``).
+    UsageError for a file that is not a dump or reaches beyond its database (naming the line);
+    IntegrityError for one that is corrupt or truncated. A custom dump's body is left to
+    ``pg_restore`` (see ``logical_restore.check_custom``).
     """
     path = Path(path)
     if not path.is_file():
@@ -228,9 +233,17 @@ def inspect_file(path: Path, progress: Callable[[int], None] | None = None) -> D
         dump.raw_bytes = size
     if inner == PLAIN:
         scanner = PlainScanner(path.name)
+        roles = sqlscript.RoleCheck() if allow_roles else None
+        script = sqlscript.ScriptFilter(path.name, allow_role=roles)
+        refused: sqlscript.RefusedScript | None = None
         raw = 0
         for chunk in dump.chunks(progress):
             scanner.feed(chunk)
+            if refused is None:
+                try:
+                    script.feed(chunk)
+                except sqlscript.RefusedScript as err:
+                    refused = err  # said once the file is known whole and a single database's
             raw += len(chunk)
         scanner.close()
         if scanner.foreign is not None:
@@ -238,6 +251,10 @@ def inspect_file(path: Path, progress: Callable[[int], None] | None = None) -> D
                 f"{path} switches or creates databases ({scanner.foreign!r}, a dump made with "
                 "--create or by pg_dumpall): restore it with psql by hand"
             )
+        if refused is not None:
+            raise refused
+        script.close()
+        dump.roles = roles.statements if roles is not None else []
         dump.raw_bytes = raw
         dump.tables = scanner.tables
     return dump

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol import archive, dbprops, dumpfile, lifecycle, logical, pgexec
+from snapvol import archive, dbprops, dumpfile, lifecycle, logical, pgexec, sqlscript
 from snapvol.dbprops import DatabaseProps
 from snapvol.dumpfile import CUSTOM
 from snapvol.engine import Engine
@@ -54,6 +54,7 @@ class DumpSource:
     tables: dict[str, int] | None = None  # rows per table the restored copy must hold
     listed: list[str] | None = None  # tables a custom file holds data for (pg_restore --list)
     header: dict[str, str] = field(default_factory=dict)  # a custom file's archive header
+    roles: list[tuple[str, str]] = field(default_factory=list)  # --allow-roles: (role, SQL)
 
     def chunks(self, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
         """The uncompressed dump, chunk by chunk (IntegrityError on corrupt zstd data)."""
@@ -94,11 +95,13 @@ def snapshot_source(snapshot: Snapshot, reporter: Reporter) -> DumpSource:
     )
 
 
-def file_source(engine: Engine, target: PgTarget, path: Path, reporter: Reporter) -> DumpSource:
+def file_source(
+    engine: Engine, target: PgTarget, path: Path, reporter: Reporter, *, allow_roles: bool = False
+) -> DumpSource:
     """A dump file as a restore source, validated whole before anything is changed."""
     reporter.step(f"checking {path}")
     with reporter.transfer("checking", Path(path).stat().st_size if path.exists() else None) as adv:
-        dump = dumpfile.inspect_file(path, adv)
+        dump = dumpfile.inspect_file(path, adv, allow_roles=allow_roles)
     source = DumpSource(
         path=dump.path,
         format=dump.format,
@@ -106,6 +109,7 @@ def file_source(engine: Engine, target: PgTarget, path: Path, reporter: Reporter
         size_bytes=dump.size_bytes,
         raw_bytes=dump.raw_bytes,
         tables=dump.tables,
+        roles=dump.roles,
     )
     if source.format == CUSTOM:
         check_custom(engine, target, source, reporter)
@@ -235,6 +239,9 @@ class LogicalRestorePlan:
     server_version_num: int
     no_owner: bool = False  # objects owned by the restoring role; no GRANTs from the dump
     safety: bool = True  # snapshot the current database before the swap (if there is one)
+    allow_roles: bool = False  # the dump may create the roles it needs (never superusers)
+    new_roles: list[str] = field(default_factory=list)  # the roles the dump will create
+    existing_roles: list[str] = field(default_factory=list)  # its roles already here: kept as is
     token: str = field(default_factory=lambda: secrets.token_hex(4))
     warnings: list[str] = field(default_factory=list)
 
@@ -317,6 +324,7 @@ def plan_restore(
     *,
     no_owner: bool = False,
     safety: bool = True,
+    allow_roles: bool = False,
 ) -> LogicalRestorePlan:
     """What the restore will replace, looked at before anything is changed.
 
@@ -329,6 +337,11 @@ def plan_restore(
     if no_owner and source.format != CUSTOM:
         raise UsageError(
             "--no-owner needs a custom-format dump: a plain SQL script sets its owners itself"
+        )
+    if allow_roles and (source.format == CUSTOM or source.snapshot is not None):
+        raise UsageError(
+            "--allow-roles goes with a plain SQL dump file (--file): pg_dump's own dumps never "
+            "create roles"
         )
     version, version_num = pgexec.psql(
         engine,
@@ -344,7 +357,23 @@ def plan_restore(
         server_version_num=int(version_num[0]),
         no_owner=no_owner,
         safety=safety,
+        allow_roles=allow_roles,
     )
+    names = list(dict.fromkeys(name for name, _ in source.roles))
+    if names:
+        present = {
+            row[0]
+            for row in pgexec.psql(
+                engine,
+                target,
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY(ARRAY["
+                + ", ".join(literal(n) for n in names)
+                + "]::text[])",
+                database=target.maintenance_db,
+            )
+        }
+        plan.new_roles = [n for n in names if n not in present]
+        plan.existing_roles = [n for n in names if n in present]
     dumped = (source.snapshot.pg_version if source.snapshot else None) or source.header.get(
         "server_version"
     )
@@ -536,18 +565,254 @@ def _give_props(engine: Engine, plan: LogicalRestorePlan, statements: list[str])
         session.close()
 
 
+LOAD_ROLE_PREFIX = "snapvol_restore_"
+_LEFTOVER_ROLE = re.compile(re.escape(LOAD_ROLE_PREFIX) + r"[0-9a-f]{8}")
+
+
+@dataclass(frozen=True)
+class LoadRole:
+    """The role a dump is loaded as: it owns the new database and nothing else, and may not
+    create roles or databases, read server files or become anyone else (not a superuser)."""
+
+    name: str
+    password: str = field(repr=False)
+
+
 def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
-    target, source = plan.target, plan.source
-    if source.format == CUSTOM:
-        argv = ["pg_restore", "--exit-on-error", "-U", target.user, "-d", plan.scratch]
-        if plan.no_owner:
-            argv += ["--no-owner", "--no-privileges"]
-    else:
-        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
-        argv += ["-o", "/dev/null", "-U", target.user, "-d", plan.scratch]
-    code, stderr = _fed(engine, target, argv, source, reporter, "restoring", plan.app)
+    """Load the dump into the new database as a temporary role without superuser rights.
+
+    Every script psql runs (a plain dump, or what ``pg_restore -f -`` makes of a custom one)
+    passes through ``sqlscript.ScriptFilter`` on the host: meta-commands and statements that
+    reach beyond the database are refused, naming their line, and the ``ALTER … OWNER TO``
+    statements are kept back. After the load they are applied as the superuser, whatever the
+    role still owns goes to the database's owner, and the role is dropped.
+    """
+    _drop_leftover_roles(engine, plan)
+    role = LoadRole(LOAD_ROLE_PREFIX + plan.token, secrets.token_urlsafe(24))
+    created: list[str] = []
+    try:
+        _as_superuser(
+            engine,
+            plan,
+            plan.target.maintenance_db,
+            [
+                f"CREATE ROLE {ident(role.name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                f"NOREPLICATION NOBYPASSRLS PASSWORD {literal(role.password)}",
+                f"ALTER DATABASE {ident(plan.scratch)} OWNER TO {ident(role.name)}",
+            ],
+        )
+        created = _create_roles(engine, plan, reporter)
+        script = sqlscript.ScriptFilter(
+            plan.source.path.name,
+            keep_owners=not plan.no_owner,
+            allow_role=roles_allowed(plan) if plan.allow_roles else None,
+        )
+        restrict = secrets.token_hex(16) if pgexec.psql_restricts(engine, plan.target) else None
+        if plan.source.format == CUSTOM:
+            _load_custom(engine, plan, role, script, restrict, reporter)
+        else:
+            _load_plain(engine, plan, role, script, restrict, reporter)
+        _check_database_untouched(engine, plan)
+        if script.owner_statements:
+            reporter.step(f"giving {len(script.owner_statements)} objects their owners")
+        owner = plan.current.owner or plan.target.user
+        _as_superuser(
+            engine,
+            plan,
+            plan.scratch,
+            [
+                "SELECT pg_catalog.set_config('search_path', '', false)",
+                *script.owner_statements,
+                f"REASSIGN OWNED BY {ident(role.name)} TO {ident(owner)}",
+                f"DROP OWNED BY {ident(role.name)}",
+            ],
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _drop(engine, plan, plan.scratch)  # before the roles: they may own things in it
+        for name in created:
+            with contextlib.suppress(Exception):
+                _as_superuser(
+                    engine, plan, plan.target.maintenance_db, [f"DROP ROLE IF EXISTS {ident(name)}"]
+                )
+        raise
+    finally:
+        try:
+            _as_superuser(
+                engine,
+                plan,
+                plan.target.maintenance_db,
+                [f"DROP ROLE IF EXISTS {ident(role.name)}"],
+            )
+        except SnapvolError as err:
+            reporter.warn(f"could not drop the restore's role {role.name} ({err}); drop it")
+
+
+def roles_allowed(plan: LogicalRestorePlan) -> sqlscript.RoleCheck:
+    """--allow-roles: the load takes the role statements out (they ran before it)."""
+    return sqlscript.RoleCheck()
+
+
+def _create_roles(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> list[str]:
+    """--allow-roles: the roles the dump creates, made before the load, as the superuser;
+    a role that already exists is left exactly as it is (its ALTER ROLE statements skipped)."""
+    if not plan.new_roles:
+        return []
+    reporter.step(f"creating role(s) {', '.join(plan.new_roles)}")
+    statements = [sql for name, sql in plan.source.roles if name in plan.new_roles]
+    _as_superuser(engine, plan, plan.target.maintenance_db, statements)
+    return list(plan.new_roles)
+
+
+def _as_superuser(
+    engine: Engine, plan: LogicalRestorePlan, database: str, statements: list[str]
+) -> None:
+    """Statements through psql's stdin (a password or a setting never in an argument), in one
+    transaction; statement logging is off for it (a role's password is in one)."""
+    session = pgexec.PsqlSession(engine, plan.target, database, plan.app)
+    try:
+        session.query("SET log_statement = 'none'")
+        session.query("BEGIN")
+        for statement in statements:
+            session.query(statement)
+        session.query("COMMIT")
+    finally:
+        session.close()
+
+
+def _drop_leftover_roles(engine: Engine, plan: LogicalRestorePlan) -> None:
+    """Drop the load roles a killed restore left (their databases went with drop_leftovers)."""
+    rows = pgexec.psql(
+        engine,
+        plan.target,
+        f"SELECT rolname FROM pg_roles WHERE rolname LIKE {literal(LOAD_ROLE_PREFIX + '%')}",
+        database=plan.target.maintenance_db,
+    )
+    for name, *_rest in rows:
+        if _LEFTOVER_ROLE.fullmatch(name):
+            with contextlib.suppress(SnapvolError):
+                _as_superuser(
+                    engine, plan, plan.target.maintenance_db, [f"DROP ROLE IF EXISTS {ident(name)}"]
+                )
+
+
+def _filtered(
+    chunks: Iterator[bytes], script: sqlscript.ScriptFilter, restrict: str | None
+) -> Iterator[bytes]:
+    """The script psql is given: checked on the way, restricted to no meta-command at all."""
+    if restrict is not None:
+        yield f"\\restrict {restrict}\n".encode()
+    for chunk in chunks:
+        out = script.feed(chunk)
+        if out:
+            yield out
+    yield script.close()
+
+
+def _run_psql(
+    engine: Engine,
+    plan: LogicalRestorePlan,
+    role: LoadRole,
+    script: Iterator[bytes],
+) -> None:
+    """psql as the load role, one transaction, with ``script`` on its stdin."""
+    argv = pgexec.script_argv(role.name, plan.scratch)
+    with engine.exec_stream(
+        plan.target.container.id,
+        pgexec.shell(argv),
+        stdin=True,
+        env=pgexec.role_env(plan.app, role.password),
+    ) as st:
+        st.feed(script)
+        st.drain()
+        error = st.join_feed()
+        code = st.exit_code()
+    if isinstance(error, SnapvolError):
+        raise error
     if code != 0:
-        raise OperationFailed(f"{argv[0]} failed (exit {code}): {pgexec.pg_message(stderr)}")
+        message = pgexec.pg_message(st.stderr)
+        if "permission denied to create extension" in message:
+            message += (
+                " (snapvol loads a dump as a role without superuser rights: only trusted "
+                "extensions can be created by it)"
+            )
+        raise OperationFailed(f"psql failed (exit {code}): {message}")
+    if error is not None:
+        raise OperationFailed(f"psql stopped reading the script: {error}")
+
+
+def _load_plain(
+    engine: Engine,
+    plan: LogicalRestorePlan,
+    role: LoadRole,
+    script: sqlscript.ScriptFilter,
+    restrict: str | None,
+    reporter: Reporter,
+) -> None:
+    with reporter.transfer("restoring", plan.source.raw_bytes) as advance:
+        _run_psql(engine, plan, role, _filtered(plan.source.chunks(advance), script, restrict))
+
+
+def _load_custom(
+    engine: Engine,
+    plan: LogicalRestorePlan,
+    role: LoadRole,
+    script: sqlscript.ScriptFilter,
+    restrict: str | None,
+    reporter: Reporter,
+) -> None:
+    """``pg_restore -f -`` turns the archive into the script its entries make, in the
+    container; that script goes through the same filter as a plain dump's, into psql."""
+    source, target = plan.source, plan.target
+    chunks, shell_script, expected = source.feed_plan(pgexec.has_zstd(engine, target), "pg_restore")
+    argv = ["pg_restore", "-f", "-"]
+    if plan.no_owner:
+        argv += ["--no-owner", "--no-privileges"]
+    with (
+        engine.exec_stream(
+            target.container.id,
+            pgexec.shell(argv, shell_script),
+            stdin=True,
+            env=pgexec.client_env(plan.app),
+        ) as src,
+        reporter.transfer("restoring", expected) as advance,
+    ):
+        src.feed(chunks, advance)
+        try:
+            _run_psql(engine, plan, role, _filtered(src.chunks(), script, restrict))
+        except BaseException:
+            src.close()  # pg_restore stops at its next write
+            src.join_feed()
+            raise
+        src.drain()
+        error = src.join_feed()
+        code = src.exit_code()
+    if isinstance(error, SnapvolError):
+        raise error
+    if code != 0 or error is not None:
+        raise OperationFailed(
+            f"pg_restore failed (exit {code}): {pgexec.pg_message(src.stderr)}"
+            + (f" ({error})" if error else "")
+        )
+
+
+def _check_database_untouched(engine: Engine, plan: LogicalRestorePlan) -> None:
+    """The load role owned the new database: it must not have changed its grants, settings,
+    comment or connection limit (no statement of the dump may; a function it ran could)."""
+    rows = pgexec.psql(
+        engine,
+        plan.target,
+        "SELECT d.datacl IS NULL, d.datconnlimit, shobj_description(d.oid, 'pg_database') IS "
+        "NULL, (SELECT count(*) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid), "
+        "d.datistemplate, d.datallowconn FROM pg_database d "
+        f"WHERE datname = {literal(plan.scratch)}",
+        database=plan.target.maintenance_db,
+    )
+    if rows != [["t", "-1", "t", "0", "f", "t"]]:
+        raise OperationFailed(
+            f"the dump changed the grants or settings of database {plan.scratch} itself, "
+            "which a restore never carries"
+        )
 
 
 def check_counts(source: DumpSource, counts: dict[str, int]) -> None:

@@ -67,6 +67,32 @@ def client_env(app: str = APP_NAME) -> dict[str, str]:
     return {"PGAPPNAME": app, "PGCONNECT_TIMEOUT": "15"}
 
 
+def role_env(app: str, password: str) -> dict[str, str]:
+    """A client's environment when it logs in as a role of snapvol's own making: the password
+    goes in the environment (never the arguments), and backslashes in strings stay literal as
+    the script filter reads them."""
+    return {
+        **client_env(app),
+        "PGPASSWORD": password,
+        "PGOPTIONS": "-c standard_conforming_strings=on",
+    }
+
+
+# psql honours \restrict (refusing every meta-command until \unrestrict with the same key) from
+# these minor releases on (the August 2025 security releases); 18 and later always.
+_RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+
+
+def psql_restricts(engine: Engine, target: PgTarget) -> bool:
+    """Whether the container's psql knows ``\restrict``."""
+    code, out, _ = engine.exec_run(target.container.id, ["psql", "--version"])
+    match = re.search(rb"(\d+)\.(\d+)", out or b"")
+    if code != 0 or match is None:
+        return False
+    major, minor = int(match.group(1)), int(match.group(2))
+    return major >= 18 or minor >= _RESTRICT_SINCE.get(major, 1 << 30)
+
+
 # Rows of every user table (not the catalogs, not extension members), counted in one statement so
 # that in a REPEATABLE READ transaction they all come from the same snapshot.
 COUNT_SQL = """SELECT n.nspname, c.relname,
@@ -182,6 +208,12 @@ def _psql_argv(target: PgTarget, database: str) -> list[str]:
     """psql without ~/.psqlrc, stopping at the first error, printing bare tab-separated rows."""
     flags = ["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
     return ["psql", *flags, "-U", target.user, "-d", database]
+
+
+def script_argv(user: str, database: str) -> list[str]:
+    """psql running a whole script as one transaction, stopping at its first error."""
+    flags = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-o", "/dev/null"]
+    return ["psql", *flags, "-U", user, "-d", database]
 
 
 def psql(

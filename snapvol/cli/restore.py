@@ -144,6 +144,19 @@ def _logical_table(plan: Any) -> Table:
             "Owners",
             f"the dump's owners and privileges are skipped: {plan.target.user} owns every object",
         )
+    table.add_row(
+        "Loads as",
+        "a temporary role without superuser rights; meta-commands and statements beyond the "
+        "database are refused",
+    )
+    if plan.allow_roles:
+        roles = ", ".join(plan.new_roles) or "none"
+        kept = f"; already here, left as they are: {', '.join(plan.existing_roles)}"
+        table.add_row(
+            "[red]Roles[/]",
+            f"the dump creates role(s): {roles} (--allow-roles; never superusers, never a change "
+            f"to an existing role){kept if plan.existing_roles else ''}",
+        )
     for warning in plan.warnings:
         table.add_row("[yellow]Note[/]", warning)
     return table
@@ -178,6 +191,12 @@ def _logical_table(plan: Any) -> Table:
     help="Logical, custom format: skip the dump's owners and privileges; the restoring role "
     "owns every object (for a dump from a server whose roles do not exist here).",
 )
+@click.option(
+    "--allow-roles",
+    is_flag=True,
+    help="Logical, SQL file: let the dump create the roles it needs (CREATE ROLE and ALTER "
+    "ROLE of those roles; never a superuser, never an existing role).",
+)
 @click.option("--helper-image", help="Image for helper containers (default: the target's image).")
 @reader_option
 @json_option
@@ -192,6 +211,7 @@ def command(
     assume_yes: bool,
     no_safety_snapshot: bool,
     no_owner: bool,
+    allow_roles: bool,
     helper_image: str | None,
     reader: str,
     as_json: bool,
@@ -212,7 +232,8 @@ def command(
             user,
             assume_yes,
             no_owner,
-            not no_safety_snapshot,
+            safety=not no_safety_snapshot,
+            allow_roles=allow_roles,
         )
     else:
         with app.store() as store:
@@ -231,11 +252,14 @@ def command(
                 user,
                 assume_yes,
                 no_owner,
-                not no_safety_snapshot,
+                safety=not no_safety_snapshot,
+                allow_roles=allow_roles,
             )
         else:
-            if database is not None or user is not None or no_owner:
-                raise UsageError("--database, --user and --no-owner go with logical snapshots")
+            if database is not None or user is not None or no_owner or allow_roles:
+                raise UsageError(
+                    "--database, --user, --no-owner and --allow-roles go with logical restores"
+                )
             summary = _restore_volume(
                 app, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
             )
@@ -301,7 +325,9 @@ def _restore_logical(
     user: str | None,
     assume_yes: bool,
     no_owner: bool,
-    safety: bool,
+    *,
+    safety: bool = True,
+    allow_roles: bool = False,
 ) -> dict[str, Any]:
     from snapvol import logical_restore, pgexec
 
@@ -317,9 +343,17 @@ def _restore_logical(
         else:
             assert file is not None
             target = pgexec.resolve_target(engine, container, database, user)
-            source = logical_restore.file_source(engine, target, file, app.console)
+            source = logical_restore.file_source(
+                engine, target, file, app.console, allow_roles=allow_roles
+            )
         plan = logical_restore.plan_restore(
-            engine, target, source, app.console, no_owner=no_owner, safety=safety
+            engine,
+            target,
+            source,
+            app.console,
+            no_owner=no_owner,
+            safety=safety,
+            allow_roles=allow_roles,
         )
         app.console.err.print(_logical_table(plan))
         confirm_by_typing(
@@ -346,6 +380,7 @@ def _restore_logical(
         "duration_s": round(result.duration_s, 3),
         "replaced_existing": plan.current.exists,
         "no_owner": plan.no_owner,
+        "roles_created": plan.new_roles,
         "previous_kept_as": result.retired_kept,
     }
 
