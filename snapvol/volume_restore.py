@@ -20,7 +20,7 @@ from snapvol.engine import Engine
 from snapvol.errors import IncompatibleError, IntegrityError, OperationFailed, UsageError, describe
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
-from snapvol.tarscan import Member, same_file, unsafe_reason
+from snapvol.tarscan import Member, MemberCheck, first_unsafe, same_file
 from snapvol.volume import VolumeTarget
 from snapvol.watchdog import WatchdogConfig
 
@@ -62,13 +62,13 @@ def plan_volume_restore(
         raise IntegrityError(
             f"snapshot {snapshot.id} has no recorded files; refusing to restore it"
         )
-    for member in members:
-        reason = unsafe_reason(member)
-        if reason is not None:
-            raise IntegrityError(
-                f"archive member {member.path!r} would land outside the volume ({reason}); "
-                "nothing was changed"
-            )
+    unsafe = first_unsafe(members)
+    if unsafe is not None:
+        member, reason = unsafe
+        raise IntegrityError(
+            f"archive member {member.path!r} would land outside the volume ({reason}); "
+            "nothing was changed"
+        )
     target_major = postgres.major_of_image(target.container) if target.is_postgres else None
     if snapshot.pg_version and target.is_postgres:
         if target_major is None:
@@ -103,9 +103,10 @@ class _HeaderCheck:
     def __init__(self, expected: dict[str, Member]) -> None:
         self.expected = expected
         self.seen: set[str] = set()
+        self.safe = MemberCheck()
 
     def __call__(self, member: Member) -> None:
-        reason = unsafe_reason(member)
+        reason = self.safe(member)
         if reason is not None:
             raise IntegrityError(
                 f"archive member {member.path!r} would land outside the volume ({reason})"
@@ -160,7 +161,7 @@ def _extract(
         got = landed.get(key)
         if key == ".":
             continue  # the volume's root keeps its own owner and mode
-        if got is None or not same_file(got, want):
+        if got is None or not same_file(target.carried(got), target.carried(want)):
             raise IntegrityError(f"after extraction {key!r} does not match the snapshot")
     extra = set(landed) - set(expected)
     if extra:
