@@ -71,14 +71,14 @@ class VolumeTarget:
 
         The host lane sees everything. Docker's archive endpoint reports only the
         ``security.capability`` attribute and times in whole seconds, and its extraction sets
-        times outside 1970-2038 to 1970 (see the README's lane table): those are not compared.
+        times before 1970 to 1970 (see the README's lane table): those are not compared.
         """
         if self.host_dir is not None:
             return member
         seconds = member.mtime_ns // 10**9
         return replace(
             member,
-            mtime_ns=seconds * 10**9 if 0 < seconds < 2**31 else -1,
+            mtime_ns=seconds * 10**9 if seconds > 0 else -1,
             xattrs=tuple(kv for kv in member.xattrs if kv[0] == CAPABILITY),
         )
 
