@@ -20,7 +20,7 @@ from snapvol.engine import Engine
 from snapvol.errors import IncompatibleError, IntegrityError, OperationFailed, UsageError, describe
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
-from snapvol.tarscan import Member, MemberCheck, first_unsafe, same_file
+from snapvol.tarscan import CAPABILITY, Member, MemberCheck, first_unsafe, same_file
 from snapvol.volume import VolumeTarget
 from snapvol.watchdog import WatchdogConfig
 
@@ -69,6 +69,8 @@ def plan_volume_restore(
             f"archive member {member.path!r} would land outside the volume ({reason}); "
             "nothing was changed"
         )
+    if target.host_dir is None:
+        _check_endpoint_can_carry(members, reporter)
     target_major = postgres.major_of_image(target.container) if target.is_postgres else None
     if snapshot.pg_version and target.is_postgres:
         if target_major is None:
@@ -94,6 +96,25 @@ def plan_volume_restore(
             f"restoring into volume {target.volume}, not the snapshot's source {snapshot.volume}"
         )
     return plan
+
+
+def _check_endpoint_can_carry(members: list[Member], reporter: Reporter) -> None:
+    """Docker's archive endpoint drops an extended attribute whose value is empty (in pax an
+    empty value means "unset") and reads back only ``security.capability``: refuse the first,
+    say so for the rest."""
+    empty = [m for m in members if any(not value for _, value in m.xattrs)]
+    if empty:
+        raise UsageError(
+            f"{empty[0].path!r} has an extended attribute with an empty value, which Docker's "
+            "archive endpoint would drop; restore with --reader host (as root); nothing was "
+            "changed"
+        )
+    unchecked = sum(1 for m in members if any(k != CAPABILITY for k, _ in m.xattrs))
+    if unchecked:
+        reporter.warn(
+            f"{unchecked} file(s) have extended attributes (ACLs, user.*) that the archive "
+            "endpoint restores but cannot read back to check; --reader host checks them"
+        )
 
 
 class _HeaderCheck:
