@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import stat
@@ -174,10 +175,11 @@ class _Entries:
     """Turns ``walk``'s entries into members; the second name of an inode becomes a hard link.
     Sockets, which no tar holds, are listed in ``skipped``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, file_xattrs: bool = True) -> None:
         self.root = root
         self.skipped: list[str] = []
         self._first: dict[tuple[int, int], str] = {}
+        self._file_xattrs = file_xattrs  # off: the caller reads them from the open file
 
     def __iter__(self) -> Iterator[tuple[Member, os.stat_result, int, str]]:
         for rel, st, fd, name in _walk_at(self.root, False):
@@ -202,7 +204,9 @@ class _Entries:
                 gid=st.st_gid,
                 mtime_ns=st.st_mtime_ns,
                 linkname=linkname,
-                xattrs=read_xattrs(fd, name) if kind != HARDLINK else (),
+                xattrs=read_xattrs(fd, name)
+                if kind != HARDLINK and (kind != REGULAR or self._file_xattrs)
+                else (),
                 devmajor=os.major(st.st_rdev) if device else 0,
                 devminor=os.minor(st.st_rdev) if device else 0,
             )
@@ -217,33 +221,38 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return str(length).encode() + body
 
 
-def _octal(value: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, value)
+_MAGIC = b"ustar\x0000" + bytes(64)  # magic, version, empty user and group names
+_TAIL = bytes(167)  # prefix and padding
+_CHECKSUM_SPACES = 8 * 32
 
 
 def _block(
     name: bytes, flag: bytes, size: int, member: Member | None, linkname: bytes, mtime: int
 ) -> bytes:
+    """One ustar header block (values that do not fit are 0 here and exact in the pax header)."""
     mode, uid, gid, major, minor = (
         (member.mode, member.uid, member.gid, member.devmajor, member.devminor)
         if member is not None
         else (0o644, 0, 0, 0, 0)
     )
-    header = bytearray(BLOCK)
-    header[0:100] = name[:100].ljust(100, b"\0")
-    header[100:108] = _octal(mode, 8)
-    header[108:116] = _octal(uid if uid < 8**7 else 0, 8)
-    header[116:124] = _octal(gid if gid < 8**7 else 0, 8)
-    header[124:136] = _octal(size if size < 8**11 else 0, 12)
-    header[136:148] = _octal(mtime, 12)
-    header[148:156] = b" " * 8
-    header[156:157] = flag
-    header[157:257] = linkname[:100].ljust(100, b"\0")
-    header[257:265] = b"ustar\x0000"
-    header[329:337] = _octal(major if major < 8**7 else 0, 8)
-    header[337:345] = _octal(minor if minor < 8**7 else 0, 8)
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
+    head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+        name[:100].ljust(100, b"\0"),
+        mode,
+        uid if uid < 8**7 else 0,
+        gid if gid < 8**7 else 0,
+        size if size < 8**11 else 0,
+        mtime,
+    )
+    link = linkname[:100].ljust(100, b"\0")
+    devices = b"%07o\0%07o\0" % (major if major < 8**7 else 0, minor if minor < 8**7 else 0)
+    checksum = sum(head) + _CHECKSUM_SPACES + flag[0] + sum(link) + sum(_MAGIC) + sum(devices)
+    return b"".join((head, b"%06o\0 " % checksum, flag, link, _MAGIC, devices, _TAIL))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pax_block(size: int) -> bytes:
+    """The header of a pax extended header of ``size`` bytes (always the same otherwise)."""
+    return _block(b"././@PaxHeader", b"x", size, None, b"", 0)
 
 
 def _sparse_segments(fd: int, size: int) -> list[tuple[int, int]]:
@@ -314,7 +323,7 @@ def header(member: Member, sparse: bytes | None = None, stored: int = 0) -> byte
     if not records:
         return main
     data = b"".join(records)
-    pax = _block(b"./PaxHeaders/" + name[-80:], b"x", len(data), None, b"", seconds)
+    pax = _pax_block(len(data))
     return pax + data + bytes((-len(data)) % BLOCK) + main
 
 
@@ -343,7 +352,7 @@ class DirTar:
 
     def _stream(self) -> Iterator[bytes]:
         out = bytearray()  # headers, padding and small files, gathered into chunks
-        entries = _Entries(self.root)
+        entries = _Entries(self.root, file_xattrs=False)
         self.skipped = entries.skipped
         for member, st, dir_fd, name in entries:
             if self._stopped:
@@ -360,6 +369,9 @@ class DirTar:
                 )
                 if os.fstat(fd).st_ino != st.st_ino:
                     raise changed
+                xattrs = read_xattrs(fd, "")
+                if xattrs:
+                    member = replace(member, xattrs=xattrs)
                 segments = [(0, st.st_size)] if st.st_size else []
                 if st.st_blocks * 512 < st.st_size:  # holes, maybe: ask where the data is
                     segments = _sparse_segments(fd, st.st_size)
