@@ -14,6 +14,7 @@ nothing can land outside the root whatever the archive holds.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import functools
 import hashlib
@@ -622,19 +623,36 @@ class _Extractor:
 
 
 _NS_MAX = (1 << 63) - 1
+_AT_FDCWD, _AT_SYMLINK_NOFOLLOW = -100, 0x100
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
 def _set_time(target: int | str, mtime_ns: int, dir_fd: int | None = None) -> None:
-    """Set atime and mtime to ``mtime_ns``, before 1970 too; times beyond what a nanosecond
-    count in 64 bits holds (year 2262) go as seconds, never as an OverflowError."""
+    """Set atime and mtime to ``mtime_ns`` exactly, before 1970 too. Beyond what a count of
+    nanoseconds in 64 bits holds (year 2262; ext4 goes to 2446) Python's ``os.utime`` raises
+    OverflowError, so those go to ``utimensat`` as seconds and nanoseconds."""
     where: dict[str, object] = {}
     if dir_fd is not None:
         where = {"dir_fd": dir_fd, "follow_symlinks": False}
     if -_NS_MAX <= mtime_ns <= _NS_MAX:
         os.utime(target, ns=(mtime_ns, mtime_ns), **where)  # type: ignore[arg-type]
+        return
+    seconds, nanoseconds = divmod(mtime_ns, 10**9)
+    stamp = _Timespec(seconds, nanoseconds)
+    times = (_Timespec * 2)(stamp, stamp)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if isinstance(target, int):
+        done = libc.futimens(target, times)
     else:
-        seconds = mtime_ns // 10**9
-        os.utime(target, (seconds, seconds), **where)  # type: ignore[arg-type]
+        flags = _AT_SYMLINK_NOFOLLOW if dir_fd is not None else 0
+        at = dir_fd if dir_fd is not None else _AT_FDCWD
+        done = libc.utimensat(at, os.fsencode(target), times, flags)
+    if done != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
 
 
 def extract(

@@ -107,7 +107,7 @@ class FileEntry(SQLModel, table=True):
     mtime: int
     linkname: str = ""
     sha256: str | None = None
-    mtime_ns: int | None = None
+    mtime_nsec: int | None = None  # the nanoseconds within ``mtime`` (any time fits SQLite)
     xattrs: str | None = None
     devmajor: int | None = None
     devminor: int | None = None
@@ -122,7 +122,7 @@ class FileEntry(SQLModel, table=True):
             mode=self.mode,
             uid=self.uid,
             gid=self.gid,
-            mtime_ns=self.mtime * 10**9 if self.mtime_ns is None else self.mtime_ns,
+            mtime_ns=self.mtime * 10**9 + (self.mtime_nsec or 0),
             linkname=_name_from(self.linkname, self.linkname_raw),
             sha256=self.sha256,
             xattrs=tuple(
@@ -160,7 +160,7 @@ def _file_row(snapshot_id: str, m: Member) -> dict[str, Any]:
         "uid": m.uid,
         "gid": m.gid,
         "mtime": m.mtime,
-        "mtime_ns": m.mtime_ns,
+        "mtime_nsec": m.mtime_ns % 10**9 or None,
         "linkname": linkname,
         "linkname_raw": linkname_raw,
         "sha256": m.sha256,
@@ -235,7 +235,7 @@ def _m001_initial(conn: Connection) -> None:
 def _m0xx_fidelity(conn: Connection) -> None:
     """Nanosecond times, exact byte names, extended attributes and device numbers."""
     for column in (
-        "mtime_ns INTEGER",
+        "mtime_nsec INTEGER",
         "xattrs TEXT",
         "devmajor INTEGER",
         "devminor INTEGER",

@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import struct
+import subprocess
 from pathlib import Path
 
 MIB = 1 << 20
@@ -40,6 +41,7 @@ TIMES = {
     "nanoseconds": 1_700_000_000_000_000_001,
     "almost-a-second": 1_600_000_000_999_999_999,
 }
+BEYOND_2262 = 13_569_465_600_123_456_789  # year 2400: more nanoseconds than int64 holds
 
 
 def _sparse(path: Path, pieces: dict[int, bytes], size: int) -> None:
@@ -122,6 +124,9 @@ def build(root: Path, *, socket_too: bool = True, deep: bool = True) -> None:
         (root / f"time-{name}").write_bytes(name.encode())
         os.utime(root / f"time-{name}", ns=(ns, ns))
     os.utime(root / "dangling", ns=(TIMES["nanoseconds"],) * 2, follow_symlinks=False)
+    (root / "time-year-2400").write_bytes(b"2400")
+    stamp = "@{}.{:09d}".format(*divmod(BEYOND_2262, 10**9))  # beyond what os.utime takes
+    subprocess.run(["touch", "-d", stamp, str(root / "time-year-2400")], check=True)
     os.chmod(root / "closed-dir", 0)
     os.utime(root / "sub", ns=(TIMES["before-1970"],) * 2)
     os.utime(root / "empty-dir", ns=(TIMES["after-2038"],) * 2)

@@ -78,6 +78,7 @@ def test_headers_keep_every_field_exactly() -> None:
         member(odd, uid=3_000_000, gid=2**31 + 5, mtime_ns=4_102_444_800_999_999_999),
         member("l", "symlink", linkname="/var/lib/" + "t" * 120, mtime_ns=7),
         member("n", "chardev", devmajor=1, devminor=3, mode=0o666),
+        member("y", mtime_ns=13_569_465_600_123_456_789),
         member(
             "x",
             xattrs=(("security.capability", b"\x01\0\0\x02"), ("user.b", b"\0\n\xff")),
@@ -139,6 +140,7 @@ def test_the_store_keeps_names_as_bytes_and_every_field(tmp_path: Path) -> None:
         member("link", "symlink", linkname="caf\udce9"),
         member("null", "chardev", devmajor=1, devminor=3),
         member("plain", size=1, sha256="cd" * 32, uid=3_000_000, gid=2**31 + 5),
+        member("year-2400", mtime_ns=13_569_465_600_123_456_789),  # beyond int64 nanoseconds
     ]
     store = Store.open(tmp_path / "manifests.db")
     store.add(Snapshot(id="a1b2c3d4", name="n", kind="volume", container="c"))
