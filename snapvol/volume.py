@@ -71,14 +71,15 @@ class VolumeTarget:
 
         The host lane sees everything. Docker's archive endpoint reports only the
         ``security.capability`` attribute and times in whole seconds, and its extraction sets
-        times before 1970 to 1970 (see the README's lane table): those are not compared.
+        times before 1970 and after 2262 (beyond 64-bit nanoseconds) to 1970: those are not
+        compared (see the README's lane table).
         """
         if self.host_dir is not None:
             return member
         seconds = member.mtime_ns // 10**9
         return replace(
             member,
-            mtime_ns=seconds * 10**9 if seconds > 0 else -1,
+            mtime_ns=seconds * 10**9 if 0 < seconds * 10**9 < 2**63 else -1,
             xattrs=tuple(kv for kv in member.xattrs if kv[0] == CAPABILITY),
         )
 
