@@ -14,20 +14,23 @@ nothing can land outside the root whatever the archive holds.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import hashlib
 import os
 import stat
-import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from snapvol import archive
 from snapvol.errors import DiskFullError, IntegrityError, OperationFailed
 from snapvol.tarscan import (
     BLOCK,
+    BLOCKDEV,
+    CAPABILITY,
+    CHARDEV,
     DIRECTORY,
     FIFO,
     HARDLINK,
@@ -36,30 +39,83 @@ from snapvol.tarscan import (
     Member,
     TarFormatError,
     TarScanner,
+    Xattrs,
+    format_time_ns,
+    hash_zeros,
     normalize,
 )
 
 CHUNK = 1 << 20
 _SMALL = 64 << 10  # pieces smaller than this are gathered into one chunk before they are passed on
-_TAR_TYPES = {
-    REGULAR: tarfile.REGTYPE,
-    HARDLINK: tarfile.LNKTYPE,
-    SYMLINK: tarfile.SYMTYPE,
-    DIRECTORY: tarfile.DIRTYPE,
-    FIFO: tarfile.FIFOTYPE,
-    "chardev": tarfile.CHRTYPE,
-    "blockdev": tarfile.BLKTYPE,
+_TYPEFLAGS = {
+    REGULAR: b"0",
+    HARDLINK: b"1",
+    SYMLINK: b"2",
+    CHARDEV: b"3",
+    BLOCKDEV: b"4",
+    DIRECTORY: b"5",
+    FIFO: b"6",
 }
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SHORT_PATH = 3072  # longer paths are opened one directory at a time (PATH_MAX is 4096)
 
 
-def _listing(path: str, skip_errors: bool) -> Iterator[str]:
+def _listing(fd: int, where: str, skip_errors: bool) -> Iterator[str]:
     try:
-        return iter(sorted(os.listdir(path), key=os.fsencode))
-    except OSError:
+        return iter(sorted(os.listdir(fd), key=os.fsencode))
+    except OSError as err:
         if skip_errors:
             return iter(())
-        raise
+        raise OSError(err.errno, err.strerror, where) from None
+
+
+def _walk_at(root: Path, skip_errors: bool) -> Iterator[tuple[str, os.stat_result, int, str]]:
+    """``walk``, with each entry's parent directory as a descriptor and its name in it.
+
+    Directories are held open down the current branch, so no path handed to the kernel is ever
+    longer than one name: paths longer than PATH_MAX are read like any other. The descriptor is
+    valid until the next entry is asked for. The root is ``(".", st, root_fd, "")``.
+    """
+    top = os.open(root, _NOFOLLOW_DIR)
+    stack: list[tuple[str, int, Iterator[str]]] = []
+    try:
+        yield ".", os.fstat(top), top, ""
+        stack.append(("", top, _listing(top, str(root), skip_errors)))
+        while stack:
+            prefix, fd, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if fd != top:
+                    os.close(fd)
+                continue
+            rel = prefix + name
+            try:
+                st = os.lstat(name, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # gone since the listing
+            except OSError as err:
+                if skip_errors:
+                    continue
+                raise OSError(err.errno, err.strerror, os.path.join(root, rel)) from None
+            yield rel, st, fd, name
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    child = os.open(name, _NOFOLLOW_DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    if skip_errors:
+                        continue
+                    raise OSError(err.errno, err.strerror, os.path.join(root, rel)) from None
+                where = os.path.join(root, rel)
+                stack.append((rel + "/", child, _listing(child, where, skip_errors)))
+    finally:
+        for _, fd, _ in stack:
+            if fd != top:
+                os.close(fd)
+        os.close(top)
 
 
 def walk(root: Path, *, skip_errors: bool = False) -> Iterator[tuple[str, os.stat_result]]:
@@ -68,27 +124,8 @@ def walk(root: Path, *, skip_errors: bool = False) -> Iterator[tuple[str, os.sta
     What vanishes meanwhile is skipped; with ``skip_errors`` (measuring a volume a service may
     still be changing) so is what cannot be listed or stat'ed.
     """
-    top = str(root)
-    yield ".", os.lstat(top)
-    stack: list[tuple[str, Iterator[str]]] = [("", _listing(top, skip_errors))]
-    while stack:
-        prefix, names = stack[-1]
-        name = next(names, None)
-        if name is None:
-            stack.pop()
-            continue
-        rel = prefix + name
-        try:
-            st = os.lstat(os.path.join(top, rel))
-        except FileNotFoundError:
-            continue  # gone since the listing
-        except OSError:
-            if skip_errors:
-                continue
-            raise
+    for rel, st, _, _ in _walk_at(root, skip_errors):
         yield rel, st
-        if stat.S_ISDIR(st.st_mode):
-            stack.append((rel + "/", _listing(os.path.join(top, rel), skip_errors)))
 
 
 def _kind(mode: int) -> str | None:
@@ -97,25 +134,59 @@ def _kind(mode: int) -> str | None:
         (stat.S_ISDIR, DIRECTORY),
         (stat.S_ISLNK, SYMLINK),
         (stat.S_ISFIFO, FIFO),
-        (stat.S_ISCHR, "chardev"),
-        (stat.S_ISBLK, "blockdev"),
+        (stat.S_ISCHR, CHARDEV),
+        (stat.S_ISBLK, BLOCKDEV),
     ):
         if test(mode):
             return kind
     return None  # a socket: tar skips those too
 
 
+def _at(fd: int, name: str) -> str:
+    """A short path naming ``name`` in directory ``fd`` (for calls that take no ``dir_fd``)."""
+    return f"/proc/self/fd/{fd}/{name}" if name else f"/proc/self/fd/{fd}"
+
+
+def read_xattrs(fd: int, name: str) -> Xattrs:
+    """The extended attributes (ACLs and capabilities included) of ``name`` in ``fd``, sorted;
+    the link itself for a symbolic link."""
+    target: int | str = fd if not name else _at(fd, name)
+    follow = not name  # a descriptor is the file itself
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)
+        if not names:
+            return ()
+        return tuple(
+            sorted((key, os.getxattr(target, key, follow_symlinks=follow)) for key in names)
+        )
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.ENODATA):
+            return ()
+        raise
+
+
+def _write_xattrs(target: int | str, xattrs: Xattrs) -> None:
+    """Set ``xattrs`` on a descriptor or a ``/proc`` path; the capability last, as tar does
+    (after chown, which clears it)."""
+    for key, value in sorted(xattrs, key=lambda kv: kv[0] == CAPABILITY):
+        os.setxattr(target, key, value, follow_symlinks=isinstance(target, int))
+
+
 class _Entries:
-    """Turns ``walk``'s entries into members; the second name of an inode becomes a hard link."""
+    """Turns ``walk``'s entries into members; the second name of an inode becomes a hard link.
+    Sockets, which no tar holds, are listed in ``skipped``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, file_xattrs: bool = True) -> None:
         self.root = root
+        self.skipped: list[str] = []
         self._first: dict[tuple[int, int], str] = {}
+        self._file_xattrs = file_xattrs  # off: the caller reads them from the open file
 
-    def __iter__(self) -> Iterator[tuple[Member, os.stat_result]]:
-        for rel, st in walk(self.root):
+    def __iter__(self) -> Iterator[tuple[Member, os.stat_result, int, str]]:
+        for rel, st, fd, name in _walk_at(self.root, False):
             kind = _kind(st.st_mode)
             if kind is None:
+                self.skipped.append(rel)
                 continue
             linkname = ""
             if kind == REGULAR and st.st_nlink > 1:
@@ -123,7 +194,8 @@ class _Entries:
                 if first != rel:
                     kind, linkname = HARDLINK, f"./{first}"
             elif kind == SYMLINK:
-                linkname = os.readlink(os.path.join(self.root, rel))
+                linkname = os.readlink(name, dir_fd=fd)
+            device = kind in (CHARDEV, BLOCKDEV)
             member = Member(
                 path=rel,
                 type=kind,
@@ -131,32 +203,142 @@ class _Entries:
                 mode=st.st_mode & 0o7777,
                 uid=st.st_uid,
                 gid=st.st_gid,
-                mtime=int(st.st_mtime),
+                mtime_ns=st.st_mtime_ns,
                 linkname=linkname,
+                xattrs=read_xattrs(fd, name)
+                if kind != HARDLINK and (kind != REGULAR or self._file_xattrs)
+                else (),
+                devmajor=os.major(st.st_rdev) if device else 0,
+                devminor=os.minor(st.st_rdev) if device else 0,
             )
-            yield member, st
+            yield member, st, fd, name
 
 
-def _header(member: Member, st: os.stat_result) -> bytes:
-    info = tarfile.TarInfo("." if member.path == "." else f"./{member.path}")
-    info.type = _TAR_TYPES[member.type]
-    info.mode, info.uid, info.gid = member.mode, member.uid, member.gid
-    info.mtime, info.size, info.linkname = member.mtime, member.size, member.linkname
-    if member.type in ("chardev", "blockdev"):
-        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + len(str(len(body)))
+    if len(str(length)) != len(str(len(body))):
+        length += 1
+    return str(length).encode() + body
+
+
+_MAGIC = b"ustar\x0000" + bytes(64)  # magic, version, empty user and group names
+_TAIL = bytes(167)  # prefix and padding
+_CHECKSUM_SPACES = 8 * 32
+
+
+def _block(
+    name: bytes, flag: bytes, size: int, member: Member | None, linkname: bytes, mtime: int
+) -> bytes:
+    """One ustar header block (values that do not fit are 0 here and exact in the pax header)."""
+    mode, uid, gid, major, minor = (
+        (member.mode, member.uid, member.gid, member.devmajor, member.devminor)
+        if member is not None
+        else (0o644, 0, 0, 0, 0)
+    )
+    head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+        name[:100].ljust(100, b"\0"),
+        mode,
+        uid if uid < 8**7 else 0,
+        gid if gid < 8**7 else 0,
+        size if size < 8**11 else 0,
+        mtime,
+    )
+    link = linkname[:100].ljust(100, b"\0")
+    devices = b"%07o\0%07o\0" % (major if major < 8**7 else 0, minor if minor < 8**7 else 0)
+    checksum = sum(head) + _CHECKSUM_SPACES + flag[0] + sum(link) + sum(_MAGIC) + sum(devices)
+    return b"".join((head, b"%06o\0 " % checksum, flag, link, _MAGIC, devices, _TAIL))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pax_block(size: int) -> bytes:
+    """The header of a pax extended header of ``size`` bytes (always the same otherwise)."""
+    return _block(b"././@PaxHeader", b"x", size, None, b"", 0)
+
+
+def _sparse_segments(fd: int, size: int) -> list[tuple[int, int]]:
+    """The data segments of a file (offset, length), holes left out; SEEK_DATA/SEEK_HOLE."""
+    segments = []
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # only a hole from here to the end
+                break
+            raise
+        if start >= size:
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        segments.append((start, end - start))
+        offset = end
+    return segments
+
+
+def sparse_map(segments: list[tuple[int, int]], size: int) -> bytes:
+    """A PAX 1.0 sparse map block: the segment count, then offset and length of each, in
+    decimal lines, zero-padded to whole blocks; GNU tar's final (size, 0) entry included."""
+    if not segments or sum(segments[-1]) < size:
+        segments = [*segments, (size, 0)]
+    text = f"{len(segments)}\n" + "".join(f"{o}\n{n}\n" for o, n in segments)
+    raw = text.encode()
+    return raw + bytes((-len(raw)) % BLOCK)
+
+
+def header(member: Member, sparse: bytes | None = None, stored: int = 0) -> bytes:
+    """The tar header(s) of ``member``: POSIX pax, with an extended header for whatever ustar
+    cannot hold exactly (long or non-ASCII-safe names, nanosecond or negative times, large
+    owners and sizes, ``SCHILY.xattr.*``, PAX 1.0 sparse files, as GNU tar writes them).
+    ``sparse``: the member's sparse map, ``stored``: the data bytes that follow it."""
+    name = b"." if member.path == "." else b"./" + os.fsencode(member.path)
+    if member.type == DIRECTORY:
+        name += b"/"
+    linkname = os.fsencode(member.linkname)
+    records: list[bytes] = []
+    if sparse is not None:
+        records += [
+            _pax_record(b"GNU.sparse.major", b"1"),
+            _pax_record(b"GNU.sparse.minor", b"0"),
+            _pax_record(b"GNU.sparse.name", name),
+            _pax_record(b"GNU.sparse.realsize", str(member.size).encode()),
+        ]
+        base = os.fsencode(member.path).rpartition(b"/")[2][:60]
+        name = b"./GNUSparseFile.0/" + base
+    elif len(name) > 100:
+        records.append(_pax_record(b"path", name))
+    if len(linkname) > 100:
+        records.append(_pax_record(b"linkpath", linkname))
+    seconds, fraction = divmod(member.mtime_ns, 10**9)
+    if fraction or not 0 <= seconds < 8**11:
+        records.append(_pax_record(b"mtime", format_time_ns(member.mtime_ns)))
+        seconds = min(max(seconds, 0), 8**11 - 1)
+    for key, owner in ((b"uid", member.uid), (b"gid", member.gid)):
+        if owner >= 8**7:
+            records.append(_pax_record(key, str(owner).encode()))
+    size = stored + len(sparse) if sparse is not None else member.size
+    if size >= 8**11:
+        records.append(_pax_record(b"size", str(size).encode()))
+    for attr, value in member.xattrs:
+        records.append(_pax_record(b"SCHILY.xattr." + os.fsencode(attr), value))
+    main = _block(name, _TYPEFLAGS[member.type], size, member, linkname, seconds)
+    if not records:
+        return main
+    data = b"".join(records)
+    pax = _pax_block(len(data))
+    return pax + data + bytes((-len(data)) % BLOCK) + main
 
 
 class DirTar:
     """A tar stream of ``root``, read from disk, with every member recorded (and hashed) on the way.
 
-    ``members`` is complete once the stream has been read to its end. ``abort`` (any thread)
-    makes the stream stop at the next chunk.
+    ``members`` is complete once the stream has been read to its end; ``skipped`` lists the
+    sockets left out. ``abort`` (any thread) makes the stream stop at the next chunk.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.members: list[Member] = []
+        self.skipped: list[str] = []
         self._stopped = False
 
     def abort(self) -> None:
@@ -171,54 +353,105 @@ class DirTar:
 
     def _stream(self) -> Iterator[bytes]:
         out = bytearray()  # headers, padding and small files, gathered into chunks
-        for member, st in _Entries(self.root):
+        entries = _Entries(self.root, file_xattrs=False)
+        self.skipped = entries.skipped
+        for member, st, dir_fd, name in entries:
             if self._stopped:
                 return
-            out += _header(member, st)
-            if member.type == REGULAR:
+            if member.type != REGULAR:
+                out += header(member)
+                self.members.append(member)
+                continue
+            fd = os.open(name, _NOFOLLOW_FILE, dir_fd=dir_fd)
+            try:
+                changed = OperationFailed(
+                    f"{member.path} changed while it was read; "
+                    "is another container using the volume?"
+                )
+                if os.fstat(fd).st_ino != st.st_ino:
+                    raise changed
+                xattrs = read_xattrs(fd, "")
+                if xattrs:
+                    member = replace(member, xattrs=xattrs)
+                segments = [(0, st.st_size)] if st.st_size else []
+                if st.st_blocks * 512 < st.st_size:  # holes, maybe: ask where the data is
+                    segments = _sparse_segments(fd, st.st_size)
+                plain = segments == [(0, st.st_size)] or st.st_size == 0
+                stored = sum(length for _, length in segments)
+                if plain:
+                    out += header(member)
+                else:
+                    table = sparse_map(segments, st.st_size)
+                    out += header(member, table, stored)
+                    out += table
                 sha = hashlib.sha256()
-                for piece in self._read(member, st):
-                    sha.update(piece)
-                    if len(piece) < _SMALL:
-                        out += piece
-                    else:
-                        if out:
+                done = 0
+                for offset, length in segments:
+                    if offset > done:
+                        hash_zeros(sha, offset - done)
+                    for piece in self._read(fd, offset, length, changed):
+                        sha.update(piece)
+                        if len(piece) < _SMALL:
+                            out += piece
+                        else:
+                            if out:
+                                yield bytes(out)
+                                out.clear()
+                            yield piece
+                        if len(out) >= CHUNK:
                             yield bytes(out)
                             out.clear()
-                        yield piece
-                    if len(out) >= CHUNK:
-                        yield bytes(out)
-                        out.clear()
-                out += bytes((-member.size) % BLOCK)
-                member = replace(member, sha256=sha.hexdigest())
-            self.members.append(member)
+                    done = offset + length
+                hash_zeros(sha, st.st_size - done)
+                if os.fstat(fd).st_mtime_ns != st.st_mtime_ns:
+                    raise changed
+                if plain and os.pread(fd, 1, st.st_size):
+                    raise changed
+            finally:
+                os.close(fd)
+            out += bytes((-stored) % BLOCK)
+            self.members.append(replace(member, sha256=sha.hexdigest()))
         yield bytes(out + bytes(2 * BLOCK))
 
-    def _read(self, member: Member, st: os.stat_result) -> Iterator[bytes]:
-        """The file's content, exactly ``st.st_size`` bytes; an error if it changes meanwhile."""
-        path = os.path.join(self.root, member.path)
-        changed = OperationFailed(
-            f"{member.path} changed while it was read; is another container using the volume?"
-        )
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            if os.fstat(fd).st_ino != st.st_ino:
+    @staticmethod
+    def _read(fd: int, offset: int, length: int, changed: Exception) -> Iterator[bytes]:
+        """``length`` bytes of the file from ``offset``; an error if it shrinks meanwhile."""
+        os.lseek(fd, offset, os.SEEK_SET)
+        left = length
+        while left:
+            piece = os.read(fd, min(CHUNK, left))
+            if not piece:
                 raise changed
-            left = st.st_size
-            while left:
-                piece = os.read(fd, min(CHUNK, left))
-                if not piece:
-                    raise changed
-                left -= len(piece)
-                yield piece
-            if os.read(fd, 1) or os.fstat(fd).st_mtime_ns != st.st_mtime_ns:
-                raise changed
-        finally:
+            left -= len(piece)
+            yield piece
+
+
+def _open_file(root: Path, rel: str) -> int:
+    """A read descriptor of ``root/rel``, never following a link, whatever the path's length."""
+    path = os.path.join(root, rel)
+    if len(os.fsencode(path)) < _SHORT_PATH:
+        return os.open(path, _NOFOLLOW_FILE)
+    parent, _, name = rel.rpartition("/")
+    fd = os.open(root, _NOFOLLOW_DIR)
+    try:
+        for part in parent.split("/") if parent else ():
+            child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
             os.close(fd)
+            fd = child
+        return os.open(name, _NOFOLLOW_FILE, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
-def _sha256(path: Path) -> str:
-    return archive.file_sha256(path)[0]
+def _sha256(root: Path, rel: str) -> str:
+    fd = _open_file(root, rel)
+    try:
+        sha = hashlib.sha256()
+        while piece := os.read(fd, CHUNK):
+            sha.update(piece)
+        return sha.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def scan(root: Path, workers: int = 2, known: Mapping[str, str] | None = None) -> dict[str, Member]:
@@ -226,14 +459,14 @@ def scan(root: Path, workers: int = 2, known: Mapping[str, str] | None = None) -
     largest first so that no thread is left with the one big file at the end. ``known`` holds
     digests already read back from disk (by ``extract``), which are not computed again."""
     known = known or {}
-    members = {member.path: member for member, _ in _Entries(root)}
+    members = {member.path: member for member, _, _, _ in _Entries(root)}
     files = sorted(
         (m for m in members.values() if m.type == REGULAR and m.path not in known),
         key=lambda m: m.size,
         reverse=True,
     )
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapvol-scan") as pool:
-        hashed = pool.map(lambda m: _sha256(root / m.path), files)
+        hashed = pool.map(lambda m: _sha256(root, m.path), files)
         digests = {m.path: digest for m, digest in zip(files, hashed, strict=True)}
     for path, member in members.items():
         if member.type == REGULAR:
@@ -261,6 +494,7 @@ class _Extractor:
         self.root_fd = os.open(root, _NOFOLLOW_DIR)
         self._cached: tuple[str, int] | None = None  # the last parent directory opened
         self._file = -1  # the regular file being written
+        self._end = 0  # how far it was written (a sparse file may end in a hole)
         self._dirs: list[Member] = []  # their owner, mode and time are set last, deepest first
 
     def close(self) -> None:
@@ -325,6 +559,7 @@ class _Extractor:
         elif member.type == REGULAR:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             self._file = os.open(name, flags, 0o600, dir_fd=fd)
+            self._end = 0
         elif member.type == SYMLINK:
             os.symlink(member.linkname, name, dir_fd=fd)
         elif member.type == HARDLINK:
@@ -339,28 +574,39 @@ class _Extractor:
                     os.close(src_fd)
         elif member.type == FIFO:
             os.mkfifo(name, 0o600, dir_fd=fd)
+        elif member.type in (CHARDEV, BLOCKDEV):
+            kind = stat.S_IFCHR if member.type == CHARDEV else stat.S_IFBLK
+            device = os.makedev(member.devmajor, member.devminor)
+            os.mknod(name, kind | 0o600, device, dir_fd=fd)
         else:
             raise IntegrityError(f"archive member {member.path!r} is a {member.type}: refused")
 
-    def data(self, view: memoryview) -> None:
+    def data(self, view: memoryview, offset: int) -> None:
         while view:
-            view = view[os.write(self._file, view) :]
+            done = os.pwrite(self._file, view, offset)
+            view, offset = view[done:], offset + done
+        self._end = max(self._end, offset)
 
     def member(self, member: Member) -> None:
-        """The member's data has all passed: give it its owner, mode and time."""
-        times = (member.mtime * 10**9, member.mtime * 10**9)
+        """The member's data has all passed: give it its owner, mode, attributes and time,
+        in tar's order (chown may clear set-id bits and capabilities)."""
         if member.type == REGULAR:
+            if self._end < member.size:  # a sparse file that ends in a hole
+                os.ftruncate(self._file, member.size)
             os.fchown(self._file, member.uid, member.gid)
-            os.fchmod(self._file, member.mode)  # after chown, which may clear set-id bits
-            os.utime(self._file, ns=times)
+            os.fchmod(self._file, member.mode)
+            _write_xattrs(self._file, member.xattrs)
+            _set_time(self._file, member.mtime_ns)
             self._close_file()
             self.written(member.path)
-        elif member.type in (SYMLINK, FIFO):
+        elif member.type != DIRECTORY and member.type != HARDLINK:
             fd, name = self._place(member.path)
             os.chown(name, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
-            if member.type == FIFO:
+            if member.type != SYMLINK:
                 os.chmod(name, member.mode, dir_fd=fd)
-            os.utime(name, ns=times, dir_fd=fd, follow_symlinks=False)
+            if member.xattrs:
+                _write_xattrs(_at(fd, name), member.xattrs)
+            _set_time(name, member.mtime_ns, fd)
 
     def finish(self) -> None:
         """Directories last (their mode may forbid writing into them), deepest first."""
@@ -369,11 +615,44 @@ class _Extractor:
             try:
                 os.fchown(fd, member.uid, member.gid)
                 os.fchmod(fd, member.mode)
-                times = (member.mtime * 10**9, member.mtime * 10**9)
-                os.utime(fd, ns=times)
+                _write_xattrs(fd, member.xattrs)
+                _set_time(fd, member.mtime_ns)
             finally:
                 if fd != self.root_fd:
                     os.close(fd)
+
+
+_NS_MAX = (1 << 63) - 1
+_AT_FDCWD, _AT_SYMLINK_NOFOLLOW = -100, 0x100
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _set_time(target: int | str, mtime_ns: int, dir_fd: int | None = None) -> None:
+    """Set atime and mtime to ``mtime_ns`` exactly, before 1970 too. Beyond what a count of
+    nanoseconds in 64 bits holds (year 2262; ext4 goes to 2446) Python's ``os.utime`` raises
+    OverflowError, so those go to ``utimensat`` as seconds and nanoseconds."""
+    where: dict[str, object] = {}
+    if dir_fd is not None:
+        where = {"dir_fd": dir_fd, "follow_symlinks": False}
+    if -_NS_MAX <= mtime_ns <= _NS_MAX:
+        os.utime(target, ns=(mtime_ns, mtime_ns), **where)  # type: ignore[arg-type]
+        return
+    seconds, nanoseconds = divmod(mtime_ns, 10**9)
+    stamp = _Timespec(seconds, nanoseconds)
+    times = (_Timespec * 2)(stamp, stamp)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if isinstance(target, int):
+        done = libc.futimens(target, times)
+    else:
+        flags = _AT_SYMLINK_NOFOLLOW if dir_fd is not None else 0
+        at = dir_fd if dir_fd is not None else _AT_FDCWD
+        done = libc.utimensat(at, os.fsencode(target), times, flags)
+    if done != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
 
 
 def extract(
@@ -389,7 +668,7 @@ def extract(
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapvol-readback")
     pending: dict[str, Future[str]] = {}
     extractor = _Extractor(
-        root, check, lambda path: pending.__setitem__(path, pool.submit(_sha256, root / path))
+        root, check, lambda path: pending.__setitem__(path, pool.submit(_sha256, root, path))
     )
     scanner = TarScanner(
         extractor.member, hash_files=False, on_header=extractor.header, on_data=extractor.data

@@ -25,7 +25,7 @@ from snapvol.errors import (
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.store import COMPLETE, IN_PROGRESS, Snapshot, Store
-from snapvol.tarscan import Member, unsafe_reason
+from snapvol.tarscan import Member, MemberCheck
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
@@ -241,9 +241,10 @@ def restore_refusal(
             "it holds PostgreSQL data but no major version was recorded, so it cannot be "
             "checked against the target's"
         )
+    check = MemberCheck()
     seen: set[str] = set()
     for member in members:
-        reason = unsafe_reason(member)
+        reason = check(member)
         if reason is not None:
             return f"archive member {member.path!r} would land outside the volume ({reason})"
         if member.path in seen:

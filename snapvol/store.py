@@ -7,8 +7,8 @@ owner-only before SQLite ever opens it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import dataclasses
 import json
 import os
 import sqlite3
@@ -92,7 +92,12 @@ class Snapshot(SQLModel, table=True):
 
 
 class FileEntry(SQLModel, table=True):
-    """One member of a volume archive, as it passed through the stream."""
+    """One member of a volume archive, as it passed through the stream.
+
+    Names are bytes and SQLite text is UTF-8: a name that is not UTF-8 is kept exactly in
+    ``path_raw``/``linkname_raw`` (a BLOB), with a readable form in ``path``/``linkname``.
+    Extended attributes are JSON: ``[[name, base64 value], ...]``.
+    """
 
     __tablename__ = "snapshot_files"
 
@@ -107,9 +112,70 @@ class FileEntry(SQLModel, table=True):
     mtime: int
     linkname: str = ""
     sha256: str | None = None
+    mtime_nsec: int | None = None  # the nanoseconds within ``mtime`` (any time fits SQLite)
+    xattrs: str | None = None
+    devmajor: int | None = None
+    devminor: int | None = None
+    path_raw: bytes | None = None
+    linkname_raw: bytes | None = None
 
     def member(self) -> Member:
-        return Member(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Member)})
+        return Member(
+            path=_name_from(self.path, self.path_raw),
+            type=self.type,
+            size=self.size,
+            mode=self.mode,
+            uid=self.uid,
+            gid=self.gid,
+            mtime_ns=self.mtime * 10**9 + (self.mtime_nsec or 0),
+            linkname=_name_from(self.linkname, self.linkname_raw),
+            sha256=self.sha256,
+            xattrs=tuple(
+                (key, base64.b64decode(value)) for key, value in json.loads(self.xattrs or "[]")
+            ),
+            devmajor=self.devmajor or 0,
+            devminor=self.devminor or 0,
+        )
+
+
+def _name_from(text: str, raw: bytes | None) -> str:
+    return os.fsdecode(raw) if raw is not None else text
+
+
+def _name_columns(name: str) -> tuple[str, bytes | None]:
+    """A name as stored: UTF-8 text, or a readable form and the exact bytes."""
+    try:
+        name.encode("utf-8")
+        return name, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def _file_row(snapshot_id: str, m: Member) -> dict[str, Any]:
+    path, path_raw = _name_columns(m.path)
+    linkname, linkname_raw = _name_columns(m.linkname)
+    return {
+        "snapshot_id": snapshot_id,
+        "path": path,
+        "path_raw": path_raw,
+        "type": m.type,
+        "size": m.size,
+        "mode": m.mode,
+        "uid": m.uid,
+        "gid": m.gid,
+        "mtime": m.mtime,
+        "mtime_nsec": m.mtime_ns % 10**9 or None,
+        "linkname": linkname,
+        "linkname_raw": linkname_raw,
+        "sha256": m.sha256,
+        # ensure_ascii: a name with undecodable bytes (lone surrogates) survives as \udcXX
+        "xattrs": json.dumps([[k, base64.b64encode(v).decode()] for k, v in m.xattrs])
+        if m.xattrs
+        else None,
+        "devmajor": m.devmajor or None,
+        "devminor": m.devminor or None,
+    }
 
 
 # --- migrations ------------------------------------------------------------------------------
@@ -171,15 +237,29 @@ def _m001_initial(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_snapshot_files_snapshot_id ON snapshot_files (snapshot_id)"))
 
 
-def _m0XX_verify_result(conn: Connection) -> None:
+def _m002_verify_result(conn: Connection) -> None:
     """Each snapshot's last verification, which retention uses to keep the newest good one."""
     conn.execute(text("ALTER TABLE snapshots ADD COLUMN verified_at DATETIME"))
     conn.execute(text("ALTER TABLE snapshots ADD COLUMN verify_ok BOOLEAN"))
 
 
+def _m003_fidelity(conn: Connection) -> None:
+    """Nanosecond times, exact byte names, extended attributes and device numbers."""
+    for column in (
+        "mtime_nsec INTEGER",
+        "xattrs TEXT",
+        "devmajor INTEGER",
+        "devminor INTEGER",
+        "path_raw BLOB",
+        "linkname_raw BLOB",
+    ):
+        conn.execute(text(f"ALTER TABLE snapshot_files ADD COLUMN {column}"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
-    ("0XX_verify_result", _m0XX_verify_result),
+    ("002_verify_result", _m002_verify_result),
+    ("003_fidelity", _m003_fidelity),
 ]
 
 _MARKER_TABLE = "snapvol_migrations"
@@ -376,7 +456,7 @@ class Store:
             if members:
                 session.execute(
                     insert(FileEntry),
-                    [{"snapshot_id": snapshot_id, **m.__dict__} for m in members],
+                    [_file_row(snapshot_id, m) for m in members],
                 )
             for key, value in fields.items():
                 setattr(snap, key, value)

@@ -2,9 +2,10 @@
 
 The archive pipeline never buffers a whole archive, and it must look at the same bytes it compresses
 or uploads, so instead of pulling from a file (as ``tarfile`` does) this parser is *fed* chunks and
-reports each member once its data has passed: path, type, size, mode, link target and, for regular
-files, the SHA-256 of the content. It understands ustar, POSIX pax and GNU long-name headers, which
-covers what Docker's archive endpoint and GNU tar produce.
+reports each member once its data has passed: path, type, size, mode, owner, mtime to the
+nanosecond, link target, device numbers, extended attributes and, for regular files, the SHA-256
+of the content. It understands ustar, POSIX pax (``SCHILY.xattr.*``, PAX 1.0 sparse files) and GNU
+long-name headers, which covers what Docker's archive endpoint, GNU tar and ``dirtar`` produce.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from snapvol import archive
 
@@ -44,9 +45,17 @@ class TarFormatError(ValueError):
     """The stream is not a tar archive this reader understands, or it is truncated."""
 
 
+Xattrs = tuple[tuple[str, bytes], ...]  # (name, value), sorted by name
+CAPABILITY = "security.capability"
+
+
 @dataclass(frozen=True)
 class Member:
-    """One archive member as recorded in the manifest store."""
+    """One archive member as recorded in the manifest store.
+
+    Names are bytes on disk: ``path`` and ``linkname`` hold them as ``os.fsdecode`` does
+    (undecodable bytes as lone surrogates), so ``os.fsencode`` gives the exact bytes back.
+    """
 
     path: str
     type: str
@@ -54,9 +63,17 @@ class Member:
     mode: int
     uid: int
     gid: int
-    mtime: int
+    mtime_ns: int
     linkname: str = ""
     sha256: str | None = None
+    xattrs: Xattrs = ()
+    devmajor: int = 0
+    devminor: int = 0
+
+    @property
+    def mtime(self) -> int:
+        """Whole seconds (floor), as a ustar header holds them."""
+        return self.mtime_ns // 10**9
 
 
 def normalize(name: str) -> str:
@@ -70,13 +87,40 @@ def normalize(name: str) -> str:
 def _number(field: bytes) -> int:
     if field and field[0] & 0x80:  # GNU base-256 for values that do not fit in octal
         value = int.from_bytes(field, "big", signed=False)
+        if field[0] == 0xFF:  # negative, two's complement
+            return value - (1 << (8 * len(field)))
         return value & ~(0x80 << (8 * (len(field) - 1)))
     text = field.split(b"\0", 1)[0].strip(b" \0")
     return int(text, 8) if text else 0
 
 
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _string(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return _name(field.split(b"\0", 1)[0])
+
+
+def parse_time_ns(text: bytes) -> int:
+    """A pax time (``-12.5``, ``1700000000.123456789``) in nanoseconds, exactly."""
+    value = text.strip()
+    negative = value.startswith(b"-")
+    whole, _, frac = value.lstrip(b"-+").partition(b".")
+    if not whole.isdigit() and not (whole == b"" and frac.isdigit()):
+        raise TarFormatError(f"malformed pax time {text!r}")
+    if frac and not frac.isdigit():
+        raise TarFormatError(f"malformed pax time {text!r}")
+    ns = int(whole or b"0") * 10**9 + int((frac + b"000000000")[:9])
+    return -ns if negative else ns
+
+
+def format_time_ns(ns: int) -> bytes:
+    """The pax form of a time in nanoseconds (``parse_time_ns``'s inverse)."""
+    sign = "-" if ns < 0 else ""
+    whole, frac = divmod(abs(ns), 10**9)
+    text = f"{sign}{whole}" if frac == 0 else f"{sign}{whole}.{frac:09d}".rstrip("0")
+    return text.encode()
 
 
 def _checksum_ok(header: bytes) -> bool:
@@ -85,28 +129,70 @@ def _checksum_ok(header: bytes) -> bool:
     return stored == computed
 
 
-def _parse_pax(data: bytes) -> dict[str, str]:
-    records: dict[str, str] = {}
+def _parse_pax(data: bytes) -> dict[str, bytes]:
+    records: dict[str, bytes] = {}
     pos = 0
     while pos < len(data):
         space = data.find(b" ", pos)
         if space < 0:
             break
-        length = int(data[pos:space])
-        if length <= 0:
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise TarFormatError("malformed pax header") from None
+        if length <= 0 or pos + length > len(data):
             raise TarFormatError("malformed pax header")
         record = data[space + 1 : pos + length - 1]
         key, _, value = record.partition(b"=")
-        records[key.decode()] = value.decode("utf-8", "surrogateescape")
+        records[key.decode("utf-8", "surrogateescape")] = value
         pos += length
     return records
+
+
+_XATTR = "SCHILY.xattr."
+
+
+class _Sparse:
+    """A PAX 1.0 sparse member (GNU tar's ``GNU.sparse.major=1``): a map of data segments,
+    then the segments, standing for a file of ``realsize`` bytes with holes elsewhere."""
+
+    def __init__(self, realsize: int) -> None:
+        self.realsize = realsize
+        self.map_bytes = bytearray()
+        self.segments: list[tuple[int, int]] | None = None  # None while the map is read
+        self.index = 0  # the segment being read
+        self.done = 0  # bytes of it already passed
+        self.logical = 0  # the logical offset reached (what was hashed)
+
+    def take_map(self, part: memoryview) -> None:
+        self.map_bytes += part
+        if len(self.map_bytes) % BLOCK:
+            return
+        lines = bytes(self.map_bytes).split(b"\n")
+        if len(lines) < 2 or not lines[0].isdigit():
+            raise TarFormatError("malformed sparse map")
+        count = int(lines[0])
+        if len(lines) < 2 + 2 * count:
+            return  # the map goes on in the next block
+        try:
+            numbers = [int(line) for line in lines[1 : 1 + 2 * count]]
+        except ValueError:
+            raise TarFormatError("malformed sparse map") from None
+        segments = list(zip(numbers[0::2], numbers[1::2], strict=True))
+        end = 0
+        for offset, length in segments:
+            if offset < end or length < 0 or offset + length > self.realsize:
+                raise TarFormatError("malformed sparse map")
+            end = offset + length
+        self.segments = [s for s in segments if s[1] > 0]
 
 
 class TarScanner:
     """Feed it a tar stream chunk by chunk; ``on_member`` is called for each complete member.
 
     ``on_header`` sees each member (without its hash) as soon as its header is read, before any
-    of its data; ``on_data`` sees a regular member's data as it passes.
+    of its data; ``on_data`` sees a regular member's data as it passes, with the offset in the
+    file where it belongs (sparse members leave holes between pieces).
     """
 
     def __init__(
@@ -115,7 +201,7 @@ class TarScanner:
         *,
         hash_files: bool = True,
         on_header: Callable[[Member], None] | None = None,
-        on_data: Callable[[memoryview], None] | None = None,
+        on_data: Callable[[memoryview, int], None] | None = None,
     ) -> None:
         self._on_member = on_member
         self._on_header = on_header
@@ -125,11 +211,13 @@ class TarScanner:
         self._state = "header"
         self._remaining = 0  # bytes of member data still to come
         self._padding = 0
-        self._pending: dict[str, object] | None = None
+        self._pending: Member | None = None
         self._hasher: hashlib._Hash | None = None
+        self._offset = 0  # where the next data byte of a plain member goes
+        self._sparse: _Sparse | None = None
         self._meta_kind: str | None = None  # collecting a pax or GNU long-name payload
         self._meta = bytearray()
-        self._pax: dict[str, str] = {}
+        self._pax: dict[str, bytes] = {}
         self._gnu_name: str | None = None
         self._gnu_link: str | None = None
         self._zero_blocks = 0
@@ -184,34 +272,60 @@ class TarScanner:
             self._meta.clear()
             self._start_data(size)
             return
+        pax = self._pax
         name = _string(header[0:100])
         prefix = _string(header[345:500]) if header[257:263] == b"ustar\0" else ""
         if prefix:
             name = f"{prefix}/{name}"
-        name = self._pax.get("path", self._gnu_name or name)
-        linkname = self._pax.get("linkpath", self._gnu_link or _string(header[157:257]))
-        if "size" in self._pax:
-            size = int(self._pax["size"])
+        if "GNU.sparse.name" in pax:
+            name = _name(pax["GNU.sparse.name"])
+        elif "path" in pax:
+            name = _name(pax["path"])
+        elif self._gnu_name is not None:
+            name = self._gnu_name
+        if "linkpath" in pax:
+            linkname = _name(pax["linkpath"])
+        else:
+            linkname = self._gnu_link if self._gnu_link is not None else _string(header[157:257])
+        if "size" in pax:
+            size = int(pax["size"])
         kind = _TYPES.get(flag)
         if kind is None:
             raise TarFormatError(f"unsupported tar member type {flag!r} for {name!r}")
-        self._pending = {
-            "path": normalize(name),
-            "type": kind,
-            "size": size if kind == REGULAR else 0,
-            "mode": _number(header[100:108]) & 0o7777,
-            "uid": int(self._pax.get("uid", _number(header[108:116]))),
-            "gid": int(self._pax.get("gid", _number(header[116:124]))),
-            "mtime": int(float(self._pax.get("mtime", _number(header[136:148])))),
-            "linkname": linkname if kind in (SYMLINK, HARDLINK) else "",
-        }
+        sparse = None
+        logical = size
+        if kind == REGULAR and pax.get("GNU.sparse.major") == b"1":
+            if pax.get("GNU.sparse.minor") != b"0" or "GNU.sparse.realsize" not in pax:
+                raise TarFormatError(f"unsupported sparse format for {name!r}")
+            logical = int(pax["GNU.sparse.realsize"])
+            sparse = _Sparse(logical)
+        mtime_ns = (
+            parse_time_ns(pax["mtime"]) if "mtime" in pax else _number(header[136:148]) * 10**9
+        )
+        device = kind in (CHARDEV, BLOCKDEV)
+        member = Member(
+            path=normalize(name),
+            type=kind,
+            size=logical if kind == REGULAR else 0,
+            mode=_number(header[100:108]) & 0o7777,
+            uid=int(pax["uid"]) if "uid" in pax else _number(header[108:116]),
+            gid=int(pax["gid"]) if "gid" in pax else _number(header[116:124]),
+            mtime_ns=mtime_ns,
+            linkname=linkname if kind in (SYMLINK, HARDLINK) else "",
+            xattrs=tuple(sorted((k[len(_XATTR) :], v) for k, v in _xattr_items(pax))),
+            devmajor=_number(header[329:337]) if device else 0,
+            devminor=_number(header[337:345]) if device else 0,
+        )
+        self._pending = member
         self._pax = {}
         self._gnu_name = self._gnu_link = None
         self._meta_kind = None
         if self._on_header is not None:
-            self._on_header(Member(**self._pending))  # type: ignore[arg-type]
+            self._on_header(member)
         if kind == REGULAR and self._hash_files:
             self._hasher = hashlib.sha256()
+        self._sparse = sparse
+        self._offset = 0
         self._start_data(size if kind == REGULAR else 0)
 
     def _start_data(self, size: int) -> None:
@@ -227,15 +341,43 @@ class TarScanner:
         part = view[:take]
         if self._meta_kind is not None:
             self._meta += part
+        elif self._sparse is not None:
+            self._sparse_data(part)
         else:
             if self._hasher is not None:
                 self._hasher.update(part)
             if self._on_data is not None:
-                self._on_data(part)
+                self._on_data(part, self._offset)
+            self._offset += take
         self._remaining -= take
         if self._remaining == 0:
             self._finish_member()
         return view[take:]
+
+    def _sparse_data(self, part: memoryview) -> None:
+        sparse = self._sparse
+        assert sparse is not None
+        while part:
+            if sparse.segments is None:
+                take = min(len(part), BLOCK - len(sparse.map_bytes) % BLOCK)
+                sparse.take_map(part[:take])
+                part = part[take:]
+                continue
+            if sparse.index >= len(sparse.segments):
+                raise TarFormatError("sparse member holds more data than its map")
+            offset, length = sparse.segments[sparse.index]
+            take = min(len(part), length - sparse.done)
+            where = offset + sparse.done
+            if self._hasher is not None:
+                hash_zeros(self._hasher, where - sparse.logical)
+                self._hasher.update(part[:take])
+            sparse.logical = where + take
+            if self._on_data is not None:
+                self._on_data(part[:take], where)
+            sparse.done += take
+            if sparse.done == length:
+                sparse.index, sparse.done = sparse.index + 1, 0
+            part = part[take:]
 
     def _finish_member(self) -> None:
         self._state = "padding" if self._padding else "header"
@@ -244,51 +386,124 @@ class TarScanner:
             if self._meta_kind == "x":
                 self._pax = _parse_pax(payload)
             elif self._meta_kind == "L":
-                self._gnu_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                self._gnu_name = _name(payload.split(b"\0", 1)[0])
             elif self._meta_kind == "K":
-                self._gnu_link = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                self._gnu_link = _name(payload.split(b"\0", 1)[0])
             self._meta_kind = None  # "g" (global pax) carries nothing we record
             return
-        assert self._pending is not None
+        member = self._pending
+        assert member is not None
+        sparse, self._sparse = self._sparse, None
+        if sparse is not None:
+            if sparse.segments is None or sparse.index != len(sparse.segments):
+                raise TarFormatError(f"sparse member {member.path!r} is shorter than its map")
+            if self._hasher is not None:
+                hash_zeros(self._hasher, sparse.realsize - sparse.logical)
         digest = self._hasher.hexdigest() if self._hasher is not None else None
         self._hasher = None
-        member = Member(sha256=digest, **self._pending)  # type: ignore[arg-type]
         self._pending = None
         self.members += 1
-        self._on_member(member)
+        self._on_member(replace(member, sha256=digest) if digest else member)
+
+
+def _xattr_items(pax: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
+    return ((k, v) for k, v in pax.items() if k.startswith(_XATTR))
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def hash_zeros(hasher: hashlib._Hash, count: int) -> None:
+    """Feed ``count`` zero bytes (a hole) to ``hasher``."""
+    zeros = memoryview(_ZEROS)
+    while count > 0:
+        take = min(count, len(zeros))
+        hasher.update(zeros[:take])
+        count -= take
 
 
 def unsafe_reason(member: Member) -> str | None:
-    """Why extracting this member could write outside the target directory (None if safe)."""
+    """Why restoring this member could write outside the target directory, or could not be done
+    the same on both lanes (None if it is safe).
+
+    Absolute symbolic links and links to nowhere are data, recreated as they were (extraction
+    never follows one); a relative link that climbs out of the volume is refused because
+    Docker's archive endpoint refuses to create it.
+    """
     path = member.path
     if path.startswith("/"):
         return "absolute path"
     parts = path.split("/")
     if ".." in parts:
         return "path contains '..'"
-    if member.type in (CHARDEV, BLOCKDEV):
-        return "device file"
     if member.type == HARDLINK:
         target = normalize(member.linkname)
         if target.startswith("/") or ".." in target.split("/"):
             return f"hard link to {member.linkname!r} outside the archive"
     if member.type == SYMLINK:
         target = member.linkname
-        if target.startswith("/"):
-            return f"symbolic link to absolute path {target!r}"
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        if resolved == ".." or resolved.startswith("../"):
-            return f"symbolic link to {target!r} points outside the archive"
+        if not target:
+            return "symbolic link without a target"
+        if not target.startswith("/"):
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if resolved == ".." or resolved.startswith("../"):
+                return f"symbolic link to {target!r} points outside the archive"
     return None
 
 
-def same_file(a: Member, b: Member, *, content: bool = True) -> bool:
-    """Whether two records describe the same file: type, size, mode, owner, link target and, with
-    ``content``, SHA-256. Hard link targets are compared as member paths (``./a`` is ``a``)."""
+class MemberCheck:
+    """``unsafe_reason`` for a stream of members, plus what only the sequence shows: no member
+    may lie below a symbolic link member (it would be written through the link)."""
+
+    def __init__(self) -> None:
+        self.links: set[str] = set()
+
+    def __call__(self, member: Member) -> str | None:
+        reason = unsafe_reason(member)
+        if reason is not None:
+            return reason
+        parent = member.path
+        while "/" in parent:
+            parent = parent.rpartition("/")[0]
+            if parent in self.links:
+                return f"its parent {parent!r} is a symbolic link"
+        if member.type == SYMLINK:
+            self.links.add(member.path)
+        return None
+
+
+def first_unsafe(members: Iterable[Member]) -> tuple[Member, str] | None:
+    """The first member a restore would refuse, with why (None if there is none)."""
+    check = MemberCheck()
+    for member in members:
+        reason = check(member)
+        if reason is not None:
+            return member, reason
+    return None
+
+
+def same_file(
+    a: Member, b: Member, *, content: bool = True, times: bool = True, xattrs: bool = True
+) -> bool:
+    """Whether two records describe the same file: type, size, mode, owner, link target, device
+    numbers, and with ``times`` the mtime (to the nanosecond), with ``xattrs`` the extended
+    attributes, with ``content`` the SHA-256. Hard link targets are compared as member paths."""
 
     def key(m: Member) -> tuple[object, ...]:
         link = normalize(m.linkname) if m.type == HARDLINK else m.linkname
-        return (m.type, m.size, link, m.mode, m.uid, m.gid, m.sha256 if content else None)
+        return (
+            m.type,
+            m.size,
+            link,
+            m.mode,
+            m.uid,
+            m.gid,
+            m.devmajor,
+            m.devminor,
+            m.mtime_ns if times else None,
+            m.xattrs if xattrs else None,
+            m.sha256 if content else None,
+        )
 
     return key(a) == key(b)
 

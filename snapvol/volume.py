@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from snapvol import archive, dirtar, hostpath, lifecycle, postgres
@@ -35,7 +35,7 @@ from snapvol.errors import (
 from snapvol.guard import Downtime, stopped
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
-from snapvol.tarscan import Member, ScannedStream, TarFormatError
+from snapvol.tarscan import CAPABILITY, Member, ScannedStream, TarFormatError, normalize
 from snapvol.watchdog import WatchdogConfig
 
 HELPER_MOUNT = "/snapvol/data"
@@ -67,6 +67,23 @@ class VolumeTarget:
             return
         with engine.helper(image, self.volume, HELPER_MOUNT, read_only=True) as helper_id:
             yield ScannedStream(engine.archive_out(helper_id, HELPER_MOUNT))
+
+    def carried(self, member: Member) -> Member:
+        """What of ``member`` this lane's read-back can see, to compare like with like.
+
+        The host lane sees everything. Docker's archive endpoint reports only the
+        ``security.capability`` attribute and times in whole seconds, and its extraction sets
+        times before 1970 and after 2262 (beyond 64-bit nanoseconds) to 1970: those are not
+        compared (see the README's lane table).
+        """
+        if self.host_dir is not None:
+            return member
+        seconds = member.mtime_ns // 10**9
+        return replace(
+            member,
+            mtime_ns=seconds * 10**9 if 0 < seconds * 10**9 < 2**63 else -1,
+            xattrs=tuple(kv for kv in member.xattrs if kv[0] == CAPABILITY),
+        )
 
     def landed(
         self,
@@ -242,6 +259,39 @@ class Archived:
     result: archive.ArchiveResult
     members: list[Member]
     cluster: postgres.ClusterState | None
+    sockets: list[str] = field(default_factory=list)  # left out: no tar holds a socket
+
+
+_CENSUS = (
+    f"cd {HELPER_MOUNT} && find . -mindepth 1 ! -type s -print0 | tr -cd '\\000' | wc -c"
+    " && find . -mindepth 1 -type s -print0"
+)
+
+
+def endpoint_census(engine: Engine, image: str, volume_name: str) -> tuple[int, list[str]]:
+    """How many entries (sockets aside) the volume holds, and its sockets, counted by ``find``
+    in a helper: Docker's archive endpoint silently leaves out what it cannot stat (paths
+    longer than PATH_MAX) and sockets, so its archive is checked against this count."""
+    try:
+        code, out = engine.run_helper(
+            image,
+            volume_name,
+            HELPER_MOUNT,
+            ["sh", "-c", _CENSUS],
+            read_only=True,
+            timeout=600,
+            user="0:0",
+        )
+        count, _, rest = out.partition("\n")
+        if code != 0:
+            raise ValueError(out.strip()[-200:])
+        return int(count), [normalize(p) for p in rest.split("\0") if p]
+    except (SnapvolError, ValueError) as err:
+        raise OperationFailed(
+            f"could not count the entries of volume {volume_name} with find in a helper "
+            f"container ({err}), so a complete archive cannot be told from a short one; "
+            "use --reader host, or --helper-image with an image that has sh and find"
+        ) from err
 
 
 def archive_volume(
@@ -280,6 +330,19 @@ def archive_volume(
     side = threading.Thread(target=read_cluster, daemon=True) if target.is_postgres else None
     if side is not None:
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
+    census: list[tuple[int, list[str]]] = []
+    census_errors: list[BaseException] = []
+
+    def count_entries() -> None:
+        try:
+            census.append(endpoint_census(engine, image, target.volume))
+        except BaseException as err:
+            census_errors.append(err)
+
+    counter = None
+    if target.host_dir is None:
+        counter = threading.Thread(target=count_entries, daemon=True)
+        counter.start()
 
     def volume_read() -> None:  # on the reading thread, beside the end of the compression
         try:
@@ -314,7 +377,28 @@ def archive_volume(
                 f"{problem}: a snapshot of PostgreSQL data without its major version and cluster "
                 "state cannot be checked when it is restored, so it was not recorded complete"
             )
-    return Archived(result, source.members, state)
+    members = source.members
+    if counter is not None:
+        counter.join()
+        if census_errors:
+            raise census_errors[0]
+        expected, sockets = census[0]
+        found = sum(1 for m in members if m.path != ".")
+        if found != expected:
+            raise OperationFailed(
+                f"Docker's archive endpoint gave {found} of the volume's {expected} entries "
+                "(it silently leaves out paths longer than PATH_MAX, 4096 bytes); "
+                "nothing was recorded: use --reader host"
+            )
+    else:
+        assert isinstance(source, dirtar.DirTar)
+        sockets = source.skipped
+    if sockets:
+        reporter.warn(
+            f"skipped {len(sockets)} Unix socket(s), which no archive holds "
+            f"(e.g. {sockets[0]!r}); noted in the snapshot's record"
+        )
+    return Archived(result, members, state, sockets)
 
 
 def _cluster_problem(
@@ -343,6 +427,13 @@ def complete(
     meta = snap.meta
     if done.cluster is not None:
         meta["postgres"] = done.cluster.as_meta()
+    if done.sockets:
+        meta["skipped_sockets"] = {
+            "count": len(done.sockets),
+            "paths": [
+                os.fsencode(p).decode("utf-8", "backslashreplace") for p in done.sockets[:20]
+            ],
+        }
     pg_version = done.cluster.major_version if done.cluster else None
     refusal = lifecycle.restore_refusal(
         done.members, holds_postgres=bool(meta.get("is_postgres")), pg_version=pg_version

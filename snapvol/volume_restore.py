@@ -28,7 +28,7 @@ from snapvol.errors import (
 )
 from snapvol.output import Reporter
 from snapvol.store import Snapshot, Store
-from snapvol.tarscan import Member, same_file, unsafe_reason
+from snapvol.tarscan import CAPABILITY, Member, MemberCheck, same_file
 from snapvol.volume import VolumeTarget
 from snapvol.watchdog import WatchdogConfig
 
@@ -75,6 +75,8 @@ def plan_volume_restore(
         raise IntegrityError(
             f"snapshot {snapshot.id} cannot be restored: {refusal}; nothing was changed"
         )
+    if target.host_dir is None:
+        _check_endpoint_can_carry(members, reporter)
     target_major = (
         postgres.target_major(engine, target.container, target.server, target.volume)
         if target.server is not None
@@ -106,6 +108,25 @@ def plan_volume_restore(
     return plan
 
 
+def _check_endpoint_can_carry(members: list[Member], reporter: Reporter) -> None:
+    """Docker's archive endpoint drops an extended attribute whose value is empty (in pax an
+    empty value means "unset") and reads back only ``security.capability``: refuse the first,
+    say so for the rest."""
+    empty = [m for m in members if any(not value for _, value in m.xattrs)]
+    if empty:
+        raise UsageError(
+            f"{empty[0].path!r} has an extended attribute with an empty value, which Docker's "
+            "archive endpoint would drop; restore with --reader host (as root); nothing was "
+            "changed"
+        )
+    unchecked = sum(1 for m in members if any(k != CAPABILITY for k, _ in m.xattrs))
+    if unchecked:
+        reporter.warn(
+            f"{unchecked} file(s) have extended attributes (ACLs, user.*) that the archive "
+            "endpoint restores but cannot read back to check; --reader host checks them"
+        )
+
+
 class _HeaderCheck:
     """Checks each member against the store before any of it is written: nothing unrecorded,
     nothing twice, nothing outside the volume. Contents are checked by the read-back."""
@@ -113,9 +134,10 @@ class _HeaderCheck:
     def __init__(self, expected: dict[str, Member]) -> None:
         self.expected = expected
         self.seen: set[str] = set()
+        self.safe = MemberCheck()
 
     def __call__(self, member: Member) -> None:
-        reason = unsafe_reason(member)
+        reason = self.safe(member)
         if reason is not None:
             raise IntegrityError(
                 f"archive member {member.path!r} would land outside the volume ({reason})"
@@ -170,7 +192,7 @@ def _extract(
         got = landed.get(key)
         if key == ".":
             continue  # the volume's root keeps its own owner and mode
-        if got is None or not same_file(got, want):
+        if got is None or not same_file(target.carried(got), target.carried(want)):
             raise IntegrityError(f"after extraction {key!r} does not match the snapshot")
     extra = set(landed) - set(expected)
     if extra:

@@ -1,0 +1,151 @@
+"""The tar reader's member model, its safety checks, and the store's record of members."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from snapvol import dirtar
+from snapvol.store import Snapshot, Store
+from snapvol.tarscan import (
+    Member,
+    TarScanner,
+    first_unsafe,
+    format_time_ns,
+    parse_time_ns,
+    same_file,
+    unsafe_reason,
+)
+
+
+def member(path: str, type: str = "file", **fields: object) -> Member:
+    base: dict[str, object] = {
+        "size": 0,
+        "mode": 0o644,
+        "uid": 0,
+        "gid": 0,
+        "mtime_ns": 0,
+    }
+    return Member(path=path, type=type, **{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [
+        0,
+        1,
+        -1,
+        999_999_999,
+        -315_360_000_123_456_789,
+        1_600_000_000_999_999_999,
+        4_102_444_800_999_999_999,
+        -(10**9),
+        253_402_300_799_000_000_000,
+    ],
+)
+def test_pax_times_are_exact_to_the_nanosecond(ns: int) -> None:
+    assert parse_time_ns(format_time_ns(ns)) == ns
+
+
+def test_pax_times_as_other_tars_write_them() -> None:
+    assert parse_time_ns(b"1700000000.5") == 1_700_000_000_500_000_000
+    assert parse_time_ns(b"-1.25") == -1_250_000_000
+    assert parse_time_ns(b"12") == 12 * 10**9
+    assert parse_time_ns(b"1.1234567891234") == 1_123_456_789  # beyond ns: cut, as tar does
+
+
+def _stream(*members: Member) -> bytes:
+    return b"".join(dirtar.header(m) for m in members) + bytes(1024)
+
+
+def _scan(data: bytes) -> list[Member]:
+    found: list[Member] = []
+    scanner = TarScanner(found.append, hash_files=False)
+    scanner.feed(data)
+    scanner.close()
+    return found
+
+
+def test_headers_keep_every_field_exactly() -> None:
+    """Names as bytes, times to the ns before 1970 and after 2038, owners beyond 2^21,
+    devices, xattrs with binary values: what ``dirtar.header`` writes, the scanner reads."""
+    odd = "latin1-\udcf1and\udcfa/line\nbreak " + "x" * 120
+    members = [
+        member("d", "dir", mode=0o1777, mtime_ns=-315_360_000_123_456_789),
+        member(odd, uid=3_000_000, gid=2**31 + 5, mtime_ns=4_102_444_800_999_999_999),
+        member("l", "symlink", linkname="/var/lib/" + "t" * 120, mtime_ns=7),
+        member("n", "chardev", devmajor=1, devminor=3, mode=0o666),
+        member("y", mtime_ns=13_569_465_600_123_456_789),
+        member(
+            "x",
+            xattrs=(("security.capability", b"\x01\0\0\x02"), ("user.b", b"\0\n\xff")),
+            mode=0o4755,
+        ),
+    ]
+    assert _scan(_stream(*members)) == members
+
+
+def test_python_tarfile_reads_our_headers() -> None:
+    data = _stream(member("f", mtime_ns=1_600_000_000_999_999_999, uid=3_000_000))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        info = tar.getmembers()[0]
+    assert (info.name, info.uid, info.pax_headers["mtime"]) == (
+        "./f",
+        3_000_000,
+        "1600000000.999999999",
+    )
+
+
+def test_restore_refuses_what_escapes_and_keeps_what_is_data() -> None:
+    assert unsafe_reason(member("pg_tblspc/16384", "symlink", linkname="/var/lib/pg/ts")) is None
+    assert unsafe_reason(member("dangling", "symlink", linkname="no/such/file")) is None
+    assert unsafe_reason(member("null", "chardev", devmajor=1, devminor=3)) is None
+    assert unsafe_reason(member("a/up", "symlink", linkname="../../etc")) is not None
+    assert unsafe_reason(member("../x")) is not None
+    assert unsafe_reason(member("/abs")) is not None
+    assert unsafe_reason(member("h", "hardlink", linkname="../outside")) is not None
+
+
+def test_a_member_below_a_symbolic_link_member_is_refused() -> None:
+    link = member("esc", "symlink", linkname="/etc")
+    found = first_unsafe([member(".", "dir"), link, member("esc/passwd")])
+    assert found is not None and found[0].path == "esc/passwd"
+    assert "symbolic link" in found[1]
+    assert first_unsafe([member(".", "dir"), link, member("esc-not-below")]) is None
+
+
+def test_read_back_compares_times_and_xattrs() -> None:
+    a = member("f", mtime_ns=1_700_000_000_000_000_001, xattrs=(("user.a", b"1"),))
+    assert same_file(a, a)
+    assert not same_file(a, Member(**{**a.__dict__, "mtime_ns": 1_700_000_000_000_000_000}))
+    assert not same_file(a, Member(**{**a.__dict__, "xattrs": ()}))
+    assert same_file(a, Member(**{**a.__dict__, "xattrs": ()}), xattrs=False)
+
+
+def test_the_store_keeps_names_as_bytes_and_every_field(tmp_path: Path) -> None:
+    """SQLite text is UTF-8: a name that is not (lone surrogates) must still come back exact."""
+    members = [
+        member(".", "dir"),
+        member("latin1-\udcf1and\udcfa", "dir", mtime_ns=-1),
+        member(
+            "latin1-\udcf1and\udcfa/caf\udce9\nnewline",
+            size=5,
+            sha256="ab" * 32,
+            mtime_ns=1_600_000_000_999_999_999,
+            xattrs=(("user.\udcff", b"\0\xff"), ("system.posix_acl_access", b"\x02\0\0\0")),
+        ),
+        member("link", "symlink", linkname="caf\udce9"),
+        member("null", "chardev", devmajor=1, devminor=3),
+        member("plain", size=1, sha256="cd" * 32, uid=3_000_000, gid=2**31 + 5),
+        member("year-2400", mtime_ns=13_569_465_600_123_456_789),  # beyond int64 nanoseconds
+    ]
+    store = Store.open(tmp_path / "manifests.db")
+    store.add(Snapshot(id="a1b2c3d4", name="n", kind="volume", container="c"))
+    store.complete("a1b2c3d4", members)
+    store.close()
+    again = Store.open(tmp_path / "manifests.db")
+    assert again.members("a1b2c3d4") == members
+    again.close()
