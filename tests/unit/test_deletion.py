@@ -60,7 +60,7 @@ def record(
         path.write_bytes(content)
     if status == COMPLETE:
         digest = hashlib.sha256(content or b"").hexdigest()
-        root = Member(path=".", type="dir", size=0, mode=0o755, uid=0, gid=0, mtime=0)
+        root = Member(path=".", type="dir", size=0, mode=0o755, uid=0, gid=0, mtime_ns=0)
         store.complete(sid, [root], sha256=digest, size_bytes=len(content or b""))
     elif status == FAILED:
         store.fail(sid, "crafted")

@@ -20,7 +20,7 @@ from snapvol.tarscan import DIRECTORY, HARDLINK, REGULAR, SYMLINK, Member
 
 def member(path: str, type: str = REGULAR, linkname: str = "") -> Member:
     return Member(
-        path=path, type=type, size=0, mode=0o644, uid=0, gid=0, mtime=0, linkname=linkname
+        path=path, type=type, size=0, mode=0o644, uid=0, gid=0, mtime_ns=0, linkname=linkname
     )
 
 
