@@ -5,7 +5,9 @@ the pipe and out of it) and, on a snapshot, a second pass over the stream to has
 it in-process reads each file once, hashes it and hands the same buffer to zstd. On two cores that
 is the difference between beating ``tar | zstd`` and trailing it.
 
-Streams are GNU-format tar, members in the order of ``tar --sort=name`` (depth first, names in byte
+Streams are POSIX pax tar (a pax header only where a plain one cannot hold the value: sub-second
+or out-of-range times, long or non-UTF-8 names, big owners, xattrs, sparse maps in GNU's PAX 1.0
+form), members in the order of ``tar --sort=name`` (depth first, names in byte
 order), which is also the order of Docker's archive endpoint. Extraction never follows a symbolic
 link: every directory on a member's path is opened with ``O_NOFOLLOW`` from the root down, so
 nothing can land outside the root whatever the archive holds.

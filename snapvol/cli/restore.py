@@ -188,8 +188,8 @@ def _logical_table(plan: Any) -> Table:
 @click.option(
     "--no-owner",
     is_flag=True,
-    help="Logical, custom format: skip the dump's owners and privileges; the restoring role "
-    "owns every object (for a dump from a server whose roles do not exist here).",
+    help="Logical, custom format: skip the dump's owners and privileges; the database's "
+    "owner gets every object (for a dump from a server whose roles do not exist here).",
 )
 @click.option(
     "--allow-roles",
