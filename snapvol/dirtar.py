@@ -174,6 +174,22 @@ def _write_xattrs(target: int | str, xattrs: Xattrs) -> None:
         os.setxattr(target, key, value, follow_symlinks=isinstance(target, int))
 
 
+def _clear_xattrs(fd: int) -> None:
+    """Remove a kept directory's xattrs (the root's: ``finish`` sets the archive's). A default
+    ACL left on it would be inherited by every entry created below it, and any other attribute
+    would outlive the restore. The SELinux label belongs to the host, not to the volume's data."""
+    try:
+        names = os.listxattr(fd)
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.ENODATA):
+            return
+        raise
+    for name in names:
+        if name != "security.selinux":
+            with contextlib.suppress(FileNotFoundError):
+                os.removexattr(fd, name)
+
+
 class _Entries:
     """Turns ``walk``'s entries into members; the second name of an inode becomes a hard link.
     Sockets, which no tar holds, are listed in ``skipped``."""
@@ -494,6 +510,7 @@ class _Extractor:
         self.check = check
         self.written = written  # told the path of each regular file once it is complete
         self.root_fd = os.open(root, _NOFOLLOW_DIR)
+        _clear_xattrs(self.root_fd)
         self._cached: tuple[str, int] | None = None  # the last parent directory opened
         self._file = -1  # the regular file being written
         self._end = 0  # how far it was written (a sparse file may end in a hole)

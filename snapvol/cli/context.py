@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 
 from snapvol import locking
 from snapvol.engine import Engine
+from snapvol.errors import StoreError
 from snapvol.hostpath import READERS
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
@@ -116,6 +118,16 @@ class AppContext:
         backup_dir = (backup_dir or db.parent / "backups").absolute()
         return cls(db=db, backup_dir=backup_dir, debug=debug, console=Console())
 
+    def command(self, *args: str) -> str:
+        """``snapvol ARGS`` as a shell command that reaches this store and backup directory
+        from anywhere: the global options appear when they are not the defaults."""
+        words = ["snapvol"]
+        if self.db != (data_dir() / "manifests.db").absolute():
+            words += ["--db", str(self.db)]
+        if self.backup_dir != self.db.parent / "backups":
+            words += ["--backup-dir", str(self.backup_dir)]
+        return shlex.join([*words, *args])
+
     @contextlib.contextmanager
     def session(
         self, lock: str | None = None, operation: str = "", *, create: bool = False
@@ -149,7 +161,13 @@ class AppContext:
         ``Error:`` line). Any other command refuses a missing store (exit 6), so a mistyped --db
         or another current directory never looks like an empty history.
         """
-        store = Store.open(self.db, create=create)
+        old = self._old_default_store()
+        try:
+            store = Store.open(self.db, create=create)
+        except StoreError as err:
+            if old is None:
+                raise
+            raise StoreError(f"{err}; {old} is the store of snapvol's old default") from err
         try:
             recover_store(store, self.backup_dir, self.console)
             yield store
@@ -159,6 +177,17 @@ class AppContext:
             self.console.info(
                 f"created the manifest store {self.db} (archives in {self.backup_dir})"
             )
+            if old is not None:
+                self.console.warn(f"{old} is the store of snapvol's old default: use --db {old}")
+
+    def _old_default_store(self) -> Path | None:
+        """``./manifests.db``, where snapvol kept its store before the default stopped depending
+        on the current directory, when it is there and the store asked for is not: the history
+        must not silently split between the two."""
+        old = Path("manifests.db").absolute()
+        if old == self.db or self.db.exists() or not old.is_file():
+            return None
+        return old
 
     @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:

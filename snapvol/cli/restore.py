@@ -308,7 +308,7 @@ def _restore_volume(
     _print_undo(app, result.safety)
     return {
         "restored": result.snapshot.to_dict(),
-        **_undo_fields(result.safety),
+        **_undo_fields(app, result.safety),
         "container": plan.target.container.name,
         "volume": plan.target.volume,
         "downtime_s": round(result.downtime_s, 3),
@@ -371,7 +371,7 @@ def _restore_logical(
     _print_undo(app, result.safety)
     return {
         "restored": snap.to_dict() if snap is not None else None,
-        **_undo_fields(result.safety),
+        **_undo_fields(app, result.safety),
         "file": str(file) if file is not None else None,
         "format": source.format,
         "container": target.container.name,
@@ -385,8 +385,8 @@ def _restore_logical(
     }
 
 
-def _undo_command(safety: Snapshot) -> str:
-    return f"snapvol restore {safety.id}"
+def _undo_command(app: AppContext, safety: Snapshot) -> str:
+    return app.command("restore", safety.id)
 
 
 def _print_undo(app: AppContext, safety: Snapshot | None) -> None:
@@ -394,11 +394,11 @@ def _print_undo(app: AppContext, safety: Snapshot | None) -> None:
     if safety is None:
         return
     app.console.info(f"Safety snapshot {safety.id} ({safety.name}): {safety.path}")
-    app.console.info(f"Undo with: {_undo_command(safety)}")
+    app.console.info(f"Undo with: {_undo_command(app, safety)}")
 
 
-def _undo_fields(safety: Snapshot | None) -> dict[str, Any]:
+def _undo_fields(app: AppContext, safety: Snapshot | None) -> dict[str, Any]:
     return {
         "safety_snapshot": safety.to_dict() if safety is not None else None,
-        "undo": _undo_command(safety) if safety is not None else None,
+        "undo": _undo_command(app, safety) if safety is not None else None,
     }

@@ -593,7 +593,7 @@ def test_restore_from_a_snapshot_takes_a_safety_snapshot_that_undoes_it(
     assert safety["kind"] == "logical" and safety["status"] == "complete"
     assert safety["meta"]["safety_for"] == snap["id"] and safety["database"] == "pc_db"
     assert safety["name"].startswith(f"{demo.name}-safety-")
-    assert result["undo"] == f"snapvol restore {safety['id']}"
+    assert result["undo"] == f"snapvol --db {os.environ['SNAPVOL_DB']} restore {safety['id']}"
     assert Path(safety["path"]).is_file()
     listed = {s["id"]: s for s in cmd.json("ls")}
     assert set(listed) == {snap["id"], safety["id"]}
@@ -619,7 +619,8 @@ def test_restore_from_a_file_takes_a_safety_snapshot_that_undoes_it(
     assert "Safety snapshot" in plan and "undoes the restore" in plan
     [safety] = [s for s in cmd.json("ls") if s["meta"].get("safety_for") == "antes.sql"]
     assert safety["status"] == "complete" and safety["kind"] == "logical"
-    assert f"Undo with: snapvol restore {safety['id']}" in result.stderr
+    db = os.environ["SNAPVOL_DB"]
+    assert f"Undo with: snapvol --db {db} restore {safety['id']}" in result.stderr
     assert safety["path"] in result.stderr
     assert demo.dump() == restored
 

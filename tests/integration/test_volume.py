@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_postgres_round_trip_restores_the_snapshot_data(bed: TestBed, cmd, tmp_p
     assert result["restored"]["id"] == snap["id"]
     safety = result["safety_snapshot"]
     assert safety["status"] == "complete" and safety["meta"]["safety_for"] == snap["id"]
-    assert result["undo"] == f"snapvol restore {safety['id']}"
+    assert result["undo"] == f"snapvol --db {os.environ['SNAPVOL_DB']} restore {safety['id']}"
     assert pg.status == "running"
     assert pg.psql("select 1") == "1"  # no waiting: the restore returns once it is ready
     assert pg.dump() == before
@@ -58,7 +59,9 @@ def test_postgres_round_trip_restores_the_snapshot_data(bed: TestBed, cmd, tmp_p
     undo = cmd(*result["undo"].split()[1:], "--yes")  # the printed command undoes the restore
     assert pg.dump() == changed
     [again] = [s for s in cmd.json("ls") if s["id"] not in (snap["id"], safety["id"])]
-    assert f"Undo with: snapvol restore {again['id']}" in undo.stderr
+    assert (
+        f"Undo with: snapvol --db {os.environ['SNAPVOL_DB']} restore {again['id']}" in undo.stderr
+    )
     assert f"Safety snapshot {again['id']} ({again['name']}): {again['path']}" in undo.stderr
 
 

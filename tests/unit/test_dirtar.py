@@ -274,3 +274,22 @@ def test_gnu_tar_extracts_our_sparse_files_with_their_holes(tmp_path: Path) -> N
     before, after = fidelity_tree.fingerprint(src), fidelity_tree.fingerprint(by_gnu)
     for name in (b"sparse-holes", b"sparse-empty", b"sparse-tail", b"big.bin", b"attrs"):
         assert after[name] == before[name]
+
+
+@needs_root
+def test_the_roots_own_acls_and_xattrs_never_leak_into_what_is_restored(tmp_path: Path) -> None:
+    """The volume's root is kept, not recreated: a default ACL on it would be inherited by every
+    entry created below it, and its xattrs would outlive the restore. Neither is in the archive,
+    so the restored tree must not have them."""
+    src = tmp_path / "src"
+    make_tree(src)
+    data, _ = stream(src)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    try:
+        os.setxattr(dst, "system.posix_acl_default", fidelity_tree.DEFAULT_ACL)
+        os.setxattr(dst, "user.stale", b"from before the restore")
+    except OSError as err:
+        pytest.skip(f"this filesystem keeps no ACLs or user xattrs: {err}")
+    extract(data, dst)
+    assert dirtar.scan(dst) == dirtar.scan(src)

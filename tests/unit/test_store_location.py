@@ -172,3 +172,33 @@ def test_backup_directory_created_private_and_ours_tightened(tmp_path: Path) -> 
     with pytest.raises(Exception, match="symbolic link to nothing"):
         archive.ensure_private_dir(dangling)
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_printed_commands_reach_the_same_store_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert AppContext.from_options(None, None, False).command("restore", "ab12") == (
+        "snapvol restore ab12"
+    )
+    db = tmp_path / "a dir" / "manifests.db"
+    app = AppContext.from_options(db, None, False)
+    assert app.command("restore", "ab12") == f"snapvol --db '{db}' restore ab12"
+    app = AppContext.from_options(db, tmp_path / "elsewhere", False)
+    assert app.command("restore", "ab12") == (
+        f"snapvol --db '{db}' --backup-dir {tmp_path / 'elsewhere'} restore ab12"
+    )
+
+
+def test_the_old_default_store_in_the_current_directory_is_named(
+    cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store kept in ./manifests.db by an older snapvol is not silently left behind."""
+    monkeypatch.chdir(tmp_path)
+    Store.open(tmp_path / "manifests.db", create=True).close()
+    monkeypatch.setenv("SNAPVOL_DB", str(tmp_path / "new" / "manifests.db"))
+    result = cmd("ls", exit_code=6)
+    assert f"{tmp_path / 'manifests.db'} is the store of snapvol's old default" in result.stderr
+    assert not (tmp_path / "new" / "manifests.db").exists()
