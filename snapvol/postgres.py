@@ -186,14 +186,17 @@ def detect(engine: Engine, info: ContainerInfo) -> Server | None:
     Running: a ``postgres``/``postmaster`` process (whatever script started it); its data
     directory is the one its command line names, PGDATA, or the cluster found on its mounts.
     Stopped: the official image's command, or a cluster (``PG_VERSION``) on one of its volumes.
+    A running container whose processes cannot be listed is judged like a stopped one.
     """
     if info.status == "running":
         try:
-            argv = postmaster_argv(engine.top(info.id))
+            processes: list[str] | None = engine.top(info.id) or None
         except SnapvolError:
-            argv = None
+            processes = None
+        argv = postmaster_argv(processes or [])
         if argv is None and not starts_postgres(info):
-            return None
+            # Not seeing the processes is no proof that no server runs: what is on disk decides.
+            return _on_volumes(engine, info, running=True) if processes is None else None
         named = [*data_dir_args(argv or []), data_dir(info), DEFAULT_PGDATA]
         mounts = [m.destination for m in info.mounts if m.type in ("volume", "bind")]
         try:
@@ -205,12 +208,20 @@ def detect(engine: Engine, info: ContainerInfo) -> Server | None:
         return Server(path, cluster, running=argv is not None)
     if starts_postgres(info):
         return Server(data_dir(info), None, running=False)
+    return _on_volumes(engine, info, running=False)
+
+
+def _on_volumes(engine: Engine, info: ContainerInfo, *, running: bool) -> Server | None:
+    """The server whose cluster (``PG_VERSION`` beside ``global/pg_control``) is on one of the
+    container's named volumes, probed by helpers. ``running``: the container runs, so a cluster
+    with a ``postmaster.pid`` is taken to be served (its socket and version are the live ones)."""
     for mount in info.named_volumes:
         cluster = _probe_volume(engine, info.image_id, str(mount.name))
         if cluster is not None:
             rel = posixpath.relpath(cluster.path, PROBE_MOUNT)
             path = posixpath.normpath(posixpath.join(mount.destination, rel))
-            return Server(path, replace(cluster, path=path), running=False)
+            served = running and cluster.port is not None
+            return Server(path, replace(cluster, path=path), running=served)
     return None
 
 

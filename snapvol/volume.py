@@ -49,10 +49,16 @@ class VolumeTarget:
     container: ContainerInfo
     volume: str
     mount: str  # where the container mounts the volume
-    is_postgres: bool
+    is_postgres: bool  # the volume holds the server's data directory (not just any volume of it)
     pg_subdir: str  # the data directory relative to the volume's root ("." when it is the root)
     host_dir: Path | None = None  # the volume's directory, when the host lane can read it
     server: postgres.Server | None = None  # the PostgreSQL server found in the container
+
+    @property
+    def runs_postgres(self) -> bool:
+        """Whether the container is a PostgreSQL server (stopped and started as one), whichever
+        of its volumes is worked on."""
+        return self.server is not None
 
     @property
     def reader(self) -> str:
@@ -167,7 +173,6 @@ def resolve_target(
     """The container and the named volume to work on, with a clear error when it is ambiguous."""
     info = engine.container(container_ref)
     server = postgres.detect(engine, info)
-    is_pg = server is not None
     volumes = info.named_volumes
     if volume_name is not None:
         matches = [m for m in info.volumes if m.name == volume_name]
@@ -195,10 +200,13 @@ def resolve_target(
                 f"container {info.name} mounts several volumes; "
                 f"pick one with --volume-name: {names}"
             )
-    subdir = "."
+    # The volume holds PostgreSQL data only when the server's data directory lies inside it: a
+    # PostgreSQL container's other volumes (backups, configuration) are plain volumes.
+    subdir, holds_data = ".", False
     if server is not None:
         rel = posixpath.relpath(server.data_dir, mount.destination)
-        subdir = rel if not rel.startswith("..") else "."
+        if rel != ".." and not rel.startswith("../"):
+            subdir, holds_data = rel, True
     assert mount.name is not None
     vol = engine.volume(mount.name)
     if hostpath.is_tmpfs(vol):
@@ -208,20 +216,20 @@ def resolve_target(
             "must, erases them; snapvol cannot snapshot or restore it"
         )
     host_dir = hostpath.volume_dir(vol, reader)
-    return VolumeTarget(info, mount.name, mount.destination, is_pg, subdir, host_dir, server)
+    return VolumeTarget(info, mount.name, mount.destination, holds_data, subdir, host_dir, server)
 
 
 def stopped_container(
     engine: Engine, target: VolumeTarget, reporter: Reporter, watchdog: WatchdogConfig | None
 ) -> AbstractContextManager[Downtime]:
     """The target's container stopped for the body, and restarted (and guarded) after it."""
-    pid_file = None
+    pid_file = None  # readiness read from the volume only when the cluster is on it
     if target.is_postgres and target.host_dir is not None:
         pid_file = target.host_dir / target.pg_subdir / "postmaster.pid"
     return stopped(
         engine,
         target.container,
-        is_postgres=target.is_postgres,
+        is_postgres=target.runs_postgres,
         reporter=reporter,
         watchdog=watchdog,
         pid_file=pid_file,

@@ -79,7 +79,7 @@ def plan_volume_restore(
         _check_endpoint_can_carry(members, reporter)
     target_major = (
         postgres.target_major(engine, target.container, target.server, target.volume)
-        if target.server is not None
+        if target.server is not None and target.is_postgres
         else None
     )
     if snapshot.pg_version and target.is_postgres:
@@ -93,7 +93,12 @@ def plan_volume_restore(
                 f"{target.container.name} runs PostgreSQL {target_major}; "
                 "use a logical snapshot to move between versions"
             )
-    elif snapshot.pg_version and not target.is_postgres:
+    elif snapshot.pg_version and target.runs_postgres:
+        raise IncompatibleError(
+            f"snapshot {snapshot.id} holds PostgreSQL data but volume {target.volume} does not "
+            f"hold {target.container.name}'s data directory"
+        )
+    elif snapshot.pg_version:
         raise IncompatibleError(
             f"snapshot {snapshot.id} holds PostgreSQL data but {target.container.name} "
             "does not run PostgreSQL"

@@ -19,6 +19,8 @@ import docker
 import docker.errors
 import pytest
 
+from snapvol import engine as engine_module
+from snapvol.errors import DockerError
 from tests import docker_helpers
 from tests.docker_helpers import TEST_LABEL, PgContainer, TestBed
 from tests.pgdata import fill_demo
@@ -234,3 +236,19 @@ def test_a_container_without_a_server_process_is_not_postgresql(bed: TestBed, cm
     container.stop(timeout=5)
     result = cmd("snapshot", "--logical", "--container", container.name, exit_code=11)
     assert "not running" in result.stderr
+
+
+def test_a_server_whose_processes_cannot_be_listed_is_found_on_its_volume(
+    company: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``docker top`` failing is no proof that no server runs: the cluster on the volume tells."""
+
+    def top_fails(self: engine_module.Engine, container_id: str) -> list[str]:
+        raise DockerError("listing the container's processes failed: 500 Server Error")
+
+    monkeypatch.setattr(engine_module.Engine, "top", top_fails)
+    before = company.dump()
+    volume_snapshot(cmd, company)  # version, cluster state, and the restart waited for the server
+    assert company.status == "running"
+    assert company.psql("select 1") == "1"
+    assert company.dump() == before
