@@ -11,7 +11,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,6 +243,22 @@ class TestBed:
 def host_ps_args() -> str:
     """Every process's arguments on this machine (containers' processes included)."""
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+
+
+def fail_a_snapshot(cmd: Callable[..., Any], container: str) -> Any:
+    """A volume snapshot of ``container`` that fails (its helper image does not exist), leaving
+    a failed record: through the endpoint lane, which needs the helper."""
+    return cmd(
+        "snapshot",
+        "--volume",
+        "--container",
+        container,
+        "--helper-image",
+        "no/such:img",
+        "--reader",
+        "endpoint",
+        exit_code=3,
+    )
 
 
 def testbed(client: docker.DockerClient) -> Iterator[TestBed]:

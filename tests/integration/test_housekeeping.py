@@ -10,7 +10,7 @@ from pathlib import Path
 
 from snapvol import locking
 from tests.archives import flip_middle_byte
-from tests.docker_helpers import TestBed
+from tests.docker_helpers import TestBed, fail_a_snapshot
 
 
 def file_rows(db: Path, snapshot_id: str) -> int:
@@ -74,17 +74,7 @@ def test_rm_refuses_while_an_operation_holds_the_container(bed: TestBed, cmd) ->
 
 def test_rm_removes_the_record_of_a_failed_snapshot(bed: TestBed, cmd) -> None:
     container, _vol = bed.plain()
-    failed = cmd(
-        "snapshot",
-        "--volume",
-        "--container",
-        container.name,
-        "--helper-image",
-        "no/such:img",
-        "--reader",
-        "endpoint",
-        exit_code=3,
-    )
+    failed = fail_a_snapshot(cmd, container.name)
     listed = cmd.json("ls")
     assert [s["status"] for s in listed] == ["failed"], failed.stderr
     cmd("rm", listed[0]["id"], "--yes")

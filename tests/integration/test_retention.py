@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.archives import flip_middle_byte
-from tests.docker_helpers import TestBed
+from tests.docker_helpers import TestBed, fail_a_snapshot
 
 
 def write(container: Any, text: str) -> None:
@@ -92,17 +92,7 @@ def test_prune_dry_run_lists_keep_and_remove_with_reasons_and_deletes_nothing(
         snaps[name] = snapshot(cmd, container, name)
         set_created(db, snaps[name]["id"], when)
     cmd("verify", "day1")  # the last known-good: kept whatever the counts say
-    failed = cmd(
-        "snapshot",
-        "--volume",
-        "--container",
-        container.name,
-        "--helper-image",
-        "no/such:img",
-        "--reader",
-        "endpoint",
-        exit_code=3,
-    )
+    failed = fail_a_snapshot(cmd, container.name)
     [failed_rec] = [s for s in cmd.json("ls") if s["status"] == "failed"]
     write(container, "changed")
     safety = cmd.json("restore", "day2-early", "--container", container.name, "--yes")[
