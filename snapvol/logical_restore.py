@@ -421,7 +421,9 @@ def plan_restore(
 def _plan_extensions(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
     """The dump's extensions (read from the start of its script: pg_dump writes them before any
     object), each of which must be installed on the server; found out before anything changes."""
-    script = sqlscript.ScriptFilter(plan.source.path.name)
+    script = sqlscript.ScriptFilter(
+        plan.source.path.name, allow_role=roles_allowed(plan) if plan.allow_roles else None
+    )
     for chunk in _script_start(engine, plan):
         script.feed(chunk)
         if not script.prologue:
