@@ -26,12 +26,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from snapvol import archive, dbprops, dumpfile, lifecycle, logical, pgexec, sqlscript
 from snapvol.dbprops import DatabaseProps
 from snapvol.dumpfile import CUSTOM
 from snapvol.engine import Engine
-from snapvol.errors import IntegrityError, OperationFailed, SnapvolError, UsageError
+from snapvol.errors import (
+    IncompatibleError,
+    IntegrityError,
+    OperationFailed,
+    SnapvolError,
+    UsageError,
+)
 from snapvol.logical import KIND
 from snapvol.output import Reporter
 from snapvol.pgexec import PgTarget
@@ -244,6 +251,10 @@ class LogicalRestorePlan:
     existing_roles: list[str] = field(default_factory=list)  # its roles already here: kept as is
     token: str = field(default_factory=lambda: secrets.token_hex(4))
     warnings: list[str] = field(default_factory=list)
+    # The dump's extensions, created as the superuser before the load (untrusted ones need it),
+    # and the schemas made for them (given to the load role; the dump's CREATE SCHEMA skipped).
+    extensions: list[sqlscript.Extension] = field(default_factory=list)
+    schemas_made: list[str] = field(default_factory=list)
 
     @property
     def scratch(self) -> str:
@@ -343,12 +354,22 @@ def plan_restore(
             "--allow-roles goes with a plain SQL dump file (--file): pg_dump's own dumps never "
             "create roles"
         )
-    version, version_num = pgexec.psql(
+    version, version_num, superuser = pgexec.psql(
         engine,
         target,
-        ["SHOW server_version", "SHOW server_version_num"],
+        [
+            "SHOW server_version",
+            "SHOW server_version_num",
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+        ],
         database=target.maintenance_db,
     )
+    if superuser != ["t"]:
+        raise UsageError(
+            f"a logical restore needs a superuser (--user): role {target.user} is not one "
+            "(snapvol loads the dump as a temporary role of its own and then gives the objects "
+            "their owners); nothing was changed"
+        )
     plan = LogicalRestorePlan(
         source=source,
         target=target,
@@ -374,6 +395,7 @@ def plan_restore(
         }
         plan.new_roles = [n for n in names if n not in present]
         plan.existing_roles = [n for n in names if n in present]
+    _plan_extensions(engine, plan, reporter)
     dumped = (source.snapshot.pg_version if source.snapshot else None) or source.header.get(
         "server_version"
     )
@@ -394,6 +416,68 @@ def plan_restore(
             + (" (their writes wait from the safety snapshot on)" if plan.takes_safety else "")
         )
     return plan
+
+
+def _plan_extensions(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
+    """The dump's extensions (read from the start of its script: pg_dump writes them before any
+    object), each of which must be installed on the server; found out before anything changes."""
+    script = sqlscript.ScriptFilter(
+        plan.source.path.name, allow_role=roles_allowed(plan) if plan.allow_roles else None
+    )
+    for chunk in _script_start(engine, plan):
+        script.feed(chunk)
+        if not script.prologue:
+            break
+    if not script.extensions:
+        return
+    names = sorted({e.name for e in script.extensions})
+    available = {
+        row[0]
+        for row in pgexec.psql(
+            engine,
+            plan.target,
+            "SELECT name FROM pg_available_extensions WHERE name = ANY(ARRAY["
+            + ", ".join(literal(n) for n in names)
+            + "]::text[])",
+            database=plan.target.maintenance_db,
+        )
+    }
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise IncompatibleError(
+            f"the dump needs extension(s) {', '.join(missing)}, not installed on the server in "
+            f"container {plan.target.container.name}; nothing was changed"
+        )
+    plan.extensions = script.extensions
+    plan.schemas_made = list(
+        dict.fromkeys(
+            e.schema
+            for e in script.extensions
+            if e.schema is not None and e.schema not in ("public", "pg_catalog")
+        )
+    )
+
+
+def _script_start(engine: Engine, plan: LogicalRestorePlan) -> Iterator[bytes]:
+    """The script psql will be given, from its start, for as long as it is read."""
+    source, target = plan.source, plan.target
+    if source.format != CUSTOM:
+        yield from source.chunks()
+        return
+    chunks, shell_script, _ = source.feed_plan(pgexec.has_zstd(engine, target), "pg_restore")
+    argv = ["pg_restore", "-f", "-"] + (["--no-owner", "--no-privileges"] if plan.no_owner else [])
+    with engine.exec_stream(
+        target.container.id,
+        pgexec.shell(argv, shell_script),
+        stdin=True,
+        **target.exec_options(plan.app),
+    ) as src:
+        src.feed(chunks)
+        try:
+            yield from src.chunks()
+        finally:
+            src.close()
+            src.join_feed()
 
 
 def _major(version: str) -> int:
@@ -601,17 +685,21 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
                 f"ALTER DATABASE {ident(plan.scratch)} OWNER TO {ident(role.name)}",
             ],
         )
+        login = _login_options(engine, plan, role)
+        _create_extensions(engine, plan, role, reporter)
         created = _create_roles(engine, plan, reporter)
         script = sqlscript.ScriptFilter(
             plan.source.path.name,
             keep_owners=not plan.no_owner,
             allow_role=roles_allowed(plan) if plan.allow_roles else None,
+            extensions_made=frozenset(e.name for e in plan.extensions),
+            schemas_made=frozenset(plan.schemas_made),
         )
         restrict = secrets.token_hex(16) if pgexec.psql_restricts(engine, plan.target) else None
         if plan.source.format == CUSTOM:
-            _load_custom(engine, plan, role, script, restrict, reporter)
+            _load_custom(engine, plan, login, script, restrict, reporter)
         else:
-            _load_plain(engine, plan, role, script, restrict, reporter)
+            _load_plain(engine, plan, login, script, restrict, reporter)
         _check_database_untouched(engine, plan)
         if script.owner_statements:
             reporter.step(f"giving {len(script.owner_statements)} objects their owners")
@@ -646,6 +734,64 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
             )
         except SnapvolError as err:
             reporter.warn(f"could not drop the restore's role {role.name} ({err}); drop it")
+
+
+# How a server says no to a login (not: it is down, or the database is missing).
+_AUTH_FAILED = (
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects connection",
+)
+
+
+def _login_options(engine: Engine, plan: LogicalRestorePlan, role: LoadRole) -> dict[str, Any]:
+    """How psql logs in as the load role: over the server's socket, else (``peer``-only local
+    authentication, as Debian's packages set up: there is no OS user of the role's name) over
+    TCP to 127.0.0.1 with its password. Found out with ``SELECT 1`` before the load."""
+    options = plan.target.exec_options(plan.app)
+    socket = {**options, "env": {**options["env"], **pgexec.role_env(plan.app, role.password)}}
+    tcp = {
+        **socket,
+        "env": {**socket["env"], "PGHOST": "127.0.0.1", "PGPORT": plan.target.port or "5432"},
+    }
+    argv = ["psql", "-X", "-q", "-A", "-t", "-U", role.name, "-d", plan.scratch, "-c", "SELECT 1"]
+    failures = []
+    for how, opts in (("the local socket", socket), ("127.0.0.1", tcp)):
+        code, _, err = engine.exec_run(plan.target.container.id, pgexec.shell(argv), **opts)
+        if code == 0:
+            return opts
+        message = pgexec.pg_message(err.decode("utf-8", "replace"))
+        if how == "the local socket" and not any(m in message for m in _AUTH_FAILED):
+            raise OperationFailed(f"the restore's role {role.name} cannot log in: {message}")
+        failures.append(message)
+    raise OperationFailed(
+        f"the restore's temporary role cannot log in ({'; '.join(failures)}): snapvol loads a "
+        "dump as a role of its own with a password, so pg_hba.conf must allow password login "
+        "on the local socket or from 127.0.0.1 (e.g. 'host all all 127.0.0.1/32 scram-sha-256')"
+    )
+
+
+def _create_extensions(
+    engine: Engine, plan: LogicalRestorePlan, role: LoadRole, reporter: Reporter
+) -> None:
+    """The dump's extensions, created as the superuser in the new database before the load:
+    nothing of the dump exists there yet that an extension's script could be fooled by. A
+    schema one goes into is made here (empty) and given to the load role."""
+    if not plan.extensions:
+        return
+    reporter.step(f"creating extension(s) {', '.join(e.name for e in plan.extensions)}")
+    _as_superuser(
+        engine,
+        plan,
+        plan.scratch,
+        [
+            *(
+                f"CREATE SCHEMA {ident(schema)} AUTHORIZATION {ident(role.name)}"
+                for schema in plan.schemas_made
+            ),
+            *(extension.sql() for extension in plan.extensions),
+        ],
+    )
 
 
 def roles_allowed(plan: LogicalRestorePlan) -> sqlscript.RoleCheck:
@@ -712,16 +858,14 @@ def _filtered(
 def _run_psql(
     engine: Engine,
     plan: LogicalRestorePlan,
-    role: LoadRole,
+    login: dict[str, Any],
     script: Iterator[bytes],
 ) -> None:
-    """psql as the load role, one transaction, with ``script`` on its stdin."""
-    argv = pgexec.script_argv(role.name, plan.scratch)
+    """psql as the load role (``login``: its exec options), one transaction, with ``script`` on
+    its stdin."""
+    argv = pgexec.script_argv(LOAD_ROLE_PREFIX + plan.token, plan.scratch)
     with engine.exec_stream(
-        plan.target.container.id,
-        pgexec.shell(argv),
-        stdin=True,
-        env=pgexec.role_env(plan.app, role.password),
+        plan.target.container.id, pgexec.shell(argv), stdin=True, **login
     ) as st:
         st.feed(script)
         st.drain()
@@ -731,11 +875,6 @@ def _run_psql(
         raise error
     if code != 0:
         message = pgexec.pg_message(st.stderr)
-        if "permission denied to create extension" in message:
-            message += (
-                " (snapvol loads a dump as a role without superuser rights: only trusted "
-                "extensions can be created by it)"
-            )
         raise OperationFailed(f"psql failed (exit {code}): {message}")
     if error is not None:
         raise OperationFailed(f"psql stopped reading the script: {error}")
@@ -744,19 +883,19 @@ def _run_psql(
 def _load_plain(
     engine: Engine,
     plan: LogicalRestorePlan,
-    role: LoadRole,
+    login: dict[str, Any],
     script: sqlscript.ScriptFilter,
     restrict: str | None,
     reporter: Reporter,
 ) -> None:
     with reporter.transfer("restoring", plan.source.raw_bytes) as advance:
-        _run_psql(engine, plan, role, _filtered(plan.source.chunks(advance), script, restrict))
+        _run_psql(engine, plan, login, _filtered(plan.source.chunks(advance), script, restrict))
 
 
 def _load_custom(
     engine: Engine,
     plan: LogicalRestorePlan,
-    role: LoadRole,
+    login: dict[str, Any],
     script: sqlscript.ScriptFilter,
     restrict: str | None,
     reporter: Reporter,
@@ -773,13 +912,13 @@ def _load_custom(
             target.container.id,
             pgexec.shell(argv, shell_script),
             stdin=True,
-            env=pgexec.client_env(plan.app),
+            **target.exec_options(plan.app),
         ) as src,
         reporter.transfer("restoring", expected) as advance,
     ):
         src.feed(chunks, advance)
         try:
-            _run_psql(engine, plan, role, _filtered(src.chunks(), script, restrict))
+            _run_psql(engine, plan, login, _filtered(src.chunks(), script, restrict))
         except BaseException:
             src.close()  # pg_restore stops at its next write
             src.join_feed()

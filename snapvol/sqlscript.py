@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from snapvol.errors import UsageError
+from snapvol.pgsql import ident, literal
 
 _MAX_PENDING = 64 << 20  # one statement, or one line of COPY data, held at most
 
@@ -72,8 +73,9 @@ PSQL_VARIABLES = frozenset(
     ]
 )
 
-# Functions that read or write server files or other sessions: refused wherever they are named
-# outside quotes (a non-superuser could not run most of them anyway).
+# Functions that read or write server files, connect elsewhere or signal other sessions: a call of
+# one (its name, maybe schema-qualified or quoted, then ``(``) is refused; the name alone (a
+# column, an extension) is not. The load role could not misuse most of them anyway.
 DENIED_FUNCTIONS = frozenset(
     [
         "PG_READ_FILE",
@@ -226,10 +228,18 @@ class ScriptFilter:
         *,
         keep_owners: bool = True,
         allow_role: Callable[[Statement, bytes], bool] | None = None,
+        extensions_made: frozenset[str] | None = None,
+        schemas_made: frozenset[str] = frozenset(),
     ) -> None:
         self.what = what
         self.keep_owners = keep_owners
         self.allow_role = allow_role
+        # The extensions snapvol created before the load (None: none yet, only collect them);
+        # the schemas it made for them, whose ``CREATE SCHEMA name;`` is taken out.
+        self.extensions_made = extensions_made
+        self.schemas_made = schemas_made
+        self.extensions: list[Extension] = []  # the CREATE EXTENSION statements taken out
+        self.prologue = True  # no statement but settings, schemas and extensions read so far
         self.owner_statements: list[str] = []
         self.role_statements: list[str] = []
         self.line = 1  # of the next byte to read
@@ -250,6 +260,7 @@ class ScriptFilter:
         self._stmt_semis = 0  # semicolons inside the current statement (in parentheses, ...)
         self._quoted = bytearray()  # the start of the quoted text being read
         self._fast = False  # runs of harmless tokens may be skipped (see _FAST)
+        self._prev: Token | None = None  # the last token read (a call is a name, then "(")
 
     # --- public ---
 
@@ -504,20 +515,30 @@ class ScriptFilter:
                     and first.value not in _NOT_FAST
                     and part.value not in _NOT_FAST
                 )
-        if kind == "word" and value in DENIED_FUNCTIONS:
-            raise self._refuse(self.line, f"it calls {value.lower()}")
+        if kind == "punct" and value == "(" and self._prev is not None:
+            name = self._prev.value
+            if (self._prev.kind == "word" and name in DENIED_FUNCTIONS) or (
+                self._prev.kind == "quoted" and name.upper() in DENIED_FUNCTIONS and name.islower()
+            ):
+                raise self._refuse(self.line, f"it calls {name.lower()}")
+        self._prev = token
         if self._holding and len(self._stmt.tokens) >= 3 and not self._may_hold():
             self._holding = False
             self._flush_held()
 
     def _may_hold(self) -> bool:
         """Whether the statement begun may still be one taken out of the stream."""
-        first, second = self._stmt.tokens[0].value, self._stmt.tokens[1].value
-        return first == "ALTER" or (first == "CREATE" and second in _ROLE_OBJECTS)
+        first, second, third = (t.value for t in self._stmt.tokens[:3])
+        return (
+            first == "ALTER"
+            or (first == "CREATE" and second in (*_ROLE_OBJECTS, "EXTENSION", "SCHEMA"))
+            or (first, second, third) == ("COMMENT", "ON", "EXTENSION")
+        )
 
     def _semicolon(self) -> None:
         fragment = Statement(self._fragment_line, self._fragment)
         self._fragment = []
+        self._prev = None
         self._fast = False
         top = not self._paren and not self._begin
         check_fragment(fragment, self._refuse, whole=top and not self._stmt_semis)
@@ -551,9 +572,37 @@ class ScriptFilter:
             if self.keep_owners:
                 self.owner_statements.append(held.decode("utf-8", "replace").strip())
             take_out = True
+        elif statement.words(2) == ["CREATE", "EXTENSION"]:
+            self._extension(statement)
+            take_out = True
+        elif comment_on_extension(statement):
+            take_out = True  # CREATE EXTENSION gave it the comment of its control file
+        elif (schema := created_schema(statement)) is not None and schema in self.schemas_made:
+            take_out = True
+        if self.prologue and not _in_prologue(statement):
+            self.prologue = False
         self._out.append(b"\n" * held.count(b"\n") if take_out else held)
         if is_copy_from_stdin(statement):
             self._mode = _COPY
+
+    def _extension(self, statement: Statement) -> None:
+        """CREATE EXTENSION: created by snapvol as the superuser before the load, in the new
+        database where nothing of the dump exists yet; so it must come before any object."""
+        extension = parse_extension(statement)
+        if extension is None:
+            raise self._refuse(
+                statement.line,
+                "only CREATE EXTENSION [IF NOT EXISTS] name [WITH] [SCHEMA s] [VERSION v] "
+                "[CASCADE] is allowed",
+            )
+        made = self.extensions_made
+        if not self.prologue or (made is not None and extension.name not in made):
+            raise self._refuse(
+                statement.line,
+                f"CREATE EXTENSION {extension.name} comes after the dump's first objects "
+                "(snapvol creates a dump's extensions before loading it, as pg_dump orders them)",
+            )
+        self.extensions.append(extension)
 
     def _refuse(self, line: int, why: str) -> RefusedScript:
         return RefusedScript(
@@ -579,6 +628,104 @@ def role_message(statement: Statement) -> str:
     return (
         f"{words[0]} {words[1]} {name} changes the server's roles (restore --allow-roles lets "
         "a dump create the roles it needs)"
+    )
+
+
+@dataclass(frozen=True)
+class Extension:
+    """``CREATE EXTENSION [IF NOT EXISTS] name [WITH] [SCHEMA s] [VERSION v] [CASCADE]``."""
+
+    name: str
+    schema: str | None = None
+    version: str | None = None
+    cascade: bool = False
+
+    def sql(self) -> str:
+        """The statement, rebuilt from the names alone (nothing of the dump's text)."""
+        sql = f"CREATE EXTENSION IF NOT EXISTS {ident(self.name)}"
+        if self.schema is not None:
+            sql += f" SCHEMA {ident(self.schema)}"
+        if self.version is not None:
+            sql += f" VERSION {literal(self.version)}"
+        return sql + (" CASCADE" if self.cascade else "")
+
+
+def _name(token: Token) -> str | None:
+    return role_name(token) if token.kind in ("word", "quoted") else None
+
+
+def parse_extension(statement: Statement) -> Extension | None:
+    """The extension a CREATE EXTENSION statement creates; None unless it is exactly that."""
+    tokens = statement.tokens
+    if statement.truncated or not tokens or tokens[-1].value != ";":
+        return None
+    if statement.words(2) != ["CREATE", "EXTENSION"] or tokens[1].kind != "word":
+        return None
+    rest = tokens[2:-1]
+    if [t.value for t in rest[:3] if t.kind == "word"] == ["IF", "NOT", "EXISTS"]:
+        rest = rest[3:]
+    if not rest or (name := _name(rest[0])) is None:
+        return None
+    rest = rest[1:]
+    if rest and rest[0].kind == "word" and rest[0].value == "WITH":
+        rest = rest[1:]
+    options: dict[str, str | None] = {}
+    while rest:
+        word = rest[0].value if rest[0].kind == "word" else ""
+        if word in options or word not in ("SCHEMA", "VERSION", "CASCADE"):
+            return None
+        if word == "CASCADE":
+            options[word], rest = None, rest[1:]
+            continue
+        if len(rest) < 2:
+            return None
+        value = rest[1]
+        if word == "SCHEMA":
+            options[word] = _name(value)
+        elif value.kind == "string" or re.fullmatch(r"[0-9.]+", value.value):
+            options[word] = value.value
+        else:
+            options[word] = _name(value)
+        if options[word] is None:
+            return None
+        rest = rest[2:]
+    return Extension(
+        name, options.get("SCHEMA"), options.get("VERSION"), cascade="CASCADE" in options
+    )
+
+
+def comment_on_extension(statement: Statement) -> bool:
+    """``COMMENT ON EXTENSION name IS 'text';`` and nothing else."""
+    tokens = statement.tokens
+    return (
+        not statement.truncated
+        and len(tokens) == 7
+        and [t.value for t in tokens[:3]] == ["COMMENT", "ON", "EXTENSION"]
+        and all(t.kind == "word" for t in tokens[:3])
+        and tokens[3].kind in ("word", "quoted")
+        and (tokens[4].kind, tokens[4].value) == ("word", "IS")
+        and tokens[5].kind == "string"
+        and tokens[6].value == ";"
+    )
+
+
+def created_schema(statement: Statement) -> str | None:
+    """The schema of ``CREATE SCHEMA name;`` (nothing else in it)."""
+    tokens = statement.tokens
+    if len(tokens) == 4 and statement.words(2) == ["CREATE", "SCHEMA"] and tokens[3].value == ";":
+        return _name(tokens[2])
+    return None
+
+
+def _in_prologue(statement: Statement) -> bool:
+    """What pg_dump writes before its first object: settings, schemas (with their owners and
+    comments) and extensions."""
+    first = statement.words(3)
+    return (
+        first[:1] in (["SET"], ["SELECT"])
+        or first[:2] in (["CREATE", "SCHEMA"], ["CREATE", "EXTENSION"])
+        or first[:3] in (["COMMENT", "ON", "SCHEMA"], ["COMMENT", "ON", "EXTENSION"])
+        or owner_change(statement)
     )
 
 

@@ -149,6 +149,12 @@ def _logical_table(plan: Any) -> Table:
         "a temporary role without superuser rights; meta-commands and statements beyond the "
         "database are refused",
     )
+    if plan.extensions:
+        table.add_row(
+            "Extensions",
+            ", ".join(e.name for e in plan.extensions)
+            + " (created by the superuser before the load)",
+        )
     if plan.allow_roles:
         roles = ", ".join(plan.new_roles) or "none"
         kept = f"; already here, left as they are: {', '.join(plan.existing_roles)}"
@@ -381,6 +387,7 @@ def _restore_logical(
         "replaced_existing": plan.current.exists,
         "no_owner": plan.no_owner,
         "roles_created": plan.new_roles,
+        "extensions": [e.name for e in plan.extensions],
         "previous_kept_as": result.retired_kept,
     }
 

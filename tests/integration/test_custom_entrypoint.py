@@ -1,7 +1,8 @@
 """A PostgreSQL image of a company's own: its own entrypoint script starts the server through a
 wrapper, no PG_MAJOR, PGDATA empty, the cluster below its own mount, the server's programs off
-PATH, its socket in /tmp on port 5433 (where the image's clients do not look), and only local
-``peer`` authentication. Every path of snapvol must recognise it and reach it.
+PATH, its socket in /tmp on port 5433 (where the image's clients do not look), and Debian's
+default authentication: local ``peer``, password (scram-sha-256) from 127.0.0.1. Every path of
+snapvol must recognise it and reach it.
 
 The image is built here from the test image (no network), tagged uniquely and removed after.
 """
@@ -42,9 +43,12 @@ if [ ! -s "$home/cluster/PG_VERSION" ]; then
   setpriv --reuid=postgres --regid=postgres --init-groups \\
     /usr/lib/postgresql/15/bin/initdb -D "$home/cluster" -U postgres \\
     --auth-local=peer --auth-host=reject >/dev/null
+  # As Debian's pg_createcluster writes it: password login from 127.0.0.1 (initdb itself would
+  # want the superuser's password for that).
+  sed -i "s/reject\\$/${COMPANY_PG_AUTH_HOST:-scram-sha-256}/" "$home/cluster/pg_hba.conf"
 fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups \\
-  /usr/lib/postgresql/15/bin/postgres -D "$home/cluster" -c listen_addresses= \\
+  /usr/lib/postgresql/15/bin/postgres -D "$home/cluster" -c listen_addresses=127.0.0.1 \\
   -c unix_socket_directories=/tmp -c port=5433
 """
 
@@ -252,3 +256,41 @@ def test_a_server_whose_processes_cannot_be_listed_is_found_on_its_volume(
     assert company.status == "running"
     assert company.psql("select 1") == "1"
     assert company.dump() == before
+
+
+def test_a_server_that_allows_only_peer_login_refuses_a_logical_restore_clearly(
+    module_bed: TestBed, company_image: str, cmd: Any, tmp_path: Path
+) -> None:
+    """No password login on the socket nor from 127.0.0.1: the restore's temporary role cannot
+    log in, which is said in one line; the database is as it was, no scratch copy or role left."""
+    container = module_bed.client.containers.run(
+        company_image,
+        name=module_bed.unique(),
+        detach=True,
+        network_mode="none",
+        environment={"COMPANY_PG_AUTH_HOST": "reject"},
+        volumes={module_bed.volume(): {"bind": HOME, "mode": "rw"}},
+        labels={TEST_LABEL: "1"},
+    )
+    module_bed.containers.append(container)
+    pg = PgContainer(container, "", "", database="postgres", exec_user="postgres", exec_env=SOCKET)
+    pg.wait_ready()
+    pg.psql("CREATE DATABASE pc_db")
+    pg.database = "pc_db"
+    fill_demo(pg)
+    before = pg.dump()
+    path = tmp_path / "plain.sql"
+    path.write_text(before)
+    pg.psql("UPDATE usuarios SET nombre = 'otro'")
+    changed = pg.dump()
+    result = cmd(
+        "restore", "--file", str(path), "--container", pg.name, "--database", "pc_db", "--yes",
+        exit_code=11,
+    )  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if "Error" in line]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "cannot log in" in lines[0] and "pg_hba.conf must allow password login" in lines[0]
+    assert "database pc_db was not changed" in lines[0]
+    assert pg.dump() == changed
+    names = pg.psql("SELECT datname FROM pg_database UNION ALL SELECT rolname FROM pg_roles")
+    assert "__snapvol_" not in names and "snapvol_restore_" not in names

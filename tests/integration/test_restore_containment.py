@@ -302,3 +302,94 @@ def test_the_filter_sees_every_meta_command_the_real_psql_runs(pg: PgContainer) 
         except RefusedScript:
             refused = True
         assert refused == psql_runs_it, script
+
+
+# --- extensions, and who may restore (issue: restores at the seams) ---------------------------
+
+UNTRUSTED = """
+CREATE EXTENSION dblink;
+CREATE SCHEMA ext;
+CREATE EXTENSION postgres_fdw SCHEMA ext;
+CREATE TABLE public.files (pg_ls_dir text, lo_import int);
+INSERT INTO public.files VALUES ('a', 1), ('b', 2);
+"""
+
+
+def test_a_database_with_untrusted_extensions_round_trips(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    """dblink and postgres_fdw need a superuser to be created: snapvol creates them before the
+    load; columns named like server functions are only names."""
+    demo.psql(UNTRUSTED)
+    before = demo.dump()
+    assert "CREATE EXTENSION IF NOT EXISTS postgres_fdw WITH SCHEMA ext" in before
+    snap = cmd.json("snapshot", "--logical", "--container", demo.name, "--database", "pc_db")
+    demo.psql("DROP EXTENSION dblink; DELETE FROM public.files; DROP SCHEMA ext CASCADE")
+    result = cmd.json("restore", snap["id"], "--yes")
+    assert sorted(result["extensions"]) == ["dblink", "postgres_fdw"]
+    assert demo.dump() == before
+
+    path = tmp_path / "with-extensions.sql"
+    path.write_text(before)
+    demo.psql("DELETE FROM public.files WHERE lo_import = 1")
+    changed = demo.dump()
+    result = cmd.json("restore", "--file", str(path), "--container", demo.name, "--yes")
+    assert demo.dump() == before
+    # Its safety snapshot (of a database with extensions, taken by the restore) restores too.
+    cmd.json("restore", result["safety_snapshot"]["id"], "--yes")
+    assert demo.dump() == changed
+
+
+EXTENSION_AT_TOP = "SET row_security = off;\n"
+
+
+def test_an_extension_the_server_lacks_is_refused_before_anything_changes(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    text = "CREATE EXTENSION IF NOT EXISTS no_such_ext WITH SCHEMA public;\n"
+    path = plain_with(demo, tmp_path, text, after=EXTENSION_AT_TOP)
+    stderr, _ = attempt(demo, cmd, path, 8)
+    assert "extension(s) no_such_ext, not installed" in stderr, stderr
+
+
+def test_an_extension_created_for_a_dump_gives_it_nothing_beyond_the_database(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    """file_fdw is created (by the superuser) but the load role still cannot read a file."""
+    extension = "CREATE EXTENSION IF NOT EXISTS file_fdw WITH SCHEMA public;\n"
+    reader = (
+        "CREATE SERVER f FOREIGN DATA WRAPPER file_fdw;\n"
+        "CREATE FOREIGN TABLE public.pw (l text) SERVER f OPTIONS (filename '/etc/passwd');\n"
+        "CREATE TABLE public.stolen AS SELECT * FROM public.pw;\n"
+    )
+    dump = strip_restrict(demo.dump())
+    top = dump.index(EXTENSION_AT_TOP) + len(EXTENSION_AT_TOP)
+    data = dump.index("COPY public.pedidos")
+    path = tmp_path / "file-fdw.sql"
+    path.write_text(dump[:top] + extension + dump[top:data] + reader + dump[data:])
+    stderr, _ = attempt(demo, cmd, path, 11)
+    assert "permission denied for foreign-data wrapper file_fdw" in stderr, stderr
+
+    late = plain_with(demo, tmp_path, extension)  # after objects: not created before the load
+    stderr, _ = attempt(demo, cmd, late, 2)
+    assert "CREATE EXTENSION file_fdw comes after the dump's first objects" in stderr, stderr
+    calls = plain_with(demo, tmp_path, "SELECT pg_catalog.pg_ls_dir /* x */ ('.');\n")
+    stderr, _ = attempt(demo, cmd, calls, 2)
+    assert "it calls pg_ls_dir" in stderr, stderr
+
+
+def test_a_restore_as_a_role_that_is_not_a_superuser_is_refused_clearly(
+    demo: PgContainer, cmd: Any, tmp_path: Path
+) -> None:
+    demo.psql(
+        "DROP ROLE IF EXISTS loader; CREATE ROLE loader LOGIN CREATEDB CREATEROLE",
+        database="postgres",
+    )
+    try:
+        path = tmp_path / "plain.sql"
+        path.write_text(demo.dump())
+        stderr, _ = attempt(demo, cmd, path, 2, "--user", "loader")
+        assert "a logical restore needs a superuser (--user): role loader is not one" in stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    finally:
+        demo.psql("DROP ROLE loader", database="postgres")

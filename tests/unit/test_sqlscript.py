@@ -335,3 +335,86 @@ def test_default_privileges_for_another_role_are_kept_back_like_owners() -> None
     odd = "ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT ON TABLES TO x; SELECT 'a';\n"
     out, script = run(inject(odd))
     assert script.owner_statements[0].endswith("TO x;")
+
+
+def filtered(text: bytes, **options: object) -> tuple[ScriptFilter, bytes]:
+    script = ScriptFilter("x.sql", **options)  # type: ignore[arg-type]
+    return script, script.feed(text) + script.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"CREATE TABLE public.files (pg_ls_dir text, lo_export int);\n",
+        b"COPY public.t (id, lo_import) FROM stdin;\n1\t2\n\\.\n",
+        b"CREATE EXTENSION IF NOT EXISTS dblink WITH SCHEMA public;\n",
+        b"SELECT pg_ls_dir FROM public.files WHERE dblink = 'x';\n",
+        b"COMMENT ON COLUMN public.files.pg_ls_dir IS 'pg_ls_dir(\"/\")';\n",
+    ],
+)
+def test_a_server_functions_name_that_is_not_called_is_only_a_name(text: bytes) -> None:
+    _, out = filtered(text)
+    assert out.replace(b"\n", b"") in text.replace(b"\n", b"")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"SELECT pg_ls_dir('.');\n",
+        b"SELECT pg_catalog.pg_read_file ('/etc/passwd');\n",
+        b"SELECT pg_catalog . lo_import /* c */\n -- d\n ('/etc/passwd');\n",
+        b'SELECT "pg_catalog"."lo_export"(1, \'/tmp/x\');\n',
+        b"CREATE TABLE t AS SELECT dblink_exec('host=elsewhere', 'DROP TABLE x');\n",
+        b"CREATE INDEX i ON t ((pg_terminate_backend(1)));\n",
+    ],
+)
+def test_a_call_of_a_server_function_is_refused(text: bytes) -> None:
+    with pytest.raises(RefusedScript, match="it calls "):
+        filtered(text)
+
+
+PROLOGUE = b"""SET client_encoding = 'UTF8';
+SELECT pg_catalog.set_config('search_path', '', false);
+CREATE SCHEMA ext;
+ALTER SCHEMA ext OWNER TO postgres;
+CREATE EXTENSION IF NOT EXISTS dblink WITH SCHEMA public;
+COMMENT ON EXTENSION dblink IS 'connect to other PostgreSQL databases';
+CREATE EXTENSION IF NOT EXISTS postgres_fdw WITH SCHEMA ext VERSION '1.1' CASCADE;
+CREATE TABLE public.t (a int);
+"""
+
+
+def test_extensions_are_taken_out_with_their_comments_and_schemas_made_for_them() -> None:
+    script, out = filtered(PROLOGUE)
+    assert [(e.name, e.schema, e.version, e.cascade) for e in script.extensions] == [
+        ("dblink", "public", None, False),
+        ("postgres_fdw", "ext", "1.1", True),
+    ]
+    assert script.extensions[1].sql() == (
+        'CREATE EXTENSION IF NOT EXISTS "postgres_fdw" SCHEMA "ext" VERSION \'1.1\' CASCADE'
+    )
+    assert b"EXTENSION" not in out and out.count(b"\n") == PROLOGUE.count(b"\n")
+    assert b"CREATE SCHEMA ext;" in out and b"CREATE TABLE public.t" in out
+    made = frozenset({"dblink", "postgres_fdw"})
+    script, out = filtered(PROLOGUE, extensions_made=made, schemas_made=frozenset({"ext"}))
+    assert b"CREATE SCHEMA" not in out and script.owner_statements == [
+        "ALTER SCHEMA ext OWNER TO postgres;"
+    ]
+    with pytest.raises(RefusedScript, match="CREATE EXTENSION postgres_fdw comes after"):
+        filtered(PROLOGUE, extensions_made=frozenset({"dblink"}))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"CREATE TABLE t (a int);\nCREATE EXTENSION dblink;\n",  # after an object
+        b"CREATE EXTENSION dblink SCHEMA public SCHEMA ext;\n",
+        b"CREATE EXTENSION dblink FROM unpackaged;\n",
+        b"CREATE EXTENSION dblink CASCADE CASCADE;\n",
+        b"CREATE EXTENSION dblink WITH SCHEMA 'public';\n",
+        b"CREATE EXTENSION dblink VERSION (SELECT 1);\n",
+    ],
+)
+def test_anything_but_a_plain_create_extension_at_the_top_is_refused(text: bytes) -> None:
+    with pytest.raises(RefusedScript, match="EXTENSION"):
+        filtered(text)
