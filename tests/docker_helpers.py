@@ -245,6 +245,11 @@ def host_ps_args() -> str:
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
 
 
+def databases(pg: PgContainer) -> set[str]:
+    """The names of every database of ``pg``'s server."""
+    return set(pg.psql("SELECT datname FROM pg_database", database="postgres").split())
+
+
 def fail_a_snapshot(cmd: Callable[..., Any], container: str) -> Any:
     """A volume snapshot of ``container`` that fails (its helper image does not exist), leaving
     a failed record: through the endpoint lane, which needs the helper."""

@@ -85,11 +85,6 @@ def company_image(docker_client: docker.DockerClient) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def module_bed(docker_client: docker.DockerClient) -> Iterator[TestBed]:
-    yield from docker_helpers.testbed(docker_client)
-
-
-@pytest.fixture(scope="module")
 def company_pg(module_bed: TestBed, company_image: str) -> PgContainer:
     volume = module_bed.volume()
     container = module_bed.client.containers.run(

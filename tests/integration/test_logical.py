@@ -25,33 +25,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import zstandard
 
 from tests import docker_helpers
 from tests.archives import flip_middle_byte
-from tests.docker_helpers import PgContainer, TestBed
+from tests.docker_helpers import PgContainer, TestBed, databases
 from tests.pgdata import fill_demo
 
 pytestmark = pytest.mark.docker
 
 DEMO_COUNTS = {"public.usuarios": 500, "public.productos": 200, "public.pedidos": 5000}
 BASE_DATABASES = {"postgres", "template0", "template1"}
-
-
-@pytest.fixture(scope="module")
-def module_bed(docker_client: docker.DockerClient) -> Iterator[TestBed]:
-    yield from docker_helpers.testbed(docker_client)
-
-
-@pytest.fixture(scope="module")
-def pg(module_bed: TestBed) -> PgContainer:
-    return module_bed.postgres()
-
-
-def databases(pg: PgContainer) -> set[str]:
-    return set(pg.psql("SELECT datname FROM pg_database", database="postgres").split())
 
 
 @pytest.fixture

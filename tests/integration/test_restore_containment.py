@@ -13,31 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
-from tests import docker_helpers
-from tests.docker_helpers import PgContainer, TestBed
+from tests.docker_helpers import PgContainer, databases
 from tests.pgdata import fill_demo
 
 pytestmark = pytest.mark.docker
 
 PWNED = "/var/lib/postgresql/data/pwned"
 BASE = {"postgres", "template0", "template1"}
-
-
-@pytest.fixture(scope="module")
-def module_bed(docker_client: docker.DockerClient) -> Iterator[TestBed]:
-    yield from docker_helpers.testbed(docker_client)
-
-
-@pytest.fixture(scope="module")
-def pg(module_bed: TestBed) -> PgContainer:
-    return module_bed.postgres()
-
-
-def databases(pg: PgContainer) -> set[str]:
-    return set(pg.psql("SELECT datname FROM pg_database", database="postgres").split())
 
 
 @pytest.fixture
