@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from snapvol import archive, dirtar, hostpath, lifecycle, postgres
+from snapvol.background import Background
 from snapvol.engine import ContainerInfo, Engine
 from snapvol.errors import (
     IntegrityError,
@@ -338,19 +339,9 @@ def archive_volume(
     side = threading.Thread(target=read_cluster, daemon=True) if target.is_postgres else None
     if side is not None:
         side.start()  # pg_controldata runs in parallel with the stream: no extra downtime
-    census: list[tuple[int, list[str]]] = []
-    census_errors: list[BaseException] = []
-
-    def count_entries() -> None:
-        try:
-            census.append(endpoint_census(engine, image, target.volume))
-        except BaseException as err:
-            census_errors.append(err)
-
-    counter = None
+    counter = None  # on the endpoint lane, the volume's entries are counted beside the stream
     if target.host_dir is None:
-        counter = threading.Thread(target=count_entries, daemon=True)
-        counter.start()
+        counter = Background(lambda: endpoint_census(engine, image, target.volume))
 
     def volume_read() -> None:  # on the reading thread, beside the end of the compression
         try:
@@ -387,10 +378,7 @@ def archive_volume(
             )
     members = source.members
     if counter is not None:
-        counter.join()
-        if census_errors:
-            raise census_errors[0]
-        expected, sockets = census[0]
+        expected, sockets = counter.result()
         found = sum(1 for m in members if m.path != ".")
         if found != expected:
             raise OperationFailed(
