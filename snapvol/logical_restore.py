@@ -23,7 +23,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 from snapvol import archive, dbprops, dumpfile, lifecycle, logical, pgexec, sqlscript
 from snapvol.dbprops import DatabaseProps
 from snapvol.dumpfile import CUSTOM
-from snapvol.engine import Engine
+from snapvol.engine import Engine, ExecStream
 from snapvol.errors import (
     IncompatibleError,
     IntegrityError,
@@ -244,7 +244,7 @@ class LogicalRestorePlan:
     current: CurrentDb
     server_version: str
     server_version_num: int
-    no_owner: bool = False  # objects owned by the restoring role; no GRANTs from the dump
+    no_owner: bool = False  # every object owned by the database's owner; no GRANTs from the dump
     safety: bool = True  # snapshot the current database before the swap (if there is one)
     allow_roles: bool = False  # the dump may create the roles it needs (never superusers)
     new_roles: list[str] = field(default_factory=list)  # the roles the dump will create
@@ -255,6 +255,11 @@ class LogicalRestorePlan:
     # and the schemas made for them (given to the load role; the dump's CREATE SCHEMA skipped).
     extensions: list[sqlscript.Extension] = field(default_factory=list)
     schemas_made: list[str] = field(default_factory=list)
+
+    @property
+    def db_owner(self) -> str:
+        """Who owns the database after the restore: the current one's owner (or our role)."""
+        return self.current.owner or self.target.user
 
     @property
     def scratch(self) -> str:
@@ -340,7 +345,7 @@ def plan_restore(
     """What the restore will replace, looked at before anything is changed.
 
     ``no_owner`` skips the dump's owners and privileges (a dump from a server whose roles do not
-    exist here): the restoring role owns every object. Only pg_restore can do that. ``safety``
+    exist here): the database's owner gets every object. Only pg_restore can do that. ``safety``
     snapshots the current database before the swap.
     """
     if target.database in ("template0", "template1"):
@@ -460,24 +465,36 @@ def _plan_extensions(engine: Engine, plan: LogicalRestorePlan, reporter: Reporte
 
 def _script_start(engine: Engine, plan: LogicalRestorePlan) -> Iterator[bytes]:
     """The script psql will be given, from its start, for as long as it is read."""
-    source, target = plan.source, plan.target
-    if source.format != CUSTOM:
-        yield from source.chunks()
+    if plan.source.format != CUSTOM:
+        yield from plan.source.chunks()
         return
-    chunks, shell_script, _ = source.feed_plan(pgexec.has_zstd(engine, target), "pg_restore")
-    argv = ["pg_restore", "-f", "-"] + (["--no-owner", "--no-privileges"] if plan.no_owner else [])
-    with engine.exec_stream(
-        target.container.id,
-        pgexec.shell(argv, shell_script),
-        stdin=True,
-        **target.exec_options(plan.app),
-    ) as src:
+    with _pg_restore_script(engine, plan) as (src, chunks, _):
         src.feed(chunks)
         try:
             yield from src.chunks()
         finally:
             src.close()
             src.join_feed()
+
+
+@contextlib.contextmanager
+def _pg_restore_script(
+    engine: Engine, plan: LogicalRestorePlan
+) -> Iterator[tuple[ExecStream, Iterable[bytes], int | None]]:
+    """``pg_restore -f -`` started in the container: the stream of the script a custom archive's
+    entries make, with the archive's bytes to feed it and how many there are."""
+    source, target = plan.source, plan.target
+    chunks, shell_script, expected = source.feed_plan(pgexec.has_zstd(engine, target), "pg_restore")
+    argv = ["pg_restore", "-f", "-"]
+    if plan.no_owner:
+        argv += ["--no-owner", "--no-privileges"]
+    with engine.exec_stream(
+        target.container.id,
+        pgexec.shell(argv, shell_script),
+        stdin=True,
+        **target.exec_options(plan.app),
+    ) as src:
+        yield src, chunks, expected
 
 
 def _major(version: str) -> int:
@@ -539,7 +556,7 @@ def restore_logical(
     """
     started = time.monotonic()
     target, current = plan.target, plan.current
-    owner = current.owner or target.user
+    owner = plan.db_owner
     drop_leftovers(engine, plan, reporter)
     if plan.takes_safety:
         _check_backup_dir(backup_dir)  # before the load, not after it
@@ -703,7 +720,7 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
         _check_database_untouched(engine, plan)
         if script.owner_statements:
             reporter.step(f"giving {len(script.owner_statements)} objects their owners")
-        owner = plan.current.owner or plan.target.user
+        owner = plan.db_owner
         _as_superuser(
             engine,
             plan,
@@ -902,18 +919,8 @@ def _load_custom(
 ) -> None:
     """``pg_restore -f -`` turns the archive into the script its entries make, in the
     container; that script goes through the same filter as a plain dump's, into psql."""
-    source, target = plan.source, plan.target
-    chunks, shell_script, expected = source.feed_plan(pgexec.has_zstd(engine, target), "pg_restore")
-    argv = ["pg_restore", "-f", "-"]
-    if plan.no_owner:
-        argv += ["--no-owner", "--no-privileges"]
     with (
-        engine.exec_stream(
-            target.container.id,
-            pgexec.shell(argv, shell_script),
-            stdin=True,
-            **target.exec_options(plan.app),
-        ) as src,
+        _pg_restore_script(engine, plan) as (src, chunks, expected),
         reporter.transfer("restoring", expected) as advance,
     ):
         src.feed(chunks, advance)
