@@ -142,7 +142,7 @@ def _logical_table(plan: Any) -> Table:
     if plan.no_owner:
         table.add_row(
             "Owners",
-            f"the dump's owners and privileges are skipped: {plan.target.user} owns every object",
+            f"the dump's owners and privileges are skipped: {plan.db_owner} owns every object",
         )
     table.add_row(
         "Loads as",
@@ -226,14 +226,23 @@ def command(
 
     Without REF on a terminal, lists the snapshots and asks which one.
     """
+    snap: Snapshot | None = None
     if file is not None:
         if ref is not None:
             raise UsageError("give a snapshot or --file, not both")
+    else:
+        with app.store() as store:
+            snap = (
+                store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
+            )
+        snap = lifecycle.located(snap, app.backup_dir)
+        lifecycle.check_restorable(snap)  # before looking for its container
+    if snap is None or snap.kind == "logical":
         summary = _restore_logical(
             app,
-            None,
+            snap,
             file,
-            container or DEFAULT_CONTAINER,
+            container or (snap.container if snap is not None else DEFAULT_CONTAINER),
             database,
             user,
             assume_yes,
@@ -242,33 +251,13 @@ def command(
             allow_roles=allow_roles,
         )
     else:
-        with app.store() as store:
-            snap = (
-                store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
+        if database is not None or user is not None or no_owner or allow_roles:
+            raise UsageError(
+                "--database, --user, --no-owner and --allow-roles go with logical restores"
             )
-        snap = lifecycle.located(snap, app.backup_dir)
-        lifecycle.check_restorable(snap)  # before looking for its container
-        if snap.kind == "logical":
-            summary = _restore_logical(
-                app,
-                snap,
-                None,
-                container or snap.container,
-                database,
-                user,
-                assume_yes,
-                no_owner,
-                safety=not no_safety_snapshot,
-                allow_roles=allow_roles,
-            )
-        else:
-            if database is not None or user is not None or no_owner or allow_roles:
-                raise UsageError(
-                    "--database, --user, --no-owner and --allow-roles go with logical restores"
-                )
-            summary = _restore_volume(
-                app, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
-            )
+        summary = _restore_volume(
+            app, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
+        )
     if as_json:
         app.console.json(summary)
 
