@@ -155,15 +155,25 @@ def read_xattrs(fd: int, name: str) -> Xattrs:
     target: int | str = fd if not name else _at(fd, name)
     follow = not name  # a descriptor is the file itself
     try:
-        names = os.listxattr(target, follow_symlinks=follow)
-        if not names:
-            return ()
         return tuple(
-            sorted((key, os.getxattr(target, key, follow_symlinks=follow)) for key in names)
+            sorted(
+                (key, os.getxattr(target, key, follow_symlinks=follow))
+                for key in _xattr_names(target, follow)
+            )
         )
     except OSError as err:
         if err.errno in (errno.ENOTSUP, errno.ENODATA):
             return ()
+        raise
+
+
+def _xattr_names(target: int | str, follow: bool = True) -> list[str]:
+    """The names of ``target``'s extended attributes; none where the filesystem keeps none."""
+    try:
+        return os.listxattr(target, follow_symlinks=follow)
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.ENODATA):
+            return []
         raise
 
 
@@ -178,13 +188,7 @@ def _clear_xattrs(fd: int) -> None:
     """Remove a kept directory's xattrs (the root's: ``finish`` sets the archive's). A default
     ACL left on it would be inherited by every entry created below it, and any other attribute
     would outlive the restore. The SELinux label belongs to the host, not to the volume's data."""
-    try:
-        names = os.listxattr(fd)
-    except OSError as err:
-        if err.errno in (errno.ENOTSUP, errno.ENODATA):
-            return
-        raise
-    for name in names:
+    for name in _xattr_names(fd):
         if name != "security.selinux":
             with contextlib.suppress(FileNotFoundError):
                 os.removexattr(fd, name)
@@ -382,12 +386,8 @@ class DirTar:
                 continue
             fd = os.open(name, _NOFOLLOW_FILE, dir_fd=dir_fd)
             try:
-                changed = OperationFailed(
-                    f"{member.path} changed while it was read; "
-                    "is another container using the volume?"
-                )
                 if os.fstat(fd).st_ino != st.st_ino:
-                    raise changed
+                    raise _changed(member.path)
                 xattrs = read_xattrs(fd, "")
                 if xattrs:
                     member = replace(member, xattrs=xattrs)
@@ -407,7 +407,7 @@ class DirTar:
                 for offset, length in segments:
                     if offset > done:
                         hash_zeros(sha, offset - done)
-                    for piece in self._read(fd, offset, length, changed):
+                    for piece in self._read(fd, offset, length, member.path):
                         sha.update(piece)
                         if len(piece) < _SMALL:
                             out += piece
@@ -422,9 +422,9 @@ class DirTar:
                     done = offset + length
                 hash_zeros(sha, st.st_size - done)
                 if os.fstat(fd).st_mtime_ns != st.st_mtime_ns:
-                    raise changed
+                    raise _changed(member.path)
                 if plain and os.pread(fd, 1, st.st_size):
-                    raise changed
+                    raise _changed(member.path)
             finally:
                 os.close(fd)
             out += bytes((-stored) % BLOCK)
@@ -432,16 +432,22 @@ class DirTar:
         yield bytes(out + bytes(2 * BLOCK))
 
     @staticmethod
-    def _read(fd: int, offset: int, length: int, changed: Exception) -> Iterator[bytes]:
+    def _read(fd: int, offset: int, length: int, path: str) -> Iterator[bytes]:
         """``length`` bytes of the file from ``offset``; an error if it shrinks meanwhile."""
-        os.lseek(fd, offset, os.SEEK_SET)
+        os.lseek(fd, offset, os.SEEK_SET)  # SEEK_DATA/SEEK_HOLE may have moved it
         left = length
         while left:
             piece = os.read(fd, min(CHUNK, left))
             if not piece:
-                raise changed
+                raise _changed(path)
             left -= len(piece)
             yield piece
+
+
+def _changed(path: str) -> OperationFailed:
+    return OperationFailed(
+        f"{path} changed while it was read; is another container using the volume?"
+    )
 
 
 def _open_file(root: Path, rel: str) -> int:
