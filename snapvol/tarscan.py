@@ -472,16 +472,6 @@ class MemberCheck:
         return None
 
 
-def first_unsafe(members: Iterable[Member]) -> tuple[Member, str] | None:
-    """The first member a restore would refuse, with why (None if there is none)."""
-    check = MemberCheck()
-    for member in members:
-        reason = check(member)
-        if reason is not None:
-            return member, reason
-    return None
-
-
 def same_file(
     a: Member, b: Member, *, content: bool = True, times: bool = True, xattrs: bool = True
 ) -> bool:
