@@ -404,7 +404,7 @@ _FIND_CONTROLDATA = (
 
 def read_cluster_state(engine: Engine, image: str, volume: str, subdir: str) -> ClusterState:
     """Run pg_controldata and read PG_VERSION in a read-only helper while the server is stopped."""
-    mount = "/snapvol/pgvolume"
+    mount = PROBE_MOUNT
     pgdir = posixpath.normpath(posixpath.join(mount, subdir))
     script = (
         f"v=$(cat {shlex.quote(pgdir)}/PG_VERSION 2>/dev/null); echo ${{v:-none}}; "
