@@ -276,9 +276,17 @@ def checked_output(stream: ExecStream, what: str) -> Iterator[bytes]:
         raise OperationFailed(f"{what} failed (exit {code}): {pg_message(stream.stderr)}")
 
 
+_HAS_ZSTD: dict[str, bool] = {}
+
+
 def has_zstd(engine: Engine, target: PgTarget) -> bool:
-    code, _, _ = engine.exec_run(target.container.id, ["sh", "-c", "command -v zstd"])
-    return code == 0
+    """Whether the container has ``zstd``: asked once per container (a restore's check, load
+    and safety snapshot all need the answer)."""
+    known = _HAS_ZSTD.get(target.container.id)
+    if known is None:
+        code, _, _ = engine.exec_run(target.container.id, ["sh", "-c", "command -v zstd"])
+        known = _HAS_ZSTD[target.container.id] = code == 0
+    return known
 
 
 def table_counts(engine: Engine, target: PgTarget, database: str) -> dict[str, int]:
