@@ -426,9 +426,7 @@ def plan_restore(
 def _plan_extensions(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
     """The dump's extensions (read from the start of its script: pg_dump writes them before any
     object), each of which must be installed on the server; found out before anything changes."""
-    script = sqlscript.ScriptFilter(
-        plan.source.path.name, allow_role=roles_allowed(plan) if plan.allow_roles else None
-    )
+    script = sqlscript.ScriptFilter(plan.source.path.name, allow_role=roles_allowed(plan))
     for chunk in _script_start(engine, plan):
         script.feed(chunk)
         if not script.prologue:
@@ -708,7 +706,7 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
         script = sqlscript.ScriptFilter(
             plan.source.path.name,
             keep_owners=not plan.no_owner,
-            allow_role=roles_allowed(plan) if plan.allow_roles else None,
+            allow_role=roles_allowed(plan),
             extensions_made=frozenset(e.name for e in plan.extensions),
             schemas_made=frozenset(plan.schemas_made),
         )
@@ -811,9 +809,10 @@ def _create_extensions(
     )
 
 
-def roles_allowed(plan: LogicalRestorePlan) -> sqlscript.RoleCheck:
-    """--allow-roles: the load takes the role statements out (they ran before it)."""
-    return sqlscript.RoleCheck()
+def roles_allowed(plan: LogicalRestorePlan) -> sqlscript.RoleCheck | None:
+    """With --allow-roles, the check that takes the dump's role statements out of the load
+    (they ran before it); without, None: the filter refuses them."""
+    return sqlscript.RoleCheck() if plan.allow_roles else None
 
 
 def _create_roles(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> list[str]:
