@@ -83,8 +83,7 @@ def hold_still(engine: Engine, target: PgTarget, app: str, reporter: Reporter) -
         rows = pgexec.psql(
             engine,
             target,
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE datname = {literal(target.database)} AND pid <> pg_backend_pid()",
+            pgexec.disconnect_sql(f"datname = {literal(target.database)}"),
             database=target.maintenance_db,
         )
         reporter.warn(

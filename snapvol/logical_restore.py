@@ -987,10 +987,7 @@ def _swap(engine: Engine, plan: LogicalRestorePlan) -> None:
     target = plan.target
     statements: list[str] = []
     if plan.current.exists:
-        statements.append(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE datname = {literal(target.database)} AND pid <> pg_backend_pid()"
-        )
+        statements.append(pgexec.disconnect_sql(f"datname = {literal(target.database)}"))
     statements.append("BEGIN")
     if plan.current.exists:
         statements.append(

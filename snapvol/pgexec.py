@@ -294,13 +294,21 @@ def table_counts(engine: Engine, target: PgTarget, database: str) -> dict[str, i
     return parse_counts(psql(engine, target, COUNT_SQL, database=database))
 
 
+def disconnect_sql(where: str) -> str:
+    """A statement that ends every other server session ``where`` selects (a condition on
+    ``pg_stat_activity``) and returns how many it ended."""
+    return (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE {where} AND pid <> pg_backend_pid()"
+    )
+
+
 def terminate_sessions(engine: Engine, target: PgTarget, app: str) -> None:
     """Best effort: end the server sessions of our own aborted pg_dump (it would run on)."""
     with contextlib.suppress(Exception):
         psql(
             engine,
             target,
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE application_name = {literal(app)} AND pid <> pg_backend_pid()",
+            disconnect_sql(f"application_name = {literal(app)}"),
             database=target.maintenance_db,
         )
