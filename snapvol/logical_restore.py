@@ -764,7 +764,7 @@ def _login_options(engine: Engine, plan: LogicalRestorePlan, role: LoadRole) -> 
     authentication, as Debian's packages set up: there is no OS user of the role's name) over
     TCP to 127.0.0.1 with its password. Found out with ``SELECT 1`` before the load."""
     options = plan.target.exec_options(plan.app)
-    socket = {**options, "env": {**options["env"], **pgexec.role_env(plan.app, role.password)}}
+    socket = {**options, "env": {**options["env"], **pgexec.role_env(role.password)}}
     tcp = {
         **socket,
         "env": {**socket["env"], "PGHOST": "127.0.0.1", "PGPORT": plan.target.port or "5432"},

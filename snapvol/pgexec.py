@@ -67,12 +67,11 @@ def client_env(app: str = APP_NAME) -> dict[str, str]:
     return {"PGAPPNAME": app, "PGCONNECT_TIMEOUT": "15"}
 
 
-def role_env(app: str, password: str) -> dict[str, str]:
-    """A client's environment when it logs in as a role of snapvol's own making: the password
-    goes in the environment (never the arguments), and backslashes in strings stay literal as
-    the script filter reads them."""
+def role_env(password: str) -> dict[str, str]:
+    """What a client's environment adds when it logs in as a role of snapvol's own making: the
+    password goes in the environment (never the arguments), and backslashes in strings stay
+    literal as the script filter reads them."""
     return {
-        **client_env(app),
         "PGPASSWORD": password,
         "PGOPTIONS": "-c standard_conforming_strings=on",
     }
