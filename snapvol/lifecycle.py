@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapvol import archive, locking
-from snapvol.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
+from snapvol import locking
+from snapvol.adapters.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
+from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Snapshot, Store
 from snapvol.errors import (
     IntegrityError,
     LockedError,
@@ -24,8 +25,8 @@ from snapvol.errors import (
 )
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
-from snapvol.store import COMPLETE, IN_PROGRESS, Snapshot, Store
-from snapvol.tarscan import Member, MemberCheck
+from snapvol.pipeline import archive
+from snapvol.pipeline.tarscan import Member, MemberCheck
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:

@@ -17,13 +17,14 @@ import os
 import socket
 from pathlib import Path
 
-from snapvol import archive, lifecycle, locking
-from snapvol.archive import PARTIAL_SUFFIX
-from snapvol.engine import OWNER_LABEL, Engine
+from snapvol import lifecycle, locking
+from snapvol.adapters.engine import OWNER_LABEL, Engine
+from snapvol.adapters.store import IN_PROGRESS, Snapshot, Store
 from snapvol.errors import SnapvolError
 from snapvol.output import Reporter
+from snapvol.pipeline import archive
+from snapvol.pipeline.archive import PARTIAL_SUFFIX
 from snapvol.runtime import pid_alive, started_after
-from snapvol.store import IN_PROGRESS, Snapshot, Store
 
 
 def _still_running(snap: Snapshot) -> bool:

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, tzinfo
 
+from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, as_utc
 from snapvol.errors import LockedError, UsageError
-from snapvol.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, as_utc
 
 UNLIMITED = -1  # a count that keeps every bucket (restic's "unlimited")
 

@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import click
 
 from snapvol import locking
-from snapvol.engine import Engine
+from snapvol.adapters.engine import Engine
+from snapvol.adapters.store import Store
 from snapvol.errors import StoreError
-from snapvol.hostpath import READERS
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
-from snapvol.store import Store
-from snapvol.watchdog import WatchdogConfig
+from snapvol.volume.hostpath import READERS
+from snapvol.volume.watchdog import WatchdogConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 

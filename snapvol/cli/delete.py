@@ -8,12 +8,12 @@ import click
 from rich.text import Text
 
 from snapvol import lifecycle, retention
+from snapvol.adapters.store import COMPLETE, Snapshot, Store
 from snapvol.cli.context import AppContext, json_option, with_app
 from snapvol.cli.format import aligned, local_time
 from snapvol.errors import Cancelled
 from snapvol.output import human_bytes
 from snapvol.retention import UNLIMITED, Decision
-from snapvol.store import COMPLETE, Snapshot, Store
 
 yes_option = click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 dry_run_option = click.option(

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from rich.text import Text
 
+from snapvol.adapters.store import Snapshot, as_utc
 from snapvol.output import human_bytes
-from snapvol.store import Snapshot, as_utc
 
 
 def local_time(value: datetime) -> str:

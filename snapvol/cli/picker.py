@@ -7,11 +7,11 @@ import sys
 import click
 from rich.text import Text
 
+from snapvol.adapters.store import COMPLETE, Snapshot, Store
 from snapvol.cli.format import aligned, local_time
 from snapvol.errors import Cancelled, NotFoundError, SnapvolError, UsageError
 from snapvol.names import MIN_ID_PREFIX
 from snapvol.output import Console, human_bytes
-from snapvol.store import COMPLETE, Snapshot, Store
 
 MAX_LISTED = 50
 

@@ -9,13 +9,13 @@ import click
 from rich.table import Table
 
 from snapvol import lifecycle
+from snapvol.adapters.store import Snapshot
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import DEFAULT_CONTAINER, AppContext, json_option, reader_option, with_app
 from snapvol.cli.format import local_time
 from snapvol.errors import UsageError
 from snapvol.output import human_bytes
-from snapvol.store import Snapshot
 
 MAX_TABLES_SHOWN = 12
 
@@ -271,7 +271,7 @@ def _restore_volume(
     helper_image: str | None,
     reader: str = "auto",
 ) -> dict[str, Any]:
-    from snapvol import volume_restore
+    from snapvol.volume import restore as volume_restore
 
     target_ref = container or snap.container
     with app.session(lock=target_ref, operation=f"restore {snap.id}") as (store, engine):
@@ -324,7 +324,7 @@ def _restore_logical(
     safety: bool = True,
     allow_roles: bool = False,
 ) -> dict[str, Any]:
-    from snapvol import logical_restore, pgexec
+    from snapvol.pg import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
     # A dump file needs no store of its own: --file may create one, to record what it does.

@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 
+from snapvol.adapters.store import Snapshot
 from snapvol.cli.context import AppContext, json_option, reader_option, target_options, with_app
 from snapvol.cli.format import snapshot_summary
 from snapvol.errors import UsageError
 from snapvol.names import validate_name
-from snapvol.store import Snapshot
 
 
 @click.command("snapshot")
@@ -60,7 +60,7 @@ def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
     for flag in ("fmt", "database", "user"):
         if options[flag] is not None:
             raise UsageError(f"--{'format' if flag == 'fmt' else flag} goes with --logical")
-    from snapvol import volume
+    from snapvol.volume import snapshot as volume
 
     with app.session(lock=options["container"], operation="snapshot --volume", create=True) as (
         store,
@@ -90,7 +90,7 @@ def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
     for flag in ("volume_name", "helper_image"):
         if options[flag] is not None:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
-    from snapvol import logical, pgexec
+    from snapvol.pg import logical, pgexec
 
     with app.session(lock=options["container"], operation="snapshot --logical", create=True) as (
         store,

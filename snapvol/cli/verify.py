@@ -6,9 +6,9 @@ import click
 from rich.markup import escape
 
 from snapvol import lifecycle
+from snapvol.adapters.store import COMPLETE
 from snapvol.cli.context import AppContext, json_option, with_app
 from snapvol.errors import IntegrityError
-from snapvol.store import COMPLETE
 
 
 @click.command("verify")

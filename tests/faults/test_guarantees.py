@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from snapvol.store import Snapshot, Store
-from snapvol.tarscan import Member, TarScanner
+from snapvol.adapters.store import Snapshot, Store
+from snapvol.pipeline.tarscan import Member, TarScanner
 from tests.docker_helpers import TestBed
 from tests.faults.procs import big_postgres, send, snapvol_process, wait_for_partial
 

@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import pytest
 
-from snapvol import engine as engine_module
+from snapvol.adapters import engine as engine_module
 from snapvol.errors import DockerError
 from tests import docker_helpers
 from tests.docker_helpers import TEST_LABEL, PgContainer, TestBed

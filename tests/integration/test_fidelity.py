@@ -67,14 +67,14 @@ def test_a_read_back_that_differs_in_xattrs_fails_and_rolls_back(
 ) -> None:
     """The restore's read-back compares xattrs: one the extraction failed to set is a mismatch,
     and the volume goes back to the safety snapshot."""
-    from snapvol import dirtar
+    from snapvol.volume import hosttar
 
     name, _vol, root = _awkward_volume(bed, socket_too=False, deep=False)
     snap = cmd.json("snapshot", "--volume", "--container", name)
     (root / "plain.txt").write_text("changed after the snapshot\n")
     current = fidelity_tree.fingerprint(root)
 
-    real_write, real_scan = dirtar._write_xattrs, dirtar.scan
+    real_write, real_scan = hosttar._write_xattrs, hosttar.scan
     broken = [True]  # the restore's extraction loses them; the rollback's does not
 
     def lose_user_xattrs(target, xattrs):  # what a careless extractor would do
@@ -86,8 +86,8 @@ def test_a_read_back_that_differs_in_xattrs_fails_and_rolls_back(
         broken[0] = False
         return real_scan(*args, **kwargs)
 
-    monkeypatch.setattr(dirtar, "_write_xattrs", lose_user_xattrs)
-    monkeypatch.setattr(dirtar, "scan", read_back)
+    monkeypatch.setattr(hosttar, "_write_xattrs", lose_user_xattrs)
+    monkeypatch.setattr(hosttar, "scan", read_back)
     result = cmd("restore", snap["id"], "--yes", exit_code=11)
     assert "does not match the snapshot" in result.stderr
     assert "rolled back to safety snapshot" in result.stderr

@@ -125,7 +125,7 @@ def test_database_settings_never_travel_in_process_arguments(
     demo: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgREST and others keep secrets in ALTER DATABASE ... SET: they go through stdin."""
-    from snapvol.engine import Engine
+    from snapvol.adapters.engine import Engine
 
     secret = f"jwt-{secrets.token_hex(12)}"
     demo.psql(f"ALTER DATABASE pc_db SET app.jwt_secret = '{secret}'", database="postgres")
@@ -209,7 +209,7 @@ def test_round_trip(demo: PgContainer, cmd: Any, fmt: str) -> None:
 def test_round_trip_when_the_image_has_no_zstd(
     demo: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from snapvol import pgexec
+    from snapvol.pg import pgexec
 
     monkeypatch.setattr(pgexec, "has_zstd", lambda _engine, _target: False)
     before = demo.dump()

@@ -265,7 +265,7 @@ PARITY = [
 
 
 def test_the_filter_sees_every_meta_command_the_real_psql_runs(pg: PgContainer) -> None:
-    from snapvol.sqlscript import RefusedScript, ScriptFilter
+    from snapvol.pg.sqlscript import RefusedScript, ScriptFilter
 
     for script, psql_runs_it in PARITY:
         _, out = pg.container.exec_run(

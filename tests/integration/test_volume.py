@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from snapvol import postgres, volume
+from snapvol.pg import cluster
+from snapvol.volume import snapshot as volume
 from tests.archives import flip_middle_byte
 from tests.docker_helpers import TestBed
 from tests.pgdata import fill_demo
@@ -95,7 +96,7 @@ def test_ls_json_and_table(bed: TestBed, cmd, tmp_path: Path) -> None:
 
 def _volume_fingerprint(bed: TestBed, volume_name: str) -> dict[str, tuple]:
     """Every member of the volume: type, mode, owner, link target and content hash."""
-    from snapvol.tarscan import TarScanner
+    from snapvol.pipeline.tarscan import TarScanner
 
     members: dict[str, tuple] = {}
     scanner = TarScanner(
@@ -304,13 +305,13 @@ def test_the_restart_waits_for_pg_controldata(bed: TestBed, cmd, monkeypatch) ->
     """The container starts again as soon as the volume has been read, but never before
     pg_controldata has read the stopped cluster (a slow helper container stands in here)."""
     pg = bed.postgres()
-    real = postgres.read_cluster_state
+    real = cluster.read_cluster_state
 
     def slow(*args, **kwargs):
         time.sleep(2)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(postgres, "read_cluster_state", slow)
+    monkeypatch.setattr(cluster, "read_cluster_state", slow)
     snap = snapshot(cmd, pg.name)
     assert snap["meta"]["postgres"]["cluster_state"] == "shut down"
     assert pg.psql("select 1") == "1"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from docker.models.containers import Container
 
-from snapvol import engine as engine_module
-from snapvol import volume
+from snapvol.adapters import engine as engine_module
+from snapvol.adapters.store import Store
 from snapvol.cli import cli
-from snapvol.store import Store
+from snapvol.volume import snapshot as volume
 from tests.docker_helpers import TEST_LABEL, TestBed
 from tests.pgdata import fill_demo
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from snapvol.dbprops import DatabaseProps, setting_sql, split_list
+from snapvol.pg.dbprops import DatabaseProps, setting_sql, split_list
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from snapvol import lifecycle
+from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store
 from snapvol.names import archive_filename, new_id
-from snapvol.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store
-from snapvol.tarscan import Member
+from snapvol.pipeline.tarscan import Member
 
 
 def dead_pid() -> int:
@@ -234,13 +234,15 @@ def test_archive_name_is_only_snapvols_own_naming() -> None:
 
 
 def test_every_archive_suffix_is_one_snapvol_deletes() -> None:
-    from snapvol import archive, logical, volume
+    from snapvol.pg import logical
+    from snapvol.pipeline import archive
+    from snapvol.volume import snapshot as volume
 
     assert {volume.SUFFIX, *logical.SUFFIXES.values()} == set(archive.ARCHIVE_SUFFIXES)
 
 
 def test_remove_in_unlinks_only_a_regular_file_directly_in_the_directory(tmp_path: Path) -> None:
-    from snapvol import archive
+    from snapvol.pipeline import archive
 
     backups, outside = tmp_path / "backups", tmp_path / "outside"
     backups.mkdir()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from snapvol import dirtar
 from snapvol.errors import IntegrityError, OperationFailed
-from snapvol.tarscan import Member, TarScanner
+from snapvol.pipeline.tarscan import Member, TarScanner
+from snapvol.volume import hosttar
 from tests import fidelity_tree
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners can only be set by root")
@@ -22,7 +22,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners can only be se
 def make_tree(root: Path) -> None:
     """One of everything a volume holds, with owners, odd modes and awkward names."""
     root.mkdir()
-    (root / "big.bin").write_bytes(os.urandom(3 * dirtar.CHUNK + 12345))
+    (root / "big.bin").write_bytes(os.urandom(3 * hosttar.CHUNK + 12345))
     (root / "small.txt").write_text("hola\n")
     (root / "empty").write_bytes(b"")
     (root / "deep" / "er").mkdir(parents=True)
@@ -45,7 +45,7 @@ def make_tree(root: Path) -> None:
 
 
 def stream(root: Path) -> tuple[bytes, list[Member]]:
-    tar = dirtar.DirTar(root)
+    tar = hosttar.DirTar(root)
     return b"".join(tar), tar.members
 
 
@@ -72,7 +72,7 @@ def scanned(data: bytes) -> list[Member]:
 def extract(data: bytes, root: Path, check=lambda m: None) -> dict[str, str]:
     root.mkdir(exist_ok=True)
     chunks = [data[i : i + 777_777] for i in range(0, len(data), 777_777)]
-    return dirtar.extract(root, chunks, check)
+    return hosttar.extract(root, chunks, check)
 
 
 def without_root(members: dict[str, Member]) -> dict[str, Member]:
@@ -84,14 +84,14 @@ def test_round_trip_keeps_every_file_owner_mode_link_and_time(tmp_path: Path) ->
     src = tmp_path / "src"
     make_tree(src)
     data, members = stream(src)
-    assert {m.path: m for m in members} == dirtar.scan(src)
+    assert {m.path: m for m in members} == hosttar.scan(src)
     assert scanned(data) == members  # what a snapshot records is what the stream holds
 
     dst = tmp_path / "dst"
     read_back = extract(data, dst)
     files = {m.path: m.sha256 for m in members if m.type == "file"}
     assert read_back == files  # every file read back from disk as soon as it was written
-    assert dirtar.scan(dst, known=read_back) == dirtar.scan(dst) == dirtar.scan(src)
+    assert hosttar.scan(dst, known=read_back) == hosttar.scan(dst) == hosttar.scan(src)
     assert os.stat(dst / "hard.bin").st_ino == os.stat(dst / "big.bin").st_ino
     assert (dst / "deep").stat().st_mode & 0o7777 == 0o500
     assert (dst / "deep" / "er").stat().st_mode & 0o7777 == 0o2750
@@ -111,11 +111,11 @@ def test_streams_are_interchangeable_with_gnu_tar(tmp_path: Path) -> None:
         input=ours,
         check=True,
     )
-    assert dirtar.scan(by_gnu) == dirtar.scan(src)
+    assert hosttar.scan(by_gnu) == hosttar.scan(src)
 
     from_gnu = tmp_path / "from-gnu"
     extract(gnu_tar(src), from_gnu)
-    assert dirtar.scan(from_gnu) == dirtar.scan(src)
+    assert hosttar.scan(from_gnu) == hosttar.scan(src)
 
 
 def _crafted(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
@@ -191,8 +191,8 @@ def test_truncated_stream_is_an_integrity_error(tmp_path: Path) -> None:
 def test_a_file_that_changes_while_it_is_read_fails_the_stream(tmp_path: Path) -> None:
     root = tmp_path / "src"
     root.mkdir()
-    (root / "growing").write_bytes(b"\0" * (2 * dirtar.CHUNK))
-    chunks = iter(dirtar.DirTar(root))
+    (root / "growing").write_bytes(b"\0" * (2 * hosttar.CHUNK))
+    chunks = iter(hosttar.DirTar(root))
     next(chunks)  # headers: the file has been measured and opened
     with open(root / "growing", "ab") as f:
         f.write(b"more")
@@ -212,14 +212,14 @@ def test_an_unreadable_volume_is_a_read_error_not_a_write_error(
             raise PermissionError(13, "Permission denied")
         return real_listdir(fd)
 
-    monkeypatch.setattr(dirtar.os, "listdir", listdir)
+    monkeypatch.setattr(hosttar.os, "listdir", listdir)
     with pytest.raises(OperationFailed, match=r"reading .*locked failed: Permission denied"):
-        list(dirtar.DirTar(root))
+        list(hosttar.DirTar(root))
 
 
 @needs_root
 def test_usage_counts_what_du_and_find_count(tmp_path: Path) -> None:
-    from snapvol import hostpath
+    from snapvol.volume import hostpath
 
     src = tmp_path / "src"
     make_tree(src)
@@ -243,17 +243,17 @@ def test_the_awkward_tree_round_trips_exactly(tmp_path: Path) -> None:
     src.mkdir()
     fidelity_tree.build(src)
     before = fidelity_tree.fingerprint(src)
-    tar = dirtar.DirTar(src)
+    tar = hosttar.DirTar(src)
     data = b"".join(tar)
     assert tar.skipped == ["service.sock"]
     assert scanned(data) == tar.members  # what a snapshot records is what the stream holds
-    assert {m.path: m for m in tar.members} == dirtar.scan(src)
+    assert {m.path: m for m in tar.members} == hosttar.scan(src)
 
     dst = tmp_path / "dst"
     read_back = extract(data, dst)
     after = fidelity_tree.fingerprint(dst)
     assert fidelity_tree.differences(_without_sockets(before), after) == []
-    assert dirtar.scan(dst, known=read_back) == dirtar.scan(src)
+    assert hosttar.scan(dst, known=read_back) == hosttar.scan(src)
     # holes kept: the sparse files use a few blocks, not SPARSE_SIZE
     assert after[b"sparse-empty"]["blocks"] == 0
     assert after[b"sparse-holes"]["blocks"] * 512 < fidelity_tree.MIB
@@ -268,7 +268,7 @@ def test_gnu_tar_extracts_our_sparse_files_with_their_holes(tmp_path: Path) -> N
     by_gnu.mkdir()
     subprocess.run(
         ["tar", "-C", str(by_gnu), *GNU_TAR_EXACT, "--same-owner", "--sparse", "-xpf", "-"],
-        input=b"".join(dirtar.DirTar(src)),
+        input=b"".join(hosttar.DirTar(src)),
         check=True,
     )
     before, after = fidelity_tree.fingerprint(src), fidelity_tree.fingerprint(by_gnu)
@@ -292,4 +292,4 @@ def test_the_roots_own_acls_and_xattrs_never_leak_into_what_is_restored(tmp_path
     except OSError as err:
         pytest.skip(f"this filesystem keeps no ACLs or user xattrs: {err}")
     extract(data, dst)
-    assert dirtar.scan(dst) == dirtar.scan(src)
+    assert hosttar.scan(dst) == hosttar.scan(src)

@@ -11,9 +11,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapvol import dumpfile
-from snapvol.dumpfile import PlainScanner, inspect_file, sniff, split_qualified
 from snapvol.errors import IntegrityError, NotFoundError, UsageError
+from snapvol.pg import dumpfile
+from snapvol.pg.dumpfile import PlainScanner, inspect_file, sniff, split_qualified
 
 HEADER = (
     b"--\n-- PostgreSQL database dump\n--\n\n\\restrict abc123\n\n"

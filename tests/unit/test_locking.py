@@ -18,9 +18,9 @@ import pytest
 
 import snapvol
 from snapvol import locking, recovery
+from snapvol.adapters.store import IN_PROGRESS, Snapshot, Store
 from snapvol.errors import LockedError, OperationFailed
 from snapvol.names import archive_filename, new_id
-from snapvol.store import IN_PROGRESS, Snapshot, Store
 
 SOURCE = str(Path(snapvol.__file__).resolve().parent.parent)
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]

@@ -16,9 +16,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapvol import archive, logical, logical_restore, pgsql
-from snapvol.engine import ExecStream
+from snapvol.adapters.engine import ExecStream
 from snapvol.errors import DockerError, IntegrityError, OperationFailed
+from snapvol.pg import logical, logical_restore, quoting
+from snapvol.pipeline import archive
 
 LISTING = """;
 ; Archive created at 2026-11-28 05:17:45 UTC
@@ -51,8 +52,8 @@ def test_parse_listing() -> None:
 
 
 def test_quoting() -> None:
-    assert pgsql.ident('we"ird') == '"we""ird"'
-    assert pgsql.literal("it's") == "'it''s'"
+    assert quoting.ident('we"ird') == '"we""ird"'
+    assert quoting.literal("it's") == "'it''s'"
 
 
 def test_scratch_names_fit_in_63_bytes() -> None:
@@ -85,7 +86,7 @@ def test_zstd_report_formats() -> None:
 
 
 def test_restore_without_id_and_without_terminal_asks_for_one(cmd: Any, tmp_path: Path) -> None:
-    from snapvol.store import Store
+    from snapvol.adapters.store import Store
 
     Store.open(tmp_path / "manifests.db").close()  # an empty store: restore never creates one
     result = cmd("restore", exit_code=2)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from snapvol import volume
-from snapvol.engine import ContainerInfo, Mount, VolumeInfo
-from snapvol.postgres import Server
+from snapvol.adapters.engine import ContainerInfo, Mount, VolumeInfo
+from snapvol.pg.cluster import Server
+from snapvol.volume import snapshot as volume
 
 SERVER = Server("/var/lib/postgresql/data", None, running=True)
 
@@ -51,7 +51,7 @@ class FakeEngine:
 def test_only_the_volume_holding_the_data_directory_is_a_postgres_volume(
     monkeypatch: pytest.MonkeyPatch, name: str, holds: bool, subdir: str
 ) -> None:
-    monkeypatch.setattr(volume.postgres, "detect", lambda engine, info: SERVER)
+    monkeypatch.setattr(volume.cluster, "detect", lambda engine, info: SERVER)
     target = volume.resolve_target(FakeEngine(), "db", name, "endpoint")  # type: ignore[arg-type]
     assert (target.is_postgres, target.pg_subdir) == (holds, subdir)
     assert target.runs_postgres  # the container is PostgreSQL whichever volume it is

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from snapvol.postgres import (
+from snapvol.pg.cluster import (
     Cluster,
     choose_cluster,
     choose_major,

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from snapvol import postgres
-from snapvol.engine import ContainerInfo, Mount
+from snapvol.adapters.engine import ContainerInfo, Mount
 from snapvol.errors import DockerError
+from snapvol.pg import cluster
 
 HOME = "/srv/company/pg"
 
@@ -92,30 +92,30 @@ def test_a_cluster_on_a_volume_makes_an_unlisted_container_postgresql(
     tmp_path: Path, processes: list[str] | None
 ) -> None:
     engine = UnlistedEngine(volumes(tmp_path), processes)
-    server = postgres.detect(engine, company())  # type: ignore[arg-type]
+    server = cluster.detect(engine, company())  # type: ignore[arg-type]
     assert server is not None
     assert server.data_dir == f"{HOME}/cluster" and server.version == "15"
     assert server.cluster is not None and server.cluster.path == f"{HOME}/cluster"
     # its postmaster.pid in a running container: served, at that socket and port
     assert server.running and (server.cluster.socket_dir, server.cluster.port) == ("/tmp", "5433")
-    assert postgres.target_major(engine, company(), server, "pgvol") == "15"  # type: ignore[arg-type]
+    assert cluster.target_major(engine, company(), server, "pgvol") == "15"  # type: ignore[arg-type]
 
 
 def test_an_unlisted_container_without_a_cluster_is_not_postgresql(tmp_path: Path) -> None:
     engine = UnlistedEngine(volumes(tmp_path, cluster=False))
-    assert postgres.detect(engine, company()) is None  # type: ignore[arg-type]
+    assert cluster.detect(engine, company()) is None  # type: ignore[arg-type]
     assert sorted(engine.helpers) == ["backups", "pgvol"]  # every volume was looked at
 
 
 def test_a_listed_container_without_a_server_is_not_probed(tmp_path: Path) -> None:
     """Processes that were listed stay the truth: a cluster a shell sits beside is not served."""
     engine = UnlistedEngine(volumes(tmp_path), ["sh -c while :; do sleep 1; done", "sleep 1"])
-    assert postgres.detect(engine, company()) is None  # type: ignore[arg-type]
+    assert cluster.detect(engine, company()) is None  # type: ignore[arg-type]
     assert engine.helpers == []
 
 
 def test_a_stopped_container_is_still_judged_by_its_volumes(tmp_path: Path) -> None:
     engine = UnlistedEngine(volumes(tmp_path), ["never asked"])
-    server = postgres.detect(engine, company("exited"))  # type: ignore[arg-type]
+    server = cluster.detect(engine, company("exited"))  # type: ignore[arg-type]
     assert server is not None and server.data_dir == f"{HOME}/cluster"
     assert not server.running  # a stopped container serves nothing, whatever its pid file says

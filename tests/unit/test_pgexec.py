@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import zstandard
 
-from snapvol import logical, pgexec
+from snapvol.pg import logical, pgexec
 
 
 def test_pg_message_picks_the_server_words() -> None:

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from snapvol.postgres import _pid_file_ready
+from snapvol.pg.cluster import _pid_file_ready
 
 
 def pid_file(tmp_path: Path, status: str, *, age: float = 0.0) -> Path:

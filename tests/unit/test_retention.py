@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot
 from snapvol.errors import LockedError, UsageError
 from snapvol.retention import UNLIMITED, Decision, Policy, apply, named
-from snapvol.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot
 
 _counter = iter(range(1, 1_000_000))
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapvol.sqlscript import RefusedScript, RoleCheck, ScriptFilter
+from snapvol.pg.sqlscript import RefusedScript, RoleCheck, ScriptFilter
 
 # Shaped like pg_dump 15.20's output (header, settings, a function with BEGIN ATOMIC, a
 # plpgsql one, a view, COPY data with backslashes, owners, grants, the trailer).

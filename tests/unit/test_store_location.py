@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from snapvol import archive
+from snapvol.adapters.store import Store
 from snapvol.cli import context
 from snapvol.cli.context import AppContext
-from snapvol.store import Store
+from snapvol.pipeline import archive
 
 
 def mode(path: Path) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from snapvol.store import FAILED, IN_PROGRESS, Snapshot, Store
+from snapvol.adapters.store import FAILED, IN_PROGRESS, Snapshot, Store
 
 
 def plans(tmp_path: Path, call: Any) -> list[str]:

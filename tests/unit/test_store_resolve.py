@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import AmbiguousError, NotFoundError
-from snapvol.store import Snapshot, Store
 
 
 @pytest.fixture

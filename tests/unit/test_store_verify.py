@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from snapvol.store import COMPLETE, Snapshot, Store, _m001_initial
+from snapvol.adapters.store import COMPLETE, Snapshot, Store, _m001_initial
 
 
 def old_store(path: Path) -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from snapvol import dirtar
-from snapvol.store import Snapshot, Store
-from snapvol.tarscan import (
+from snapvol.adapters.store import Snapshot, Store
+from snapvol.pipeline.tarscan import (
     Member,
     MemberCheck,
     TarScanner,
@@ -19,6 +18,7 @@ from snapvol.tarscan import (
     same_file,
     unsafe_reason,
 )
+from snapvol.volume import hosttar
 
 
 def member(path: str, type: str = "file", **fields: object) -> Member:
@@ -58,7 +58,7 @@ def test_pax_times_as_other_tars_write_them() -> None:
 
 
 def _stream(*members: Member) -> bytes:
-    return b"".join(dirtar.header(m) for m in members) + bytes(1024)
+    return b"".join(hosttar.header(m) for m in members) + bytes(1024)
 
 
 def _scan(data: bytes) -> list[Member]:
@@ -71,7 +71,7 @@ def _scan(data: bytes) -> list[Member]:
 
 def test_headers_keep_every_field_exactly() -> None:
     """Names as bytes, times to the ns before 1970 and after 2038, owners beyond 2^21,
-    devices, xattrs with binary values: what ``dirtar.header`` writes, the scanner reads."""
+    devices, xattrs with binary values: what ``hosttar.header`` writes, the scanner reads."""
     odd = "latin1-\udcf1and\udcfa/line\nbreak " + "x" * 120
     members = [
         member("d", "dir", mode=0o1777, mtime_ns=-315_360_000_123_456_789),

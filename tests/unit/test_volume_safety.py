@@ -11,11 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from snapvol import guard, hostpath, lifecycle, volume
-from snapvol.engine import ContainerState, VolumeInfo
+from snapvol import lifecycle
+from snapvol.adapters.engine import ContainerState, VolumeInfo
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import IntegrityError, OperationFailed
-from snapvol.store import Snapshot, Store
-from snapvol.tarscan import DIRECTORY, HARDLINK, REGULAR, SYMLINK, Member
+from snapvol.pipeline.tarscan import DIRECTORY, HARDLINK, REGULAR, SYMLINK, Member
+from snapvol.volume import guard, hostpath
+from snapvol.volume import snapshot as volume
 
 
 def member(path: str, type: str = REGULAR, linkname: str = "") -> Member:

@@ -3,9 +3,9 @@
 Docker's archive endpoint is the portable way to read a volume (any engine, no root), but it is
 also the slowest step: the engine builds the tar on one core that zstd needs too. When the engine
 is local, the volume uses the ``local`` driver and its directory is readable by us (root),
-snapvol reads and writes the directory itself (``snapvol.dirtar``), several times faster, numeric
-owners and modes kept. Every restore reads the volume back and compares every file with the
-store, whichever lane wrote it.
+snapvol reads and writes the directory itself (``snapvol.volume.hosttar``), several times
+faster, numeric owners and modes kept. Every restore reads the volume back and compares every
+file with the store, whichever lane wrote it.
 
 A volume created with driver options (``--opt type=none --opt o=bind --opt device=...``, nfs,
 cifs, tmpfs) is different: the local driver mounts it on its directory only while a container
@@ -20,9 +20,9 @@ import stat
 import subprocess
 from pathlib import Path
 
-from snapvol import dirtar
-from snapvol.engine import VolumeInfo
+from snapvol.adapters.engine import VolumeInfo
 from snapvol.errors import OperationFailed
+from snapvol.volume import hosttar
 
 READERS = ("auto", "host", "endpoint")
 
@@ -98,7 +98,7 @@ def usage(path: Path) -> tuple[int | None, int | None]:
     total, entries = 0, -1  # the root's own blocks count, the root itself does not
     seen: set[tuple[int, int]] = set()  # a hard-linked file's blocks count once, as in du
     try:
-        for _, st in dirtar.walk(path, skip_errors=True):
+        for _, st in hosttar.walk(path, skip_errors=True):
             entries += 1
             if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
                 if (st.st_dev, st.st_ino) in seen:

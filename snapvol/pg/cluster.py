@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from snapvol.engine import ContainerInfo, Engine
+from snapvol.adapters.engine import ContainerInfo, Engine
 from snapvol.errors import OperationFailed, SnapvolError
 
 DEFAULT_PGDATA = "/var/lib/postgresql/data"

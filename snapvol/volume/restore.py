@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapvol import archive, lifecycle, postgres, volume
-from snapvol.engine import Engine
+from snapvol import lifecycle
+from snapvol.adapters.engine import Engine
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import (
     IncompatibleError,
     IntegrityError,
@@ -27,10 +28,12 @@ from snapvol.errors import (
     describe,
 )
 from snapvol.output import Reporter
-from snapvol.store import Snapshot, Store
-from snapvol.tarscan import CAPABILITY, Member, MemberCheck, same_file
-from snapvol.volume import VolumeTarget
-from snapvol.watchdog import WatchdogConfig
+from snapvol.pg import cluster
+from snapvol.pipeline import archive
+from snapvol.pipeline.tarscan import CAPABILITY, Member, MemberCheck, same_file
+from snapvol.volume import snapshot as volume
+from snapvol.volume.snapshot import VolumeTarget
+from snapvol.volume.watchdog import WatchdogConfig
 
 
 @dataclass
@@ -78,7 +81,7 @@ def plan_volume_restore(
     if target.host_dir is None:
         _check_endpoint_can_carry(members, reporter)
     target_major = (
-        postgres.target_major(engine, target.container, target.server, target.volume)
+        cluster.target_major(engine, target.container, target.server, target.volume)
         if target.server is not None and target.is_postgres
         else None
     )
@@ -87,7 +90,7 @@ def plan_volume_restore(
             raise IncompatibleError(
                 f"cannot tell which PostgreSQL major version {target.container.name} runs"
             )
-        if target_major != postgres.major_of(snapshot.pg_version):
+        if target_major != cluster.major_of(snapshot.pg_version):
             raise IncompatibleError(
                 f"snapshot {snapshot.id} holds PostgreSQL {snapshot.pg_version} data but "
                 f"{target.container.name} runs PostgreSQL {target_major}; "

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from snapvol.errors import UsageError
-from snapvol.pgsql import ident, literal
+from snapvol.pg.quoting import ident, literal
 
 _MAX_PENDING = 64 << 20  # one statement, or one line of COPY data, held at most
 

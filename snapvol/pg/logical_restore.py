@@ -5,7 +5,7 @@ encoding and locale), checked (pg_restore/psql stop at the first error; the reco
 counts must be there), then swapped in by two renames in one transaction; the old database is
 dropped only after that committed. Any failure before the swap drops the new database, so the
 current one is never touched until a checked copy replaces it. What belongs to the database
-itself, not to its contents (grants, settings, comment, connection limit: ``snapvol.dbprops``),
+itself, not to its contents (grants, settings, comment, connection limit: ``snapvol.pg.dbprops``),
 is given to the new one from the one it replaces.
 
 The way back is a safety snapshot: a logical snapshot of the current database, recorded like any
@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapvol import archive, dbprops, dumpfile, lifecycle, logical, pgexec, sqlscript
-from snapvol.dbprops import DatabaseProps
-from snapvol.dumpfile import CUSTOM
-from snapvol.engine import Engine, ExecStream
+from snapvol import lifecycle
+from snapvol.adapters.engine import Engine, ExecStream
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import (
     IncompatibleError,
     IntegrityError,
@@ -39,11 +38,14 @@ from snapvol.errors import (
     SnapvolError,
     UsageError,
 )
-from snapvol.logical import KIND
 from snapvol.output import Reporter
-from snapvol.pgexec import PgTarget
-from snapvol.pgsql import ident, literal
-from snapvol.store import Snapshot, Store
+from snapvol.pg import dbprops, dumpfile, logical, pgexec, sqlscript
+from snapvol.pg.dbprops import DatabaseProps
+from snapvol.pg.dumpfile import CUSTOM
+from snapvol.pg.logical import KIND
+from snapvol.pg.pgexec import PgTarget
+from snapvol.pg.quoting import ident, literal
+from snapvol.pipeline import archive
 
 _MAX_IDENT = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 

@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from snapvol.errors import DiskFullError, IntegrityError, OperationFailed
-from snapvol.tarscan import (
+from snapvol.pipeline.tarscan import (
     BLOCK,
     BLOCKDEV,
     CAPABILITY,

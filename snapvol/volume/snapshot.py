@@ -1,12 +1,12 @@
-"""Cold volume snapshots of a container's named volume (restores: ``snapvol.volume_restore``).
+"""Cold volume snapshots of a container's named volume (restores: ``snapvol.volume.restore``).
 
 Data path: a tar of the volume, from one of two lanes (``VolumeTarget`` picks): read straight from
-the volume's directory when this host can reach it (``snapvol.dirtar``), or else Docker's archive
-endpoint on a helper container that mounts the volume and is never started (about 8x faster than a
-container's stdout). The tar flows through zstd and SHA-256 to disk in one pass while every file
-is recorded and hashed. A restore streams the archive back in through the same lane, checking
-each member against the store before it is written, then reads the volume back and compares
-every file, content included.
+the volume's directory when this host can reach it (``snapvol.volume.hosttar``), or else
+Docker's archive endpoint on a helper container that mounts the volume and is never started
+(about 8x faster than a container's stdout). The tar flows through zstd and SHA-256 to disk in
+one pass while every file is recorded and hashed. A restore streams the archive back in through
+the same lane, checking each member against the store before it is written, then reads the
+volume back and compares every file, content included.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from snapvol import archive, dirtar, hostpath, lifecycle, postgres
+from snapvol import lifecycle
+from snapvol.adapters.engine import ContainerInfo, Engine
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.background import Background
-from snapvol.engine import ContainerInfo, Engine
 from snapvol.errors import (
     IntegrityError,
     OperationFailed,
@@ -33,15 +34,17 @@ from snapvol.errors import (
     VolumeInUseError,
     describe,
 )
-from snapvol.guard import Downtime, stopped
 from snapvol.output import Reporter
-from snapvol.store import Snapshot, Store
-from snapvol.tarscan import CAPABILITY, Member, ScannedStream, TarFormatError, normalize
-from snapvol.watchdog import WatchdogConfig
+from snapvol.pg import cluster
+from snapvol.pipeline import archive
+from snapvol.pipeline.tarscan import CAPABILITY, Member, ScannedStream, TarFormatError, normalize
+from snapvol.volume import hostpath, hosttar
+from snapvol.volume.guard import Downtime, stopped
+from snapvol.volume.watchdog import WatchdogConfig
 
 HELPER_MOUNT = "/snapvol/data"
 # A tar stream of a volume that records its members as it passes (both lanes' sources).
-Recording = dirtar.DirTar | ScannedStream
+Recording = hosttar.DirTar | ScannedStream
 SUFFIX = ".tar.zst"
 
 
@@ -53,7 +56,7 @@ class VolumeTarget:
     is_postgres: bool  # the volume holds the server's data directory (not just any volume of it)
     pg_subdir: str  # the data directory relative to the volume's root ("." when it is the root)
     host_dir: Path | None = None  # the volume's directory, when the host lane can read it
-    server: postgres.Server | None = None  # the PostgreSQL server found in the container
+    server: cluster.Server | None = None  # the PostgreSQL server found in the container
 
     @property
     def runs_postgres(self) -> bool:
@@ -70,7 +73,7 @@ class VolumeTarget:
         """A tar stream of the volume that records (and hashes) every member as it passes: read
         straight from the host's directory, or through a helper container."""
         if self.host_dir is not None:
-            yield dirtar.DirTar(self.host_dir)
+            yield hosttar.DirTar(self.host_dir)
             return
         with engine.helper(image, self.volume, HELPER_MOUNT, read_only=True) as helper_id:
             yield ScannedStream(engine.archive_out(helper_id, HELPER_MOUNT))
@@ -102,7 +105,7 @@ class VolumeTarget:
         """Every member in the volume now, files hashed: what a snapshot of it would record.
         ``known``: digests ``replace`` already read back from disk."""
         if self.host_dir is not None:
-            found = dirtar.scan(self.host_dir, known=known)
+            found = hosttar.scan(self.host_dir, known=known)
             advance(sum(m.size for m in found.values()))
             return list(found.values())
         with self.source(engine, image) as source:
@@ -148,7 +151,7 @@ class VolumeTarget:
         host_dir = self.host_dir if self.host_dir and os.access(self.host_dir, os.W_OK) else None
         if host_dir is not None:
             hostpath.empty_dir(host_dir)
-            return dirtar.extract(host_dir, tar, check)
+            return hosttar.extract(host_dir, tar, check)
         code, out = engine.run_helper(
             image,
             self.volume,
@@ -173,7 +176,7 @@ def resolve_target(
 ) -> VolumeTarget:
     """The container and the named volume to work on, with a clear error when it is ambiguous."""
     info = engine.container(container_ref)
-    server = postgres.detect(engine, info)
+    server = cluster.detect(engine, info)
     volumes = info.named_volumes
     if volume_name is not None:
         matches = [m for m in info.volumes if m.name == volume_name]
@@ -267,7 +270,7 @@ def helper_image(target: VolumeTarget, override: str | None) -> str:
 class Archived:
     result: archive.ArchiveResult
     members: list[Member]
-    cluster: postgres.ClusterState | None
+    cluster: cluster.ClusterState | None
     sockets: list[str] = field(default_factory=list)  # left out: no tar holds a socket
 
 
@@ -323,15 +326,15 @@ def archive_volume(
     A PostgreSQL volume whose major version and cluster state could not be read is refused too:
     a restore could not check it.
     """
-    cluster: list[postgres.ClusterState] = []
+    states: list[cluster.ClusterState] = []
     errors: list[BaseException] = []
     refused: list[BaseException] = []
     read = threading.Event()
 
     def read_cluster() -> None:
         try:
-            cluster.append(
-                postgres.read_cluster_state(engine, image, target.volume, target.pg_subdir)
+            states.append(
+                cluster.read_cluster_state(engine, image, target.volume, target.pg_subdir)
             )
         except BaseException as err:  # reported after the archive is written
             errors.append(err)
@@ -369,7 +372,7 @@ def archive_volume(
     state = None
     if side is not None:
         side.join(timeout=60)
-        state = cluster[0] if cluster else None
+        state = states[0] if states else None
         problem = _cluster_problem(state, errors, still_running=side.is_alive())
         if problem is not None:
             raise OperationFailed(
@@ -387,7 +390,7 @@ def archive_volume(
                 "nothing was recorded: use --reader host"
             )
     else:
-        assert isinstance(source, dirtar.DirTar)
+        assert isinstance(source, hosttar.DirTar)
         sockets = source.skipped
     if sockets:
         reporter.warn(
@@ -398,7 +401,7 @@ def archive_volume(
 
 
 def _cluster_problem(
-    state: postgres.ClusterState | None, errors: list[BaseException], *, still_running: bool
+    state: cluster.ClusterState | None, errors: list[BaseException], *, still_running: bool
 ) -> str | None:
     """Why what was read of the stopped cluster is not enough to record (None: it is)."""
     if errors:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from snapvol.pgsql import ident, literal
+from snapvol.pg.quoting import ident, literal
 
 # A column of a query on ``pg_database d``: the database's properties as one JSON object. ``acl``
 # is null when the database has the default privileges; a grantee or role of null is PUBLIC or

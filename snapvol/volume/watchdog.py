@@ -72,7 +72,7 @@ def spawn(config: WatchdogConfig, container_id: str, *, is_postgres: bool) -> Wa
     args = [
         sys.executable,
         "-m",
-        "snapvol.watchdog",
+        "snapvol.volume.watchdog",
         "--container",
         container_id,
         "--db",
@@ -119,10 +119,12 @@ def _read_phases(pipe_fd: int) -> dict[str, Any]:
 
 
 def _recover(container_id: str, db: Path, is_postgres: bool, last: dict[str, Any]) -> int:
-    from snapvol import guard, volume, volume_restore
-    from snapvol.engine import Engine
+    from snapvol.adapters.engine import Engine
+    from snapvol.adapters.store import COMPLETE, Store
     from snapvol.output import Reporter
-    from snapvol.store import COMPLETE, Store
+    from snapvol.volume import guard
+    from snapvol.volume import restore as volume_restore
+    from snapvol.volume import snapshot as volume
 
     engine = Engine.connect()
     info = engine.container(container_id)

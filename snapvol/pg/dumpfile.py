@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol import archive, sqlscript
 from snapvol.errors import IntegrityError, NotFoundError, UsageError
+from snapvol.pg import sqlscript
+from snapvol.pipeline import archive
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CUSTOM_MAGIC = b"PGDMP"

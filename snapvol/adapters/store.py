@@ -25,7 +25,7 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from snapvol.errors import AmbiguousError, NotFoundError, StoreError, UsageError
 from snapvol.names import MIN_ID_PREFIX
-from snapvol.tarscan import Member
+from snapvol.pipeline.tarscan import Member
 
 IN_PROGRESS = "in_progress"
 COMPLETE = "complete"

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from snapvol import dumpfile, postgres
-from snapvol.engine import ContainerInfo, Engine, ExecStream
+from snapvol.adapters.engine import ContainerInfo, Engine, ExecStream
 from snapvol.errors import (
     IncompatibleError,
     NotFoundError,
@@ -23,7 +22,8 @@ from snapvol.errors import (
     SnapvolError,
     UsageError,
 )
-from snapvol.pgsql import literal
+from snapvol.pg import cluster, dumpfile
+from snapvol.pg.quoting import literal
 
 APP_NAME = "snapvol"
 
@@ -155,28 +155,28 @@ def resolve_target(
             f"container {info.name} is {info.status}, not running: logical snapshots and "
             f"restores talk to the live server (start it with `docker start {info.name}`)"
         )
-    server = postgres.detect(engine, info)
+    server = cluster.detect(engine, info)
     if server is None:
         raise IncompatibleError(
             f"container {info.name} does not run PostgreSQL (no postgres or postmaster process)"
         )
-    cluster = server.cluster
-    owner = cluster.owner_name if cluster is not None else None
+    found = server.cluster
+    owner = found.owner_name if found is not None else None
     user = user or info.env("POSTGRES_USER") or owner or "postgres"
     database = database or info.env("POSTGRES_DB") or user
     for what, value in (("database", database), ("user", user)):
         if "=" in value or "://" in value or not value or "\x00" in value:
             raise UsageError(f"unsupported {what} name {value!r}")
-    if cluster is None:
+    if found is None:
         return PgTarget(info, database, user)
-    sockets = cluster.socket_dir if server.running and cluster.socket_dir else None
+    sockets = found.socket_dir if server.running and found.socket_dir else None
     return PgTarget(
         info,
         database,
         user,
-        os_user=cluster.owner_uid if cluster.owner_uid not in (None, "0") else "",
+        os_user=found.owner_uid if found.owner_uid not in (None, "0") else "",
         socket_dir=sockets if sockets and sockets.startswith("/") else None,
-        port=cluster.port if server.running else None,
+        port=found.port if server.running else None,
     )
 
 

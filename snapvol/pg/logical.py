@@ -23,16 +23,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from snapvol import archive, lifecycle, pgexec
+from snapvol import lifecycle
+from snapvol.adapters.engine import Engine, ExecStream
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.background import Background
-from snapvol.dumpfile import CUSTOM, FORMATS, PLAIN
-from snapvol.engine import Engine, ExecStream
 from snapvol.errors import IntegrityError, SnapvolError, UsageError
 from snapvol.names import validate_name
 from snapvol.output import Reporter
-from snapvol.pgexec import PgTarget, PsqlSession
-from snapvol.pgsql import literal
-from snapvol.store import Snapshot, Store
+from snapvol.pg import pgexec
+from snapvol.pg.dumpfile import CUSTOM, FORMATS, PLAIN
+from snapvol.pg.pgexec import PgTarget, PsqlSession
+from snapvol.pg.quoting import literal
+from snapvol.pipeline import archive
 
 KIND = "logical"
 SUFFIXES = {CUSTOM: ".dump.zst", PLAIN: ".sql.zst"}

@@ -15,7 +15,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from snapvol import archive
+from snapvol.pipeline import archive
 
 BLOCK = 512
 

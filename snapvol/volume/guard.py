@@ -1,7 +1,7 @@
 """Keeping a container's downtime short and bounded: stop it, and always start it again.
 
 In-process, a ``finally`` restarts the container on errors, Ctrl-C and SIGTERM; a detached
-watchdog (``snapvol.watchdog``) covers what a ``finally`` cannot: SIGKILL and crashes.
+watchdog (``snapvol.volume.watchdog``) covers what a ``finally`` cannot: SIGKILL and crashes.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapvol import postgres
-from snapvol.engine import ContainerInfo, ContainerState, Engine
+from snapvol.adapters.engine import ContainerInfo, ContainerState, Engine
 from snapvol.errors import OperationFailed
 from snapvol.output import Reporter
-from snapvol.watchdog import Watchdog, WatchdogConfig, spawn
+from snapvol.pg import cluster
+from snapvol.volume.watchdog import Watchdog, WatchdogConfig, spawn
 
 
 @dataclass
@@ -95,7 +95,7 @@ def wait_healthy(
     its ``postmaster.pid`` on this host, when readable here; ``since``: when it was stopped)."""
     engine.wait_status(info.id, ["running"], timeout=timeout)
     if is_postgres:
-        postgres.wait_ready(engine, info.id, timeout=timeout, pid_file=pid_file, since=since)
+        cluster.wait_ready(engine, info.id, timeout=timeout, pid_file=pid_file, since=since)
 
 
 @contextlib.contextmanager
@@ -131,7 +131,7 @@ def stopped(
     restarted = False
     try:
         if running:
-            timeout = postgres.STOP_TIMEOUT if is_postgres else 30
+            timeout = cluster.STOP_TIMEOUT if is_postgres else 30
             reporter.step(f"stopping {info.name} (clean shutdown, up to {timeout} s)")
             engine.stop(info.id, timeout=timeout)
         else:
