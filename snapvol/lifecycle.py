@@ -4,11 +4,11 @@ before it is recorded complete."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +49,7 @@ def begin(
     name: str | None,
     volume: str | None,
     suffix: str,
-    meta: dict[str, object] | None = None,
+    meta: Mapping[str, object] | None = None,
     database: str | None = None,
     format: str | None = None,
 ) -> Snapshot:
@@ -77,11 +77,47 @@ def begin(
             host=socket.gethostname(),
             compose_project=target_info.labels.get(COMPOSE_PROJECT),
             compose_service=target_info.labels.get(COMPOSE_SERVICE),
-            meta_json=json.dumps(meta or {}),
             database=database,
             format=format,
-        )
+        ),
+        meta=meta or {},
     )
+
+
+@contextlib.contextmanager
+def recorded(
+    store: Store,
+    backup_dir: Path,
+    target_info: ContainerInfo,
+    *,
+    kind: str,
+    name: str | None,
+    volume: str | None,
+    suffix: str,
+    meta: Mapping[str, object] | None = None,
+    database: str | None = None,
+    format: str | None = None,
+) -> Iterator[Snapshot]:
+    """A snapshot's whole life: recorded in progress (``begin``) on entry; the body writes the
+    archive and completes the record; any exception on the way fails it (``fail``: the record
+    says why, the archive is removed) and goes on up."""
+    snap = begin(
+        store,
+        backup_dir,
+        target_info,
+        kind=kind,
+        name=name,
+        volume=volume,
+        suffix=suffix,
+        meta=meta,
+        database=database,
+        format=format,
+    )
+    try:
+        yield snap
+    except BaseException as err:
+        fail(store, snap, err)
+        raise
 
 
 _ID = re.compile(r"[0-9A-Za-z]{1,64}")

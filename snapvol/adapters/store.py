@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -428,7 +428,10 @@ class Store:
 
     # --- snapshots ----------------------------------------------------------------------------
 
-    def add(self, snapshot: Snapshot) -> Snapshot:
+    def add(self, snapshot: Snapshot, meta: Mapping[str, object] | None = None) -> Snapshot:
+        """Insert a new record; ``meta``, when given, becomes its ``meta`` mapping."""
+        if meta is not None:
+            snapshot.meta_json = json.dumps(dict(meta))
         with self._session() as session:
             if session.exec(select(Snapshot).where(Snapshot.name == snapshot.name)).first():
                 raise UsageError(f"a snapshot named {snapshot.name!r} already exists")
@@ -447,8 +450,18 @@ class Store:
             session.commit()
             return snap
 
-    def complete(self, snapshot_id: str, members: Sequence[Member] = (), **fields: Any) -> Snapshot:
-        """Mark complete and record per-file entries, in one transaction."""
+    def complete(
+        self,
+        snapshot_id: str,
+        members: Sequence[Member] = (),
+        *,
+        meta: Mapping[str, object] | None = None,
+        **fields: Any,
+    ) -> Snapshot:
+        """Mark complete and record per-file entries, in one transaction; ``meta``, when given,
+        replaces the record's ``meta`` mapping."""
+        if meta is not None:
+            fields["meta_json"] = json.dumps(dict(meta))
         with self._session() as session:
             snap = session.get(Snapshot, snapshot_id)
             if snap is None:

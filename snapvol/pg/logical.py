@@ -129,7 +129,7 @@ def snapshot_logical(
         if held is None:
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         exported = session.query("SELECT pg_export_snapshot()")[0][0]
-        snap = lifecycle.begin(
+        with lifecycle.recorded(
             store,
             backup_dir,
             target.container,
@@ -140,46 +140,47 @@ def snapshot_logical(
             meta={"user": target.user, "level": level, **(meta or {})},
             database=target.database,
             format=fmt,
-        )
-        try:
-            reporter.step(f"dumping database {target.database} of {target.container.name} ({fmt})")
-            counting = Background(lambda: pgexec.parse_counts(session.query(pgexec.COUNT_SQL)))
-            result = _dump(
-                engine,
-                target,
-                exported,
-                fmt,
-                level,
-                Path(snap.path),
-                in_container,
-                dump_app,
-                reporter,
-                lock_wait=held is not None,
-            )
-            tables = counting.result()
-            meta_done = snap.meta
-            meta_done.update(
-                {
-                    "server_version": version,
-                    "tables": tables,
-                    "rows": sum(tables.values()),
-                    "compressed_in": "container" if in_container else "host",
-                }
-            )
-            return store.complete(
-                snap.id,
-                sha256=result.sha256,
-                size_bytes=result.size_bytes,
-                raw_bytes=result.raw_bytes or None,
-                duration_s=round(time.monotonic() - started, 3),
-                downtime_s=0.0,
-                pg_version=version.split()[0],
-                meta_json=json.dumps(meta_done),
-            )
-        except BaseException as err:
-            pgexec.terminate_sessions(engine, target, dump_app)
-            lifecycle.fail(store, snap, err)
-            raise
+        ) as snap:
+            try:
+                reporter.step(
+                    f"dumping database {target.database} of {target.container.name} ({fmt})"
+                )
+                counting = Background(lambda: pgexec.parse_counts(session.query(pgexec.COUNT_SQL)))
+                result = _dump(
+                    engine,
+                    target,
+                    exported,
+                    fmt,
+                    level,
+                    Path(snap.path),
+                    in_container,
+                    dump_app,
+                    reporter,
+                    lock_wait=held is not None,
+                )
+                tables = counting.result()
+                meta_done = snap.meta
+                meta_done.update(
+                    {
+                        "server_version": version,
+                        "tables": tables,
+                        "rows": sum(tables.values()),
+                        "compressed_in": "container" if in_container else "host",
+                    }
+                )
+                return store.complete(
+                    snap.id,
+                    sha256=result.sha256,
+                    size_bytes=result.size_bytes,
+                    raw_bytes=result.raw_bytes or None,
+                    duration_s=round(time.monotonic() - started, 3),
+                    downtime_s=0.0,
+                    pg_version=version.split()[0],
+                    meta=meta_done,
+                )
+            except BaseException:
+                pgexec.terminate_sessions(engine, target, dump_app)
+                raise
     finally:
         if held is None:
             session.close()

@@ -233,26 +233,25 @@ def _safety_snapshot(
     reporter.step("taking a safety snapshot of the current volume")
     started = time.monotonic()
     name = f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    safety = volume.begin(store, backup_dir, target, name, level, safety_for=restoring.id)
     try:
-        done = volume.archive_volume(
-            engine,
-            target,
-            Path(safety.path),
-            level=level,
-            image=image,
-            reporter=reporter,
-            label="safety snapshot",
-            still_stopped=still_stopped,
-        )
-        return volume.complete(store, safety, done, None, started)
-    except BaseException as err:
-        lifecycle.fail(store, safety, err)
-        if isinstance(err, SnapvolError):
-            raise type(err)(
-                f"the safety snapshot failed, so the volume was not changed: {err.message}"
-            ) from err
-        raise
+        with volume.recorded(
+            store, backup_dir, target, name, level, safety_for=restoring.id
+        ) as safety:
+            done = volume.archive_volume(
+                engine,
+                target,
+                Path(safety.path),
+                level=level,
+                image=image,
+                reporter=reporter,
+                label="safety snapshot",
+                still_stopped=still_stopped,
+            )
+            return volume.complete(store, safety, done, None, started)
+    except SnapvolError as err:
+        raise type(err)(
+            f"the safety snapshot failed, so the volume was not changed: {err.message}"
+        ) from err
 
 
 def restore_volume(

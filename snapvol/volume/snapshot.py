@@ -12,7 +12,6 @@ volume back and compares every file, content included.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import posixpath
 import threading
@@ -451,20 +450,20 @@ def complete(
         duration_s=round(time.monotonic() - started, 3),
         downtime_s=None if downtime is None else round(downtime, 3),
         pg_version=pg_version,
-        meta_json=json.dumps(meta),
+        meta=meta,
     )
 
 
-def begin(
+def recorded(
     store: Store,
     backup_dir: Path,
     target: VolumeTarget,
     name: str | None,
     level: int,
     **meta: object,
-) -> Snapshot:
-    """Record a volume snapshot of ``target`` as in progress."""
-    return lifecycle.begin(
+) -> AbstractContextManager[Snapshot]:
+    """The life of a volume snapshot of ``target`` in the store (``lifecycle.recorded``)."""
+    return lifecycle.recorded(
         store,
         backup_dir,
         target.container,
@@ -500,8 +499,7 @@ def snapshot_volume(
         raise UsageError("--level must be between 1 and 19")
     check_sole_user(engine, target, restore=False)
     started = time.monotonic()
-    snap = begin(store, backup_dir, target, name, level)
-    try:
+    with recorded(store, backup_dir, target, name, level) as snap:
         image = helper_image(target, helper_image_override)
         with stopped_container(engine, target, reporter, watchdog) as down:
             done = archive_volume(
@@ -515,6 +513,3 @@ def snapshot_volume(
                 still_stopped=down.check_still_stopped,
             )
         return complete(store, snap, done, down.seconds if down.was_running else 0.0, started)
-    except BaseException as err:
-        lifecycle.fail(store, snap, err)
-        raise
