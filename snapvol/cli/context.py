@@ -21,6 +21,7 @@ from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
 from snapvol.volume.hostpath import READERS
 from snapvol.volume.watchdog import WatchdogConfig
+from snapvol.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,8 +108,6 @@ class AppContext:
     backup_dir: Path
     debug: bool
     console: Console
-    # Set while a session holds a container's lock: what a watchdog needs to guard it.
-    watchdog: WatchdogConfig | None = None
 
     @classmethod
     def from_options(cls, db: Path | None, backup_dir: Path | None, debug: bool) -> AppContext:
@@ -129,27 +128,28 @@ class AppContext:
         return shlex.join([*words, *args])
 
     @contextlib.contextmanager
-    def session(
+    def workspace(
         self, lock: str | None = None, operation: str = "", *, create: bool = False
-    ) -> Iterator[tuple[Store, Engine]]:
-        """The store and the engine, opened together and always closed.
+    ) -> Iterator[Workspace]:
+        """The store and the engine, opened together, handed to the core as one ``Workspace``
+        and always closed.
 
-        ``lock`` names the container the command will change: the session then holds that
-        container's operation lock (``operation`` says what runs, for whoever is refused).
+        ``lock`` names the container the command will change: the workspace then holds that
+        container's operation lock (``operation`` says what runs, for whoever is refused) and
+        carries what a watchdog needs to guard it.
         ``create``: whether a missing store is created (see ``store``).
         """
         with self.store(create=create) as store, self.engine() as engine:
             recover_helpers(engine, self.console)
             if lock is None:
-                yield store, engine
+                yield Workspace(engine, store, self.backup_dir, self.console)
                 return
             info = engine.container(lock)
             held = locking.acquire(info.id, info.name, operation)
-            self.watchdog = WatchdogConfig(db=self.db, lock_fd=held.fd)
             try:
-                yield store, engine
+                watchdog = WatchdogConfig(db=self.db, lock_fd=held.fd)
+                yield Workspace(engine, store, self.backup_dir, self.console, watchdog)
             finally:
-                self.watchdog = None
                 held.release()
 
     @contextlib.contextmanager

@@ -274,27 +274,27 @@ def _restore_volume(
     from snapvol.volume import restore as volume_restore
 
     target_ref = container or snap.container
-    with app.session(lock=target_ref, operation=f"restore {snap.id}") as (store, engine):
+    with app.workspace(lock=target_ref, operation=f"restore {snap.id}") as ws:
         plan = volume_restore.plan_volume_restore(
-            engine,
-            store,
+            ws.engine,
+            ws.store,
             snap,
             container,
             helper_image_override=helper_image,
-            reporter=app.console,
+            reporter=ws.reporter,
             reader=reader,
         )
         app.console.err.print(_plan_table(plan, not no_safety_snapshot))
         confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
         result = volume_restore.restore_volume(
-            engine,
-            store,
-            app.backup_dir,
+            ws.engine,
+            ws.store,
+            ws.backup_dir,
             plan,
             safety_snapshot=not no_safety_snapshot,
             helper_image_override=helper_image,
-            reporter=app.console,
-            watchdog=app.watchdog,
+            reporter=ws.reporter,
+            watchdog=ws.watchdog,
         )
     app.console.info(
         f"Restored {result.snapshot.id} ({result.snapshot.name}) into {plan.target.volume}: "
@@ -328,21 +328,18 @@ def _restore_logical(
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
     # A dump file needs no store of its own: --file may create one, to record what it does.
-    with app.session(lock=container, operation=operation, create=file is not None) as (
-        store,
-        engine,
-    ):
+    with app.workspace(lock=container, operation=operation, create=file is not None) as ws:
         if snap is not None:
-            target = pgexec.resolve_target(engine, container, database or snap.database, user)
+            target = pgexec.resolve_target(ws.engine, container, database or snap.database, user)
             source = logical_restore.snapshot_source(snap, app.console)
         else:
             assert file is not None
-            target = pgexec.resolve_target(engine, container, database, user)
+            target = pgexec.resolve_target(ws.engine, container, database, user)
             source = logical_restore.file_source(
-                engine, target, file, app.console, allow_roles=allow_roles
+                ws.engine, target, file, app.console, allow_roles=allow_roles
             )
         plan = logical_restore.plan_restore(
-            engine,
+            ws.engine,
             target,
             source,
             app.console,
@@ -355,7 +352,7 @@ def _restore_logical(
             target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
         )
         result = logical_restore.restore_logical(
-            engine, store, app.backup_dir, plan, reporter=app.console
+            ws.engine, ws.store, ws.backup_dir, plan, reporter=ws.reporter
         )
     what = f"{snap.id} ({snap.name})" if snap is not None else str(file)
     app.console.info(

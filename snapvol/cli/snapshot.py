@@ -62,23 +62,20 @@ def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
             raise UsageError(f"--{'format' if flag == 'fmt' else flag} goes with --logical")
     from snapvol.volume import snapshot as volume
 
-    with app.session(lock=options["container"], operation="snapshot --volume", create=True) as (
-        store,
-        engine,
-    ):
+    with app.workspace(lock=options["container"], operation="snapshot --volume", create=True) as ws:
         target = volume.resolve_target(
-            engine, options["container"], options["volume_name"], options["reader"]
+            ws.engine, options["container"], options["volume_name"], options["reader"]
         )
         return volume.snapshot_volume(
-            engine,
-            store,
-            app.backup_dir,
+            ws.engine,
+            ws.store,
+            ws.backup_dir,
             target,
             name=options["name"],
             level=options["level"],
             helper_image_override=options["helper_image"],
-            reporter=app.console,
-            watchdog=app.watchdog,
+            reporter=ws.reporter,
+            watchdog=ws.watchdog,
         )
 
 
@@ -92,20 +89,19 @@ def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
     from snapvol.pg import logical, pgexec
 
-    with app.session(lock=options["container"], operation="snapshot --logical", create=True) as (
-        store,
-        engine,
-    ):
+    with app.workspace(
+        lock=options["container"], operation="snapshot --logical", create=True
+    ) as ws:
         target = pgexec.resolve_target(
-            engine, options["container"], options["database"], options["user"]
+            ws.engine, options["container"], options["database"], options["user"]
         )
         return logical.snapshot_logical(
-            engine,
-            store,
-            app.backup_dir,
+            ws.engine,
+            ws.store,
+            ws.backup_dir,
             target,
             name=options["name"],
             fmt=options["fmt"] or "custom",
             level=options["level"],
-            reporter=app.console,
+            reporter=ws.reporter,
         )
