@@ -298,7 +298,9 @@ def test_located_ignores_what_is_not_an_archive_of_ours(
 # --- restore_refusal and check_archive -----------------------------------------------------------
 
 
-def refusal(members: list[Member], holds_postgres: bool = False, pg_version: str | None = None):
+def refusal(
+    members: list[Member], holds_postgres: bool = False, pg_version: str | None = None
+) -> str | None:
     return lifecycle.restore_refusal(members, holds_postgres=holds_postgres, pg_version=pg_version)
 
 
