@@ -89,9 +89,21 @@ def only_imported_by(imports: Iterable[Import], libraries: tuple[str, ...], allo
     return report(i for i in imports if within(i.target, *libraries) and i.importer != allowed)
 
 
-def cycles(imports: Iterable[Import]) -> list[list[Import]]:
-    """One cycle (as the chain of imports that closes it) per strongly connected group of
-    snapvol modules that import each other, directly or through others."""
+@dataclass(frozen=True)
+class Cycle:
+    modules: list[str]  # every module of a group that import each other, directly or not
+    chain: list[Import]  # the shortest chain of imports that closes a loop through the first
+
+    def __str__(self) -> str:
+        loop = " -> ".join([self.chain[0].importer, *(i.target for i in self.chain)])
+        others = sorted(set(self.modules) - {i.importer for i in self.chain})
+        tangled = f" (tangled with it: {', '.join(others)})" if others else ""
+        return f"{loop}{tangled}\n{report(self.chain)}"
+
+
+def cycles(imports: Iterable[Import]) -> list[Cycle]:
+    """One cycle per strongly connected group of snapvol modules that import each other,
+    directly or through others."""
     edges: dict[str, dict[str, Import]] = {}
     for imp in imports:
         if within(imp.target, "snapvol") and imp.target != imp.importer:
@@ -134,7 +146,10 @@ def cycles(imports: Iterable[Import]) -> list[list[Import]]:
                         break
                 if len(group) > 1:
                     groups.append(group)
-    return [_cycle_in(sorted(group)[0], group, edges) for group in groups]
+    return [
+        Cycle(sorted(group), _cycle_in(sorted(group)[0], group, edges))
+        for group in sorted(groups, key=min)
+    ]
 
 
 def _cycle_in(start: str, group: set[str], edges: dict[str, dict[str, Import]]) -> list[Import]:
@@ -154,11 +169,8 @@ def _cycle_in(start: str, group: set[str], edges: dict[str, dict[str, Import]]) 
     raise AssertionError(f"no cycle through {start}")  # a strongly connected group has one
 
 
-def describe_cycles(found: list[list[Import]]) -> str:
-    return "\n\n".join(
-        " -> ".join([chain[0].importer, *(i.target for i in chain)]) + "\n" + report(chain)
-        for chain in found
-    )
+def describe_cycles(found: list[Cycle]) -> str:
+    return "\n\n".join(str(cycle) for cycle in found)
 
 
 # The small pieces every layer may use; they use none of the layers.
@@ -312,8 +324,11 @@ def test_a_cycle_through_a_lazy_import_is_reported(tmp_path: Path) -> None:
         tmp_path,
         {
             "volume/guard.py": "from snapvol.volume.watchdog import spawn\n",
-            "volume/watchdog.py": "def _recover():\n    from snapvol.volume import restore\n",
+            "volume/watchdog.py": (
+                "def _recover():\n    from snapvol.volume import restore, snapshot\n"
+            ),
             "volume/restore.py": "from snapvol.volume import guard\nfrom snapvol import errors\n",
+            "volume/snapshot.py": "from snapvol.volume.guard import stopped\n",
             "errors.py": "",
             "a.py": "import snapvol.b\n",
             "b.py": "from . import a\n",
@@ -325,13 +340,13 @@ def test_a_cycle_through_a_lazy_import_is_reported(tmp_path: Path) -> None:
         "snapvol/b.py:1: snapvol.b imports snapvol.a\n"
         "\n"
         "snapvol.volume.guard -> snapvol.volume.watchdog -> snapvol.volume.restore -> "
-        "snapvol.volume.guard\n"
+        "snapvol.volume.guard (tangled with it: snapvol.volume.snapshot)\n"
         "snapvol/volume/guard.py:1: snapvol.volume.guard imports snapvol.volume.watchdog\n"
         "snapvol/volume/watchdog.py:2: snapvol.volume.watchdog imports snapvol.volume.restore\n"
         "snapvol/volume/restore.py:1: snapvol.volume.restore imports snapvol.volume.guard"
     )
     without = [i for i in found if i.importer != "snapvol.volume.watchdog"]
-    assert [c[0].importer for c in cycles(without)] == ["snapvol.a"]
+    assert [c.modules for c in cycles(without)] == [["snapvol.a", "snapvol.b"]]
 
 
 def test_climbing_imports_are_reported(tmp_path: Path) -> None:
