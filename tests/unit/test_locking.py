@@ -3,6 +3,7 @@ directory treated as hostile. Real flocks on real files in the real lock directo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -351,3 +352,58 @@ def test_a_record_is_interrupted_only_when_its_lock_is_free_and_its_process_gone
         held.release()
     elsewhere, _ = record(tmp_path / "d.db", cid, sleeper.pid, now, host="another-host")
     assert recovery._still_running(elsewhere)  # another machine's: never judged from here
+
+
+def test_an_id_that_is_not_an_engines_never_names_a_path(tmp_path: Path) -> None:
+    """A damaged or hostile store's container id is hashed, never used as a file name."""
+    hostile = "../../../" + str(tmp_path / "victim")
+    path = locking.lock_path(hostile)
+    assert path.parent == locking.lock_dir()
+    assert path.name == f"x{hashlib.sha256(hostile.encode()).hexdigest()}.lock"
+    assert locking.lock_path("ABCDEF") != locking.lock_dir() / "ABCDEF.lock"  # engine ids: lower
+    held = locking.acquire(hostile, "db", "snapshot --volume")
+    try:
+        assert held.path == path and locking.is_held(hostile)
+        assert not (tmp_path / "victim").exists() and not (tmp_path / "victim.lock").exists()
+    finally:
+        held.release()
+        path.unlink()
+
+
+def test_release_twice_is_harmless(cid: str) -> None:
+    held = locking.acquire(cid, "db", "snapshot --volume")
+    held.release()
+    held.release()
+    assert held.fd == -1 and not locking.is_held(cid)
+
+
+@pytest.mark.parametrize(
+    ("written", "named"),
+    [
+        (b"", "an operation that is starting"),
+        (b"{not json", "an operation that is starting"),
+        (b'{"pid": 1}', "an operation that is starting"),
+        (b'["a list"]', "an operation that is starting"),
+        (
+            json.dumps(
+                {"pid": 7, "operation": "rm \x1b[2J" + "x" * 200, "started": "now\n"}
+            ).encode(),
+            "`snapvol rm ?[2J" + "x" * 113 + "` (pid 7, since now?)",
+        ),
+    ],
+)
+def test_what_a_holder_wrote_is_shown_only_when_sound_and_printable(
+    cid: str, written: bytes, named: str
+) -> None:
+    """Anyone may write the lock file: what it says is parsed defensively and sanitised."""
+    held = locking.acquire(cid, "db", "snapshot --volume")
+    try:
+        os.ftruncate(held.fd, 0)
+        os.pwrite(held.fd, written, 0)
+        with pytest.raises(LockedError) as refused:
+            locking.acquire(cid, "db", "restore x")
+        assert str(refused.value) == (
+            f"another snapvol operation is running on db: {named}; try again when it ends"
+        )
+    finally:
+        held.release()
