@@ -18,7 +18,7 @@ from snapvol.adapters.engine import ContainerInfo, ContainerState, Engine
 from snapvol.errors import OperationFailed
 from snapvol.output import Reporter
 from snapvol.pg import cluster
-from snapvol.volume.watchdog import Watchdog, WatchdogConfig, spawn
+from snapvol.volume.rescue import Watchdog, WatchdogConfig, spawn
 
 
 @dataclass

@@ -33,7 +33,7 @@ from snapvol.pipeline import archive
 from snapvol.pipeline.tarscan import CAPABILITY, Member, MemberCheck, same_file
 from snapvol.volume import snapshot as volume
 from snapvol.volume.snapshot import VolumeTarget
-from snapvol.volume.watchdog import WatchdogConfig
+from snapvol.volume.rescue import WatchdogConfig
 
 
 @dataclass

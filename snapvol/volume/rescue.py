@@ -72,7 +72,7 @@ def spawn(config: WatchdogConfig, container_id: str, *, is_postgres: bool) -> Wa
     args = [
         sys.executable,
         "-m",
-        "snapvol.volume.watchdog",
+        "snapvol.volume.rescue",
         "--container",
         container_id,
         "--db",
