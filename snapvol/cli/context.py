@@ -20,7 +20,7 @@ from snapvol.errors import StoreError
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
 from snapvol.volume.hostpath import READERS
-from snapvol.volume.rescue import WatchdogConfig
+from snapvol.volume.watchdog import WatchdogConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 

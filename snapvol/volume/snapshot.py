@@ -40,7 +40,7 @@ from snapvol.pipeline import archive
 from snapvol.pipeline.tarscan import CAPABILITY, Member, ScannedStream, TarFormatError, normalize
 from snapvol.volume import hostpath, hosttar
 from snapvol.volume.guard import Downtime, stopped
-from snapvol.volume.rescue import WatchdogConfig
+from snapvol.volume.watchdog import WatchdogConfig
 
 HELPER_MOUNT = "/snapvol/data"
 # A tar stream of a volume that records its members as it passes (both lanes' sources).
