@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from snapvol.volume import phases
+from snapvol.volume.guard import Downtime
 from snapvol.volume.phases import Dirty, Done, Stopped
 from snapvol.volume.watchdog import Watchdog, WatchdogConfig, spawn
 
@@ -117,3 +118,18 @@ def test_the_client_imports_none_of_the_rescue(module: str) -> None:
     if module == "snapvol.volume.watchdog":
         assert not {m for m in loaded if m.startswith(("snapvol.adapters", "docker"))}
         assert "snapvol.volume.guard" not in loaded
+
+
+def test_the_guard_reports_phases_with_how_it_found_the_container() -> None:
+    """``Downtime`` (the guard) is the writer: each phase carries whether the container ran."""
+    read_fd, write_fd = os.pipe()
+    down = Downtime(was_running=False, watchdog=Watchdog(None, os.fdopen(write_fd, "wb")))
+    down.intact()
+    down.rewriting(volume="v", image="i", safety=None)
+    down.watchdog.abandon()
+    with os.fdopen(read_fd, "rb") as reader:
+        told = [phases.decode(line) for line in reader]
+    assert told == [
+        Stopped(was_running=False),
+        Dirty(was_running=False, volume="v", image="i", safety=None),
+    ]
