@@ -1,7 +1,8 @@
 """Keeping a container's downtime short and bounded: stop it, and always start it again.
 
 In-process, a ``finally`` restarts the container on errors, Ctrl-C and SIGTERM; a detached
-watchdog (``snapvol.volume.watchdog``) covers what a ``finally`` cannot: SIGKILL and crashes.
+rescue process, started and told each phase through ``snapvol.volume.watchdog``, covers what a
+``finally`` cannot: SIGKILL and crashes.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from snapvol.adapters.engine import ContainerInfo, ContainerState, Engine
 from snapvol.errors import OperationFailed
 from snapvol.output import Reporter
 from snapvol.pg import cluster
+from snapvol.volume.phases import Dirty, Stopped
 from snapvol.volume.watchdog import Watchdog, WatchdogConfig, spawn
 
 
@@ -39,9 +40,18 @@ class Downtime:
     _started: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
-    def phase(self, name: str, **data: Any) -> None:
-        """Tell the watchdog what it would have to do if snapvol died now."""
-        self.watchdog.phase(name, was_running=self.was_running, **data)
+    def intact(self) -> None:
+        """Tell the watchdog the volume is intact: were snapvol to die now, it starts the
+        container again (if it was running)."""
+        self.watchdog.send(Stopped(was_running=self.was_running))
+
+    def rewriting(self, *, volume: str, image: str, safety: str | None) -> None:
+        """Tell the watchdog a restore is rewriting ``volume``: were snapvol to die now, it puts
+        safety snapshot ``safety`` back first (through helper ``image``), or with none leaves
+        the container stopped."""
+        self.watchdog.send(
+            Dirty(was_running=self.was_running, volume=volume, image=image, safety=safety)
+        )
 
     def release(self) -> None:
         """The volume is no longer needed: start the container now (from any thread) instead of
@@ -125,7 +135,7 @@ def stopped(
     if watchdog is not None:
         # Started before the stop, so there is no moment with the container down and no guard.
         downtime.watchdog = spawn(watchdog, info.id, is_postgres=is_postgres)
-    downtime.phase("stopped")
+    downtime.intact()
     started = time.monotonic()
     stop_requested = time.time()  # a postmaster.pid older than this is not the restarted server's
     restarted = False

@@ -291,7 +291,7 @@ def restore_volume(
                 reporter=reporter,
                 still_stopped=down.check_still_stopped,
             )
-        down.phase("dirty", safety=safety.id if safety else None, volume=target.volume, image=image)
+        down.rewriting(volume=target.volume, image=image, safety=safety.id if safety else None)
         try:
             reporter.step(f"restoring {snap.name} into volume {target.volume}")
             put_back(engine, image, target, snap, plan.members, reporter)
@@ -318,14 +318,14 @@ def restore_volume(
                     f"failed ({describe(err2)}); the container was left stopped: run "
                     f"`snapvol restore {safety.id}`"
                 ) from err2
-            down.phase("stopped")
+            down.intact()
             raise OperationFailed(
                 f"restore failed ({why}); the volume was rolled back to safety snapshot {safety.id}"
             ) from err
         taken = down.started_by_someone_else()
         if taken is not None:
             raise OperationFailed(_left_to_them(taken, snap, safety))
-        down.phase("stopped")
+        down.intact()
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
 
 
