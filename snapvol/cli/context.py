@@ -1,4 +1,4 @@
-"""What every command shares: global options, and the one place that opens and closes resources."""
+"""The one place that opens and closes what a command works with: store, engine, locks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from snapvol.adapters.store import Store
 from snapvol.errors import StoreError
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
-from snapvol.volume.hostpath import READERS
 from snapvol.volume.watchdog import WatchdogConfig
 from snapvol.workspace import Workspace
 
@@ -35,71 +34,6 @@ def data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME", "")
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
     return base / "snapvol"
-
-
-def global_options(func: F) -> F:
-    """Options accepted before the command name (and read from SNAPVOL_* variables)."""
-    decorators = [
-        click.option(
-            "--db",
-            "db",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            envvar="SNAPVOL_DB",
-            show_default="/var/lib/snapvol/manifests.db as root, else "
-            "$XDG_DATA_HOME/snapvol/manifests.db",
-            help="The manifest store (SQLite). Only `snapshot` creates it.",
-        ),
-        click.option(
-            "--backup-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            envvar="SNAPVOL_BACKUP_DIR",
-            show_default="backups beside the store",
-            help="Where archives are written; the only place snapvol deletes them.",
-        ),
-        click.option("--debug", is_flag=True, help="Show tracebacks for anticipated errors."),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-DEFAULT_CONTAINER = "pc_db"  # the reference stack's database container
-
-
-def target_options(func: F) -> F:
-    """The container (and volume) a command works on."""
-    func = click.option(
-        "--volume-name",
-        default=None,
-        help="Named volume to snapshot (default: the one at the data directory).",
-    )(func)
-    func = click.option(
-        "--container",
-        default=DEFAULT_CONTAINER,
-        envvar="SNAPVOL_CONTAINER",
-        show_default=True,
-        help="Target container name or id.",
-    )(func)
-    return func
-
-
-def reader_option(func: F) -> F:
-    """How a volume is read: the host lane when possible, or always Docker's archive endpoint."""
-    return click.option(
-        "--reader",
-        type=click.Choice(READERS),
-        default="auto",
-        envvar="SNAPVOL_READER",
-        show_default=True,
-        help="Volume: read it from its directory on this host (fast; local engine and root) "
-        "or through Docker's archive endpoint (anywhere); auto picks the host when it can.",
-    )(func)
-
-
-def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(func)
 
 
 @dataclass

@@ -9,19 +9,15 @@ from rich.text import Text
 
 from snapvol import lifecycle, retention
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
-from snapvol.cli.context import AppContext, json_option, with_app
+from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import aligned, local_time
+from snapvol.cli.options import dry_run_option, json_option, stacked, yes_option
 from snapvol.errors import Cancelled
 from snapvol.output import human_bytes
 from snapvol.retention import UNLIMITED, Decision
 
-yes_option = click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
-dry_run_option = click.option(
-    "--dry-run",
-    "-n",
-    is_flag=True,
-    help="Only show what would be kept and removed, and why; delete nothing.",
-)
+# What rm and prune both take: look first, skip the question, print JSON.
+deletion_options = stacked(dry_run_option, yes_option, json_option)
 
 
 class Count(click.ParamType):
@@ -122,9 +118,7 @@ def _delete(
 
 @click.command("rm")
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
-@dry_run_option
-@yes_option
-@json_option
+@deletion_options
 @with_app
 def rm(
     app: AppContext, refs: tuple[str, ...], dry_run: bool, assume_yes: bool, as_json: bool
@@ -171,9 +165,7 @@ def _count_option(name: str, what: str) -> Any:
     show_default=True,
     help="Keep the newest N safety snapshots of each source (at least 1, or 'unlimited').",
 )
-@dry_run_option
-@yes_option
-@json_option
+@deletion_options
 @with_app
 def prune(
     app: AppContext,

@@ -12,8 +12,9 @@ from snapvol import lifecycle
 from snapvol.adapters.store import Snapshot
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
-from snapvol.cli.context import DEFAULT_CONTAINER, AppContext, json_option, reader_option, with_app
+from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import local_time
+from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
 from snapvol.errors import UsageError
 from snapvol.output import human_bytes
 
@@ -203,7 +204,7 @@ def _logical_table(plan: Any) -> Table:
     help="Logical, SQL file: let the dump create the roles it needs (CREATE ROLE and ALTER "
     "ROLE of those roles; never a superuser, never an existing role).",
 )
-@click.option("--helper-image", help="Image for helper containers (default: the target's image).")
+@helper_image_option
 @reader_option
 @json_option
 @with_app

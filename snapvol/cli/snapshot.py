@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from snapvol.adapters.store import Snapshot
-from snapvol.cli.context import AppContext, json_option, reader_option, target_options, with_app
+from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import snapshot_summary
+from snapvol.cli.options import helper_image_option, json_option, reader_option, target_options
 from snapvol.errors import UsageError
 from snapvol.names import validate_name
 
@@ -24,7 +25,7 @@ from snapvol.names import validate_name
     show_default=True,
     help="zstd compression level.",
 )
-@click.option("--helper-image", help="Image for helper containers (default: the target's image).")
+@helper_image_option
 @reader_option
 @click.option(
     "--format",

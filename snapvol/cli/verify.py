@@ -7,7 +7,8 @@ from rich.markup import escape
 
 from snapvol import lifecycle
 from snapvol.adapters.store import COMPLETE
-from snapvol.cli.context import AppContext, json_option, with_app
+from snapvol.cli.context import AppContext, with_app
+from snapvol.cli.options import json_option
 from snapvol.errors import IntegrityError
 
 
