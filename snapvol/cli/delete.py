@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.text import Text
 
 from snapvol import lifecycle, retention
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
 from snapvol.cli.context import AppContext, with_app
-from snapvol.cli.format import aligned, local_time
+from snapvol.cli.format import decisions_table
 from snapvol.cli.options import dry_run_option, json_option, stacked, yes_option
 from snapvol.errors import Cancelled
 from snapvol.output import human_bytes
@@ -44,23 +43,6 @@ def _archived(snaps: list[Snapshot]) -> int:
     return sum(s.size_bytes or 0 for s in snaps if s.status == COMPLETE)
 
 
-def _decisions_table(decisions: list[Decision]) -> Text:
-    header = ("ID", "NAME", "SOURCE", "CREATED", "SIZE", "STATUS", "REASONS")
-    rows = (
-        (
-            d.snapshot.id,
-            d.snapshot.name,
-            str(retention.source_of(d.snapshot)),
-            local_time(d.snapshot.created_at),
-            human_bytes(d.snapshot.size_bytes),
-            d.snapshot.status,
-            ", ".join(d.reasons),
-        )
-        for d in decisions
-    )
-    return aligned(header, rows, right=("SIZE",))
-
-
 def _show(app: AppContext, decisions: list[Decision]) -> None:
     """restic's listing: what is kept and what is removed, each with its reasons (stderr);
     by source, newest first."""
@@ -69,7 +51,7 @@ def _show(app: AppContext, decisions: list[Decision]) -> None:
         chosen = [d for d in by_source if d.action == action]
         if chosen:
             app.console.info(f"{action} {len(chosen)} snapshot(s):")
-            app.console.err.print(_decisions_table(chosen), soft_wrap=True)
+            app.console.err.print(decisions_table(chosen), soft_wrap=True)
 
 
 def _as_json(decision: Decision) -> dict[str, Any]:

@@ -6,167 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from snapvol import lifecycle
 from snapvol.adapters.store import Snapshot
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import AppContext, with_app
-from snapvol.cli.format import local_time
+from snapvol.cli.format import logical_plan_table, volume_plan_table
 from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
 from snapvol.errors import UsageError
-from snapvol.output import human_bytes
-
-MAX_TABLES_SHOWN = 12
-
-
-def _plan_table(plan: Any, safety: bool) -> Table:
-    snap, target = plan.snapshot, plan.target
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
-    table.add_row("Taken", f"{local_time(snap.created_at)} from {snap.container}:{snap.volume}")
-    table.add_row(
-        "Size",
-        f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} "
-        f"of data in {snap.file_count} files",
-    )
-    if snap.pg_version:
-        table.add_row(
-            "PostgreSQL", f"{snap.pg_version} (target runs {plan.target_pg_major or '?'})"
-        )
-    table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")
-    table.add_row(
-        "[red]Overwrites[/]",
-        f"volume {target.volume} of container {target.container.name} ({target.container.status})",
-    )
-    table.add_row(
-        "Current data",
-        f"{human_bytes(plan.current_bytes)} in {plan.current_files} files"
-        if plan.current_bytes is not None
-        else "unknown",
-    )
-    table.add_row(
-        "Safety snapshot",
-        "yes, taken first (rolled back to on failure)"
-        if safety
-        else "[red]no[/] (--no-safety-snapshot): the current data will be gone",
-    )
-    for warning in plan.warnings:
-        table.add_row("[yellow]Note[/]", warning)
-    return table
-
-
-def _tables_text(tables: dict[str, int] | list[str] | None, estimated: bool = False) -> str:
-    if tables is None:
-        return "not recorded"
-    if not tables:
-        return "none"
-    names = sorted(tables)
-    shown = [
-        f"{name} ({'~' if estimated else ''}{tables[name]})" if isinstance(tables, dict) else name
-        for name in names[:MAX_TABLES_SHOWN]
-    ]
-    more = f", … {len(names) - MAX_TABLES_SHOWN} more" if len(names) > MAX_TABLES_SHOWN else ""
-    return f"{len(names)}: {', '.join(shown)}{more}"
-
-
-def _logical_table(plan: Any) -> Table:
-    source, target, current = plan.source, plan.target, plan.current
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    snap = source.snapshot
-    if snap is not None:
-        table.add_row("Snapshot", f"{snap.id}  {snap.name}  (logical, {snap.format} format)")
-        table.add_row(
-            "Taken",
-            f"{local_time(snap.created_at)} from database {snap.database} of {snap.container} "
-            f"(PostgreSQL {snap.pg_version})",
-        )
-        table.add_row(
-            "Size",
-            f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} of dump",
-        )
-        table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")
-    else:
-        compressed = ", zstd-compressed" if source.compressed else ""
-        table.add_row("File", f"{source.path}  ({source.format} format{compressed})")
-        header = source.header
-        if header:
-            table.add_row(
-                "Dumped",
-                f"from database {header.get('database', '?')} at {header.get('created', '?')} "
-                f"(PostgreSQL {header.get('server_version', '?')})",
-            )
-        table.add_row(
-            "Size",
-            f"{human_bytes(source.size_bytes)} file, {human_bytes(source.raw_bytes)} of dump",
-        )
-        table.add_row("Checked", "[green]whole and readable[/] (nothing changed yet)")
-    table.add_row("Contains", "tables " + _tables_text(source.tables or source.listed))
-    where = f"container {target.container.name}, PostgreSQL {plan.server_version}"
-    if current.exists:
-        table.add_row("[red]Replaces[/]", f"database {target.database} ({where})")
-        table.add_row(
-            "Current data",
-            f"{human_bytes(current.size_bytes)}, tables "
-            + _tables_text(current.tables, estimated=True),
-        )
-    else:
-        table.add_row("Creates", f"database {target.database} ({where}; it does not exist yet)")
-    if current.exists:
-        how = (
-            f"restored into new database {plan.scratch}, checked, given the current one's "
-            "grants and settings, then swapped in; the current one is dropped only after the "
-            "swap, and left as it is on any failure"
-        )
-    else:
-        how = f"restored into new database {plan.scratch}, checked, then renamed"
-    table.add_row("How", how)
-    if plan.takes_safety:
-        safety = (
-            f"yes: a logical snapshot of database {target.database}, taken after the new copy "
-            "was checked and right before the swap, while writes wait; "
-            "`snapvol restore <its id>` undoes the restore"
-        )
-    elif current.exists:
-        safety = (
-            "[red]no[/] (--no-safety-snapshot): there is no way back, the current database is "
-            "dropped after the swap"
-        )
-    else:
-        safety = f"none needed: database {target.database} does not exist yet"
-    table.add_row("Safety snapshot", safety)
-    if plan.no_owner:
-        table.add_row(
-            "Owners",
-            f"the dump's owners and privileges are skipped: {plan.db_owner} owns every object",
-        )
-    table.add_row(
-        "Loads as",
-        "a temporary role without superuser rights; meta-commands and statements beyond the "
-        "database are refused",
-    )
-    if plan.extensions:
-        table.add_row(
-            "Extensions",
-            ", ".join(e.name for e in plan.extensions)
-            + " (created by the superuser before the load)",
-        )
-    if plan.allow_roles:
-        roles = ", ".join(plan.new_roles) or "none"
-        kept = f"; already here, left as they are: {', '.join(plan.existing_roles)}"
-        table.add_row(
-            "[red]Roles[/]",
-            f"the dump creates role(s): {roles} (--allow-roles; never superusers, never a change "
-            f"to an existing role){kept if plan.existing_roles else ''}",
-        )
-    for warning in plan.warnings:
-        table.add_row("[yellow]Note[/]", warning)
-    return table
 
 
 @click.command("restore")
@@ -285,7 +133,7 @@ def _restore_volume(
             reporter=ws.reporter,
             reader=reader,
         )
-        app.console.err.print(_plan_table(plan, not no_safety_snapshot))
+        app.console.err.print(volume_plan_table(plan, not no_safety_snapshot))
         confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
         result = volume_restore.restore_volume(
             ws.engine,
@@ -348,7 +196,7 @@ def _restore_logical(
             safety=safety,
             allow_roles=allow_roles,
         )
-        app.console.err.print(_logical_table(plan))
+        app.console.err.print(logical_plan_table(plan))
         confirm_by_typing(
             target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
         )
