@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ import click
 
 from snapvol import locking
 from snapvol.adapters.engine import Engine
-from snapvol.adapters.store import Store
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import StoreError
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
@@ -69,22 +70,42 @@ class AppContext:
         and always closed.
 
         ``lock`` names the container the command will change: the workspace then holds that
-        container's operation lock (``operation`` says what runs, for whoever is refused) and
-        carries what a watchdog needs to guard it.
+        container's operation lock (see ``locked``; ``operation`` says what runs).
         ``create``: whether a missing store is created (see ``store``).
         """
-        with self.store(create=create) as store, self.engine() as engine:
-            recover_helpers(engine, self.console)
+        with self.store(create=create) as store, self.connected(store) as ws:
             if lock is None:
-                yield Workspace(engine, store, self.backup_dir, self.console)
+                yield ws
                 return
-            info = engine.container(lock)
-            held = locking.acquire(info.id, info.name, operation)
-            try:
-                watchdog = WatchdogConfig(db=self.db, lock_fd=held.fd)
-                yield Workspace(engine, store, self.backup_dir, self.console, watchdog)
-            finally:
-                held.release()
+            with self.locked(ws, lock, operation) as held:
+                yield held
+
+    @contextlib.contextmanager
+    def connected(self, store: Store) -> Iterator[Workspace]:
+        """A workspace over an open store: the engine connected (and closed after), helpers an
+        interrupted run left behind recovered. For a command that reads the store before it
+        needs the engine, in one store session."""
+        with self.engine() as engine:
+            recover_helpers(engine, self.console)
+            yield Workspace(engine, store, self.backup_dir, self.console)
+
+    @contextlib.contextmanager
+    def locked(self, ws: Workspace, container: str, operation: str) -> Iterator[Workspace]:
+        """``ws`` holding ``container``'s operation lock, with what a watchdog needs to guard it.
+
+        Every lock a command takes is taken here or in ``locked_snapshots``: the core assumes
+        its caller holds them. ``operation`` says what runs, for whoever is refused meanwhile.
+        """
+        info = ws.engine.container(container)
+        with locking.holding([(info.id, info.name)], operation) as (held,):
+            yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fd=held.fd))
+
+    def locked_snapshots(
+        self, snaps: Iterable[Snapshot], operation: str
+    ) -> contextlib.AbstractContextManager[object]:
+        """The locks of the containers ``snaps`` were taken from (by their recorded ids), for
+        as long as the block runs: nothing is deleted while a snapshot or restore of one runs."""
+        return locking.holding(((s.container_id, s.container) for s in snaps), operation)
 
     @contextlib.contextmanager
     def store(self, *, create: bool = False) -> Iterator[Store]:
