@@ -15,8 +15,8 @@ from snapvol.output import human_bytes
 from snapvol.retention import Decision, source_of
 
 if TYPE_CHECKING:  # imported when a restore runs, not for every command
-    from snapvol.pg.logical_restore import LogicalRestorePlan
-    from snapvol.volume.restore import VolumeRestorePlan
+    from snapvol.pg.logical_restore import LogicalRestorePlan, LogicalRestoreResult
+    from snapvol.volume.restore import VolumeRestorePlan, VolumeRestoreResult
 
 
 def local_time(value: datetime) -> str:
@@ -294,3 +294,20 @@ def logical_plan_table(plan: LogicalRestorePlan) -> Table:
     for warning in plan.warnings:
         table.add_row("[yellow]Note[/]", warning)
     return table
+
+
+def volume_restored_line(plan: VolumeRestorePlan, result: VolumeRestoreResult) -> str:
+    return (
+        f"Restored {result.snapshot.id} ({result.snapshot.name}) into {plan.target.volume}: "
+        f"{result.duration_s:.1f} s, downtime {result.downtime_s:.1f} s"
+    )
+
+
+def logical_restored_line(what: str, plan: LogicalRestorePlan, result: LogicalRestoreResult) -> str:
+    """``what``: the snapshot (id and name) or the dump file restored."""
+    target = plan.target
+    return (
+        f"Restored {what} into database {target.database} of {target.container.name}: "
+        f"{len(result.tables)} tables, {sum(result.tables.values())} rows checked, "
+        f"{result.duration_s:.1f} s"
+    )

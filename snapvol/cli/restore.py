@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from snapvol import lifecycle
-from snapvol.adapters.store import Snapshot
+from snapvol import restoring
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import AppContext, with_app
-from snapvol.cli.format import logical_plan_table, volume_plan_table
+from snapvol.cli.format import (
+    logical_plan_table,
+    logical_restored_line,
+    volume_plan_table,
+    volume_restored_line,
+)
 from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
 from snapvol.errors import UsageError
+from snapvol.workspace import Workspace
 
 
 @click.command("restore")
@@ -75,55 +82,72 @@ def command(
 
     Without REF on a terminal, lists the snapshots and asks which one.
     """
-    snap: Snapshot | None = None
-    if file is not None:
-        if ref is not None:
-            raise UsageError("give a snapshot or --file, not both")
-    else:
-        with app.store() as store:
-            snap = (
-                store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
-            )
-        snap = lifecycle.located(snap, app.backup_dir)
-        lifecycle.check_restorable(snap)  # before looking for its container
-    if snap is None or snap.kind == "logical":
-        summary = _restore_logical(
-            app,
-            snap,
-            file,
-            container or (snap.container if snap is not None else DEFAULT_CONTAINER),
-            database,
-            user,
-            assume_yes,
-            no_owner,
-            safety=not no_safety_snapshot,
-            allow_roles=allow_roles,
-        )
-    else:
-        if database is not None or user is not None or no_owner or allow_roles:
+    if file is not None and ref is not None:
+        raise UsageError("give a snapshot or --file, not both")
+    # One store session. A dump file needs no store of its own: --file may create one, to
+    # record what it does.
+    with app.store(create=file is not None) as store:
+        snap = None if file is not None else _chosen(app, store, ref)
+        logical = restoring.is_logical(snap)
+        if not logical and (database is not None or user is not None or no_owner or allow_roles):
             raise UsageError(
                 "--database, --user, --no-owner and --allow-roles go with logical restores"
             )
-        summary = _restore_volume(
-            app, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
-        )
+        with app.connected(store) as ws:
+            if logical:
+                done = _restore_logical(
+                    app,
+                    ws,
+                    snap,
+                    file,
+                    container or (snap.container if snap is not None else DEFAULT_CONTAINER),
+                    database,
+                    user,
+                    assume_yes,
+                    no_owner,
+                    safety=not no_safety_snapshot,
+                    allow_roles=allow_roles,
+                )
+            else:
+                assert snap is not None
+                done = _restore_volume(
+                    app, ws, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
+                )
+    # Said once the store is closed, after the line saying it was created (if it was).
+    app.console.info(done.line)
+    _print_undo(app, done.safety)
     if as_json:
-        app.console.json(summary)
+        app.console.json(done.summary)
+
+
+@dataclass
+class _Restored:
+    line: str  # what was restored where, for people
+    safety: Snapshot | None  # the way back, if one was taken
+    summary: dict[str, Any]  # --json
+
+
+def _chosen(app: AppContext, store: Store, ref: str | None) -> Snapshot:
+    """The snapshot REF names (or the user picks), refused if it cannot be restored: before
+    its container is looked up."""
+    snap = store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
+    return restoring.restorable(snap, app.backup_dir)
 
 
 def _restore_volume(
     app: AppContext,
+    ws: Workspace,
     snap: Snapshot,
     container: str | None,
     assume_yes: bool,
     no_safety_snapshot: bool,
     helper_image: str | None,
     reader: str = "auto",
-) -> dict[str, Any]:
+) -> _Restored:
     from snapvol.volume import restore as volume_restore
 
     target_ref = container or snap.container
-    with app.workspace(lock=target_ref, operation=f"restore {snap.id}") as ws:
+    with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
         plan = volume_restore.plan_volume_restore(
             ws.engine,
             ws.store,
@@ -145,23 +169,23 @@ def _restore_volume(
             reporter=ws.reporter,
             watchdog=ws.watchdog,
         )
-    app.console.info(
-        f"Restored {result.snapshot.id} ({result.snapshot.name}) into {plan.target.volume}: "
-        f"{result.duration_s:.1f} s, downtime {result.downtime_s:.1f} s"
+    return _Restored(
+        volume_restored_line(plan, result),
+        result.safety,
+        {
+            "restored": result.snapshot.to_dict(),
+            **_undo_fields(app, result.safety),
+            "container": plan.target.container.name,
+            "volume": plan.target.volume,
+            "downtime_s": round(result.downtime_s, 3),
+            "duration_s": round(result.duration_s, 3),
+        },
     )
-    _print_undo(app, result.safety)
-    return {
-        "restored": result.snapshot.to_dict(),
-        **_undo_fields(app, result.safety),
-        "container": plan.target.container.name,
-        "volume": plan.target.volume,
-        "downtime_s": round(result.downtime_s, 3),
-        "duration_s": round(result.duration_s, 3),
-    }
 
 
 def _restore_logical(
     app: AppContext,
+    ws: Workspace,
     snap: Snapshot | None,
     file: Path | None,
     container: str,
@@ -172,12 +196,11 @@ def _restore_logical(
     *,
     safety: bool = True,
     allow_roles: bool = False,
-) -> dict[str, Any]:
+) -> _Restored:
     from snapvol.pg import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
-    # A dump file needs no store of its own: --file may create one, to record what it does.
-    with app.workspace(lock=container, operation=operation, create=file is not None) as ws:
+    with app.locked(ws, container, operation=operation) as ws:
         if snap is not None:
             target = pgexec.resolve_target(ws.engine, container, database or snap.database, user)
             source = logical_restore.snapshot_source(snap, app.console)
@@ -204,27 +227,25 @@ def _restore_logical(
             ws.engine, ws.store, ws.backup_dir, plan, reporter=ws.reporter
         )
     what = f"{snap.id} ({snap.name})" if snap is not None else str(file)
-    app.console.info(
-        f"Restored {what} into database {target.database} of {target.container.name}: "
-        f"{len(result.tables)} tables, {sum(result.tables.values())} rows checked, "
-        f"{result.duration_s:.1f} s"
+    return _Restored(
+        logical_restored_line(what, plan, result),
+        result.safety,
+        {
+            "restored": snap.to_dict() if snap is not None else None,
+            **_undo_fields(app, result.safety),
+            "file": str(file) if file is not None else None,
+            "format": source.format,
+            "container": target.container.name,
+            "database": target.database,
+            "tables": result.tables,
+            "duration_s": round(result.duration_s, 3),
+            "replaced_existing": plan.current.exists,
+            "no_owner": plan.no_owner,
+            "roles_created": plan.new_roles,
+            "extensions": [e.name for e in plan.extensions],
+            "previous_kept_as": result.retired_kept,
+        },
     )
-    _print_undo(app, result.safety)
-    return {
-        "restored": snap.to_dict() if snap is not None else None,
-        **_undo_fields(app, result.safety),
-        "file": str(file) if file is not None else None,
-        "format": source.format,
-        "container": target.container.name,
-        "database": target.database,
-        "tables": result.tables,
-        "duration_s": round(result.duration_s, 3),
-        "replaced_existing": plan.current.exists,
-        "no_owner": plan.no_owner,
-        "roles_created": plan.new_roles,
-        "extensions": [e.name for e in plan.extensions],
-        "previous_kept_as": result.retired_kept,
-    }
 
 
 def _undo_command(app: AppContext, safety: Snapshot) -> str:
