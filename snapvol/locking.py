@@ -26,7 +26,7 @@ import pwd
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +93,22 @@ def acquire(container_id: str, container_name: str, operation: str) -> Container
     if writable:
         _describe_self(fd, container_name, operation)
     return ContainerLock(path, fd)
+
+
+@contextlib.contextmanager
+def holding(containers: Iterable[tuple[str, str]], operation: str) -> Iterator[list[ContainerLock]]:
+    """Each ``(id, name)`` container's lock, taken once and in turn, all released on exit.
+
+    When one is refused (LockedError), the ones already taken are released: all or none.
+    """
+    held: list[ContainerLock] = []
+    try:
+        for container_id, name in dict.fromkeys(containers):
+            held.append(acquire(container_id, name, operation))
+        yield held
+    finally:
+        for lock in held:
+            lock.release()
 
 
 def is_held(container_id: str) -> bool:

@@ -12,7 +12,8 @@ import click
 
 from snapvol import __version__
 from snapvol.cli import delete, ls, restore, snapshot, verify
-from snapvol.cli.context import AppContext, global_options
+from snapvol.cli.context import AppContext
+from snapvol.cli.options import global_options
 from snapvol.errors import SnapvolError
 
 

@@ -1,12 +1,13 @@
-"""What every command shares: global options, and the one place that opens and closes resources."""
+"""The one place that opens and closes what a command works with: store, engine, locks."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,11 +16,10 @@ import click
 
 from snapvol import locking
 from snapvol.adapters.engine import Engine
-from snapvol.adapters.store import Store
+from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import StoreError
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
-from snapvol.volume.hostpath import READERS
 from snapvol.volume.watchdog import WatchdogConfig
 from snapvol.workspace import Workspace
 
@@ -35,71 +35,6 @@ def data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME", "")
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
     return base / "snapvol"
-
-
-def global_options(func: F) -> F:
-    """Options accepted before the command name (and read from SNAPVOL_* variables)."""
-    decorators = [
-        click.option(
-            "--db",
-            "db",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            envvar="SNAPVOL_DB",
-            show_default="/var/lib/snapvol/manifests.db as root, else "
-            "$XDG_DATA_HOME/snapvol/manifests.db",
-            help="The manifest store (SQLite). Only `snapshot` creates it.",
-        ),
-        click.option(
-            "--backup-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            envvar="SNAPVOL_BACKUP_DIR",
-            show_default="backups beside the store",
-            help="Where archives are written; the only place snapvol deletes them.",
-        ),
-        click.option("--debug", is_flag=True, help="Show tracebacks for anticipated errors."),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-DEFAULT_CONTAINER = "pc_db"  # the reference stack's database container
-
-
-def target_options(func: F) -> F:
-    """The container (and volume) a command works on."""
-    func = click.option(
-        "--volume-name",
-        default=None,
-        help="Named volume to snapshot (default: the one at the data directory).",
-    )(func)
-    func = click.option(
-        "--container",
-        default=DEFAULT_CONTAINER,
-        envvar="SNAPVOL_CONTAINER",
-        show_default=True,
-        help="Target container name or id.",
-    )(func)
-    return func
-
-
-def reader_option(func: F) -> F:
-    """How a volume is read: the host lane when possible, or always Docker's archive endpoint."""
-    return click.option(
-        "--reader",
-        type=click.Choice(READERS),
-        default="auto",
-        envvar="SNAPVOL_READER",
-        show_default=True,
-        help="Volume: read it from its directory on this host (fast; local engine and root) "
-        "or through Docker's archive endpoint (anywhere); auto picks the host when it can.",
-    )(func)
-
-
-def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(func)
 
 
 @dataclass
@@ -135,22 +70,42 @@ class AppContext:
         and always closed.
 
         ``lock`` names the container the command will change: the workspace then holds that
-        container's operation lock (``operation`` says what runs, for whoever is refused) and
-        carries what a watchdog needs to guard it.
+        container's operation lock (see ``locked``; ``operation`` says what runs).
         ``create``: whether a missing store is created (see ``store``).
         """
-        with self.store(create=create) as store, self.engine() as engine:
-            recover_helpers(engine, self.console)
+        with self.store(create=create) as store, self.connected(store) as ws:
             if lock is None:
-                yield Workspace(engine, store, self.backup_dir, self.console)
+                yield ws
                 return
-            info = engine.container(lock)
-            held = locking.acquire(info.id, info.name, operation)
-            try:
-                watchdog = WatchdogConfig(db=self.db, lock_fd=held.fd)
-                yield Workspace(engine, store, self.backup_dir, self.console, watchdog)
-            finally:
-                held.release()
+            with self.locked(ws, lock, operation) as held:
+                yield held
+
+    @contextlib.contextmanager
+    def connected(self, store: Store) -> Iterator[Workspace]:
+        """A workspace over an open store: the engine connected (and closed after), helpers an
+        interrupted run left behind recovered. For a command that reads the store before it
+        needs the engine, in one store session."""
+        with self.engine() as engine:
+            recover_helpers(engine, self.console)
+            yield Workspace(engine, store, self.backup_dir, self.console)
+
+    @contextlib.contextmanager
+    def locked(self, ws: Workspace, container: str, operation: str) -> Iterator[Workspace]:
+        """``ws`` holding ``container``'s operation lock, with what a watchdog needs to guard it.
+
+        Every lock a command takes is taken here or in ``locked_snapshots``: the core assumes
+        its caller holds them. ``operation`` says what runs, for whoever is refused meanwhile.
+        """
+        info = ws.engine.container(container)
+        with locking.holding([(info.id, info.name)], operation) as (held,):
+            yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fd=held.fd))
+
+    def locked_snapshots(
+        self, snaps: Iterable[Snapshot], operation: str
+    ) -> contextlib.AbstractContextManager[object]:
+        """The locks of the containers ``snaps`` were taken from (by their recorded ids), for
+        as long as the block runs: nothing is deleted while a snapshot or restore of one runs."""
+        return locking.holding(((s.container_id, s.container) for s in snaps), operation)
 
     @contextlib.contextmanager
     def store(self, *, create: bool = False) -> Iterator[Store]:

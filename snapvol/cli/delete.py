@@ -5,23 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.text import Text
 
 from snapvol import lifecycle, retention
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
-from snapvol.cli.context import AppContext, json_option, with_app
-from snapvol.cli.format import aligned, local_time
+from snapvol.cli.context import AppContext, with_app
+from snapvol.cli.format import decisions_table
+from snapvol.cli.options import dry_run_option, json_option, stacked, yes_option
 from snapvol.errors import Cancelled
 from snapvol.output import human_bytes
 from snapvol.retention import UNLIMITED, Decision
 
-yes_option = click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
-dry_run_option = click.option(
-    "--dry-run",
-    "-n",
-    is_flag=True,
-    help="Only show what would be kept and removed, and why; delete nothing.",
-)
+# What rm and prune both take: look first, skip the question, print JSON.
+deletion_options = stacked(dry_run_option, yes_option, json_option)
 
 
 class Count(click.ParamType):
@@ -48,23 +43,6 @@ def _archived(snaps: list[Snapshot]) -> int:
     return sum(s.size_bytes or 0 for s in snaps if s.status == COMPLETE)
 
 
-def _decisions_table(decisions: list[Decision]) -> Text:
-    header = ("ID", "NAME", "SOURCE", "CREATED", "SIZE", "STATUS", "REASONS")
-    rows = (
-        (
-            d.snapshot.id,
-            d.snapshot.name,
-            str(retention.source_of(d.snapshot)),
-            local_time(d.snapshot.created_at),
-            human_bytes(d.snapshot.size_bytes),
-            d.snapshot.status,
-            ", ".join(d.reasons),
-        )
-        for d in decisions
-    )
-    return aligned(header, rows, right=("SIZE",))
-
-
 def _show(app: AppContext, decisions: list[Decision]) -> None:
     """restic's listing: what is kept and what is removed, each with its reasons (stderr);
     by source, newest first."""
@@ -73,7 +51,7 @@ def _show(app: AppContext, decisions: list[Decision]) -> None:
         chosen = [d for d in by_source if d.action == action]
         if chosen:
             app.console.info(f"{action} {len(chosen)} snapshot(s):")
-            app.console.err.print(_decisions_table(chosen), soft_wrap=True)
+            app.console.err.print(decisions_table(chosen), soft_wrap=True)
 
 
 def _as_json(decision: Decision) -> dict[str, Any]:
@@ -110,7 +88,8 @@ def _delete(
             agreed = False
         if not agreed:
             raise Cancelled("cancelled; nothing was deleted")
-    removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
+    with app.locked_snapshots(snaps, "rm"):
+        removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
     if as_json:
         reasons = {d.snapshot.id: d.reasons for d in decisions}
         app.console.json([{**s.to_dict(), "reasons": reasons[s.id]} for s in removed])
@@ -122,9 +101,7 @@ def _delete(
 
 @click.command("rm")
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
-@dry_run_option
-@yes_option
-@json_option
+@deletion_options
 @with_app
 def rm(
     app: AppContext, refs: tuple[str, ...], dry_run: bool, assume_yes: bool, as_json: bool
@@ -171,9 +148,7 @@ def _count_option(name: str, what: str) -> Any:
     show_default=True,
     help="Keep the newest N safety snapshots of each source (at least 1, or 'unlimited').",
 )
-@dry_run_option
-@yes_option
-@json_option
+@deletion_options
 @with_app
 def prune(
     app: AppContext,

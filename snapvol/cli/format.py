@@ -1,14 +1,22 @@
-"""How snapshots look to people: tables and one-line summaries."""
+"""How snapshots, plans and results look to people: tables and one-line summaries."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 
 from snapvol.adapters.store import Snapshot, as_utc
 from snapvol.output import human_bytes
+from snapvol.retention import Decision, source_of
+
+if TYPE_CHECKING:  # imported when a restore runs, not for every command
+    from snapvol.pg.logical_restore import LogicalRestorePlan, LogicalRestoreResult
+    from snapvol.volume.restore import VolumeRestorePlan, VolumeRestoreResult
 
 
 def local_time(value: datetime) -> str:
@@ -27,6 +35,15 @@ def snapshot_summary(snap: Snapshot) -> str:
     if snap.downtime_s is not None:
         parts.append(f"downtime {snap.downtime_s:.1f} s")
     return ", ".join(parts)
+
+
+def logical_summary(snap: Snapshot) -> str:
+    """One line: which database a logical snapshot holds, and how much of it."""
+    tables = snap.meta.get("tables") or {}
+    return (
+        f"Database {snap.database} ({snap.format} format, PostgreSQL {snap.pg_version}): "
+        f"{len(tables)} tables, {sum(tables.values())} rows"
+    )
 
 
 Cell = str | Text
@@ -79,3 +96,218 @@ def snapshots_table(snaps: list[Snapshot]) -> Text:
         for s in snaps
     )
     return aligned(header, rows, right=("SIZE",))
+
+
+def verdict_line(snap: Snapshot, problem: str | None) -> str:
+    """`verify`'s line for one snapshot (rich markup): ok, or what is wrong."""
+    verdict = "[green]ok[/green]" if problem is None else f"[red]{escape(problem)}[/red]"
+    return f"{snap.id}  {snap.name}: {verdict}"
+
+
+def choices_table(snaps: list[Snapshot]) -> Text:
+    """The restore picker's numbered list."""
+    header = ("#", "ID", "NAME", "KIND", "SOURCE", "CREATED", "SIZE")
+    rows = (
+        (
+            str(n),
+            s.id,
+            s.name,
+            s.kind,
+            f"{s.container}:{s.volume or s.database or '-'}",
+            local_time(s.created_at),
+            human_bytes(s.size_bytes),
+        )
+        for n, s in enumerate(snaps, 1)
+    )
+    return aligned(header, rows, right=("#", "SIZE"))
+
+
+def decisions_table(decisions: list[Decision]) -> Text:
+    """`rm` and `prune`: each snapshot with its source and the reasons it is kept or removed."""
+    header = ("ID", "NAME", "SOURCE", "CREATED", "SIZE", "STATUS", "REASONS")
+    rows = (
+        (
+            d.snapshot.id,
+            d.snapshot.name,
+            str(source_of(d.snapshot)),
+            local_time(d.snapshot.created_at),
+            human_bytes(d.snapshot.size_bytes),
+            d.snapshot.status,
+            ", ".join(d.reasons),
+        )
+        for d in decisions
+    )
+    return aligned(header, rows, right=("SIZE",))
+
+
+# --- what a restore will do, shown before the user is asked -------------------------------------
+
+MAX_TABLES_SHOWN = 12
+
+
+def volume_plan_table(plan: VolumeRestorePlan, safety: bool) -> Table:
+    """A volume restore's plan: the snapshot, what it overwrites, the way back."""
+    snap, target = plan.snapshot, plan.target
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
+    table.add_row("Taken", f"{local_time(snap.created_at)} from {snap.container}:{snap.volume}")
+    table.add_row(
+        "Size",
+        f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} "
+        f"of data in {snap.file_count} files",
+    )
+    if snap.pg_version:
+        table.add_row(
+            "PostgreSQL", f"{snap.pg_version} (target runs {plan.target_pg_major or '?'})"
+        )
+    table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")
+    table.add_row(
+        "[red]Overwrites[/]",
+        f"volume {target.volume} of container {target.container.name} ({target.container.status})",
+    )
+    table.add_row(
+        "Current data",
+        f"{human_bytes(plan.current_bytes)} in {plan.current_files} files"
+        if plan.current_bytes is not None
+        else "unknown",
+    )
+    table.add_row(
+        "Safety snapshot",
+        "yes, taken first (rolled back to on failure)"
+        if safety
+        else "[red]no[/] (--no-safety-snapshot): the current data will be gone",
+    )
+    for warning in plan.warnings:
+        table.add_row("[yellow]Note[/]", warning)
+    return table
+
+
+def tables_text(tables: dict[str, int] | list[str] | None, estimated: bool = False) -> str:
+    """``N: a (rows), b (rows), …``: the first few tables by name, with rows when known."""
+    if tables is None:
+        return "not recorded"
+    if not tables:
+        return "none"
+    names = sorted(tables)
+    shown = [
+        f"{name} ({'~' if estimated else ''}{tables[name]})" if isinstance(tables, dict) else name
+        for name in names[:MAX_TABLES_SHOWN]
+    ]
+    more = f", … {len(names) - MAX_TABLES_SHOWN} more" if len(names) > MAX_TABLES_SHOWN else ""
+    return f"{len(names)}: {', '.join(shown)}{more}"
+
+
+def logical_plan_table(plan: LogicalRestorePlan) -> Table:
+    """A logical restore's plan: the dump, the database it replaces or creates, and how."""
+    source, target, current = plan.source, plan.target, plan.current
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    snap = source.snapshot
+    if snap is not None:
+        table.add_row("Snapshot", f"{snap.id}  {snap.name}  (logical, {snap.format} format)")
+        table.add_row(
+            "Taken",
+            f"{local_time(snap.created_at)} from database {snap.database} of {snap.container} "
+            f"(PostgreSQL {snap.pg_version})",
+        )
+        table.add_row(
+            "Size",
+            f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} of dump",
+        )
+        table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")
+    else:
+        compressed = ", zstd-compressed" if source.compressed else ""
+        table.add_row("File", f"{source.path}  ({source.format} format{compressed})")
+        header = source.header
+        if header:
+            table.add_row(
+                "Dumped",
+                f"from database {header.get('database', '?')} at {header.get('created', '?')} "
+                f"(PostgreSQL {header.get('server_version', '?')})",
+            )
+        table.add_row(
+            "Size",
+            f"{human_bytes(source.size_bytes)} file, {human_bytes(source.raw_bytes)} of dump",
+        )
+        table.add_row("Checked", "[green]whole and readable[/] (nothing changed yet)")
+    table.add_row("Contains", "tables " + tables_text(source.tables or source.listed))
+    where = f"container {target.container.name}, PostgreSQL {plan.server_version}"
+    if current.exists:
+        table.add_row("[red]Replaces[/]", f"database {target.database} ({where})")
+        table.add_row(
+            "Current data",
+            f"{human_bytes(current.size_bytes)}, tables "
+            + tables_text(current.tables, estimated=True),
+        )
+    else:
+        table.add_row("Creates", f"database {target.database} ({where}; it does not exist yet)")
+    if current.exists:
+        how = (
+            f"restored into new database {plan.scratch}, checked, given the current one's "
+            "grants and settings, then swapped in; the current one is dropped only after the "
+            "swap, and left as it is on any failure"
+        )
+    else:
+        how = f"restored into new database {plan.scratch}, checked, then renamed"
+    table.add_row("How", how)
+    if plan.takes_safety:
+        safety = (
+            f"yes: a logical snapshot of database {target.database}, taken after the new copy "
+            "was checked and right before the swap, while writes wait; "
+            "`snapvol restore <its id>` undoes the restore"
+        )
+    elif current.exists:
+        safety = (
+            "[red]no[/] (--no-safety-snapshot): there is no way back, the current database is "
+            "dropped after the swap"
+        )
+    else:
+        safety = f"none needed: database {target.database} does not exist yet"
+    table.add_row("Safety snapshot", safety)
+    if plan.no_owner:
+        table.add_row(
+            "Owners",
+            f"the dump's owners and privileges are skipped: {plan.db_owner} owns every object",
+        )
+    table.add_row(
+        "Loads as",
+        "a temporary role without superuser rights; meta-commands and statements beyond the "
+        "database are refused",
+    )
+    if plan.extensions:
+        table.add_row(
+            "Extensions",
+            ", ".join(e.name for e in plan.extensions)
+            + " (created by the superuser before the load)",
+        )
+    if plan.allow_roles:
+        roles = ", ".join(plan.new_roles) or "none"
+        kept = f"; already here, left as they are: {', '.join(plan.existing_roles)}"
+        table.add_row(
+            "[red]Roles[/]",
+            f"the dump creates role(s): {roles} (--allow-roles; never superusers, never a change "
+            f"to an existing role){kept if plan.existing_roles else ''}",
+        )
+    for warning in plan.warnings:
+        table.add_row("[yellow]Note[/]", warning)
+    return table
+
+
+def volume_restored_line(plan: VolumeRestorePlan, result: VolumeRestoreResult) -> str:
+    return (
+        f"Restored {result.snapshot.id} ({result.snapshot.name}) into {plan.target.volume}: "
+        f"{result.duration_s:.1f} s, downtime {result.downtime_s:.1f} s"
+    )
+
+
+def logical_restored_line(what: str, plan: LogicalRestorePlan, result: LogicalRestoreResult) -> str:
+    """``what``: the snapshot (id and name) or the dump file restored."""
+    target = plan.target
+    return (
+        f"Restored {what} into database {target.database} of {target.container.name}: "
+        f"{len(result.tables)} tables, {sum(result.tables.values())} rows checked, "
+        f"{result.duration_s:.1f} s"
+    )

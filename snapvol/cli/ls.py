@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS
-from snapvol.cli.context import AppContext, json_option, with_app
+from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import snapshots_table
+from snapvol.cli.options import json_option
 
 
 @click.command("ls")

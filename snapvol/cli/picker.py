@@ -5,36 +5,18 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.text import Text
 
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
-from snapvol.cli.format import aligned, local_time
+from snapvol.cli.format import choices_table
 from snapvol.errors import Cancelled, NotFoundError, SnapvolError, UsageError
 from snapvol.names import MIN_ID_PREFIX
-from snapvol.output import Console, human_bytes
+from snapvol.output import Console
 
 MAX_LISTED = 50
 
 
 def on_terminal() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
-
-
-def choices_table(snaps: list[Snapshot]) -> Text:
-    header = ("#", "ID", "NAME", "KIND", "SOURCE", "CREATED", "SIZE")
-    rows = (
-        (
-            str(n),
-            s.id,
-            s.name,
-            s.kind,
-            f"{s.container}:{s.volume or s.database or '-'}",
-            local_time(s.created_at),
-            human_bytes(s.size_bytes),
-        )
-        for n, s in enumerate(snaps, 1)
-    )
-    return aligned(header, rows, right=("#", "SIZE"))
 
 
 def pick_snapshot(store: Store, console: Console) -> Snapshot:

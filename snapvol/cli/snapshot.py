@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from snapvol.adapters.store import Snapshot
-from snapvol.cli.context import AppContext, json_option, reader_option, target_options, with_app
-from snapvol.cli.format import snapshot_summary
+from snapvol.cli.context import AppContext, with_app
+from snapvol.cli.format import logical_summary, snapshot_summary
+from snapvol.cli.options import helper_image_option, json_option, reader_option, target_options
 from snapvol.errors import UsageError
-from snapvol.names import validate_name
+from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
 
 
 @click.command("snapshot")
@@ -19,12 +18,12 @@ from snapvol.names import validate_name
 @click.option("--name", help="A unique name (letters, digits, '.', '_', '-').")
 @click.option(
     "--level",
-    type=click.IntRange(1, 19),
-    default=3,
+    type=click.IntRange(MIN_LEVEL, MAX_LEVEL),
+    default=DEFAULT_LEVEL,
     show_default=True,
     help="zstd compression level.",
 )
-@click.option("--helper-image", help="Image for helper containers (default: the target's image).")
+@helper_image_option
 @reader_option
 @click.option(
     "--format",
@@ -38,70 +37,97 @@ from snapvol.names import validate_name
 @target_options
 @json_option
 @with_app
-def command(app: AppContext, mode: str | None, as_json: bool, **options: Any) -> None:
+def command(
+    app: AppContext,
+    mode: str | None,
+    name: str | None,
+    level: int,
+    helper_image: str | None,
+    reader: str,
+    fmt: str | None,
+    database: str | None,
+    user: str | None,
+    container: str,
+    volume_name: str | None,
+    as_json: bool,
+) -> None:
     """Take a snapshot of a container's data and record it in the manifest store."""
     if mode is None:
         raise UsageError("choose --volume (cold, whole volume) or --logical (pg_dump)")
-    if options["name"] is not None:
-        validate_name(options["name"])  # before anything is looked up or stopped
-    snap = _logical(app, options) if mode == "logical" else _volume(app, options)
+    options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
+    if mode == "logical":
+        _refuse_volume_flags(volume_name=volume_name, helper_image=helper_image)
+        snap = _logical(app, options, container, database, user, fmt or "custom")
+    else:
+        _refuse_logical_flags(fmt=fmt, database=database, user=user)
+        snap = _volume(app, options, container, volume_name, reader, helper_image)
     if as_json:
         app.console.json(snap.to_dict())
     app.console.info(snapshot_summary(snap))
     if snap.kind == "logical":
-        tables = snap.meta.get("tables") or {}
-        app.console.info(
-            f"Database {snap.database} ({snap.format} format, PostgreSQL {snap.pg_version}): "
-            f"{len(tables)} tables, {sum(tables.values())} rows"
-        )
+        app.console.info(logical_summary(snap))
 
 
-def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
-    for flag in ("fmt", "database", "user"):
-        if options[flag] is not None:
+def _refuse_logical_flags(**given: str | None) -> None:
+    for flag, value in given.items():
+        if value is not None:
             raise UsageError(f"--{'format' if flag == 'fmt' else flag} goes with --logical")
+
+
+def _refuse_volume_flags(**given: str | None) -> None:
+    # Only a --reader typed on this command line is refused: SNAPVOL_READER applies to volumes.
+    source = click.get_current_context().get_parameter_source("reader")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        raise UsageError("--reader goes with --volume")
+    for flag, value in given.items():
+        if value is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
+
+
+def _volume(
+    app: AppContext,
+    options: SnapshotOptions,
+    container: str,
+    volume_name: str | None,
+    reader: str,
+    helper_image: str | None,
+) -> Snapshot:
     from snapvol.volume import snapshot as volume
 
-    with app.workspace(lock=options["container"], operation="snapshot --volume", create=True) as ws:
-        target = volume.resolve_target(
-            ws.engine, options["container"], options["volume_name"], options["reader"]
-        )
+    with app.workspace(lock=container, operation="snapshot --volume", create=True) as ws:
+        target = volume.resolve_target(ws.engine, container, volume_name, reader)
         return volume.snapshot_volume(
             ws.engine,
             ws.store,
             ws.backup_dir,
             target,
-            name=options["name"],
-            level=options["level"],
-            helper_image_override=options["helper_image"],
+            name=options.name,
+            level=options.level,
+            helper_image_override=helper_image,
             reporter=ws.reporter,
             watchdog=ws.watchdog,
         )
 
 
-def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
-    # Only a --reader typed on this command line is refused: SNAPVOL_READER applies to volumes.
-    source = click.get_current_context().get_parameter_source("reader")
-    if source is click.core.ParameterSource.COMMANDLINE:
-        raise UsageError("--reader goes with --volume")
-    for flag in ("volume_name", "helper_image"):
-        if options[flag] is not None:
-            raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
+def _logical(
+    app: AppContext,
+    options: SnapshotOptions,
+    container: str,
+    database: str | None,
+    user: str | None,
+    fmt: str,
+) -> Snapshot:
     from snapvol.pg import logical, pgexec
 
-    with app.workspace(
-        lock=options["container"], operation="snapshot --logical", create=True
-    ) as ws:
-        target = pgexec.resolve_target(
-            ws.engine, options["container"], options["database"], options["user"]
-        )
+    with app.workspace(lock=container, operation="snapshot --logical", create=True) as ws:
+        target = pgexec.resolve_target(ws.engine, container, database, user)
         return logical.snapshot_logical(
             ws.engine,
             ws.store,
             ws.backup_dir,
             target,
-            name=options["name"],
-            fmt=options["fmt"] or "custom",
-            level=options["level"],
+            name=options.name,
+            fmt=fmt,
+            level=options.level,
             reporter=ws.reporter,
         )

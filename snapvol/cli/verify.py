@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from snapvol import lifecycle
 from snapvol.adapters.store import COMPLETE
-from snapvol.cli.context import AppContext, json_option, with_app
+from snapvol.cli.context import AppContext, with_app
+from snapvol.cli.format import verdict_line
+from snapvol.cli.options import json_option
 from snapvol.errors import IntegrityError
 
 
@@ -34,10 +35,7 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
                 {"id": snap.id, "name": snap.name, "ok": problem is None, "error": problem}
             )
             if not as_json:
-                verdict = (
-                    "[green]ok[/green]" if problem is None else f"[red]{escape(problem)}[/red]"
-                )
-                app.console.info(f"{snap.id}  {snap.name}: {verdict}")
+                app.console.info(verdict_line(snap, problem))
     if as_json:
         app.console.json(results)
     bad = [r for r in results if not r["ok"]]

@@ -1,0 +1,93 @@
+"""Options several commands share, each stack one decorator (sqlite-utils' ``output_options``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from snapvol.volume.hostpath import READERS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CONTAINER = "pc_db"  # the reference stack's database container
+
+
+def stacked(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
+    """One decorator that applies ``decorators`` as if written one above the other: the first
+    is outermost, so its option comes first in ``--help``."""
+
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+global_options = stacked(
+    click.option(
+        "--db",
+        "db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        envvar="SNAPVOL_DB",
+        show_default="/var/lib/snapvol/manifests.db as root, else "
+        "$XDG_DATA_HOME/snapvol/manifests.db",
+        help="The manifest store (SQLite). Only `snapshot` creates it.",
+    ),
+    click.option(
+        "--backup-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar="SNAPVOL_BACKUP_DIR",
+        show_default="backups beside the store",
+        help="Where archives are written; the only place snapvol deletes them.",
+    ),
+    click.option("--debug", is_flag=True, help="Show tracebacks for anticipated errors."),
+)
+"""Options accepted before the command name (and read from SNAPVOL_* variables)."""
+
+target_options = stacked(
+    click.option(
+        "--container",
+        default=DEFAULT_CONTAINER,
+        envvar="SNAPVOL_CONTAINER",
+        show_default=True,
+        help="Target container name or id.",
+    ),
+    click.option(
+        "--volume-name",
+        default=None,
+        help="Named volume to snapshot (default: the one at the data directory).",
+    ),
+)
+"""The container (and volume) a snapshot works on."""
+
+reader_option = click.option(
+    "--reader",
+    type=click.Choice(READERS),
+    default="auto",
+    envvar="SNAPVOL_READER",
+    show_default=True,
+    help="Volume: read it from its directory on this host (fast; local engine and root) "
+    "or through Docker's archive endpoint (anywhere); auto picks the host when it can.",
+)
+"""How a volume is read: the host lane when possible, or always Docker's archive endpoint."""
+
+helper_image_option = click.option(
+    "--helper-image", help="Image for helper containers (default: the target's image)."
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+
+yes_option = click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+
+dry_run_option = click.option(
+    "--dry-run",
+    "-n",
+    is_flag=True,
+    help="Only show what would be kept and removed, and why; delete nothing.",
+)
