@@ -91,7 +91,7 @@ def test_volumes_with_driver_options_never_take_the_host_lane() -> None:
         assert hostpath.volume_dir(vol(**opts), "endpoint") is None
         with pytest.raises(OperationFailed) as caught:
             hostpath.volume_dir(vol(**opts), "host")
-        assert "--reader endpoint" in caught.value.message
+        assert caught.value.retry_with == {"reader": "endpoint"}
         assert "hunter2" not in caught.value.message and "10.0.0.1" not in caught.value.message
     assert hostpath.kind(vol(type="none", o="bind", device="/x")) == "bind"
     assert hostpath.kind(vol(type="cifs", o="password=bind")) == "cifs"
