@@ -60,23 +60,20 @@ def _volume(app: AppContext, options: dict[str, Any]) -> Snapshot:
     for flag in ("fmt", "database", "user"):
         if options[flag] is not None:
             raise UsageError(f"--{'format' if flag == 'fmt' else flag} goes with --logical")
+    from snapvol.options import SnapshotOptions
     from snapvol.volume import snapshot as volume
+    from snapvol.volume.target import resolve_volume_target
 
+    snapshot_options = SnapshotOptions(name=options["name"], level=options["level"])
     with app.workspace(lock=options["container"], operation="snapshot --volume", create=True) as ws:
-        target = volume.resolve_target(
-            ws.engine, options["container"], options["volume_name"], options["reader"]
-        )
-        return volume.snapshot_volume(
+        target = resolve_volume_target(
             ws.engine,
-            ws.store,
-            ws.backup_dir,
-            target,
-            name=options["name"],
-            level=options["level"],
-            helper_image_override=options["helper_image"],
-            reporter=ws.reporter,
-            watchdog=ws.watchdog,
+            options["container"],
+            options["volume_name"],
+            options["reader"],
+            options["helper_image"],
         )
+        return volume.snapshot_volume(ws, target, snapshot_options)
 
 
 def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:

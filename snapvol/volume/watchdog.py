@@ -122,9 +122,9 @@ def _recover(container_id: str, db: Path, is_postgres: bool, last: dict[str, Any
     from snapvol.adapters.engine import Engine
     from snapvol.adapters.store import COMPLETE, Store
     from snapvol.output import Reporter
+    from snapvol.volume import _rescue_shim as volume
+    from snapvol.volume import _rescue_shim as volume_restore
     from snapvol.volume import guard
-    from snapvol.volume import restore as volume_restore
-    from snapvol.volume import snapshot as volume
 
     engine = Engine.connect()
     info = engine.container(container_id)
