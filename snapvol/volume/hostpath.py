@@ -1,4 +1,4 @@
-"""The host lane: working on a local volume straight through its directory on this host.
+"""When the host lane (``snapvol.volume.host_lane``) may serve a volume, and its directory work.
 
 Docker's archive endpoint is the portable way to read a volume (any engine, no root), but it is
 also the slowest step: the engine builds the tar on one core that zstd needs too. When the engine
