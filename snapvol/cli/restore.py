@@ -149,26 +149,11 @@ def _restore_volume(
     target_ref = container or snap.container
     with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
         plan = volume_restore.plan_volume_restore(
-            ws.engine,
-            ws.store,
-            snap,
-            container,
-            helper_image_override=helper_image,
-            reporter=ws.reporter,
-            reader=reader,
+            ws, snap, container, reader=reader, helper_image=helper_image
         )
         app.console.err.print(volume_plan_table(plan, not no_safety_snapshot))
         confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
-        result = volume_restore.restore_volume(
-            ws.engine,
-            ws.store,
-            ws.backup_dir,
-            plan,
-            safety_snapshot=not no_safety_snapshot,
-            helper_image_override=helper_image,
-            reporter=ws.reporter,
-            watchdog=ws.watchdog,
-        )
+        result = volume_restore.restore_volume(ws, plan, safety_snapshot=not no_safety_snapshot)
     return _Restored(
         volume_restored_line(plan, result),
         result.safety,

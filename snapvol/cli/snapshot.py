@@ -93,20 +93,11 @@ def _volume(
     helper_image: str | None,
 ) -> Snapshot:
     from snapvol.volume import snapshot as volume
+    from snapvol.volume.target import resolve_volume_target
 
     with app.workspace(lock=container, operation="snapshot --volume", create=True) as ws:
-        target = volume.resolve_target(ws.engine, container, volume_name, reader)
-        return volume.snapshot_volume(
-            ws.engine,
-            ws.store,
-            ws.backup_dir,
-            target,
-            name=options.name,
-            level=options.level,
-            helper_image_override=helper_image,
-            reporter=ws.reporter,
-            watchdog=ws.watchdog,
-        )
+        target = resolve_volume_target(ws.engine, container, volume_name, reader, helper_image)
+        return volume.snapshot_volume(ws, target, options)
 
 
 def _logical(

@@ -1,2 +1,3 @@
-"""Volume snapshots and restores: the target, the lanes that read and write it, host tar, the
-downtime guard and its watchdog."""
+"""Volume snapshots and restores: the target (``target``), the lanes that read and write it
+(``lane``: the interface; ``host_lane``, ``endpoint_lane``), what snapshot and restore share
+(``archiving``), host tar, the downtime guard and its watchdog."""

@@ -1,4 +1,4 @@
-"""The host lane: working on a local volume straight through its directory on this host.
+"""When the host lane (``snapvol.volume.host_lane``) may serve a volume, and its directory work.
 
 Docker's archive endpoint is the portable way to read a volume (any engine, no root), but it is
 also the slowest step: the engine builds the tar on one core that zstd needs too. When the engine
@@ -24,6 +24,7 @@ from snapvol.adapters.engine import VolumeInfo
 from snapvol.errors import OperationFailed
 from snapvol.volume import hosttar
 
+# How a volume may be read: the host lane when it can be (auto), only it, or always the endpoint.
 READERS = ("auto", "host", "endpoint")
 
 
@@ -60,7 +61,8 @@ def volume_dir(volume: VolumeInfo, reader: str) -> Path | None:
             raise OperationFailed(
                 f"volume {volume.name} is a {kind(volume)} volume (driver options): Docker "
                 "mounts it only while a container uses it, so its directory on this host is not "
-                "what the container sees; use --reader endpoint"
+                "what the container sees; read it through Docker's archive endpoint instead",
+                retry_with={"reader": "endpoint"},
             )
         return None
     path = Path(volume.mountpoint) if volume.mountpoint else None
@@ -76,7 +78,8 @@ def volume_dir(volume: VolumeInfo, reader: str) -> Path | None:
     if reader == "host":
         raise OperationFailed(
             f"volume {volume.name} cannot be read on this host (needs a local engine, the local "
-            "driver and root); use --reader endpoint"
+            "driver and root); read it through Docker's archive endpoint instead",
+            retry_with={"reader": "endpoint"},
         )
     return None
 

@@ -99,9 +99,7 @@ def recover(container_id: str, db: Path, is_postgres: bool, rescue: Rescue) -> i
 def _roll_back(engine: Engine, info: ContainerInfo, db: Path, roll_back: RollBack) -> bool:
     """Put the safety snapshot back; False when it cannot be used."""
     from snapvol.adapters.store import COMPLETE, Store
-    from snapvol.output import Reporter
-    from snapvol.volume.restore import put_back
-    from snapvol.volume.snapshot import resolve_target
+    from snapvol.volume.restore import put_back_safety
 
     safety_id = roll_back.safety
     store = Store.open(db)
@@ -110,9 +108,10 @@ def _roll_back(engine: Engine, info: ContainerInfo, db: Path, roll_back: RollBac
         if safety is None or safety.status != COMPLETE:
             _log(f"{info.name}: safety snapshot {safety_id} is not usable; leaving it stopped")
             return False
-        target = resolve_target(engine, info.id, roll_back.volume)
         _log(f"{info.name}: snapvol died mid-restore; putting back safety snapshot {safety.id}")
-        put_back(engine, roll_back.image, target, safety, store.members(safety.id), Reporter())
+        put_back_safety(
+            engine, info.id, roll_back.volume, roll_back.image, safety, store.members(safety.id)
+        )
         return True
     finally:
         store.close()

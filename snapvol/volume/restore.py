@@ -18,7 +18,7 @@ from pathlib import Path
 
 from snapvol import lifecycle
 from snapvol.adapters.engine import Engine
-from snapvol.adapters.store import Snapshot, Store
+from snapvol.adapters.store import Snapshot
 from snapvol.errors import (
     IncompatibleError,
     IntegrityError,
@@ -27,13 +27,19 @@ from snapvol.errors import (
     UsageError,
     describe,
 )
+from snapvol.options import DEFAULT_LEVEL
 from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import CAPABILITY, Member, MemberCheck, same_file
-from snapvol.volume import snapshot as volume
-from snapvol.volume.snapshot import VolumeTarget
-from snapvol.volume.watchdog import WatchdogConfig
+from snapvol.pipeline.tarscan import Member, MemberCheck, same_file
+from snapvol.volume import archiving
+from snapvol.volume.target import (
+    VolumeTarget,
+    check_sole_user,
+    resolve_volume_target,
+    stopped_container,
+)
+from snapvol.workspace import Workspace
 
 
 @dataclass
@@ -48,27 +54,30 @@ class VolumeRestorePlan:
 
 
 def plan_volume_restore(
-    engine: Engine,
-    store: Store,
+    ws: Workspace,
     snapshot: Snapshot,
     container_ref: str | None,
     *,
-    helper_image_override: str | None,
-    reporter: Reporter,
     reader: str = "auto",
+    helper_image: str | None = None,
 ) -> VolumeRestorePlan:
-    """Everything checked before anything is touched: archive integrity, safety, versions."""
+    """Everything checked before anything is touched: archive integrity, safety, versions.
+
+    ``container_ref``: the container to restore into (None: the snapshot's own, and its
+    volume); ``reader`` and ``helper_image`` as for ``resolve_volume_target``."""
     if snapshot.kind != "volume":
         raise UsageError(f"snapshot {snapshot.id} is a {snapshot.kind} snapshot, not a volume one")
-    target = volume.resolve_target(
+    engine = ws.engine
+    target = resolve_volume_target(
         engine,
         container_ref or snapshot.container,
         snapshot.volume if container_ref is None else None,
         reader,
+        helper_image,
     )
-    volume.check_sole_user(engine, target, restore=True)
-    lifecycle.check_archive(snapshot, reporter)
-    members = store.members(snapshot.id)
+    check_sole_user(engine, target, restore=True)
+    lifecycle.check_archive(snapshot, ws.reporter)
+    members = ws.store.members(snapshot.id)
     refusal = lifecycle.restore_refusal(
         members,
         holds_postgres=bool(snapshot.meta.get("is_postgres")),
@@ -78,8 +87,9 @@ def plan_volume_restore(
         raise IntegrityError(
             f"snapshot {snapshot.id} cannot be restored: {refusal}; nothing was changed"
         )
-    if target.host_dir is None:
-        _check_endpoint_can_carry(members, reporter)
+    warning = target.lane.refuse_unwritable(members)
+    if warning is not None:
+        ws.reporter.warn(warning)
     target_major = (
         cluster.target_major(engine, target.container, target.server, target.volume)
         if target.server is not None and target.is_postgres
@@ -106,33 +116,13 @@ def plan_volume_restore(
             f"snapshot {snapshot.id} holds PostgreSQL data but {target.container.name} "
             "does not run PostgreSQL"
         )
-    image = volume.helper_image(target, helper_image_override)
-    current_bytes, current_files = target.usage(engine, image)
+    current_bytes, current_files = target.lane.usage()
     plan = VolumeRestorePlan(snapshot, target, members, current_bytes, current_files, target_major)
     if target.volume != snapshot.volume:
         plan.warnings.append(
             f"restoring into volume {target.volume}, not the snapshot's source {snapshot.volume}"
         )
     return plan
-
-
-def _check_endpoint_can_carry(members: list[Member], reporter: Reporter) -> None:
-    """Docker's archive endpoint drops an extended attribute whose value is empty (in pax an
-    empty value means "unset") and reads back only ``security.capability``: refuse the first,
-    say so for the rest."""
-    empty = [m for m in members if any(not value for _, value in m.xattrs)]
-    if empty:
-        raise UsageError(
-            f"{empty[0].path!r} has an extended attribute with an empty value, which Docker's "
-            "archive endpoint would drop; restore with --reader host (as root); nothing was "
-            "changed"
-        )
-    unchecked = sum(1 for m in members if any(k != CAPABILITY for k, _ in m.xattrs))
-    if unchecked:
-        reporter.warn(
-            f"{unchecked} file(s) have extended attributes (ACLs, user.*) that the archive "
-            "endpoint restores but cannot read back to check; --reader host checks them"
-        )
 
 
 class _HeaderCheck:
@@ -164,43 +154,42 @@ class _HeaderCheck:
             )
 
 
-def put_back(
+def put_back_safety(
     engine: Engine,
+    container_id: str,
+    volume_name: str,
     image: str,
-    target: VolumeTarget,
-    snapshot: Snapshot,
+    safety: Snapshot,
     members: list[Member],
-    reporter: Reporter,
 ) -> None:
-    """Replace the volume's contents with ``snapshot`` (already verified) and check what landed."""
-    _extract(engine, image, target, Path(snapshot.path), members, reporter, snapshot.raw_bytes)
+    """Put safety snapshot ``safety`` (complete, with its recorded ``members``) back into
+    ``volume_name`` of the (stopped) container, and check what landed: the rescue of a restore
+    snapvol did not live to finish. ``image``: the helper image that restore used."""
+    target = resolve_volume_target(engine, container_id, volume_name, helper_image=image)
+    _write_back(target, safety, members, Reporter())
 
 
-def _extract(
-    engine: Engine,
-    image: str,
-    target: VolumeTarget,
-    path: Path,
-    members: list[Member],
-    reporter: Reporter,
-    raw_bytes: int | None,
+def _write_back(
+    target: VolumeTarget, snapshot: Snapshot, members: list[Member], reporter: Reporter
 ) -> None:
-    """Empty the volume, stream the archive into it, then read it back and compare every file."""
+    """Replace the volume's contents with ``snapshot`` (already verified): empty the volume,
+    stream the archive into it, then read it back and compare every file."""
+    path, raw_bytes = Path(snapshot.path), snapshot.raw_bytes
     expected = {m.path: m for m in members}
     check = _HeaderCheck(expected)
     with reporter.transfer("restoring", raw_bytes) as advance:
         # Decompression runs ahead on its own thread; members are checked in order.
         tar = archive.prefetch(archive.decompressed_chunks(path, advance))
-        read_back = target.replace(engine, image, tar, check)
+        read_back = target.lane.replace(tar, check)
     check.finish(path.name)
     reporter.step("reading the volume back to check every file")
     with reporter.transfer("checking", raw_bytes) as advance:
-        landed = {m.path: m for m in target.landed(engine, image, advance, read_back)}
+        landed = {m.path: m for m in target.lane.landed(advance, read_back)}
     for key, want in expected.items():
         got = landed.get(key)
         if key == ".":
             continue  # the volume's root keeps its own owner and mode
-        if got is None or not same_file(target.carried(got), target.carried(want)):
+        if got is None or not same_file(target.lane.carried(got), target.lane.carried(want)):
             raise IntegrityError(f"after extraction {key!r} does not match the snapshot")
     extra = set(landed) - set(expected)
     if extra:
@@ -217,54 +206,43 @@ class VolumeRestoreResult:
     duration_s: float
 
 
-def _safety_snapshot(
-    engine: Engine,
-    store: Store,
-    backup_dir: Path,
+def _take_safety_snapshot(
+    ws: Workspace,
     target: VolumeTarget,
     *,
-    image: str,
     level: int,
     restoring: Snapshot,
-    reporter: Reporter,
     still_stopped: Callable[[], None],
 ) -> Snapshot:
     """Archive the current volume (the container is already stopped) as a complete snapshot."""
-    reporter.step("taking a safety snapshot of the current volume")
+    ws.reporter.step("taking a safety snapshot of the current volume")
     started = time.monotonic()
     name = f"{target.container.name}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     try:
-        with volume.recorded(
-            store, backup_dir, target, name, level, safety_for=restoring.id
-        ) as safety:
-            done = volume.archive_volume(
-                engine,
+        with archiving.recorded(ws, target, name, level, safety_for=restoring.id) as safety:
+            done = archiving.archive_volume(
+                ws.engine,
                 target,
                 Path(safety.path),
                 level=level,
-                image=image,
-                reporter=reporter,
+                reporter=ws.reporter,
                 label="safety snapshot",
                 still_stopped=still_stopped,
             )
-            return volume.complete(store, safety, done, None, started)
+            return archiving.record_complete(ws.store, safety, done, None, started)
     except SnapvolError as err:
         raise type(err)(
-            f"the safety snapshot failed, so the volume was not changed: {err.message}"
+            f"the safety snapshot failed, so the volume was not changed: {err.message}",
+            retry_with=err.retry_with,
         ) from err
 
 
 def restore_volume(
-    engine: Engine,
-    store: Store,
-    backup_dir: Path,
+    ws: Workspace,
     plan: VolumeRestorePlan,
     *,
-    safety_snapshot: bool,
-    helper_image_override: str | None,
-    reporter: Reporter,
-    level: int = 3,
-    watchdog: WatchdogConfig | None = None,
+    safety_snapshot: bool = True,
+    level: int = DEFAULT_LEVEL,
 ) -> VolumeRestoreResult:
     """Stop, take a safety snapshot, replace the volume's contents, verify, start.
 
@@ -274,27 +252,21 @@ def restore_volume(
     """
     started = time.monotonic()
     target = plan.target
-    volume.check_sole_user(engine, target, restore=True)  # again: time has passed since the plan
-    image = volume.helper_image(target, helper_image_override)
+    reporter = ws.reporter
+    check_sole_user(ws.engine, target, restore=True)  # again: time has passed since the plan
     safety: Snapshot | None = None
     snap = plan.snapshot
-    with volume.stopped_container(engine, target, reporter, watchdog) as down:
+    with stopped_container(ws.engine, target, reporter, ws.watchdog) as down:
         if safety_snapshot:
-            safety = _safety_snapshot(
-                engine,
-                store,
-                backup_dir,
-                target,
-                image=image,
-                level=level,
-                restoring=snap,
-                reporter=reporter,
-                still_stopped=down.check_still_stopped,
+            safety = _take_safety_snapshot(
+                ws, target, level=level, restoring=snap, still_stopped=down.check_still_stopped
             )
-        down.rewriting(volume=target.volume, image=image, safety=safety.id if safety else None)
+        down.rewriting(
+            volume=target.volume, image=target.image, safety=safety.id if safety else None
+        )
         try:
             reporter.step(f"restoring {snap.name} into volume {target.volume}")
-            put_back(engine, image, target, snap, plan.members, reporter)
+            _write_back(target, snap, plan.members, reporter)
         except BaseException as err:
             why = describe(err)
             taken = down.started_by_someone_else()
@@ -310,7 +282,7 @@ def restore_volume(
                 ) from err
             reporter.warn(f"restore failed ({why}); putting back safety snapshot {safety.id}")
             try:
-                put_back(engine, image, target, safety, store.members(safety.id), reporter)
+                _write_back(target, safety, ws.store.members(safety.id), reporter)
             except BaseException as err2:
                 down.keep_stopped = True
                 raise OperationFailed(
@@ -342,6 +314,6 @@ __all__ = [
     "VolumeRestorePlan",
     "VolumeRestoreResult",
     "plan_volume_restore",
-    "put_back",
+    "put_back_safety",
     "restore_volume",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from snapvol.pg import cluster
-from snapvol.volume import snapshot as volume
+from snapvol.pipeline import archive
 from tests.archives import flip_middle_byte
 from tests.docker_helpers import TestBed
 from tests.pgdata import fill_demo
@@ -236,7 +236,7 @@ def test_failed_extraction_rolls_back_to_the_safety_snapshot(
     pg.psql("UPDATE productos SET precio = precio + 1")
     current = pg.dump()
 
-    real = volume.archive.decompressed_chunks
+    real = archive.decompressed_chunks
     target = Path(snap["path"])
 
     def failing(path: Path, progress=None):
@@ -245,7 +245,7 @@ def test_failed_extraction_rolls_back_to_the_safety_snapshot(
                 raise OSError("simulated failure halfway through the extraction")
             yield chunk
 
-    monkeypatch.setattr(volume.archive, "decompressed_chunks", failing)
+    monkeypatch.setattr(archive, "decompressed_chunks", failing)
     result = cmd("restore", snap["id"], "--yes", exit_code=11)
     assert "rolled back to safety snapshot" in result.stderr
     assert pg.status == "running"

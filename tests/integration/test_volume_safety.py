@@ -13,7 +13,8 @@ from docker.models.containers import Container
 from snapvol.adapters import engine as engine_module
 from snapvol.adapters.store import Store
 from snapvol.cli import cli
-from snapvol.volume import snapshot as volume
+from snapvol.pipeline import archive
+from snapvol.volume import archiving
 from tests.docker_helpers import TEST_LABEL, TestBed
 from tests.pgdata import fill_demo
 
@@ -174,7 +175,7 @@ def test_a_container_started_by_someone_else_mid_snapshot_fails_it(
     half = int(out.split()[0]) // 2
     assert code == 0 and half > 1 << 20
     intruder: dict[str, str] = {}
-    real = volume.archive.write_compressed
+    real = archive.write_compressed
 
     def someone_starts_it_halfway(chunks: Iterable[bytes], dest: Path, **kwargs):
         def source() -> Iterator[bytes]:
@@ -191,7 +192,7 @@ def test_a_container_started_by_someone_else_mid_snapshot_fails_it(
 
         return real(source(), dest, **kwargs)
 
-    monkeypatch.setattr(volume.archive, "write_compressed", someone_starts_it_halfway)
+    monkeypatch.setattr(archive, "write_compressed", someone_starts_it_halfway)
     result = cmd("snapshot", "--volume", "--container", pg.name, exit_code=11)
 
     assert intruder, "the volume was never half read"
@@ -217,7 +218,7 @@ def test_a_container_started_by_someone_else_mid_restore_is_left_to_them(
     snap = cmd.json("snapshot", "--volume", "--container", container.name)
     run(container, f"echo after > {MOUNT}/after.txt")
     intruder: dict[str, str] = {}
-    real = volume.archive.decompressed_chunks
+    real = archive.decompressed_chunks
 
     def someone_starts_it(path: Path, progress=None):
         for n, chunk in enumerate(real(path, progress)):
@@ -229,7 +230,7 @@ def test_a_container_started_by_someone_else_mid_restore_is_left_to_them(
                 intruder["started_at"] = container.attrs["State"]["StartedAt"]
             yield chunk
 
-    monkeypatch.setattr(volume.archive, "decompressed_chunks", someone_starts_it)
+    monkeypatch.setattr(archive, "decompressed_chunks", someone_starts_it)
     result = cmd("restore", snap["id"], "--yes", exit_code=11)
     assert intruder, "the archive was never half extracted"
     [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
@@ -318,14 +319,14 @@ def test_a_member_list_restore_would_refuse_fails_the_snapshot(
     records a member twice (which restore refuses) makes a failed snapshot, not a complete one."""
     container, _ = bed.plain(mount=MOUNT)
     run(container, f"echo one > {MOUNT}/one && echo two > {MOUNT}/two")
-    real = volume.archive_volume
+    real = archiving.archive_volume
 
-    def recording_twice(*args, **kwargs) -> volume.Archived:
+    def recording_twice(*args, **kwargs) -> archiving.Archived:
         done = real(*args, **kwargs)
         twice = next(m for m in done.members if m.path == "two")
-        return volume.Archived(done.result, [*done.members, twice], done.cluster)
+        return archiving.Archived(done.result, [*done.members, twice], done.cluster)
 
-    monkeypatch.setattr(volume, "archive_volume", recording_twice)
+    monkeypatch.setattr(archiving, "archive_volume", recording_twice)
     result = cmd("snapshot", "--volume", "--container", container.name, exit_code=7)
     assert "'two' is recorded twice" in result.stderr
     [snap] = cmd.json("ls")

@@ -236,9 +236,9 @@ def test_archive_name_is_only_snapvols_own_naming() -> None:
 def test_every_archive_suffix_is_one_snapvol_deletes() -> None:
     from snapvol.pg import logical
     from snapvol.pipeline import archive
-    from snapvol.volume import snapshot as volume
+    from snapvol.volume import archiving
 
-    assert {volume.SUFFIX, *logical.SUFFIXES.values()} == set(archive.ARCHIVE_SUFFIXES)
+    assert {archiving.SUFFIX, *logical.SUFFIXES.values()} == set(archive.ARCHIVE_SUFFIXES)
 
 
 def test_remove_in_unlinks_only_a_regular_file_directly_in_the_directory(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from snapvol.adapters.engine import ContainerInfo, Mount, VolumeInfo
 from snapvol.pg.cluster import Server
-from snapvol.volume import snapshot as volume
+from snapvol.volume import target as volume
+from snapvol.volume.host_lane import HostLane
 
 SERVER = Server("/var/lib/postgresql/data", None, running=True)
 
@@ -52,7 +53,7 @@ def test_only_the_volume_holding_the_data_directory_is_a_postgres_volume(
     monkeypatch: pytest.MonkeyPatch, name: str, holds: bool, subdir: str
 ) -> None:
     monkeypatch.setattr(volume.cluster, "detect", lambda engine, info: SERVER)
-    target = volume.resolve_target(FakeEngine(), "db", name, "endpoint")  # type: ignore[arg-type]
+    target = volume.resolve_volume_target(FakeEngine(), "db", name, "endpoint")  # type: ignore[arg-type]
     assert (target.is_postgres, target.pg_subdir) == (holds, subdir)
     assert target.runs_postgres  # the container is PostgreSQL whichever volume it is
 
@@ -63,8 +64,9 @@ def test_the_container_is_stopped_as_postgresql_whichever_volume(
 ) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(volume, "stopped", lambda engine, info, **kwargs: seen.update(kwargs))
+    lane = HostLane(tmp_path, fallback=None)  # type: ignore[arg-type]
     target = volume.VolumeTarget(
-        container(), "v", "/m", holds, "data" if holds else ".", tmp_path, SERVER
+        container(), "v", "/m", holds, "data" if holds else ".", lane, "sha256:abc", SERVER
     )
     volume.stopped_container(None, target, None, None)  # type: ignore[arg-type]
     assert seen["is_postgres"] is True  # clean shutdown, wait until ready

@@ -16,8 +16,7 @@ from snapvol.adapters.engine import ContainerState, VolumeInfo
 from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import IntegrityError, OperationFailed
 from snapvol.pipeline.tarscan import DIRECTORY, HARDLINK, REGULAR, SYMLINK, Member
-from snapvol.volume import guard, hostpath
-from snapvol.volume import snapshot as volume
+from snapvol.volume import archiving, guard, hostpath
 
 
 def member(path: str, type: str = REGULAR, linkname: str = "") -> Member:
@@ -65,13 +64,13 @@ def test_an_empty_list_and_postgres_data_without_a_version_are_refused() -> None
 
 
 def test_completion_refuses_what_restore_would_refuse() -> None:
-    """volume.complete raises before anything is written to the store (the store is not even
-    touched: a None store would fail at once if it were)."""
-    done = volume.Archived(result=None, members=[*TREE, member("../x")], cluster=None)  # type: ignore[arg-type]
+    """archiving.record_complete raises before anything is written to the store (the store is
+    not even touched: a None store would fail at once if it were)."""
+    done = archiving.Archived(result=None, members=[*TREE, member("../x")], cluster=None)  # type: ignore[arg-type]
 
     snap = SimpleNamespace(id="00000000", meta={"is_postgres": False})
     with pytest.raises(IntegrityError) as caught:
-        volume.complete(None, snap, done, None, 0.0)  # type: ignore[arg-type]
+        archiving.record_complete(None, snap, done, None, 0.0)  # type: ignore[arg-type]
     assert "'../x'" in caught.value.message and "not recorded complete" in caught.value.message
 
 
@@ -91,7 +90,7 @@ def test_volumes_with_driver_options_never_take_the_host_lane() -> None:
         assert hostpath.volume_dir(vol(**opts), "endpoint") is None
         with pytest.raises(OperationFailed) as caught:
             hostpath.volume_dir(vol(**opts), "host")
-        assert "--reader endpoint" in caught.value.message
+        assert caught.value.retry_with == {"reader": "endpoint"}
         assert "hunter2" not in caught.value.message and "10.0.0.1" not in caught.value.message
     assert hostpath.kind(vol(type="none", o="bind", device="/x")) == "bind"
     assert hostpath.kind(vol(type="cifs", o="password=bind")) == "cifs"

@@ -1,0 +1,155 @@
+"""The volume a snapshot or restore works on: its container, where the data lies, and its lane.
+
+``resolve_volume_target`` finds the container and the named volume, refuses what cannot be
+worked on, resolves the helper image once and picks the lane once (``choose_lane``); everything
+after it reads and writes the volume through ``VolumeTarget.lane``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from snapvol.adapters.engine import ContainerInfo, Engine, VolumeInfo
+from snapvol.errors import UsageError, VolumeInUseError
+from snapvol.output import Reporter
+from snapvol.pg import cluster
+from snapvol.volume import hostpath
+from snapvol.volume.endpoint_lane import EndpointLane
+from snapvol.volume.guard import Downtime, stopped
+from snapvol.volume.host_lane import HostLane
+from snapvol.volume.lane import Lane
+from snapvol.volume.watchdog import WatchdogConfig
+
+
+@dataclass(frozen=True)
+class VolumeTarget:
+    container: ContainerInfo
+    volume: str
+    mount: str  # where the container mounts the volume
+    is_postgres: bool  # the volume holds the server's data directory (not just any volume of it)
+    pg_subdir: str  # the data directory relative to the volume's root ("." when it is the root)
+    lane: Lane  # how the volume's files are read and written
+    # The image helper containers run: the target's own unless one was given, so nothing is pulled.
+    image: str
+    server: cluster.Server | None = None  # the PostgreSQL server found in the container
+
+    @property
+    def runs_postgres(self) -> bool:
+        """Whether the container is a PostgreSQL server (stopped and started as one), whichever
+        of its volumes is worked on."""
+        return self.server is not None
+
+    @property
+    def reader(self) -> str:
+        """The lane's name, as the snapshot's record keeps it."""
+        return self.lane.name
+
+
+def choose_lane(engine: Engine, volume: VolumeInfo, reader: str, image: str) -> Lane:
+    """The lane for ``volume``: its directory on this host when ``reader`` allows it and the host
+    can (``hostpath.volume_dir``), else Docker's archive endpoint on a helper running ``image``."""
+    endpoint = EndpointLane(engine, volume.name, image)
+    directory = hostpath.volume_dir(volume, reader)
+    return endpoint if directory is None else HostLane(directory, fallback=endpoint)
+
+
+def resolve_volume_target(
+    engine: Engine,
+    container_ref: str,
+    volume_name: str | None,
+    reader: str = "auto",
+    helper_image: str | None = None,
+) -> VolumeTarget:
+    """The container and the named volume to work on, with a clear error when it is ambiguous.
+
+    ``reader``: one of ``hostpath.READERS``; ``helper_image``: the image helper containers run
+    instead of the container's own."""
+    info = engine.container(container_ref)
+    server = cluster.detect(engine, info)
+    volumes = info.named_volumes
+    if volume_name is not None:
+        matches = [m for m in info.volumes if m.name == volume_name]
+        if not matches:
+            engine.volume(volume_name)  # NotFoundError if it does not exist at all
+            raise UsageError(f"container {info.name} does not mount volume {volume_name!r}")
+        mount = matches[0]
+    else:
+        if not volumes:
+            raise UsageError(f"container {info.name} mounts no named volume")
+        pgdata = server.data_dir if server is not None else None
+        at_data = [
+            m
+            for m in volumes
+            if pgdata is not None
+            and (pgdata == m.destination or pgdata.startswith(m.destination.rstrip("/") + "/"))
+        ]
+        if at_data:
+            mount = max(at_data, key=lambda m: len(m.destination))
+        elif len(volumes) == 1:
+            mount = volumes[0]
+        else:
+            names = ", ".join(f"{m.name} (at {m.destination})" for m in volumes)
+            raise UsageError(
+                f"container {info.name} mounts several volumes; name the one to use: {names}",
+                retry_with={"volume_name": ""},
+            )
+    # The volume holds PostgreSQL data only when the server's data directory lies inside it: a
+    # PostgreSQL container's other volumes (backups, configuration) are plain volumes.
+    subdir, holds_data = ".", False
+    if server is not None:
+        rel = posixpath.relpath(server.data_dir, mount.destination)
+        if rel != ".." and not rel.startswith("../"):
+            subdir, holds_data = rel, True
+    assert mount.name is not None
+    vol = engine.volume(mount.name)
+    if hostpath.is_tmpfs(vol):
+        raise UsageError(
+            f"volume {vol.name} is a tmpfs (driver option type=tmpfs): its files exist only while "
+            "a container uses it, and stopping the container, as a cold snapshot or a restore "
+            "must, erases them; snapvol cannot snapshot or restore it"
+        )
+    image = helper_image or info.image_id
+    lane = choose_lane(engine, vol, reader, image)
+    return VolumeTarget(
+        info, mount.name, mount.destination, holds_data, subdir, lane, image, server
+    )
+
+
+def stopped_container(
+    engine: Engine, target: VolumeTarget, reporter: Reporter, watchdog: WatchdogConfig | None
+) -> AbstractContextManager[Downtime]:
+    """The target's container stopped for the body, and restarted (and guarded) after it."""
+    pid_file = None  # readiness read from the volume only when the cluster is on it
+    if target.is_postgres:
+        pid_file = target.lane.host_path(posixpath.join(target.pg_subdir, "postmaster.pid"))
+    return stopped(
+        engine,
+        target.container,
+        is_postgres=target.runs_postgres,
+        reporter=reporter,
+        watchdog=watchdog,
+        pid_file=pid_file,
+    )
+
+
+def check_sole_user(engine: Engine, target: VolumeTarget, *, restore: bool) -> None:
+    """Refuse when another running container uses the volume: a snapshot is cold only when no
+    one else can write to it, and a restore must not change files under anyone's feet."""
+    others = [
+        user
+        for user in engine.volume_users(target.volume)
+        if user.id != target.container.id and (restore or user.read_write)
+    ]
+    if others:
+        names = ", ".join(sorted(user.name for user in others))
+        why = (
+            "a restore must not change files under a running service"
+            if restore
+            else "a cold snapshot needs every writer stopped"
+        )
+        raise VolumeInUseError(
+            f"volume {target.volume} is also mounted by running container(s) {names}; "
+            f"stop them first ({why})"
+        )
