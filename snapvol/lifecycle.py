@@ -26,7 +26,7 @@ from snapvol.errors import (
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import Member, MemberCheck
+from snapvol.pipeline.members import Member, MemberCheck
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:

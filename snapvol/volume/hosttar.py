@@ -28,8 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from snapvol.errors import DiskFullError, IntegrityError, OperationFailed
-from snapvol.pipeline.tarscan import (
-    BLOCK,
+from snapvol.pipeline.members import (
     BLOCKDEV,
     CAPABILITY,
     CHARDEV,
@@ -39,25 +38,21 @@ from snapvol.pipeline.tarscan import (
     REGULAR,
     SYMLINK,
     Member,
+    Xattrs,
+    normalize,
+)
+from snapvol.pipeline.tarscan import (
+    BLOCK,
+    TYPEFLAGS,
+    XATTR_PREFIX,
     TarFormatError,
     TarScanner,
-    Xattrs,
     format_time_ns,
     hash_zeros,
-    normalize,
 )
 
 CHUNK = 1 << 20
 _SMALL = 64 << 10  # pieces smaller than this are gathered into one chunk before they are passed on
-_TYPEFLAGS = {
-    REGULAR: b"0",
-    HARDLINK: b"1",
-    SYMLINK: b"2",
-    CHARDEV: b"3",
-    BLOCKDEV: b"4",
-    DIRECTORY: b"5",
-    FIFO: b"6",
-}
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SHORT_PATH = 3072  # longer paths are opened one directory at a time (PATH_MAX is 4096)
@@ -341,8 +336,8 @@ def header(member: Member, sparse: bytes | None = None, stored: int = 0) -> byte
     if size >= 8**11:
         records.append(_pax_record(b"size", str(size).encode()))
     for attr, value in member.xattrs:
-        records.append(_pax_record(b"SCHILY.xattr." + os.fsencode(attr), value))
-    main = _block(name, _TYPEFLAGS[member.type], size, member, linkname, seconds)
+        records.append(_pax_record(os.fsencode(XATTR_PREFIX + attr), value))
+    main = _block(name, TYPEFLAGS[member.type], size, member, linkname, seconds)
     if not records:
         return main
     data = b"".join(records)

@@ -30,7 +30,7 @@ from snapvol.errors import (
 from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import CAPABILITY, Member, MemberCheck, same_file
+from snapvol.pipeline.members import CAPABILITY, Member, MemberCheck, same_file
 from snapvol.volume import snapshot as volume
 from snapvol.volume.snapshot import VolumeTarget
 from snapvol.volume.watchdog import WatchdogConfig

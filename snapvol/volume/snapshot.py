@@ -37,7 +37,8 @@ from snapvol.errors import (
 from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import CAPABILITY, Member, ScannedStream, TarFormatError, normalize
+from snapvol.pipeline.members import CAPABILITY, Member, normalize
+from snapvol.pipeline.tarscan import ScannedStream, TarFormatError
 from snapvol.volume import hostpath, hosttar
 from snapvol.volume.guard import Downtime, stopped
 from snapvol.volume.watchdog import WatchdogConfig

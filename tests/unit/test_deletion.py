@@ -17,7 +17,7 @@ import pytest
 from snapvol import lifecycle
 from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store
 from snapvol.names import archive_filename, new_id
-from snapvol.pipeline.tarscan import Member
+from snapvol.pipeline.members import Member
 
 
 def dead_pid() -> int:
