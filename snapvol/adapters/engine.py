@@ -22,10 +22,10 @@ import requests.exceptions
 from docker.models.containers import Container
 
 from snapvol.errors import DockerError, DockerUnavailableError, NotFoundError, OperationFailed
+from snapvol.pipeline.archive import CHUNK
 
 HELPER_LABEL = "org.snapvol.helper"
 OWNER_LABEL = "org.snapvol.owner-pid"
-CHUNK = 1 << 20
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 

@@ -25,6 +25,7 @@ from snapvol.background import Background
 from snapvol.errors import DiskFullError, IntegrityError, NotFoundError, OperationFailed
 
 CHUNK = 1 << 20
+"""Bytes per read and write along the pipeline (the engine's streams, files, zstd)."""
 PARTIAL_SUFFIX = ".partial"
 ARCHIVE_SUFFIXES = (".tar.zst", ".dump.zst", ".sql.zst")
 """The endings snapvol gives its archives (volume, custom and plain dumps): with the record's
@@ -310,22 +311,34 @@ def write_compressed(
     return _write_partial(dest, body, chunks)
 
 
-def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]:
-    """SHA-256 and size of a file, read in chunks."""
+_SMALL_READ = 64 << 10  # the least buffer fd_sha256 reads into
+
+
+def fd_sha256(fd: int, progress: Progress | None = None) -> tuple[str, int]:
+    """SHA-256 and size of what is left to read from ``fd``, read into one reused buffer (of
+    up to 4 chunks: no bigger than a small file needs, so hashing many of them costs no more)."""
     sha = hashlib.sha256()
     size = 0
+    buf = bytearray(min(4 * CHUNK, max(os.fstat(fd).st_size + 1, _SMALL_READ)))
+    view = memoryview(buf)
+    while n := os.readv(fd, [buf]):
+        sha.update(view[:n])
+        size += n
+        if progress is not None:
+            progress(n)
+    return sha.hexdigest(), size
+
+
+def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in chunks."""
     try:
-        with open(path, "rb", buffering=0) as f:
-            buf = bytearray(4 * CHUNK)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                sha.update(view[:n])
-                size += n
-                if progress is not None:
-                    progress(n)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFoundError(f"{path} vanished before it could be read") from None
-    return sha.hexdigest(), size
+    try:
+        return fd_sha256(fd, progress)
+    finally:
+        os.close(fd)
 
 
 def decompressed_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
