@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
+from snapvol.adapters.exec_frames import STDOUT, Demux, keep_tail
 from snapvol.errors import DockerError, DockerUnavailableError, NotFoundError, OperationFailed
 from snapvol.pipeline.archive import CHUNK
 
@@ -501,9 +501,7 @@ class ExecStream:
         self._raw.settimeout(None)
         self._pending = _buffered_leftover(response, raw)
         self._buf = bytearray(STREAM_RECV)
-        self._header = b""
-        self._frame_type = 0
-        self._frame_left = 0
+        self._frames = Demux()
         self._eof = False
         self._stderr = bytearray()
         self._line_buf = b""
@@ -537,32 +535,15 @@ class ExecStream:
         data = self._recv()
         if data is None:
             self._eof = True
-            if self._header or self._frame_left:
+            if self._frames.mid_frame:
                 raise DockerError(f"the output of {self.what} ended inside a frame")
             return None
-        out: list[bytes | memoryview] = []
-        view = memoryview(data)
-        i, n = 0, len(view)
-        while i < n:
-            if self._frame_left == 0:
-                need = 8 - len(self._header)
-                self._header += bytes(view[i : i + need])
-                i += need
-                if len(self._header) == 8:
-                    self._frame_type = self._header[0]
-                    self._frame_left = struct.unpack(">I", self._header[4:])[0]
-                    self._header = b""
-                continue
-            take = min(self._frame_left, n - i)
-            piece = view[i : i + take]
-            if self._frame_type == 1:
+        out: list[memoryview] = []
+        for stream, piece in self._frames.split(data):
+            if stream == STDOUT:
                 out.append(piece)
-            else:  # 2 = stderr, 3 = the engine's own error text
-                self._stderr += piece
-                if len(self._stderr) > STDERR_LIMIT:
-                    del self._stderr[: len(self._stderr) - STDERR_LIMIT]
-            self._frame_left -= take
-            i += take
+            else:  # stderr, and the engine's own error text
+                keep_tail(self._stderr, piece, STDERR_LIMIT)
         return b"".join(out)
 
     def chunks(self) -> Iterator[bytes]:
