@@ -76,67 +76,6 @@ def ensure_private_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def _open_dir(directory: Path) -> int | None:
-    """A descriptor of ``directory`` (resolved), opened without following a link; None if absent."""
-    try:
-        return os.open(
-            directory.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def list_dir(directory: Path) -> list[str]:
-    """The names in ``directory`` (empty if it does not exist)."""
-    fd = _open_dir(directory)
-    if fd is None:
-        return []
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)
-
-
-def is_file_in(directory: Path, name: str) -> bool:
-    """Whether ``directory`` holds a regular file ``name`` itself (a link does not count)."""
-    fd = _open_dir(directory)
-    if fd is None:
-        return False
-    try:
-        return stat.S_ISREG(os.stat(_plain(name), dir_fd=fd, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def remove_in(directory: Path, name: str) -> bool:
-    """Delete the regular file ``name`` in ``directory``, relative to a descriptor of the
-    directory: never through a symbolic link, never anywhere else. Return whether it was there.
-
-    A link (or anything but a regular file) by that name is left alone: snapvol never writes one.
-    """
-    fd = _open_dir(directory)
-    if fd is None:
-        return False
-    try:
-        info = os.stat(_plain(name), dir_fd=fd, follow_symlinks=False)
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        os.unlink(name, dir_fd=fd)
-        return True
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _plain(name: str) -> str:
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"not a plain file name: {name!r}")
-    return name
-
-
 def prefetch(
     chunks: Iterable[bytes], depth: int = _PREFETCH, on_end: Callable[[], None] | None = None
 ) -> Iterator[bytes]:
@@ -223,7 +162,7 @@ class _HashingFile:
 
 
 def _open_partial(dest: Path) -> tuple[Path, int]:
-    partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
+    partial = dest.with_name(dest.name + PARTIAL_SUFFIX)  # destination.partial_name
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
