@@ -122,12 +122,53 @@ def _explain(err: docker.errors.APIError) -> str:
     return str(err.explanation or err).strip()
 
 
+class _Raw:
+    """The engine's HTTP API where the SDK has no public call that does what we need: an
+    archive read without gzip (the engine would compress on one thread and we would decompress),
+    an archive upload that keeps owners (``copyUIDGID``), an exec whose upgraded socket comes
+    with its response (whose buffer may already hold the first frames). These go through the
+    SDK's private request helpers, which add its configured headers and timeout; every use of a
+    private SDK method is in this class."""
+
+    def __init__(self, api: docker.APIClient) -> None:
+        self._api = api
+
+    def get_stream(
+        self, pathfmt: str, ref: str, params: dict[str, str], headers: dict[str, str]
+    ) -> requests.Response:
+        url = self._api._url(pathfmt, ref)
+        response = self._api._get(url, params=params, headers=headers, stream=True)
+        self._api._raise_for_status(response)
+        return response
+
+    def put(self, pathfmt: str, ref: str, params: dict[str, str], data: Iterable[bytes]) -> None:
+        response = self._api._put(self._api._url(pathfmt, ref), params=params, data=data)
+        self._api._raise_for_status(response)
+
+    def upgrade(
+        self, pathfmt: str, ref: str, data: dict[str, object]
+    ) -> tuple[requests.Response, Any]:
+        """POST ``data`` as JSON asking for a raw TCP stream: the response and its socket."""
+        response = self._api._post_json(
+            self._api._url(pathfmt, ref),
+            headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+            data=data,
+            stream=True,
+        )
+        return response, self.socket(response)
+
+    def socket(self, response: requests.Response) -> Any:
+        """The socket under a streamed response (raises the engine's error, if it sent one)."""
+        return self._api._get_raw_response_socket(response)
+
+
 class Engine:
     """A connection to the Docker engine."""
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.api = client.api
+        self._raw = _Raw(client.api)
 
     @classmethod
     def connect(cls) -> Engine:
@@ -309,26 +350,22 @@ class Engine:
 
     def archive_out(self, container_id: str, path: str) -> ArchiveStream:
         """Stream a tar of ``path``'s contents (members relative to it) out of a container."""
-        url = self.api._url("/containers/{0}/archive", container_id)
         with _translate("reading the volume through the archive endpoint"):
             # identity: else the engine gzips the tar on one thread and we gunzip it (~4x slower)
-            response = self.api._get(
-                url,
+            response = self._raw.get_stream(
+                "/containers/{0}/archive",
+                container_id,
                 params={"path": path.rstrip("/") + "/."},
                 headers={"Accept-Encoding": "identity"},
-                stream=True,
             )
-            self.api._raise_for_status(response)
-        return ArchiveStream(self.api, response)
+        return ArchiveStream(self._raw, response)
 
     def archive_in(self, container_id: str, path: str, chunks: Iterable[bytes]) -> None:
         """Extract a tar stream into ``path`` in a container, keeping owners, modes and times."""
-        url = self.api._url("/containers/{0}/archive", container_id)
         params = {"path": path, "copyUIDGID": "1", "noOverwriteDirNonDir": "0"}
         try:
             with _translate("writing the volume through the archive endpoint"):
-                response = self.api._put(url, params=params, data=chunks)
-                self.api._raise_for_status(response)
+                self._raw.put("/containers/{0}/archive", container_id, params, chunks)
         except BaseException:
             # An upload cut short must not leave the engine waiting for the rest of the tar
             # (it would hold the helper container, and its removal, until a timeout).
@@ -384,13 +421,9 @@ class Engine:
                 user=user,
                 environment=env,
             )["Id"]
-            response = self.api._post_json(
-                self.api._url("/exec/{0}/start", exec_id),
-                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
-                data={"Tty": False, "Detach": False},
-                stream=True,
+            response, sock = self._raw.upgrade(
+                "/exec/{0}/start", exec_id, {"Tty": False, "Detach": False}
             )
-            sock = self.api._get_raw_response_socket(response)
         return ExecStream(self, str(exec_id), response, sock, what=cmd[0])
 
     def exec_exit_code(self, exec_id: str, timeout: float = 30.0) -> int:
@@ -413,8 +446,8 @@ class ArchiveStream:
     thread and makes the engine stop sending at once (a reader blocked elsewhere would otherwise
     keep the engine, and the helper container, busy)."""
 
-    def __init__(self, api: docker.APIClient, response: requests.Response) -> None:
-        self._api = api
+    def __init__(self, raw: _Raw, response: requests.Response) -> None:
+        self._raw = raw
         self._response = response
 
     def __iter__(self) -> Iterator[bytes]:
@@ -423,8 +456,8 @@ class ArchiveStream:
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
-            raw = self._api._get_raw_response_socket(self._response)
-            getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
+            sock = self._raw.socket(self._response)
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self._response.close()
 
