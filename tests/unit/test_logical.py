@@ -16,7 +16,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapvol.adapters.engine import ExecStream
+from snapvol.adapters.exec_frames import ExecStream
 from snapvol.errors import DockerError, IntegrityError, OperationFailed
 from snapvol.pg import logical, logical_restore, quoting
 from snapvol.pipeline import archive
