@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,13 +18,13 @@ from snapvol.errors import (
     LockedError,
     NotFoundError,
     SnapvolError,
-    UsageError,
     describe,
 )
 from snapvol.names import archive_filename, default_name, new_id, validate_name
 from snapvol.output import Reporter
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import Member, MemberCheck
+from snapvol.pipeline.destination import Destination, LocalDirectory
+from snapvol.pipeline.members import Member, MemberCheck
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
@@ -55,12 +54,13 @@ def begin(
     """Record a snapshot as in progress (with our pid, for recovery) before any byte is written."""
     if suffix not in archive.ARCHIVE_SUFFIXES:
         raise ValueError(f"unknown archive suffix {suffix!r}")
-    directory = archive.ensure_private_dir(backup_dir)
+    destination = _destination(backup_dir)
+    destination.prepare()
     snap_id = new_id()
     while store.id_exists(snap_id):
         snap_id = new_id()
     snap_name = unique_name(store, name, target_info.name, kind)
-    path = directory / archive_filename(snap_name, snap_id, suffix)
+    path = destination.location(archive_filename(snap_name, snap_id, suffix))
     return store.add(
         Snapshot(
             id=snap_id,
@@ -71,7 +71,7 @@ def begin(
             volume=volume,
             image=target_info.image,
             image_id=target_info.image_id,
-            path=str(path),
+            path=path,
             pid=os.getpid(),
             host=socket.gethostname(),
             compose_project=target_info.labels.get(COMPOSE_PROJECT),
@@ -119,39 +119,9 @@ def recorded(
         raise
 
 
-_ID = re.compile(r"[0-9A-Za-z]{1,64}")
-
-
-def archive_name(snap: Snapshot) -> str | None:
-    """The file name snapvol gave this snapshot's archive, read from its record, or None when the
-    record names no file of ours: ``<name>.<id><suffix>``, with the record's own name and id and
-    one of snapvol's suffixes. Only such a file, in the current backup directory, is ever deleted.
-    """
-    if not snap.path or not _ID.fullmatch(snap.id):
-        return None
-    try:
-        validate_name(snap.name)
-    except UsageError:
-        return None
-    name = Path(snap.path).name
-    for suffix in archive.ARCHIVE_SUFFIXES:
-        if name == archive_filename(snap.name, snap.id, suffix):
-            return name
-    return None
-
-
-def _remove_archive(snap: Snapshot, backup_dir: Path) -> bool:
-    """Delete this snapshot's archive and partial file from ``backup_dir``, and only from there.
-
-    The recorded path decides nothing but the file name, and only if it is snapvol's own naming
-    for this record: a record pointing elsewhere (a copied store, a hand-edited row) deletes
-    nothing outside the current backup directory. Return whether a file was removed.
-    """
-    name = archive_name(snap)
-    if name is None:
-        return False
-    removed = archive.remove_in(backup_dir, name)
-    return archive.remove_in(backup_dir, name + archive.PARTIAL_SUFFIX) or removed
+def _destination(backup_dir: Path) -> Destination:
+    """Where archives go: today always the local backup directory."""
+    return LocalDirectory(backup_dir)
 
 
 def fail(
@@ -161,7 +131,7 @@ def fail(
 
     ``backup_dir`` defaults to the directory ``begin`` chose for it in this process.
     """
-    _remove_archive(snap, backup_dir if backup_dir is not None else Path(snap.path).parent)
+    _destination(backup_dir if backup_dir is not None else Path(snap.path).parent).remove(snap)
     store.fail(snap.id, why if isinstance(why, str) else describe(why))
 
 
@@ -170,7 +140,7 @@ def remove(
 ) -> list[Snapshot]:
     """Delete snapshots, archives and records; return those deleted (gone already: skipped).
 
-    Archives are deleted only in ``backup_dir`` (see ``_remove_archive``): through a copied
+    Archives are deleted only in ``backup_dir`` (see ``LocalDirectory.remove``): through a copied
     store, ``rm`` never touches the original's files. An archive found only at its recorded path
     elsewhere is left there, and the reporter says so.
 
@@ -187,8 +157,9 @@ def remove(
                 f"snapshot {snap.id} ({snap.name}) is being taken (pid {snap.pid}); "
                 "nothing was deleted"
             )
+    destination = _destination(backup_dir)
     for snap in current:
-        if not _remove_archive(snap, backup_dir) and reporter is not None:
+        if not destination.remove(snap) and reporter is not None:
             _say_left_alone(snap, backup_dir, reporter)
         store.delete(snap.id)
     return current
@@ -210,13 +181,10 @@ def located(snap: Snapshot, backup_dir: Path) -> Snapshot:
     The current backup directory comes first, so a copied store reads its own copy; the SHA-256
     check every restore and verify starts with proves it is the one.
     """
-    name = archive_name(snap)
-    if name is None or not archive.is_file_in(backup_dir, name):
+    here = _destination(backup_dir).find(snap)
+    if here is None or here == snap.path:
         return snap
-    here = backup_dir.resolve() / name
-    if str(here) == snap.path:
-        return snap
-    return Snapshot.model_validate({**snap.model_dump(), "path": str(here)})
+    return Snapshot.model_validate({**snap.model_dump(), "path": here})
 
 
 def verify(

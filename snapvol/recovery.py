@@ -24,6 +24,7 @@ from snapvol.errors import SnapvolError
 from snapvol.output import Reporter
 from snapvol.pipeline import archive
 from snapvol.pipeline.archive import PARTIAL_SUFFIX
+from snapvol.pipeline.destination import LocalDirectory, archive_name
 from snapvol.runtime import pid_alive, started_after
 
 
@@ -45,7 +46,8 @@ def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Sn
     """Mark interrupted snapshots failed and remove their files; return them."""
     # Listed before the store is read: a run records its snapshot before it creates the
     # partial file, so every partial file of ours seen here has its row in what is read next.
-    partials = {n for n in archive.list_dir(backup_dir) if n.endswith(PARTIAL_SUFFIX)}
+    destination = LocalDirectory(backup_dir)
+    partials = set(destination.partials())
     recovered = []
     for snap in store.snapshots(status=IN_PROGRESS):
         if _still_running(snap):
@@ -65,7 +67,7 @@ def recover_store(store: Store, backup_dir: Path, reporter: Reporter) -> list[Sn
         owner = _owner(store, name)
         if owner is None or owner.status == IN_PROGRESS:
             continue  # not ours (no record here), or handled above
-        if archive.remove_in(backup_dir, name):
+        if destination.remove_partial(name):
             reporter.warn(f"removed {name}, left by an interrupted run")
     return recovered
 
@@ -77,7 +79,7 @@ def _owner(store: Store, partial: str) -> Snapshot | None:
         if stem.endswith(suffix):
             _name, _dot, snap_id = stem.removesuffix(suffix).rpartition(".")
             snap = store.get(snap_id) if snap_id else None
-            if snap is not None and lifecycle.archive_name(snap) == stem:
+            if snap is not None and archive_name(snap) == stem:
                 return snap
     return None
 

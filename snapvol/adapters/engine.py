@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +19,12 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
+from snapvol.adapters.exec_frames import ExecStream
 from snapvol.errors import DockerError, DockerUnavailableError, NotFoundError, OperationFailed
+from snapvol.pipeline.archive import CHUNK
 
 HELPER_LABEL = "org.snapvol.helper"
 OWNER_LABEL = "org.snapvol.owner-pid"
-CHUNK = 1 << 20
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 
@@ -122,12 +121,53 @@ def _explain(err: docker.errors.APIError) -> str:
     return str(err.explanation or err).strip()
 
 
+class _Raw:
+    """The engine's HTTP API where the SDK has no public call that does what we need: an
+    archive read without gzip (the engine would compress on one thread and we would decompress),
+    an archive upload that keeps owners (``copyUIDGID``), an exec whose upgraded socket comes
+    with its response (whose buffer may already hold the first frames). These go through the
+    SDK's private request helpers, which add its configured headers and timeout; every use of a
+    private SDK method is in this class."""
+
+    def __init__(self, api: docker.APIClient) -> None:
+        self._api = api
+
+    def get_stream(
+        self, pathfmt: str, ref: str, params: dict[str, str], headers: dict[str, str]
+    ) -> requests.Response:
+        url = self._api._url(pathfmt, ref)
+        response = self._api._get(url, params=params, headers=headers, stream=True)
+        self._api._raise_for_status(response)
+        return response
+
+    def put(self, pathfmt: str, ref: str, params: dict[str, str], data: Iterable[bytes]) -> None:
+        response = self._api._put(self._api._url(pathfmt, ref), params=params, data=data)
+        self._api._raise_for_status(response)
+
+    def upgrade(
+        self, pathfmt: str, ref: str, data: dict[str, object]
+    ) -> tuple[requests.Response, Any]:
+        """POST ``data`` as JSON asking for a raw TCP stream: the response and its socket."""
+        response = self._api._post_json(
+            self._api._url(pathfmt, ref),
+            headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+            data=data,
+            stream=True,
+        )
+        return response, self.socket(response)
+
+    def socket(self, response: requests.Response) -> Any:
+        """The socket under a streamed response (raises the engine's error, if it sent one)."""
+        return self._api._get_raw_response_socket(response)
+
+
 class Engine:
     """A connection to the Docker engine."""
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.api = client.api
+        self._raw = _Raw(client.api)
 
     @classmethod
     def connect(cls) -> Engine:
@@ -309,26 +349,22 @@ class Engine:
 
     def archive_out(self, container_id: str, path: str) -> ArchiveStream:
         """Stream a tar of ``path``'s contents (members relative to it) out of a container."""
-        url = self.api._url("/containers/{0}/archive", container_id)
         with _translate("reading the volume through the archive endpoint"):
             # identity: else the engine gzips the tar on one thread and we gunzip it (~4x slower)
-            response = self.api._get(
-                url,
+            response = self._raw.get_stream(
+                "/containers/{0}/archive",
+                container_id,
                 params={"path": path.rstrip("/") + "/."},
                 headers={"Accept-Encoding": "identity"},
-                stream=True,
             )
-            self.api._raise_for_status(response)
-        return ArchiveStream(self.api, response)
+        return ArchiveStream(self._raw, response)
 
     def archive_in(self, container_id: str, path: str, chunks: Iterable[bytes]) -> None:
         """Extract a tar stream into ``path`` in a container, keeping owners, modes and times."""
-        url = self.api._url("/containers/{0}/archive", container_id)
         params = {"path": path, "copyUIDGID": "1", "noOverwriteDirNonDir": "0"}
         try:
             with _translate("writing the volume through the archive endpoint"):
-                response = self.api._put(url, params=params, data=chunks)
-                self.api._raise_for_status(response)
+                self._raw.put("/containers/{0}/archive", container_id, params, chunks)
         except BaseException:
             # An upload cut short must not leave the engine waiting for the rest of the tar
             # (it would hold the helper container, and its removal, until a timeout).
@@ -384,13 +420,9 @@ class Engine:
                 user=user,
                 environment=env,
             )["Id"]
-            response = self.api._post_json(
-                self.api._url("/exec/{0}/start", exec_id),
-                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
-                data={"Tty": False, "Detach": False},
-                stream=True,
+            response, sock = self._raw.upgrade(
+                "/exec/{0}/start", exec_id, {"Tty": False, "Detach": False}
             )
-            sock = self.api._get_raw_response_socket(response)
         return ExecStream(self, str(exec_id), response, sock, what=cmd[0])
 
     def exec_exit_code(self, exec_id: str, timeout: float = 30.0) -> int:
@@ -413,8 +445,8 @@ class ArchiveStream:
     thread and makes the engine stop sending at once (a reader blocked elsewhere would otherwise
     keep the engine, and the helper container, busy)."""
 
-    def __init__(self, api: docker.APIClient, response: requests.Response) -> None:
-        self._api = api
+    def __init__(self, raw: _Raw, response: requests.Response) -> None:
+        self._raw = raw
         self._response = response
 
     def __iter__(self) -> Iterator[bytes]:
@@ -423,8 +455,8 @@ class ArchiveStream:
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
-            raw = self._api._get_raw_response_socket(self._response)
-            getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
+            sock = self._raw.socket(self._response)
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self._response.close()
 
@@ -460,195 +492,3 @@ def _container_info(container: Container) -> ContainerInfo:
         health=health,
         _env=env,
     )
-
-
-STREAM_RECV = 1 << 20  # bytes per recv: the daemon sends 32 KB frames, read many at once
-STDERR_LIMIT = 64 << 10  # the tail of a command's stderr that is kept for error messages
-
-
-def _buffered_leftover(response: Any, raw: socket.socket) -> bytes:
-    """Bytes http.client read past the upgrade response's headers (the stream's first frames)."""
-    fp = getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None)
-    if fp is None or not hasattr(fp, "peek"):
-        return b""
-    raw.setblocking(False)  # peek only what is already here, never wait for more
-    try:
-        data = fp.peek()
-    except OSError:
-        data = b""
-    finally:
-        raw.settimeout(None)
-    return bytes(fp.read(len(data))) if data else b""
-
-
-class ExecStream:
-    """A command running in a container, attached without a TTY: its stdout, stderr and stdin.
-
-    Reading happens on the caller's thread; ``feed`` writes stdin from a thread of its own so that
-    a command that talks back while it reads (psql, pg_restore) never deadlocks with us.
-    """
-
-    def __init__(self, engine: Engine, exec_id: str, response: Any, sock: Any, what: str) -> None:
-        raw = getattr(sock, "_sock", sock)
-        if not isinstance(raw, socket.socket):
-            raise DockerError("streaming a command's output needs a unix or TCP Docker host")
-        self.engine = engine
-        self.exec_id = exec_id
-        self.what = what
-        self._response = response
-        self._sock = sock
-        self._raw = raw
-        self._raw.settimeout(None)
-        self._pending = _buffered_leftover(response, raw)
-        self._buf = bytearray(STREAM_RECV)
-        self._header = b""
-        self._frame_type = 0
-        self._frame_left = 0
-        self._eof = False
-        self._stderr = bytearray()
-        self._line_buf = b""
-        self._feeder: threading.Thread | None = None
-        self._feed_error: BaseException | None = None
-        self.fed_bytes = 0
-
-    # --- output ---
-
-    @property
-    def stderr(self) -> str:
-        """The tail of what the command wrote on stderr (bounded)."""
-        return self._stderr.decode("utf-8", "replace")
-
-    def _recv(self) -> bytes | memoryview | None:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            return data
-        try:
-            n = self._raw.recv_into(self._buf)
-        except OSError as err:
-            raise DockerUnavailableError(
-                f"the output of {self.what} in the container was cut off: {err}"
-            ) from err
-        return memoryview(self._buf)[:n] if n else None
-
-    def _next_stdout(self) -> bytes | None:
-        """Stdout bytes of one read from the socket (b"" if only stderr came); None at the end."""
-        if self._eof:
-            return None
-        data = self._recv()
-        if data is None:
-            self._eof = True
-            if self._header or self._frame_left:
-                raise DockerError(f"the output of {self.what} ended inside a frame")
-            return None
-        out: list[bytes | memoryview] = []
-        view = memoryview(data)
-        i, n = 0, len(view)
-        while i < n:
-            if self._frame_left == 0:
-                need = 8 - len(self._header)
-                self._header += bytes(view[i : i + need])
-                i += need
-                if len(self._header) == 8:
-                    self._frame_type = self._header[0]
-                    self._frame_left = struct.unpack(">I", self._header[4:])[0]
-                    self._header = b""
-                continue
-            take = min(self._frame_left, n - i)
-            piece = view[i : i + take]
-            if self._frame_type == 1:
-                out.append(piece)
-            else:  # 2 = stderr, 3 = the engine's own error text
-                self._stderr += piece
-                if len(self._stderr) > STDERR_LIMIT:
-                    del self._stderr[: len(self._stderr) - STDERR_LIMIT]
-            self._frame_left -= take
-            i += take
-        return b"".join(out)
-
-    def chunks(self) -> Iterator[bytes]:
-        """The command's stdout, chunk by chunk, until it closes it."""
-        if self._line_buf:
-            first, self._line_buf = self._line_buf, b""
-            yield first
-        while (data := self._next_stdout()) is not None:
-            if data:
-                yield data
-
-    def drain(self) -> None:
-        """Read (and drop) stdout to the end, keeping stderr."""
-        for _ in self.chunks():
-            pass
-
-    def read_line(self) -> bytes | None:
-        """One line of stdout without its newline; None once stdout ended."""
-        while b"\n" not in self._line_buf:
-            more = self._next_stdout()
-            if more is None:
-                if self._line_buf:
-                    rest, self._line_buf = self._line_buf, b""
-                    return rest
-                return None
-            self._line_buf += more
-        line, _, self._line_buf = self._line_buf.partition(b"\n")
-        return line
-
-    # --- input ---
-
-    def send(self, data: bytes) -> None:
-        try:
-            self._raw.sendall(data)
-        except OSError as err:
-            raise OperationFailed(f"{self.what} in the container stopped reading: {err}") from err
-
-    def close_stdin(self) -> None:
-        """Half-close the connection: the command sees the end of its input."""
-        with contextlib.suppress(OSError):
-            self._raw.shutdown(socket.SHUT_WR)
-
-    def feed(self, chunks: Iterable[bytes], progress: Callable[[int], None] | None = None) -> None:
-        """Write ``chunks`` to the command's stdin on a thread, then close it.
-
-        An error from ``chunks`` itself (a corrupt archive) stops the feed and is re-raised by
-        ``join_feed``; so is a command that stops reading before the end.
-        """
-
-        def pump() -> None:
-            try:
-                for chunk in chunks:
-                    self._raw.sendall(chunk)
-                    self.fed_bytes += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                self.close_stdin()
-            except BaseException as err:  # handed to join_feed
-                self._feed_error = err
-                with contextlib.suppress(OSError):
-                    self._raw.shutdown(socket.SHUT_RDWR)
-
-        self._feeder = threading.Thread(target=pump, name="snapvol-exec-stdin", daemon=True)
-        self._feeder.start()
-
-    def join_feed(self) -> BaseException | None:
-        """Wait for the stdin thread; returns its error (None when every byte was written)."""
-        if self._feeder is not None:
-            self._feeder.join()
-        return self._feed_error
-
-    # --- end ---
-
-    def exit_code(self, timeout: float = 30.0) -> int:
-        return self.engine.exec_exit_code(self.exec_id, timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._raw.close()
-        with contextlib.suppress(Exception):
-            self._sock.close()
-        with contextlib.suppress(Exception):
-            self._response.close()
-
-    def __enter__(self) -> ExecStream:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()

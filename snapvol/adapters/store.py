@@ -7,7 +7,6 @@ owner-only before SQLite ever opens it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -25,7 +24,7 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from snapvol.errors import AmbiguousError, NotFoundError, StoreError, UsageError
 from snapvol.names import MIN_ID_PREFIX
-from snapvol.pipeline.tarscan import Member
+from snapvol.pipeline.members import Member, as_row, from_row
 
 IN_PROGRESS = "in_progress"
 COMPLETE = "complete"
@@ -94,9 +93,8 @@ class Snapshot(SQLModel, table=True):
 class FileEntry(SQLModel, table=True):
     """One member of a volume archive, as it passed through the stream.
 
-    Names are bytes and SQLite text is UTF-8: a name that is not UTF-8 is kept exactly in
-    ``path_raw``/``linkname_raw`` (a BLOB), with a readable form in ``path``/``linkname``.
-    Extended attributes are JSON: ``[[name, base64 value], ...]``.
+    The columns are ``members.as_row``'s (names kept exactly, nanoseconds, xattrs as JSON):
+    that function and ``members.from_row`` are the only code that converts a ``Member``.
     """
 
     __tablename__ = "snapshot_files"
@@ -120,62 +118,11 @@ class FileEntry(SQLModel, table=True):
     linkname_raw: bytes | None = None
 
     def member(self) -> Member:
-        return Member(
-            path=_name_from(self.path, self.path_raw),
-            type=self.type,
-            size=self.size,
-            mode=self.mode,
-            uid=self.uid,
-            gid=self.gid,
-            mtime_ns=self.mtime * 10**9 + (self.mtime_nsec or 0),
-            linkname=_name_from(self.linkname, self.linkname_raw),
-            sha256=self.sha256,
-            xattrs=tuple(
-                (key, base64.b64decode(value)) for key, value in json.loads(self.xattrs or "[]")
-            ),
-            devmajor=self.devmajor or 0,
-            devminor=self.devminor or 0,
-        )
-
-
-def _name_from(text: str, raw: bytes | None) -> str:
-    return os.fsdecode(raw) if raw is not None else text
-
-
-def _name_columns(name: str) -> tuple[str, bytes | None]:
-    """A name as stored: UTF-8 text, or a readable form and the exact bytes."""
-    try:
-        name.encode("utf-8")
-        return name, None
-    except UnicodeEncodeError:
-        raw = os.fsencode(name)
-        return raw.decode("utf-8", "backslashreplace"), raw
+        return from_row(self.model_dump())
 
 
 def _file_row(snapshot_id: str, m: Member) -> dict[str, Any]:
-    path, path_raw = _name_columns(m.path)
-    linkname, linkname_raw = _name_columns(m.linkname)
-    return {
-        "snapshot_id": snapshot_id,
-        "path": path,
-        "path_raw": path_raw,
-        "type": m.type,
-        "size": m.size,
-        "mode": m.mode,
-        "uid": m.uid,
-        "gid": m.gid,
-        "mtime": m.mtime,
-        "mtime_nsec": m.mtime_ns % 10**9 or None,
-        "linkname": linkname,
-        "linkname_raw": linkname_raw,
-        "sha256": m.sha256,
-        # ensure_ascii: a name with undecodable bytes (lone surrogates) survives as \udcXX
-        "xattrs": json.dumps([[k, base64.b64encode(v).decode()] for k, v in m.xattrs])
-        if m.xattrs
-        else None,
-        "devmajor": m.devmajor or None,
-        "devminor": m.devminor or None,
-    }
+    return {"snapshot_id": snapshot_id, **as_row(m)}
 
 
 # --- migrations ------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snapvol import lifecycle
-from snapvol.adapters.engine import Engine, ExecStream
+from snapvol.adapters.engine import Engine
+from snapvol.adapters.exec_frames import ExecStream
 from snapvol.adapters.store import Snapshot, Store
 from snapvol.background import Background
 from snapvol.errors import IntegrityError, SnapvolError, UsageError

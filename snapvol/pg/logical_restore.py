@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from snapvol import lifecycle
-from snapvol.adapters.engine import Engine, ExecStream
+from snapvol.adapters.engine import Engine
+from snapvol.adapters.exec_frames import ExecStream
 from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import (
     IncompatibleError,

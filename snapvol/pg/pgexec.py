@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from snapvol.adapters.engine import ContainerInfo, Engine, ExecStream
+from snapvol.adapters.engine import ContainerInfo, Engine
+from snapvol.adapters.exec_frames import ExecStream
 from snapvol.errors import (
     IncompatibleError,
     NotFoundError,

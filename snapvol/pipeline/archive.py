@@ -25,6 +25,7 @@ from snapvol.background import Background
 from snapvol.errors import DiskFullError, IntegrityError, NotFoundError, OperationFailed
 
 CHUNK = 1 << 20
+"""Bytes per read and write along the pipeline (the engine's streams, files, zstd)."""
 PARTIAL_SUFFIX = ".partial"
 ARCHIVE_SUFFIXES = (".tar.zst", ".dump.zst", ".sql.zst")
 """The endings snapvol gives its archives (volume, custom and plain dumps): with the record's
@@ -73,67 +74,6 @@ def ensure_private_dir(path: Path) -> Path:
         finally:
             os.close(fd)
     return path.resolve()
-
-
-def _open_dir(directory: Path) -> int | None:
-    """A descriptor of ``directory`` (resolved), opened without following a link; None if absent."""
-    try:
-        return os.open(
-            directory.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def list_dir(directory: Path) -> list[str]:
-    """The names in ``directory`` (empty if it does not exist)."""
-    fd = _open_dir(directory)
-    if fd is None:
-        return []
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)
-
-
-def is_file_in(directory: Path, name: str) -> bool:
-    """Whether ``directory`` holds a regular file ``name`` itself (a link does not count)."""
-    fd = _open_dir(directory)
-    if fd is None:
-        return False
-    try:
-        return stat.S_ISREG(os.stat(_plain(name), dir_fd=fd, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def remove_in(directory: Path, name: str) -> bool:
-    """Delete the regular file ``name`` in ``directory``, relative to a descriptor of the
-    directory: never through a symbolic link, never anywhere else. Return whether it was there.
-
-    A link (or anything but a regular file) by that name is left alone: snapvol never writes one.
-    """
-    fd = _open_dir(directory)
-    if fd is None:
-        return False
-    try:
-        info = os.stat(_plain(name), dir_fd=fd, follow_symlinks=False)
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        os.unlink(name, dir_fd=fd)
-        return True
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _plain(name: str) -> str:
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"not a plain file name: {name!r}")
-    return name
 
 
 def prefetch(
@@ -222,7 +162,7 @@ class _HashingFile:
 
 
 def _open_partial(dest: Path) -> tuple[Path, int]:
-    partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
+    partial = dest.with_name(dest.name + PARTIAL_SUFFIX)  # destination.partial_name
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
@@ -310,22 +250,34 @@ def write_compressed(
     return _write_partial(dest, body, chunks)
 
 
-def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]:
-    """SHA-256 and size of a file, read in chunks."""
+_SMALL_READ = 64 << 10  # the least buffer fd_sha256 reads into
+
+
+def fd_sha256(fd: int, progress: Progress | None = None) -> tuple[str, int]:
+    """SHA-256 and size of what is left to read from ``fd``, read into one reused buffer (of
+    up to 4 chunks: no bigger than a small file needs, so hashing many of them costs no more)."""
     sha = hashlib.sha256()
     size = 0
+    buf = bytearray(min(4 * CHUNK, max(os.fstat(fd).st_size + 1, _SMALL_READ)))
+    view = memoryview(buf)
+    while n := os.readv(fd, [buf]):
+        sha.update(view[:n])
+        size += n
+        if progress is not None:
+            progress(n)
+    return sha.hexdigest(), size
+
+
+def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in chunks."""
     try:
-        with open(path, "rb", buffering=0) as f:
-            buf = bytearray(4 * CHUNK)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                sha.update(view[:n])
-                size += n
-                if progress is not None:
-                    progress(n)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFoundError(f"{path} vanished before it could be read") from None
-    return sha.hexdigest(), size
+    try:
+        return fd_sha256(fd, progress)
+    finally:
+        os.close(fd)
 
 
 def decompressed_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:

@@ -5,83 +5,48 @@ or uploads, so instead of pulling from a file (as ``tarfile`` does) this parser 
 reports each member once its data has passed: path, type, size, mode, owner, mtime to the
 nanosecond, link target, device numbers, extended attributes and, for regular files, the SHA-256
 of the content. It understands ustar, POSIX pax (``SCHILY.xattr.*``, PAX 1.0 sparse files) and GNU
-long-name headers, which covers what Docker's archive endpoint, GNU tar and ``dirtar`` produce.
+long-name headers, which covers what Docker's archive endpoint, GNU tar and ``volume.hosttar``
+produce. The member record itself, and the checks a restore applies to it, are in ``members``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from snapvol.pipeline import archive
+from snapvol.pipeline.members import (
+    BLOCKDEV,
+    CHARDEV,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Member,
+    normalize,
+)
 
 BLOCK = 512
 
-# Type flags (tar(5)).
-REGULAR = "file"
-HARDLINK = "hardlink"
-SYMLINK = "symlink"
-DIRECTORY = "dir"
-FIFO = "fifo"
-CHARDEV = "chardev"
-BLOCKDEV = "blockdev"
-
-_TYPES = {
-    b"0": REGULAR,
-    b"\0": REGULAR,
-    b"7": REGULAR,
-    b"1": HARDLINK,
-    b"2": SYMLINK,
-    b"3": CHARDEV,
-    b"4": BLOCKDEV,
-    b"5": DIRECTORY,
-    b"6": FIFO,
+TYPEFLAGS = {
+    REGULAR: b"0",
+    HARDLINK: b"1",
+    SYMLINK: b"2",
+    CHARDEV: b"3",
+    BLOCKDEV: b"4",
+    DIRECTORY: b"5",
+    FIFO: b"6",
 }
+"""The flag a tar header gives each member type (what a writer puts there)."""
+_TYPES = {flag: kind for kind, flag in TYPEFLAGS.items()} | {b"\0": REGULAR, b"7": REGULAR}
+XATTR_PREFIX = "SCHILY.xattr."
+"""The pax key prefix that carries an extended attribute (``SCHILY.xattr.user.a``)."""
 
 
 class TarFormatError(ValueError):
     """The stream is not a tar archive this reader understands, or it is truncated."""
-
-
-Xattrs = tuple[tuple[str, bytes], ...]  # (name, value), sorted by name
-CAPABILITY = "security.capability"
-
-
-@dataclass(frozen=True)
-class Member:
-    """One archive member as recorded in the manifest store.
-
-    Names are bytes on disk: ``path`` and ``linkname`` hold them as ``os.fsdecode`` does
-    (undecodable bytes as lone surrogates), so ``os.fsencode`` gives the exact bytes back.
-    """
-
-    path: str
-    type: str
-    size: int
-    mode: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    linkname: str = ""
-    sha256: str | None = None
-    xattrs: Xattrs = ()
-    devmajor: int = 0
-    devminor: int = 0
-
-    @property
-    def mtime(self) -> int:
-        """Whole seconds (floor), as a ustar header holds them."""
-        return self.mtime_ns // 10**9
-
-
-def normalize(name: str) -> str:
-    """Member name relative to the archive root: ``./a/b/`` -> ``a/b``; the root itself is ``.``."""
-    stripped = name.rstrip("/")
-    while stripped.startswith("./"):
-        stripped = stripped[2:]
-    return stripped or "."
 
 
 def _number(field: bytes) -> int:
@@ -147,9 +112,6 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
         records[key.decode("utf-8", "surrogateescape")] = value
         pos += length
     return records
-
-
-_XATTR = "SCHILY.xattr."
 
 
 class _Sparse:
@@ -312,7 +274,7 @@ class TarScanner:
             gid=int(pax["gid"]) if "gid" in pax else _number(header[116:124]),
             mtime_ns=mtime_ns,
             linkname=linkname if kind in (SYMLINK, HARDLINK) else "",
-            xattrs=tuple(sorted((k[len(_XATTR) :], v) for k, v in _xattr_items(pax))),
+            xattrs=tuple(sorted((k[len(XATTR_PREFIX) :], v) for k, v in _xattr_items(pax))),
             devmajor=_number(header[329:337]) if device else 0,
             devminor=_number(header[337:345]) if device else 0,
         )
@@ -407,7 +369,7 @@ class TarScanner:
 
 
 def _xattr_items(pax: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
-    return ((k, v) for k, v in pax.items() if k.startswith(_XATTR))
+    return ((k, v) for k, v in pax.items() if k.startswith(XATTR_PREFIX))
 
 
 _ZEROS = bytes(1 << 20)
@@ -420,82 +382,6 @@ def hash_zeros(hasher: hashlib._Hash, count: int) -> None:
         take = min(count, len(zeros))
         hasher.update(zeros[:take])
         count -= take
-
-
-def unsafe_reason(member: Member) -> str | None:
-    """Why restoring this member could write outside the target directory, or could not be done
-    the same on both lanes (None if it is safe).
-
-    Absolute symbolic links and links to nowhere are data, recreated as they were (extraction
-    never follows one); a relative link that climbs out of the volume is refused because
-    Docker's archive endpoint refuses to create it.
-    """
-    path = member.path
-    if path.startswith("/"):
-        return "absolute path"
-    parts = path.split("/")
-    if ".." in parts:
-        return "path contains '..'"
-    if member.type == HARDLINK:
-        target = normalize(member.linkname)
-        if target.startswith("/") or ".." in target.split("/"):
-            return f"hard link to {member.linkname!r} outside the archive"
-    if member.type == SYMLINK:
-        target = member.linkname
-        if not target:
-            return "symbolic link without a target"
-        if not target.startswith("/"):
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-            if resolved == ".." or resolved.startswith("../"):
-                return f"symbolic link to {target!r} points outside the archive"
-    return None
-
-
-class MemberCheck:
-    """``unsafe_reason`` for a stream of members, plus what only the sequence shows: no member
-    may lie below a symbolic link member (it would be written through the link)."""
-
-    def __init__(self) -> None:
-        self.links: set[str] = set()
-
-    def __call__(self, member: Member) -> str | None:
-        reason = unsafe_reason(member)
-        if reason is not None:
-            return reason
-        parent = member.path
-        while "/" in parent:
-            parent = parent.rpartition("/")[0]
-            if parent in self.links:
-                return f"its parent {parent!r} is a symbolic link"
-        if member.type == SYMLINK:
-            self.links.add(member.path)
-        return None
-
-
-def same_file(
-    a: Member, b: Member, *, content: bool = True, times: bool = True, xattrs: bool = True
-) -> bool:
-    """Whether two records describe the same file: type, size, mode, owner, link target, device
-    numbers, and with ``times`` the mtime (to the nanosecond), with ``xattrs`` the extended
-    attributes, with ``content`` the SHA-256. Hard link targets are compared as member paths."""
-
-    def key(m: Member) -> tuple[object, ...]:
-        link = normalize(m.linkname) if m.type == HARDLINK else m.linkname
-        return (
-            m.type,
-            m.size,
-            link,
-            m.mode,
-            m.uid,
-            m.gid,
-            m.devmajor,
-            m.devminor,
-            m.mtime_ns if times else None,
-            m.xattrs if xattrs else None,
-            m.sha256 if content else None,
-        )
-
-    return key(a) == key(b)
 
 
 class ScannedStream:

@@ -23,7 +23,8 @@ from snapvol.errors import IntegrityError, OperationFailed, describe
 from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import Member, TarFormatError
+from snapvol.pipeline.members import Member
+from snapvol.pipeline.tarscan import TarFormatError
 from snapvol.volume.target import VolumeTarget
 from snapvol.workspace import Workspace
 

@@ -18,7 +18,8 @@ from snapvol.adapters.engine import Engine
 from snapvol.background import Background
 from snapvol.errors import IntegrityError, OperationFailed, SnapvolError, UsageError
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import CAPABILITY, Member, ScannedStream, TarFormatError, normalize
+from snapvol.pipeline.members import CAPABILITY, Member, normalize
+from snapvol.pipeline.tarscan import ScannedStream, TarFormatError
 from snapvol.volume.lane import Recording
 
 HELPER_MOUNT = "/snapvol/data"

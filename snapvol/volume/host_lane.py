@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from snapvol.pipeline.tarscan import Member
+from snapvol.pipeline.members import Member
 from snapvol.volume import hostpath, hosttar
 from snapvol.volume.lane import Lane, Recording
 

@@ -28,8 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from snapvol.errors import DiskFullError, IntegrityError, OperationFailed
-from snapvol.pipeline.tarscan import (
-    BLOCK,
+from snapvol.pipeline.archive import CHUNK, fd_sha256
+from snapvol.pipeline.members import (
     BLOCKDEV,
     CAPABILITY,
     CHARDEV,
@@ -39,25 +39,20 @@ from snapvol.pipeline.tarscan import (
     REGULAR,
     SYMLINK,
     Member,
-    TarFormatError,
-    TarScanner,
     Xattrs,
-    format_time_ns,
-    hash_zeros,
     normalize,
 )
+from snapvol.pipeline.tarscan import (
+    BLOCK,
+    TYPEFLAGS,
+    XATTR_PREFIX,
+    TarFormatError,
+    TarScanner,
+    format_time_ns,
+    hash_zeros,
+)
 
-CHUNK = 1 << 20
 _SMALL = 64 << 10  # pieces smaller than this are gathered into one chunk before they are passed on
-_TYPEFLAGS = {
-    REGULAR: b"0",
-    HARDLINK: b"1",
-    SYMLINK: b"2",
-    CHARDEV: b"3",
-    BLOCKDEV: b"4",
-    DIRECTORY: b"5",
-    FIFO: b"6",
-}
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SHORT_PATH = 3072  # longer paths are opened one directory at a time (PATH_MAX is 4096)
@@ -341,8 +336,8 @@ def header(member: Member, sparse: bytes | None = None, stored: int = 0) -> byte
     if size >= 8**11:
         records.append(_pax_record(b"size", str(size).encode()))
     for attr, value in member.xattrs:
-        records.append(_pax_record(b"SCHILY.xattr." + os.fsencode(attr), value))
-    main = _block(name, _TYPEFLAGS[member.type], size, member, linkname, seconds)
+        records.append(_pax_record(os.fsencode(XATTR_PREFIX + attr), value))
+    main = _block(name, TYPEFLAGS[member.type], size, member, linkname, seconds)
     if not records:
         return main
     data = b"".join(records)
@@ -450,30 +445,45 @@ def _changed(path: str) -> OperationFailed:
     )
 
 
+def _descend(top: int, parts: Iterable[str]) -> int:
+    """The directory reached from ``top`` through ``parts``, each opened without following a
+    link: a new descriptor, or ``top`` itself when ``parts`` is empty (``top`` stays open)."""
+    fd = top
+    try:
+        for part in parts:
+            child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
+            if fd != top:
+                os.close(fd)
+            fd = child
+    except BaseException:
+        if fd != top:
+            os.close(fd)
+        raise
+    return fd
+
+
 def _open_file(root: Path, rel: str) -> int:
     """A read descriptor of ``root/rel``, never following a link, whatever the path's length."""
     path = os.path.join(root, rel)
     if len(os.fsencode(path)) < _SHORT_PATH:
         return os.open(path, _NOFOLLOW_FILE)
     parent, _, name = rel.rpartition("/")
-    fd = os.open(root, _NOFOLLOW_DIR)
+    top = os.open(root, _NOFOLLOW_DIR)
     try:
-        for part in parent.split("/") if parent else ():
-            child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        return os.open(name, _NOFOLLOW_FILE, dir_fd=fd)
+        fd = _descend(top, parent.split("/") if parent else ())
+        try:
+            return os.open(name, _NOFOLLOW_FILE, dir_fd=fd)
+        finally:
+            if fd != top:
+                os.close(fd)
     finally:
-        os.close(fd)
+        os.close(top)
 
 
 def _sha256(root: Path, rel: str) -> str:
     fd = _open_file(root, rel)
     try:
-        sha = hashlib.sha256()
-        while piece := os.read(fd, CHUNK):
-            sha.update(piece)
-        return sha.hexdigest()
+        return fd_sha256(fd)[0]
     finally:
         os.close(fd)
 
@@ -550,22 +560,14 @@ class _Extractor:
 
     def _open_dir(self, rel: str) -> int:
         """A new descriptor of directory ``rel``, opened from the root without following links."""
-        fd = self.root_fd
         try:
-            for part in _parts(rel):
-                child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
-                if fd != self.root_fd:
-                    os.close(fd)
-                fd = child
+            return _descend(self.root_fd, _parts(rel))
         except OSError as err:
-            if fd != self.root_fd:
-                os.close(fd)
             if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
                 raise IntegrityError(
                     f"archive member path {rel!r} is not a directory in the volume"
                 ) from None
             raise
-        return fd
 
     def _place(self, path: str) -> tuple[int, str]:
         _parts(path)

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-from snapvol.pipeline.tarscan import Member
+from snapvol.pipeline.members import Member
 
 
 class Recording(Protocol):

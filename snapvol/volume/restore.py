@@ -31,7 +31,7 @@ from snapvol.options import DEFAULT_LEVEL
 from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import Member, MemberCheck, same_file
+from snapvol.pipeline.members import Member, MemberCheck, same_file
 from snapvol.volume import archiving
 from snapvol.volume.target import (
     VolumeTarget,

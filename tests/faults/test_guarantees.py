@@ -15,7 +15,8 @@ import pytest
 import zstandard
 
 from snapvol.adapters.store import Snapshot, Store
-from snapvol.pipeline.tarscan import Member, TarScanner
+from snapvol.pipeline.members import Member
+from snapvol.pipeline.tarscan import TarScanner
 from tests.docker_helpers import TestBed
 from tests.faults.procs import big_postgres, send, snapvol_process, wait_for_partial
 

@@ -17,7 +17,7 @@ import pytest
 from snapvol.adapters.engine import Engine
 from snapvol.errors import UsageError
 from snapvol.pipeline import archive
-from snapvol.pipeline.tarscan import Member, same_file
+from snapvol.pipeline.members import Member, same_file
 from snapvol.volume.endpoint_lane import EndpointLane
 from snapvol.volume.host_lane import HostLane
 from snapvol.volume.lane import Lane

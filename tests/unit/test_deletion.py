@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from snapvol import lifecycle
 from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store
 from snapvol.names import archive_filename, new_id
-from snapvol.pipeline.tarscan import Member
+from snapvol.pipeline.members import Member
 
 
 def dead_pid() -> int:
@@ -211,58 +210,9 @@ def test_only_partial_files_of_this_stores_records_are_cleaned_up(
     assert tree(backups) == {"movie.mkv.partial": b"x"}
 
 
-def test_archive_name_is_only_snapvols_own_naming() -> None:
-    def snap(name: str, sid: str, path: str) -> Snapshot:
-        return Snapshot(id=sid, name=name, kind="volume", container="c", path=path)
-
-    assert lifecycle.archive_name(snap("a", "abcd0001", "/x/a.abcd0001.tar.zst")) == (
-        "a.abcd0001.tar.zst"
-    )
-    assert lifecycle.archive_name(snap("a", "abcd0001", "/x/a.abcd0001.sql.zst"))
-    assert lifecycle.archive_name(snap("a", "abcd0001", "/x/a.abcd0001.dump.zst"))
-    for bad in (
-        snap("a", "abcd0001", "/etc/passwd"),
-        snap("a", "abcd0001", "/x/a.abcd0002.tar.zst"),  # another record's id
-        snap("b", "abcd0001", "/x/a.abcd0001.tar.zst"),  # another record's name
-        snap("a", "abcd0001", "/x/a.abcd0001.tar.zst.partial"),
-        snap("a", "abcd0001", "/x/a.abcd0001.mkv"),
-        snap("..", "abcd0001", "/x/...abcd0001.tar.zst"),
-        snap("a", "ab/d0001", "/x/a.ab/d0001.tar.zst"),
-        snap("a", "abcd0001", ""),
-    ):
-        assert lifecycle.archive_name(bad) is None, bad.path
-
-
 def test_every_archive_suffix_is_one_snapvol_deletes() -> None:
     from snapvol.pg import logical
     from snapvol.pipeline import archive
     from snapvol.volume import archiving
 
     assert {archiving.SUFFIX, *logical.SUFFIXES.values()} == set(archive.ARCHIVE_SUFFIXES)
-
-
-def test_remove_in_unlinks_only_a_regular_file_directly_in_the_directory(tmp_path: Path) -> None:
-    from snapvol.pipeline import archive
-
-    backups, outside = tmp_path / "backups", tmp_path / "outside"
-    backups.mkdir()
-    outside.mkdir()
-    (outside / "victim").write_bytes(b"precious")
-    (backups / "a.abcd0001.tar.zst").symlink_to(outside / "victim")
-    (backups / "b.abcd0002.tar.zst").mkdir()
-    (backups / "c.abcd0003.tar.zst").write_bytes(b"ours")
-    assert not archive.remove_in(backups, "a.abcd0001.tar.zst")
-    assert not archive.remove_in(backups, "b.abcd0002.tar.zst")
-    assert not archive.remove_in(backups, "missing")
-    assert not archive.remove_in(tmp_path / "no-such-dir", "c.abcd0003.tar.zst")
-    for bad in ("../outside/victim", "", ".", ".."):
-        with pytest.raises(ValueError):
-            archive.remove_in(backups, bad)
-    assert archive.remove_in(backups, "c.abcd0003.tar.zst")
-    assert tree(tmp_path) == {
-        "backups": "dir",
-        "backups/a.abcd0001.tar.zst": f"-> {outside / 'victim'}",
-        "backups/b.abcd0002.tar.zst": "dir",
-        "outside": "dir",
-        "outside/victim": b"precious",
-    }

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from snapvol.errors import IntegrityError, OperationFailed
-from snapvol.pipeline.tarscan import Member, TarScanner
+from snapvol.pipeline.members import Member
+from snapvol.pipeline.tarscan import TarScanner
 from snapvol.volume import hosttar
 from tests import fidelity_tree
 

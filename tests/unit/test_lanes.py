@@ -10,7 +10,7 @@ import pytest
 
 from snapvol.adapters.engine import ContainerInfo, Mount, VolumeInfo
 from snapvol.errors import OperationFailed, UsageError
-from snapvol.pipeline.tarscan import CAPABILITY, REGULAR, Member
+from snapvol.pipeline.members import CAPABILITY, REGULAR, Member
 from snapvol.volume import target as target_module
 from snapvol.volume.endpoint_lane import EndpointLane
 from snapvol.volume.host_lane import HostLane

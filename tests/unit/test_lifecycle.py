@@ -18,7 +18,7 @@ from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Stor
 from snapvol.errors import IntegrityError, LockedError, NotFoundError, UsageError
 from snapvol.names import archive_filename, new_id
 from snapvol.output import Reporter
-from snapvol.pipeline.tarscan import DIRECTORY, REGULAR, SYMLINK, Member
+from snapvol.pipeline.members import DIRECTORY, REGULAR, SYMLINK, Member
 
 
 class Said(Reporter):
@@ -133,46 +133,6 @@ def test_a_taken_default_name_gets_the_next_free_number(
     for taken in ("db-volume-t", "db-volume-t-2", "db-volume-t-3", "db-volume-t-5"):
         add(store, taken, backups, cid)
     assert lifecycle.unique_name(store, None, "db", "volume") == "db-volume-t-4"
-
-
-# --- archive_name ---------------------------------------------------------------------------------
-
-
-def snap(name: str, sid: str, path: str) -> Snapshot:
-    return Snapshot(id=sid, name=name, kind="volume", container="c", path=path)
-
-
-@pytest.mark.parametrize(
-    ("name", "sid", "path"),
-    [
-        ("a", "ABCDEF01", "/x/a.ABCDEF01.tar.zst"),  # any letters and digits, as older ids
-        ("a.b-c_d", "abcd0001", "/x/a.b-c_d.abcd0001.dump.zst"),  # dots in the name
-        ("-a", "abcd0001", "a-relative/-a.abcd0001.sql.zst"),  # the directory plays no part
-        ("a", "x" * 64, f"/x/a.{'x' * 64}.tar.zst"),
-        ("n" * 128, "abcd0001", f"/x/{'n' * 128}.abcd0001.tar.zst"),
-    ],
-)
-def test_archive_name_of_snapvols_own_naming(name: str, sid: str, path: str) -> None:
-    assert lifecycle.archive_name(snap(name, sid, path)) == Path(path).name
-
-
-@pytest.mark.parametrize(
-    ("name", "sid", "path"),
-    [
-        ("a", "x" * 65, f"/x/a.{'x' * 65}.tar.zst"),  # no id is that long
-        ("a", "abcd-001", "/x/a.abcd-001.tar.zst"),
-        ("a", "", "/x/a..tar.zst"),
-        ("n" * 129, "abcd0001", f"/x/{'n' * 129}.abcd0001.tar.zst"),
-        ("a", "abcd0001", "/x/a.abcd0001.TAR.ZST"),
-        ("a", "abcd0001", "/x/a.abcd0001"),
-        ("a", "abcd0001", "/x/A.abcd0001.tar.zst"),
-    ],
-)
-def test_archive_name_of_anything_else_is_none(name: str, sid: str, path: str) -> None:
-    assert lifecycle.archive_name(snap(name, sid, path)) is None
-
-
-# --- remove -------------------------------------------------------------------------------------
 
 
 def test_remove_deletes_the_archive_its_partial_and_the_record_and_nothing_else(

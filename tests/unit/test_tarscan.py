@@ -1,23 +1,15 @@
-"""The tar reader's member model, its safety checks, and the store's record of members."""
+"""The tar reader: pax times, and headers as ``hosttar`` writes them read back exactly
+(the member record and its checks: test_members.py)."""
 
 from __future__ import annotations
 
 import io
 import tarfile
-from pathlib import Path
 
 import pytest
 
-from snapvol.adapters.store import Snapshot, Store
-from snapvol.pipeline.tarscan import (
-    Member,
-    MemberCheck,
-    TarScanner,
-    format_time_ns,
-    parse_time_ns,
-    same_file,
-    unsafe_reason,
-)
+from snapvol.pipeline.members import Member
+from snapvol.pipeline.tarscan import TarScanner, format_time_ns, parse_time_ns
 from snapvol.volume import hosttar
 
 
@@ -97,56 +89,3 @@ def test_python_tarfile_reads_our_headers() -> None:
         3_000_000,
         "1600000000.999999999",
     )
-
-
-def test_restore_refuses_what_escapes_and_keeps_what_is_data() -> None:
-    assert unsafe_reason(member("pg_tblspc/16384", "symlink", linkname="/var/lib/pg/ts")) is None
-    assert unsafe_reason(member("dangling", "symlink", linkname="no/such/file")) is None
-    assert unsafe_reason(member("null", "chardev", devmajor=1, devminor=3)) is None
-    assert unsafe_reason(member("a/up", "symlink", linkname="../../etc")) is not None
-    assert unsafe_reason(member("../x")) is not None
-    assert unsafe_reason(member("/abs")) is not None
-    assert unsafe_reason(member("h", "hardlink", linkname="../outside")) is not None
-
-
-def test_a_member_below_a_symbolic_link_member_is_refused() -> None:
-    link = member("esc", "symlink", linkname="/etc")
-    check = MemberCheck()
-    assert check(member(".", "dir")) is None and check(link) is None
-    reason = check(member("esc/passwd"))
-    assert reason is not None and "symbolic link" in reason
-    assert check(member("esc-not-below")) is None
-
-
-def test_read_back_compares_times_and_xattrs() -> None:
-    a = member("f", mtime_ns=1_700_000_000_000_000_001, xattrs=(("user.a", b"1"),))
-    assert same_file(a, a)
-    assert not same_file(a, Member(**{**a.__dict__, "mtime_ns": 1_700_000_000_000_000_000}))
-    assert not same_file(a, Member(**{**a.__dict__, "xattrs": ()}))
-    assert same_file(a, Member(**{**a.__dict__, "xattrs": ()}), xattrs=False)
-
-
-def test_the_store_keeps_names_as_bytes_and_every_field(tmp_path: Path) -> None:
-    """SQLite text is UTF-8: a name that is not (lone surrogates) must still come back exact."""
-    members = [
-        member(".", "dir"),
-        member("latin1-\udcf1and\udcfa", "dir", mtime_ns=-1),
-        member(
-            "latin1-\udcf1and\udcfa/caf\udce9\nnewline",
-            size=5,
-            sha256="ab" * 32,
-            mtime_ns=1_600_000_000_999_999_999,
-            xattrs=(("user.\udcff", b"\0\xff"), ("system.posix_acl_access", b"\x02\0\0\0")),
-        ),
-        member("link", "symlink", linkname="caf\udce9"),
-        member("null", "chardev", devmajor=1, devminor=3),
-        member("plain", size=1, sha256="cd" * 32, uid=3_000_000, gid=2**31 + 5),
-        member("year-2400", mtime_ns=13_569_465_600_123_456_789),  # beyond int64 nanoseconds
-    ]
-    store = Store.open(tmp_path / "manifests.db")
-    store.add(Snapshot(id="a1b2c3d4", name="n", kind="volume", container="c"))
-    store.complete("a1b2c3d4", members)
-    store.close()
-    again = Store.open(tmp_path / "manifests.db")
-    assert again.members("a1b2c3d4") == members
-    again.close()

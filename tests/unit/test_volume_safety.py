@@ -15,7 +15,7 @@ from snapvol import lifecycle
 from snapvol.adapters.engine import ContainerState, VolumeInfo
 from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import IntegrityError, OperationFailed
-from snapvol.pipeline.tarscan import DIRECTORY, HARDLINK, REGULAR, SYMLINK, Member
+from snapvol.pipeline.members import DIRECTORY, HARDLINK, REGULAR, SYMLINK, Member
 from snapvol.volume import archiving, guard, hostpath
 
 

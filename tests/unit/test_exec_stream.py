@@ -1,4 +1,4 @@
-"""The engine adapter's pure parts: ExecStream, Docker's multiplexed exec stream, read in large
+"""ExecStream (snapvol.adapters.exec_frames): Docker's multiplexed exec stream, read in large
 chunks."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapvol.adapters.engine import ExecStream
+from snapvol.adapters.exec_frames import ExecStream
 from snapvol.errors import DockerError
 
 
