@@ -241,7 +241,6 @@ class ScriptFilter:
         self.extensions: list[Extension] = []  # the CREATE EXTENSION statements taken out
         self.prologue = True  # no statement but settings, schemas and extensions read so far
         self.owner_statements: list[str] = []
-        self.role_statements: list[str] = []
         self.line = 1  # of the next byte to read
         self._buf = b""
         self._mode = _SQL
@@ -250,6 +249,7 @@ class ScriptFilter:
         self._out: list[bytes] = []
         self._held = bytearray()  # the current statement's text, until it is known harmless
         self._holding = True
+        self._hold_decided = False  # _may_hold was asked (its answer holds for the statement)
         self._stmt = Statement(line=1)
         self._fragment: list[Token] = []  # tokens since the last ';' at any depth
         self._fragment_line = 1
@@ -522,12 +522,15 @@ class ScriptFilter:
             ):
                 raise self._refuse(self.line, f"it calls {name.lower()}")
         self._prev = token
-        if self._holding and len(self._stmt.tokens) >= 3 and not self._may_hold():
-            self._holding = False
-            self._flush_held()
+        if not self._hold_decided and len(self._stmt.tokens) >= 3:
+            self._hold_decided = True
+            if not self._may_hold():
+                self._holding = False
+                self._flush_held()
 
     def _may_hold(self) -> bool:
-        """Whether the statement begun may still be one taken out of the stream."""
+        """Whether the statement begun may still be one taken out of the stream (its first three
+        tokens decide: asked once per statement)."""
         first, second, third = (t.value for t in self._stmt.tokens[:3])
         return (
             first == "ALTER"
@@ -562,12 +565,12 @@ class ScriptFilter:
         held = bytes(self._held)
         self._held.clear()
         self._holding = True
+        self._hold_decided = False
         take_out = False
         if is_role_statement(statement):
             if self.allow_role is None or not self.allow_role(statement, held):
                 raise self._refuse(statement.line, role_message(statement))
-            self.role_statements.append(held.decode("utf-8", "replace").strip())
-            take_out = True
+            take_out = True  # allow_role keeps it (RoleCheck.statements), to run before the load
         elif not statement.truncated and (owner_change(statement) or default_privileges(statement)):
             if self.keep_owners:
                 self.owner_statements.append(held.decode("utf-8", "replace").strip())
