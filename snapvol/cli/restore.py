@@ -330,11 +330,11 @@ def _restore_logical(
     # A dump file needs no store of its own: --file may create one, to record what it does.
     with app.workspace(lock=container, operation=operation, create=file is not None) as ws:
         if snap is not None:
-            target = pgexec.resolve_target(ws.engine, container, database or snap.database, user)
+            target = pgexec.resolve_pg_target(ws.engine, container, database or snap.database, user)
             source = logical_restore.snapshot_source(snap, app.console)
         else:
             assert file is not None
-            target = pgexec.resolve_target(ws.engine, container, database, user)
+            target = pgexec.resolve_pg_target(ws.engine, container, database, user)
             source = logical_restore.file_source(
                 ws.engine, target, file, app.console, allow_roles=allow_roles
             )

@@ -92,7 +92,7 @@ def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
     with app.workspace(
         lock=options["container"], operation="snapshot --logical", create=True
     ) as ws:
-        target = pgexec.resolve_target(
+        target = pgexec.resolve_pg_target(
             ws.engine, options["container"], options["database"], options["user"]
         )
         return logical.snapshot_logical(

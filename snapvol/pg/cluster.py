@@ -337,8 +337,7 @@ def _pid_file_ready(pid_file: Path, since: float) -> bool:
 # pg_isready (on PATH or in a server's bin directory) at its default socket, else at any socket
 # in the usual directories: a server of an image's own may listen in /tmp or on another port.
 _IS_READY = (
-    _find_program("c", "pg_isready")
-    + '; "$c" -q -t 2 && exit 0; '
+    _find_program("c", "pg_isready") + '; "$c" -q -t 2 && exit 0; '
     "for s in /var/run/postgresql/.s.PGSQL.* /run/postgresql/.s.PGSQL.* /tmp/.s.PGSQL.*; do "
     '[ -S "$s" ] && "$c" -q -t 2 -h "${s%/*}" -p "${s##*.}" && exit 0; done; exit 1'
 )
