@@ -11,6 +11,7 @@ from snapvol.cli.context import AppContext, json_option, reader_option, target_o
 from snapvol.cli.format import snapshot_summary
 from snapvol.errors import UsageError
 from snapvol.names import validate_name
+from snapvol.options import SnapshotOptions
 
 
 @click.command("snapshot")
@@ -96,12 +97,8 @@ def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
             ws.engine, options["container"], options["database"], options["user"]
         )
         return logical.snapshot_logical(
-            ws.engine,
-            ws.store,
-            ws.backup_dir,
+            ws,
             target,
-            name=options["name"],
-            fmt=options["fmt"] or "custom",
-            level=options["level"],
-            reporter=ws.reporter,
+            SnapshotOptions(name=options["name"], level=options["level"]),
+            logical.DumpOptions(format=options["fmt"] or "custom"),
         )

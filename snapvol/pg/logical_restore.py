@@ -38,6 +38,7 @@ from snapvol.errors import (
     SnapvolError,
     UsageError,
 )
+from snapvol.options import SnapshotOptions
 from snapvol.output import Reporter
 from snapvol.pg import dbprops, dumpfile, logical, pgexec, sqlscript
 from snapvol.pg.dbprops import DatabaseProps
@@ -46,6 +47,7 @@ from snapvol.pg.logical import KIND
 from snapvol.pg.pgexec import PgTarget
 from snapvol.pg.quoting import ident, literal
 from snapvol.pipeline import archive
+from snapvol.workspace import Workspace
 
 _MAX_IDENT = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 
@@ -635,12 +637,9 @@ def _safety_snapshot(
     name = lifecycle.unique_name(store, None, target.container.name, "safety")
     try:
         safety = logical.snapshot_logical(
-            engine,
-            store,
-            backup_dir,
+            Workspace(engine, store, backup_dir, reporter),
             target,
-            name=name,
-            reporter=reporter,
+            SnapshotOptions(name=name),
             held=held,
             meta={"safety_for": plan.safety_for},
         )
