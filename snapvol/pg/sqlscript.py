@@ -629,8 +629,8 @@ def role_message(statement: Statement) -> str:
     words = statement.words(3)
     name = words[2].lower() if len(words) > 2 else ""
     return (
-        f"{words[0]} {words[1]} {name} changes the server's roles (restore --allow-roles lets "
-        "a dump create the roles it needs)"
+        f"{words[0]} {words[1]} {name} changes the server's roles (a restore lets a dump create "
+        "the roles it needs only when allowed to)"
     )
 
 
@@ -812,7 +812,7 @@ def check_fragment(
     """Refuse a statement, or a part of one between semicolons, that reaches beyond the database.
 
     ``whole``: the fragment is a whole statement as psql sends it (role statements are then
-    left to the filter, which knows about --allow-roles).
+    left to the filter, which knows whether roles are allowed).
     """
     tokens = fragment.tokens
     if not tokens:
@@ -886,7 +886,7 @@ def _check_setting(
         raise refuse(line, f"client encoding {value} is not allowed")
 
 
-# What a role a dump creates may be given with --allow-roles: nothing that reaches beyond the
+# What a role a dump creates may be given when roles are allowed: nothing that reaches beyond the
 # roles' own databases' contents (no superuser, no role or database creation, no replication, no
 # row-security bypass, no membership in other roles).
 _ROLE_OPTIONS = frozenset(
@@ -911,9 +911,10 @@ def role_name(token: Token) -> str:
 
 
 class RoleCheck:
-    """--allow-roles: ``CREATE ROLE|USER name [WITH] options`` with harmless options, and
-    ``ALTER ROLE|USER`` of a role created earlier in the same script with the same options.
-    Never ``ALTER`` of a role the script did not create (a superuser's password, say)."""
+    """Roles a dump may create (a restore's ``allow_roles``): ``CREATE ROLE|USER name [WITH]
+    options`` with harmless options, and ``ALTER ROLE|USER`` of a role created earlier in the
+    same script with the same options. Never ``ALTER`` of a role the script did not create (a
+    superuser's password, say)."""
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, str]] = []  # (role, statement), in order
