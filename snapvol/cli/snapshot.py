@@ -90,15 +90,12 @@ def _logical(app: AppContext, options: dict[str, Any]) -> Snapshot:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
     from snapvol.pg import logical, pgexec
 
+    snapshot = SnapshotOptions(name=options["name"], level=options["level"])
+    dump = logical.DumpOptions(format=options["fmt"] or "custom")
     with app.workspace(
         lock=options["container"], operation="snapshot --logical", create=True
     ) as ws:
         target = pgexec.resolve_pg_target(
             ws.engine, options["container"], options["database"], options["user"]
         )
-        return logical.snapshot_logical(
-            ws,
-            target,
-            SnapshotOptions(name=options["name"], level=options["level"]),
-            logical.DumpOptions(format=options["fmt"] or "custom"),
-        )
+        return logical.snapshot_logical(ws, target, snapshot, dump)
