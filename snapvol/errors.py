@@ -6,15 +6,20 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class SnapvolError(Exception):
     """Base of all anticipated failures. ``exit_code`` is what the process exits with."""
 
     exit_code = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_with: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Settings that would get past this failure, by the core's names (``reader="endpoint"``;
+        # "" when the value is the user's to pick): the CLI says which of its flags set them.
+        self.retry_with: dict[str, str] = dict(retry_with or {})
 
     def __str__(self) -> str:
         return self.message

@@ -15,6 +15,25 @@ from snapvol.cli import delete, ls, restore, snapshot, verify
 from snapvol.cli.context import AppContext, global_options
 from snapvol.errors import SnapvolError
 
+# The flags that set what the core names in an error's ``retry_with``, and what stands for a
+# value that is the user's to pick.
+_RETRY_FLAGS = {
+    "reader": "--reader",
+    "helper_image": "--helper-image",
+    "volume_name": "--volume-name",
+}
+_PLACEHOLDERS = {"helper_image": "IMAGE", "volume_name": "NAME"}
+
+
+def error_line(err: SnapvolError) -> str:
+    """The error as the command line says it: what would get past it, as the flags that set it."""
+    flags = [
+        f"{_RETRY_FLAGS[key]} {value or _PLACEHOLDERS.get(key, 'VALUE')}"
+        for key, value in err.retry_with.items()
+        if key in _RETRY_FLAGS
+    ]
+    return f"{err.message} (retry with {' or '.join(flags)})" if flags else err.message
+
 
 class SnapvolGroup(click.Group):
     """The one place an anticipated failure becomes ``Error: ...`` on stderr and an exit code."""
@@ -25,7 +44,7 @@ class SnapvolGroup(click.Group):
         except SnapvolError as err:
             if ctx.obj is not None and ctx.obj.debug:
                 raise
-            click.echo(f"Error: {err.message}", err=True)
+            click.echo(f"Error: {error_line(err)}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)

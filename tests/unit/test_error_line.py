@@ -1,0 +1,24 @@
+"""How the command line says an error whose way out the core names in its own terms
+(``SnapvolError.retry_with``): the core never names a flag, the CLI adds it."""
+
+from __future__ import annotations
+
+from snapvol.cli import error_line
+from snapvol.errors import OperationFailed, UsageError
+
+
+def test_an_error_without_a_way_out_is_its_message() -> None:
+    assert error_line(UsageError("bad name")) == "bad name"
+
+
+def test_the_settings_the_core_names_become_the_flags_that_set_them() -> None:
+    err = OperationFailed("cannot read it here", retry_with={"reader": "endpoint"})
+    assert error_line(err) == "cannot read it here (retry with --reader endpoint)"
+    err = OperationFailed("no count", retry_with={"reader": "host", "helper_image": ""})
+    assert error_line(err) == "no count (retry with --reader host or --helper-image IMAGE)"
+    err = UsageError("several volumes", retry_with={"volume_name": ""})
+    assert error_line(err) == "several volumes (retry with --volume-name NAME)"
+
+
+def test_a_setting_the_command_line_has_no_flag_for_is_left_out() -> None:
+    assert error_line(UsageError("x", retry_with={"unknown": "y"})) == "x"
