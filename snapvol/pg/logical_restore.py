@@ -398,7 +398,8 @@ def plan_restore(
         raise UsageError(
             f"a logical restore needs a superuser to restore as: role {target.user} is not one "
             "(snapvol loads the dump as a temporary role of its own and then gives the objects "
-            "their owners); nothing was changed"
+            "their owners); nothing was changed",
+            retry_with={"user": ""},
         )
     plan = LogicalRestorePlan(
         source=source,
@@ -612,7 +613,9 @@ def restore_logical(ws: Workspace, plan: LogicalRestorePlan) -> LogicalRestoreRe
             _drop(engine, plan, plan.scratch)
         note = f"database {target.database} was not changed (the new copy was dropped)"
         if isinstance(err, SnapvolError):
-            raise type(err)(f"restore failed: {err.message}; {note}") from err
+            raise type(err)(
+                f"restore failed: {err.message}; {note}", retry_with=err.retry_with
+            ) from err
         if isinstance(err, Exception):
             raise OperationFailed(f"restore failed: {type(err).__name__}: {err}; {note}") from err
         raise
@@ -657,7 +660,9 @@ def _safety_snapshot(ws: Workspace, plan: LogicalRestorePlan) -> tuple[logical.H
     try:
         held = logical.hold_still(engine, target, plan.app, reporter)
     except SnapvolError as err:
-        raise type(err)(f"no safety snapshot: {err.message}{_WITHOUT}") from err
+        raise type(err)(
+            f"no safety snapshot: {err.message}{_WITHOUT}", retry_with=err.retry_with
+        ) from err
     name = lifecycle.unique_name(ws.store, None, target.container.name, "safety")
     try:
         safety = logical.snapshot_logical(
@@ -670,7 +675,9 @@ def _safety_snapshot(ws: Workspace, plan: LogicalRestorePlan) -> tuple[logical.H
     except BaseException as err:
         held.release()
         if isinstance(err, SnapvolError):
-            raise type(err)(f"the safety snapshot failed: {err.message}{_WITHOUT}") from err
+            raise type(err)(
+                f"the safety snapshot failed: {err.message}{_WITHOUT}", retry_with=err.retry_with
+            ) from err
         raise
     reporter.step(f"safety snapshot {safety.id} ({safety.name}) taken")
     return held, safety

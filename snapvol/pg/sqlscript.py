@@ -568,7 +568,9 @@ class ScriptFilter:
         self._hold_decided = False
         take_out = False
         if is_role_statement(statement):
-            if self.allow_role is None or not self.allow_role(statement, held):
+            if self.allow_role is None:  # allowing roles would let a harmless one through
+                raise self._refuse(statement.line, role_message(statement), allow_roles=True)
+            if not self.allow_role(statement, held):
                 raise self._refuse(statement.line, role_message(statement))
             take_out = True  # allow_role keeps it (RoleCheck.statements), to run before the load
         elif not statement.truncated and (owner_change(statement) or default_privileges(statement)):
@@ -607,9 +609,11 @@ class ScriptFilter:
             )
         self.extensions.append(extension)
 
-    def _refuse(self, line: int, why: str) -> RefusedScript:
+    def _refuse(self, line: int, why: str, *, allow_roles: bool = False) -> RefusedScript:
+        """``allow_roles``: a restore that lets the dump create its roles may get past it."""
         return RefusedScript(
-            f"{self.what}, line {line}: {why}; a restore may change only its own database"
+            f"{self.what}, line {line}: {why}; a restore may change only its own database",
+            retry_with={"allow_roles": "true"} if allow_roles else None,
         )
 
 
@@ -628,10 +632,7 @@ def is_role_statement(statement: Statement) -> bool:
 def role_message(statement: Statement) -> str:
     words = statement.words(3)
     name = words[2].lower() if len(words) > 2 else ""
-    return (
-        f"{words[0]} {words[1]} {name} changes the server's roles (a restore lets a dump create "
-        "the roles it needs only when allowed to)"
-    )
+    return f"{words[0]} {words[1]} {name} changes the server's roles"
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,12 @@ def test_allow_roles_lets_a_dump_create_harmless_roles_only() -> None:
     out, _ = run(inject(text), allow_role=roles)
     assert roles.names == ["app", "Lector"]
     assert b"CREATE ROLE" not in out and len(roles.statements) == 3
+    with pytest.raises(RefusedScript) as refusal:
+        run(inject(text))
+    assert refusal.value.retry_with == {"allow_roles": "true"}  # allowing roles gets past it
+    with pytest.raises(RefusedScript) as refusal:
+        run(inject("CREATE ROLE evil SUPERUSER;\n"), allow_role=RoleCheck())
+    assert refusal.value.retry_with == {}  # allowed or not, never a superuser
     for bad in (
         "CREATE ROLE evil SUPERUSER;\n",
         "CREATE ROLE evil CREATEROLE;\n",
