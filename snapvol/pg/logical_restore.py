@@ -39,7 +39,6 @@ from snapvol.errors import (
     UsageError,
 )
 from snapvol.options import SnapshotOptions
-from snapvol.output import Reporter
 from snapvol.pg import dbprops, dumpfile, logical, pgexec, sqlscript
 from snapvol.pg.dbprops import DatabaseProps
 from snapvol.pg.dumpfile import CUSTOM
@@ -142,26 +141,22 @@ def file_source(
         extensions=dump.extensions,
     )
     if source.format == CUSTOM:
-        check_custom(ws.engine, target, source, reporter)
+        check_custom(ws, target, source)
     return source
 
 
 def _run_with_dump(
-    engine: Engine,
-    target: PgTarget,
-    argv: list[str],
-    source: DumpSource,
-    reporter: Reporter,
-    label: str,
+    ws: Workspace, target: PgTarget, argv: list[str], source: DumpSource, label: str
 ) -> tuple[int, str]:
     """Run ``argv`` with the whole dump on its stdin; returns its exit code and stderr
     (``_finish_fed`` raises for a corrupt source or a short read)."""
+    engine = ws.engine
     chunks, script, expected = source.feed_plan(pgexec.has_zstd(engine, target), argv[0])
     with (
         engine.exec_stream(
             target.container.id, pgexec.shell(argv, script), stdin=True, **target.exec_options()
         ) as st,
-        reporter.transfer(label, expected) as advance,
+        ws.reporter.transfer(label, expected) as advance,
     ):
         st.feed(chunks, advance)
         return _finish_fed(st, argv[0], source.path.name, expected)
@@ -189,9 +184,9 @@ def _finish_fed(
     return code, st.stderr
 
 
-def check_custom(engine: Engine, target: PgTarget, source: DumpSource, reporter: Reporter) -> None:
+def check_custom(ws: Workspace, target: PgTarget, source: DumpSource) -> None:
     """pg_restore must read the file's table of contents and then every byte of its data."""
-    name = source.path.name
+    engine, name = ws.engine, source.path.name
     with engine.exec_stream(
         target.container.id,
         pgexec.shell(["pg_restore", "--list"]),
@@ -211,9 +206,9 @@ def check_custom(engine: Engine, target: PgTarget, source: DumpSource, reporter:
             f"{name} is not readable by pg_restore --list: {pgexec.pg_message(stream.stderr)}"
         )
     source.header, source.listed = parse_listing(b"".join(listing).decode("utf-8", "replace"))
-    reporter.step(f"reading all of {name} with pg_restore")
+    ws.reporter.step(f"reading all of {name} with pg_restore")
     code, stderr = _run_with_dump(
-        engine, target, ["pg_restore", "--file=/dev/null"], source, reporter, "checking"
+        ws, target, ["pg_restore", "--file=/dev/null"], source, "checking"
     )
     if code != 0:
         raise IntegrityError(
@@ -734,8 +729,8 @@ def _load(ws: Workspace, plan: LogicalRestorePlan) -> None:
             ],
         )
         login = _login_options(engine, plan, role)
-        _create_extensions(engine, plan, role, reporter)
-        created = _create_roles(engine, plan, reporter)
+        _create_extensions(ws, plan, role)
+        created = _create_roles(ws, plan)
         script = sqlscript.ScriptFilter(
             plan.source.path.name,
             keep_owners=not plan.no_owner,
@@ -745,9 +740,9 @@ def _load(ws: Workspace, plan: LogicalRestorePlan) -> None:
         )
         restrict = secrets.token_hex(16) if pgexec.psql_restricts(engine, plan.target) else None
         if plan.source.format == CUSTOM:
-            _load_custom(engine, plan, login, script, restrict, reporter)
+            _load_custom(ws, plan, login, script, restrict)
         else:
-            _load_plain(engine, plan, login, script, restrict, reporter)
+            _load_plain(ws, plan, login, script, restrict)
         _check_database_untouched(engine, plan)
         if script.owner_statements:
             reporter.step(f"giving {len(script.owner_statements)} objects their owners")
@@ -819,17 +814,15 @@ def _login_options(engine: Engine, plan: LogicalRestorePlan, role: LoadRole) -> 
     )
 
 
-def _create_extensions(
-    engine: Engine, plan: LogicalRestorePlan, role: LoadRole, reporter: Reporter
-) -> None:
+def _create_extensions(ws: Workspace, plan: LogicalRestorePlan, role: LoadRole) -> None:
     """The dump's extensions, created as the superuser in the new database before the load:
     nothing of the dump exists there yet that an extension's script could be fooled by. A
     schema one goes into is made here (empty) and given to the load role."""
     if not plan.extensions:
         return
-    reporter.step(f"creating extension(s) {', '.join(e.name for e in plan.extensions)}")
+    ws.reporter.step(f"creating extension(s) {', '.join(e.name for e in plan.extensions)}")
     _as_superuser(
-        engine,
+        ws.engine,
         plan,
         plan.scratch,
         [
@@ -848,14 +841,14 @@ def roles_allowed(plan: LogicalRestorePlan) -> sqlscript.RoleCheck | None:
     return sqlscript.RoleCheck() if plan.allow_roles else None
 
 
-def _create_roles(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> list[str]:
+def _create_roles(ws: Workspace, plan: LogicalRestorePlan) -> list[str]:
     """``allow_roles``: the roles the dump creates, made before the load, as the superuser;
     a role that already exists is left exactly as it is (its ALTER ROLE statements skipped)."""
     if not plan.new_roles:
         return []
-    reporter.step(f"creating role(s) {', '.join(plan.new_roles)}")
+    ws.reporter.step(f"creating role(s) {', '.join(plan.new_roles)}")
     statements = [sql for name, sql in plan.source.roles if name in plan.new_roles]
-    _as_superuser(engine, plan, plan.target.maintenance_db, statements)
+    _as_superuser(ws.engine, plan, plan.target.maintenance_db, statements)
     return list(plan.new_roles)
 
 
@@ -923,27 +916,26 @@ def _run_psql(
 
 
 def _load_plain(
-    engine: Engine,
+    ws: Workspace,
     plan: LogicalRestorePlan,
     login: dict[str, Any],
     script: sqlscript.ScriptFilter,
     restrict: str | None,
-    reporter: Reporter,
 ) -> None:
-    with reporter.transfer("restoring", plan.source.raw_bytes) as advance:
-        _run_psql(engine, plan, login, _filtered(plan.source.chunks(advance), script, restrict))
+    with ws.reporter.transfer("restoring", plan.source.raw_bytes) as advance:
+        _run_psql(ws.engine, plan, login, _filtered(plan.source.chunks(advance), script, restrict))
 
 
 def _load_custom(
-    engine: Engine,
+    ws: Workspace,
     plan: LogicalRestorePlan,
     login: dict[str, Any],
     script: sqlscript.ScriptFilter,
     restrict: str | None,
-    reporter: Reporter,
 ) -> None:
     """``pg_restore -f -`` turns the archive into the script its entries make, in the
     container; that script goes through the same filter as a plain dump's, into psql."""
+    engine, reporter = ws.engine, ws.reporter
     with (
         _pg_restore_script(engine, plan) as (src, chunks, expected),
         reporter.transfer("restoring", expected) as advance,
