@@ -17,22 +17,28 @@ from snapvol.cli.options import global_options
 from snapvol.errors import SnapvolError
 
 # The flags that set what the core names in an error's ``retry_with``, and what stands for a
-# value that is the user's to pick.
+# value that is the user's to pick; switches are flags without a value (a setting turned on).
 _RETRY_FLAGS = {
     "reader": "--reader",
     "helper_image": "--helper-image",
     "volume_name": "--volume-name",
+    "user": "--user",
 }
-_PLACEHOLDERS = {"helper_image": "IMAGE", "volume_name": "NAME"}
+_PLACEHOLDERS = {"helper_image": "IMAGE", "volume_name": "NAME", "user": "ROLE"}
+_RETRY_SWITCHES = {("allow_roles", "true"): "--allow-roles"}
+
+
+def _retry_flag(key: str, value: str) -> str | None:
+    if (key, value) in _RETRY_SWITCHES:
+        return _RETRY_SWITCHES[key, value]
+    if key in _RETRY_FLAGS:
+        return f"{_RETRY_FLAGS[key]} {value or _PLACEHOLDERS.get(key, 'VALUE')}"
+    return None
 
 
 def error_line(err: SnapvolError) -> str:
     """The error as the command line says it: what would get past it, as the flags that set it."""
-    flags = [
-        f"{_RETRY_FLAGS[key]} {value or _PLACEHOLDERS.get(key, 'VALUE')}"
-        for key, value in err.retry_with.items()
-        if key in _RETRY_FLAGS
-    ]
+    flags = [flag for key, value in err.retry_with.items() if (flag := _retry_flag(key, value))]
     return f"{err.message} (retry with {' or '.join(flags)})" if flags else err.message
 
 

@@ -185,32 +185,23 @@ def _restore_logical(
     from snapvol.pg import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
+    options = logical_restore.RestoreOptions(
+        no_owner=no_owner, safety=safety, allow_roles=allow_roles
+    )
     with app.locked(ws, container, operation=operation) as ws:
         if snap is not None:
-            target = pgexec.resolve_target(ws.engine, container, database or snap.database, user)
-            source = logical_restore.snapshot_source(snap, app.console)
+            target = pgexec.resolve_pg_target(ws.engine, container, database or snap.database, user)
+            source = logical_restore.snapshot_source(ws, snap)
         else:
             assert file is not None
-            target = pgexec.resolve_target(ws.engine, container, database, user)
-            source = logical_restore.file_source(
-                ws.engine, target, file, app.console, allow_roles=allow_roles
-            )
-        plan = logical_restore.plan_restore(
-            ws.engine,
-            target,
-            source,
-            app.console,
-            no_owner=no_owner,
-            safety=safety,
-            allow_roles=allow_roles,
-        )
+            target = pgexec.resolve_pg_target(ws.engine, container, database, user)
+            source = logical_restore.file_source(ws, target, file, options)
+        plan = logical_restore.plan_restore(ws, target, source, options)
         app.console.err.print(logical_plan_table(plan))
         confirm_by_typing(
             target.container.name, assume_yes=assume_yes, what=f"replace {target.database}"
         )
-        result = logical_restore.restore_logical(
-            ws.engine, ws.store, ws.backup_dir, plan, reporter=ws.reporter
-        )
+        result = logical_restore.restore_logical(ws, plan)
     what = f"{snap.id} ({snap.name})" if snap is not None else str(file)
     return _Restored(
         logical_restored_line(what, plan, result),

@@ -110,15 +110,7 @@ def _logical(
 ) -> Snapshot:
     from snapvol.pg import logical, pgexec
 
+    dump = logical.DumpOptions(format=fmt or "custom")
     with app.workspace(lock=container, operation="snapshot --logical", create=True) as ws:
-        target = pgexec.resolve_target(ws.engine, container, database, user)
-        return logical.snapshot_logical(
-            ws.engine,
-            ws.store,
-            ws.backup_dir,
-            target,
-            name=options.name,
-            fmt=fmt,
-            level=options.level,
-            reporter=ws.reporter,
-        )
+        target = pgexec.resolve_pg_target(ws.engine, container, database, user)
+        return logical.snapshot_logical(ws, target, options, dump)

@@ -35,6 +35,21 @@ BIN_DIRS = (
 PROBE_MOUNT = "/snapvol/pgvolume"
 
 
+def _packaged(program: str) -> str:
+    """``program`` in each of ``BIN_DIRS``, as shell words (the globs expand in the container)."""
+    return " ".join(f"{d}/{program}" for d in BIN_DIRS)
+
+
+def _find_program(var: str, program: str, first: str = "") -> str:
+    """Shell that sets ``$var`` to ``program`` when it is on PATH, else to the first executable
+    one of ``first`` (shell words tried before them) and ``BIN_DIRS`` (else the bare name)."""
+    return (
+        f"{var}={program}; command -v {program} >/dev/null 2>&1 || "
+        f"for p in {first}{_packaged(program)}; "
+        f'do if [ -x "$p" ]; then {var}=$p; break; fi; done'
+    )
+
+
 def starts_postgres(info: ContainerInfo) -> bool:
     """Whether the container's own entrypoint or command is the server program (the official
     image's way); a wrapper script of its own is found by ``detect`` instead."""
@@ -253,8 +268,7 @@ def major_of(version: str) -> str | None:
 
 
 _BINARIES_SCRIPT = (
-    'for p in "$(command -v postgres 2>/dev/null)" '
-    + " ".join(f"{d}/postgres" for d in BIN_DIRS)
+    f'for p in "$(command -v postgres 2>/dev/null)" {_packaged("postgres")}'
     + '; do [ -n "$p" ] && [ -x "$p" ] && "$p" --version 2>/dev/null; done; exit 0'
 )
 
@@ -323,9 +337,7 @@ def _pid_file_ready(pid_file: Path, since: float) -> bool:
 # pg_isready (on PATH or in a server's bin directory) at its default socket, else at any socket
 # in the usual directories: a server of an image's own may listen in /tmp or on another port.
 _IS_READY = (
-    "c=pg_isready; command -v pg_isready >/dev/null 2>&1 || for p in "
-    + " ".join(f"{d}/pg_isready" for d in BIN_DIRS)
-    + '; do if [ -x "$p" ]; then c=$p; break; fi; done; "$c" -q -t 2 && exit 0; '
+    _find_program("c", "pg_isready") + '; "$c" -q -t 2 && exit 0; '
     "for s in /var/run/postgresql/.s.PGSQL.* /run/postgresql/.s.PGSQL.* /tmp/.s.PGSQL.*; do "
     '[ -S "$s" ] && "$c" -q -t 2 -h "${s%/*}" -p "${s##*.}" && exit 0; done; exit 1'
 )
@@ -394,11 +406,8 @@ def parse_controldata(text: str) -> dict[str, str]:
 
 # pg_controldata on PATH, else in a server's own bin directory (Debian keeps it only there), the
 # cluster's own version ($v) first.
-_FIND_CONTROLDATA = (
-    "pgc=pg_controldata; command -v pg_controldata >/dev/null 2>&1 || "
-    'for c in "/usr/lib/postgresql/$v/bin/pg_controldata" '
-    + " ".join(f"{d}/pg_controldata" for d in BIN_DIRS)
-    + '; do if [ -x "$c" ]; then pgc=$c; break; fi; done'
+_FIND_CONTROLDATA = _find_program(
+    "pgc", "pg_controldata", first='"/usr/lib/postgresql/$v/bin/pg_controldata" '
 )
 
 

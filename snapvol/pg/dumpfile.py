@@ -175,13 +175,9 @@ class DumpFile:
     size_bytes: int
     raw_bytes: int | None = None  # known once the whole file was read
     tables: dict[str, int] | None = None  # plain: rows per table, from its COPY blocks
-    notes: list[str] = field(default_factory=list)
-    roles: list[tuple[str, str]] = field(default_factory=list)  # --allow-roles: (role, SQL)
-
-    @property
-    def description(self) -> str:
-        kind = "custom-format dump" if self.format == CUSTOM else "plain SQL dump"
-        return f"{kind}, zstd-compressed" if self.compressed else kind
+    roles: list[tuple[str, str]] = field(default_factory=list)  # roles allowed: (role, SQL)
+    # plain: the extensions its script creates (None: not read here, as a custom file's body)
+    extensions: list[sqlscript.Extension] | None = None
 
     def chunks(self, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
         """The uncompressed dump, chunk by chunk (IntegrityError on a corrupt zstd stream)."""
@@ -256,6 +252,7 @@ def inspect_file(
             raise refused
         script.close()
         dump.roles = roles.statements if roles is not None else []
+        dump.extensions = script.extensions
         dump.raw_bytes = raw
         dump.tables = scanner.tables
     return dump

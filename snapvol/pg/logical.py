@@ -26,16 +26,17 @@ from pathlib import Path
 from snapvol import lifecycle
 from snapvol.adapters.engine import Engine
 from snapvol.adapters.exec_frames import ExecStream
-from snapvol.adapters.store import Snapshot, Store
+from snapvol.adapters.store import Snapshot
 from snapvol.background import Background
 from snapvol.errors import IntegrityError, SnapvolError, UsageError
-from snapvol.names import validate_name
+from snapvol.options import SnapshotOptions
 from snapvol.output import Reporter
 from snapvol.pg import pgexec
 from snapvol.pg.dumpfile import CUSTOM, FORMATS, PLAIN
 from snapvol.pg.pgexec import PgTarget, PsqlSession
 from snapvol.pg.quoting import literal
 from snapvol.pipeline import archive
+from snapvol.workspace import Workspace
 
 KIND = "logical"
 SUFFIXES = {CUSTOM: ".dump.zst", PLAIN: ".sql.zst"}
@@ -96,16 +97,26 @@ def hold_still(engine: Engine, target: PgTarget, app: str, reporter: Reporter) -
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class DumpOptions:
+    """pg_dump's own choices for a logical snapshot, checked once, where they are built."""
+
+    # custom (pg_restore-able, parallel and selective) or plain (an SQL script).
+    format: str = CUSTOM
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise UsageError(
+                f"the dump format must be one of {', '.join(FORMATS)}, not {self.format!r}"
+            )
+
+
 def snapshot_logical(
-    engine: Engine,
-    store: Store,
-    backup_dir: Path,
+    ws: Workspace,
     target: PgTarget,
+    options: SnapshotOptions,
+    dump: DumpOptions = DumpOptions(),
     *,
-    name: str | None = None,
-    fmt: str = CUSTOM,
-    level: int = 3,
-    reporter: Reporter,
     held: Held | None = None,
     meta: dict[str, object] | None = None,
 ) -> Snapshot:
@@ -114,28 +125,31 @@ def snapshot_logical(
     With ``held`` (from ``hold_still``) the dump runs in that session's transaction, which the
     caller ends; ``meta`` is recorded with the snapshot (a safety snapshot's ``safety_for``).
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
-    if not 1 <= level <= 19:
-        raise UsageError("--level must be between 1 and 19")
-    if name is not None:
-        validate_name(name)
+    engine, fmt, level = ws.engine, dump.format, options.level
     started = time.monotonic()
     app = held.app if held else f"{pgexec.APP_NAME}-{secrets.token_hex(4)}"
-    dump_app = f"{app}-dump" if held else app  # so a failure ends pg_dump, not the held session
     in_container = pgexec.has_zstd(engine, target)
     session = held.session if held else PsqlSession(engine, target, target.database, app)
     try:
         version = session.query("SHOW server_version")[0][0]
         if held is None:
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        exported = session.query("SELECT pg_export_snapshot()")[0][0]
+        run = PgDumpRun(
+            target,
+            exported=session.query("SELECT pg_export_snapshot()")[0][0],
+            # so that a failure ends pg_dump, not the held session
+            app=f"{app}-dump" if held else app,
+            format=fmt,
+            level=level,
+            in_container=in_container,
+            lock_wait=held is not None,
+        )
         with lifecycle.recorded(
-            store,
-            backup_dir,
+            ws.store,
+            ws.backup_dir,
             target.container,
             kind=KIND,
-            name=name,
+            name=options.name,
             volume=None,
             suffix=SUFFIXES[fmt],
             meta={"user": target.user, "level": level, **(meta or {})},
@@ -143,22 +157,11 @@ def snapshot_logical(
             format=fmt,
         ) as snap:
             try:
-                reporter.step(
+                ws.reporter.step(
                     f"dumping database {target.database} of {target.container.name} ({fmt})"
                 )
                 counting = Background(lambda: pgexec.parse_counts(session.query(pgexec.COUNT_SQL)))
-                result = _dump(
-                    engine,
-                    target,
-                    exported,
-                    fmt,
-                    level,
-                    Path(snap.path),
-                    in_container,
-                    dump_app,
-                    reporter,
-                    lock_wait=held is not None,
-                )
+                result = _dump(engine, run, Path(snap.path), ws.reporter)
                 tables = counting.result()
                 meta_done = snap.meta
                 meta_done.update(
@@ -166,10 +169,10 @@ def snapshot_logical(
                         "server_version": version,
                         "tables": tables,
                         "rows": sum(tables.values()),
-                        "compressed_in": "container" if in_container else "host",
+                        "compressed_in": "container" if run.in_container else "host",
                     }
                 )
-                return store.complete(
+                return ws.store.complete(
                     snap.id,
                     sha256=result.sha256,
                     size_bytes=result.size_bytes,
@@ -180,42 +183,49 @@ def snapshot_logical(
                     meta=meta_done,
                 )
             except BaseException:
-                pgexec.terminate_sessions(engine, target, dump_app)
+                pgexec.terminate_sessions(engine, target, run.app)
                 raise
     finally:
         if held is None:
             session.close()
 
 
-def _dump(
-    engine: Engine,
-    target: PgTarget,
-    exported: str,
-    fmt: str,
-    level: int,
-    dest: Path,
-    in_container: bool,
-    app: str,
-    reporter: Reporter,
-    *,
-    lock_wait: bool = False,
-) -> archive.ArchiveResult:
-    argv = ["pg_dump", "-U", target.user, "-d", target.database, f"--snapshot={exported}"]
-    if lock_wait:  # a writer queued behind our held locks must not keep pg_dump waiting forever
-        argv.append(f"--lock-wait-timeout={LOCK_TIMEOUT_S * 1000}")
-    # Custom format would deflate its data itself: leave compression to zstd, much faster.
-    argv += ["--format=custom", "--compress=0"] if fmt == CUSTOM else ["--format=plain"]
-    script = pgexec.compressing(level) if in_container else 'exec "$@"'
+@dataclass(frozen=True)
+class PgDumpRun:
+    """One pg_dump in the container: what it dumps, as of which exported snapshot, and how."""
+
+    target: PgTarget
+    exported: str  # the snapshot pg_export_snapshot() gave the counting session
+    app: str  # pg_dump's application_name (what a failure disconnects)
+    format: str
+    level: int
+    in_container: bool  # zstd runs next to pg_dump; else the host compresses the raw dump
+    lock_wait: bool  # a held session's locks: a queued writer must not keep pg_dump waiting
+
+    def argv(self) -> list[str]:
+        target = self.target
+        argv = ["pg_dump", "-U", target.user, "-d", target.database, f"--snapshot={self.exported}"]
+        if self.lock_wait:
+            argv.append(f"--lock-wait-timeout={LOCK_TIMEOUT_S * 1000}")
+        # Custom format would deflate its data itself: leave compression to zstd, much faster.
+        if self.format == CUSTOM:
+            return [*argv, "--format=custom", "--compress=0"]
+        return [*argv, "--format=plain"]
+
+
+def _dump(engine: Engine, run: PgDumpRun, dest: Path, reporter: Reporter) -> archive.ArchiveResult:
+    script = pgexec.compressing(run.level) if run.in_container else 'exec "$@"'
+    target = run.target
     stream = engine.exec_stream(
-        target.container.id, pgexec.shell(argv, script), **target.exec_options(app)
+        target.container.id, pgexec.shell(run.argv(), script), **target.exec_options(run.app)
     )
     with stream, reporter.transfer("dumping", None) as advance:
-        if not in_container:
-            chunks = pgexec.checked_output(stream, "pg_dump")
-            return archive.write_compressed(chunks, dest, level=level, progress=advance)
+        chunks = pgexec.checked_output(stream, "pg_dump")
+        if not run.in_container:
+            return archive.write_compressed(chunks, dest, level=run.level, progress=advance)
         sizes: list[int] = []
         return archive.write_precompressed(
-            _counted(pgexec.checked_output(stream, "pg_dump"), stream, sizes),
+            _checked_zstd_count(chunks, stream, sizes),
             dest,
             raw_size=lambda: sizes[0],
             progress=advance,
@@ -225,7 +235,9 @@ def _dump(
 _ZSTD_REPORT = re.compile(r"\( *(\d+) (?:B )?=> *(\d+) (?:B|bytes)")
 
 
-def _counted(chunks: Iterator[bytes], stream: ExecStream, sizes: list[int]) -> Iterator[bytes]:
+def _checked_zstd_count(
+    chunks: Iterator[bytes], stream: ExecStream, sizes: list[int]
+) -> Iterator[bytes]:
     """The compressed stream; at its end, zstd's own count must match the bytes that arrived."""
     got = 0
     for chunk in chunks:

@@ -31,7 +31,7 @@ from typing import Any
 from snapvol import lifecycle
 from snapvol.adapters.engine import Engine
 from snapvol.adapters.exec_frames import ExecStream
-from snapvol.adapters.store import Snapshot, Store
+from snapvol.adapters.store import Snapshot
 from snapvol.errors import (
     IncompatibleError,
     IntegrityError,
@@ -39,7 +39,7 @@ from snapvol.errors import (
     SnapvolError,
     UsageError,
 )
-from snapvol.output import Reporter
+from snapvol.options import SnapshotOptions
 from snapvol.pg import dbprops, dumpfile, logical, pgexec, sqlscript
 from snapvol.pg.dbprops import DatabaseProps
 from snapvol.pg.dumpfile import CUSTOM
@@ -47,6 +47,7 @@ from snapvol.pg.logical import KIND
 from snapvol.pg.pgexec import PgTarget
 from snapvol.pg.quoting import ident, literal
 from snapvol.pipeline import archive
+from snapvol.workspace import Workspace
 
 _MAX_IDENT = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 
@@ -64,7 +65,9 @@ class DumpSource:
     tables: dict[str, int] | None = None  # rows per table the restored copy must hold
     listed: list[str] | None = None  # tables a custom file holds data for (pg_restore --list)
     header: dict[str, str] = field(default_factory=dict)  # a custom file's archive header
-    roles: list[tuple[str, str]] = field(default_factory=list)  # --allow-roles: (role, SQL)
+    roles: list[tuple[str, str]] = field(default_factory=list)  # roles allowed: (role, SQL)
+    # A plain file's extensions, found when it was checked (None: read from the script's start).
+    extensions: list[sqlscript.Extension] | None = None
 
     def chunks(self, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
         """The uncompressed dump, chunk by chunk (IntegrityError on corrupt zstd data)."""
@@ -88,11 +91,25 @@ class DumpSource:
         return self.chunks(), 'exec "$@"', self.raw_bytes
 
 
-def snapshot_source(snapshot: Snapshot, reporter: Reporter) -> DumpSource:
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What a logical restore may do besides loading the dump as it is."""
+
+    # Skip the dump's owners and privileges (a dump from a server whose roles do not exist
+    # here): the database's owner gets every object. Only pg_restore can: custom format only.
+    no_owner: bool = False
+    # Snapshot the current database right before the swap: the way back.
+    safety: bool = True
+    # A plain SQL dump file may create the roles it needs (never superusers, never a change
+    # to an existing role).
+    allow_roles: bool = False
+
+
+def snapshot_source(ws: Workspace, snapshot: Snapshot) -> DumpSource:
     """A logical snapshot as a restore source, after its SHA-256 was verified."""
     if snapshot.kind != KIND:
         raise UsageError(f"snapshot {snapshot.id} is a {snapshot.kind} snapshot, not a logical one")
-    lifecycle.check_archive(snapshot, reporter)
+    lifecycle.check_archive(snapshot, ws.reporter)
     tables = snapshot.meta.get("tables")
     return DumpSource(
         path=Path(snapshot.path),
@@ -106,12 +123,14 @@ def snapshot_source(snapshot: Snapshot, reporter: Reporter) -> DumpSource:
 
 
 def file_source(
-    engine: Engine, target: PgTarget, path: Path, reporter: Reporter, *, allow_roles: bool = False
+    ws: Workspace, target: PgTarget, path: Path, options: RestoreOptions = RestoreOptions()
 ) -> DumpSource:
-    """A dump file as a restore source, validated whole before anything is changed."""
+    """A dump file as a restore source, validated whole before anything is changed (a plain
+    script is read here once, to its end; then only by the load)."""
+    reporter = ws.reporter
     reporter.step(f"checking {path}")
     with reporter.transfer("checking", Path(path).stat().st_size if path.exists() else None) as adv:
-        dump = dumpfile.inspect_file(path, adv, allow_roles=allow_roles)
+        dump = dumpfile.inspect_file(path, adv, allow_roles=options.allow_roles)
     source = DumpSource(
         path=dump.path,
         format=dump.format,
@@ -120,50 +139,55 @@ def file_source(
         raw_bytes=dump.raw_bytes,
         tables=dump.tables,
         roles=dump.roles,
+        extensions=dump.extensions,
     )
     if source.format == CUSTOM:
-        check_custom(engine, target, source, reporter)
+        check_custom(ws, target, source)
     return source
 
 
-def _fed(
-    engine: Engine,
-    target: PgTarget,
-    argv: list[str],
-    source: DumpSource,
-    reporter: Reporter,
-    label: str,
-    app: str = pgexec.APP_NAME,
+def _run_with_dump(
+    ws: Workspace, target: PgTarget, argv: list[str], source: DumpSource, label: str
 ) -> tuple[int, str]:
-    """Run ``argv`` with the whole dump on its stdin; returns its exit code and stderr.
-
-    A corrupt source (zstd decompressed on the host) is raised, and so is a command that stopped
-    reading before the end while claiming success.
-    """
+    """Run ``argv`` with the whole dump on its stdin; returns its exit code and stderr
+    (``_finish_fed`` raises for a corrupt source or a short read)."""
+    engine = ws.engine
     chunks, script, expected = source.feed_plan(pgexec.has_zstd(engine, target), argv[0])
     with (
         engine.exec_stream(
-            target.container.id, pgexec.shell(argv, script), stdin=True, **target.exec_options(app)
+            target.container.id, pgexec.shell(argv, script), stdin=True, **target.exec_options()
         ) as st,
-        reporter.transfer(label, expected) as advance,
+        ws.reporter.transfer(label, expected) as advance,
     ):
         st.feed(chunks, advance)
-        st.drain()
-        error = st.join_feed()
-        code = st.exit_code()
+        return _finish_fed(st, argv[0], source.path.name, expected)
+
+
+def _finish_fed(
+    st: ExecStream, tool: str, what: str, expected: int | None = None
+) -> tuple[int, str]:
+    """Wait for a command being fed ``what`` on its stdin (``tool``: its name): its output read
+    to the end, its stdin written, its exit code; returns the code and its stderr.
+
+    Raised here, for every command a restore feeds: a corrupt source (what the feed read
+    raised), and a command that exits 0 although it stopped reading before the end, or read
+    other than the ``expected`` number of bytes.
+    """
+    st.drain()
+    error = st.join_feed()
+    code = st.exit_code()
     if isinstance(error, SnapvolError):
         raise error
-    if code == 0 and (error is not None or (expected is not None and st.fed_bytes != expected)):
-        raise OperationFailed(
-            f"{argv[0]} read {st.fed_bytes} bytes of {source.path.name}, expected {expected}"
-            + (f" ({error})" if error else "")
-        )
+    if code == 0 and error is not None:
+        raise OperationFailed(f"{tool} stopped reading {what}: {error}")
+    if code == 0 and expected is not None and st.fed_bytes != expected:
+        raise OperationFailed(f"{tool} read {st.fed_bytes} bytes of {what}, expected {expected}")
     return code, st.stderr
 
 
-def check_custom(engine: Engine, target: PgTarget, source: DumpSource, reporter: Reporter) -> None:
+def check_custom(ws: Workspace, target: PgTarget, source: DumpSource) -> None:
     """pg_restore must read the file's table of contents and then every byte of its data."""
-    name = source.path.name
+    engine, name = ws.engine, source.path.name
     with engine.exec_stream(
         target.container.id,
         pgexec.shell(["pg_restore", "--list"]),
@@ -183,9 +207,9 @@ def check_custom(engine: Engine, target: PgTarget, source: DumpSource, reporter:
             f"{name} is not readable by pg_restore --list: {pgexec.pg_message(stream.stderr)}"
         )
     source.header, source.listed = parse_listing(b"".join(listing).decode("utf-8", "replace"))
-    reporter.step(f"reading all of {name} with pg_restore")
-    code, stderr = _fed(
-        engine, target, ["pg_restore", "--file=/dev/null"], source, reporter, "checking"
+    ws.reporter.step(f"reading all of {name} with pg_restore")
+    code, stderr = _run_with_dump(
+        ws, target, ["pg_restore", "--file=/dev/null"], source, "checking"
     )
     if code != 0:
         raise IntegrityError(
@@ -336,31 +360,25 @@ def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
 
 
 def plan_restore(
-    engine: Engine,
+    ws: Workspace,
     target: PgTarget,
     source: DumpSource,
-    reporter: Reporter,
-    *,
-    no_owner: bool = False,
-    safety: bool = True,
-    allow_roles: bool = False,
+    options: RestoreOptions = RestoreOptions(),
 ) -> LogicalRestorePlan:
-    """What the restore will replace, looked at before anything is changed.
-
-    ``no_owner`` skips the dump's owners and privileges (a dump from a server whose roles do not
-    exist here): the database's owner gets every object. Only pg_restore can do that. ``safety``
-    snapshots the current database before the swap.
-    """
+    """What the restore will replace, looked at before anything is changed; refuses
+    ``options`` that do not fit the source."""
+    engine = ws.engine
     if target.database in ("template0", "template1"):
         raise UsageError(f"refusing to replace the template database {target.database}")
-    if no_owner and source.format != CUSTOM:
+    if options.no_owner and source.format != CUSTOM:
         raise UsageError(
-            "--no-owner needs a custom-format dump: a plain SQL script sets its owners itself"
+            "skipping the dump's owners needs a custom-format dump: a plain SQL script sets its "
+            "owners itself"
         )
-    if allow_roles and (source.format == CUSTOM or source.snapshot is not None):
+    if options.allow_roles and (source.format == CUSTOM or source.snapshot is not None):
         raise UsageError(
-            "--allow-roles goes with a plain SQL dump file (--file): pg_dump's own dumps never "
-            "create roles"
+            "letting a dump create roles goes with a plain SQL dump file, not a custom-format "
+            "dump or a snapshot: pg_dump's own dumps never create roles"
         )
     version, version_num, superuser = pgexec.psql(
         engine,
@@ -374,9 +392,10 @@ def plan_restore(
     )
     if superuser != ["t"]:
         raise UsageError(
-            f"a logical restore needs a superuser (--user): role {target.user} is not one "
+            f"a logical restore needs a superuser to restore as: role {target.user} is not one "
             "(snapvol loads the dump as a temporary role of its own and then gives the objects "
-            "their owners); nothing was changed"
+            "their owners); nothing was changed",
+            retry_with={"user": ""},
         )
     plan = LogicalRestorePlan(
         source=source,
@@ -384,9 +403,9 @@ def plan_restore(
         current=current_db(engine, target),
         server_version=version[0].split()[0],
         server_version_num=int(version_num[0]),
-        no_owner=no_owner,
-        safety=safety,
-        allow_roles=allow_roles,
+        no_owner=options.no_owner,
+        safety=options.safety,
+        allow_roles=options.allow_roles,
     )
     names = list(dict.fromkeys(name for name, _ in source.roles))
     if names:
@@ -403,7 +422,7 @@ def plan_restore(
         }
         plan.new_roles = [n for n in names if n not in present]
         plan.existing_roles = [n for n in names if n in present]
-    _plan_extensions(engine, plan, reporter)
+    _plan_extensions(engine, plan)
     dumped = (source.snapshot.pg_version if source.snapshot else None) or source.header.get(
         "server_version"
     )
@@ -426,17 +445,16 @@ def plan_restore(
     return plan
 
 
-def _plan_extensions(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
-    """The dump's extensions (read from the start of its script: pg_dump writes them before any
-    object), each of which must be installed on the server; found out before anything changes."""
-    script = sqlscript.ScriptFilter(plan.source.path.name, allow_role=roles_allowed(plan))
-    for chunk in _script_start(engine, plan):
-        script.feed(chunk)
-        if not script.prologue:
-            break
-    if not script.extensions:
+def _plan_extensions(engine: Engine, plan: LogicalRestorePlan) -> None:
+    """The dump's extensions (a checked file's, else read from the start of its script: pg_dump
+    writes them before any object), each of which must be installed on the server; found out
+    before anything changes."""
+    extensions = plan.source.extensions
+    if extensions is None:
+        extensions = _read_extensions(engine, plan)
+    if not extensions:
         return
-    names = sorted({e.name for e in script.extensions})
+    names = sorted({e.name for e in extensions})
     available = {
         row[0]
         for row in pgexec.psql(
@@ -454,14 +472,24 @@ def _plan_extensions(engine: Engine, plan: LogicalRestorePlan, reporter: Reporte
             f"the dump needs extension(s) {', '.join(missing)}, not installed on the server in "
             f"container {plan.target.container.name}; nothing was changed"
         )
-    plan.extensions = script.extensions
+    plan.extensions = extensions
     plan.schemas_made = list(
         dict.fromkeys(
             e.schema
-            for e in script.extensions
+            for e in extensions
             if e.schema is not None and e.schema not in ("public", "pg_catalog")
         )
     )
+
+
+def _read_extensions(engine: Engine, plan: LogicalRestorePlan) -> list[sqlscript.Extension]:
+    """The CREATE EXTENSION statements at the start of the script psql will be given."""
+    script = sqlscript.ScriptFilter(plan.source.path.name, allow_role=roles_allowed(plan))
+    for chunk in _script_start(engine, plan):
+        script.feed(chunk)
+        if not script.prologue:
+            break
+    return script.extensions
 
 
 def _script_start(engine: Engine, plan: LogicalRestorePlan) -> Iterator[bytes]:
@@ -525,11 +553,12 @@ def _drop(engine: Engine, plan: LogicalRestorePlan, name: str) -> None:
 _LEFTOVER = re.compile(r"(?P<base>.*)__snapvol_(?:old_)?[0-9a-f]{8}")
 
 
-def drop_leftovers(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> list[str]:
+def drop_leftovers(ws: Workspace, plan: LogicalRestorePlan) -> list[str]:
     """Drop the scratch or replaced copies of this database that a killed restore left behind.
 
     Safe because the caller holds the container's lock: no other restore is running on it.
     """
+    engine = ws.engine
     dropped = []
     rows = pgexec.psql(
         engine, plan.target, "SELECT datname FROM pg_database", database=plan.target.maintenance_db
@@ -538,29 +567,23 @@ def drop_leftovers(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter)
         match = _LEFTOVER.fullmatch(row[0])
         if match and match["base"] and plan.target.database.startswith(match["base"]):
             _drop(engine, plan, row[0])
-            reporter.warn(f"dropped database {row[0]}, left by an interrupted restore")
+            ws.reporter.warn(f"dropped database {row[0]}, left by an interrupted restore")
             dropped.append(row[0])
     return dropped
 
 
-def restore_logical(
-    engine: Engine,
-    store: Store,
-    backup_dir: Path,
-    plan: LogicalRestorePlan,
-    *,
-    reporter: Reporter,
-) -> LogicalRestoreResult:
+def restore_logical(ws: Workspace, plan: LogicalRestorePlan) -> LogicalRestoreResult:
     """Restore into a new database, check it, take the safety snapshot, swap the new one in.
 
     Any failure before the swap (the safety snapshot's included) leaves the current one as is.
     """
+    engine, reporter = ws.engine, ws.reporter
     started = time.monotonic()
     target, current = plan.target, plan.current
     owner = plan.db_owner
-    drop_leftovers(engine, plan, reporter)
+    drop_leftovers(ws, plan)
     if plan.takes_safety:
-        _check_backup_dir(backup_dir)  # before the load, not after it
+        _check_backup_dir(ws.backup_dir)  # before the load, not after it
     create = f"CREATE DATABASE {ident(plan.scratch)} TEMPLATE template0 OWNER {ident(owner)}"
     if current.encoding:
         create += f" ENCODING {literal(current.encoding)} " + " ".join(current.create_options)
@@ -570,7 +593,7 @@ def restore_logical(
     safety: Snapshot | None = None
     try:
         reporter.step(f"restoring {plan.source.path.name} into {plan.scratch}")
-        _load(engine, plan, reporter)
+        _load(ws, plan)
         reporter.step("checking the restored tables and row counts")
         counts = pgexec.table_counts(engine, target, plan.scratch)
         check_counts(plan.source, counts)
@@ -578,7 +601,7 @@ def restore_logical(
             reporter.step(f"giving {plan.scratch} the grants and settings of {target.database}")
             _give_props(engine, plan, current.props.statements(plan.scratch, owner))
         if plan.takes_safety:
-            held, safety = _safety_snapshot(engine, store, backup_dir, plan, reporter)
+            held, safety = _safety_snapshot(ws, plan)
         reporter.step(f"swapping {plan.scratch} in as {target.database}")
         _swap(engine, plan)  # which disconnects the held session with the rest
     except BaseException as err:
@@ -586,7 +609,9 @@ def restore_logical(
             _drop(engine, plan, plan.scratch)
         note = f"database {target.database} was not changed (the new copy was dropped)"
         if isinstance(err, SnapvolError):
-            raise type(err)(f"restore failed: {err.message}; {note}") from err
+            raise type(err)(
+                f"restore failed: {err.message}; {note}", retry_with=err.retry_with
+            ) from err
         if isinstance(err, Exception):
             raise OperationFailed(f"restore failed: {type(err).__name__}: {err}; {note}") from err
         raise
@@ -617,38 +642,38 @@ def _check_backup_dir(backup_dir: Path) -> None:
         ) from err
 
 
-_WITHOUT = " (--no-safety-snapshot restores without one, and without a way back)"
+_WITHOUT = " (a restore can go without a safety snapshot, and then without a way back)"
 
 
-def _safety_snapshot(
-    engine: Engine, store: Store, backup_dir: Path, plan: LogicalRestorePlan, reporter: Reporter
-) -> tuple[logical.Held, Snapshot]:
+def _safety_snapshot(ws: Workspace, plan: LogicalRestorePlan) -> tuple[logical.Held, Snapshot]:
     """Stop writes to the current database and snapshot it: what the swap will replace.
 
     The held session stays open (writes keep waiting) until the swap disconnects it.
     """
+    engine, reporter = ws.engine, ws.reporter
     target = plan.target
     reporter.step(f"holding writes to {target.database} for its safety snapshot")
     try:
         held = logical.hold_still(engine, target, plan.app, reporter)
     except SnapvolError as err:
-        raise type(err)(f"no safety snapshot: {err.message}{_WITHOUT}") from err
-    name = lifecycle.unique_name(store, None, target.container.name, "safety")
+        raise type(err)(
+            f"no safety snapshot: {err.message}{_WITHOUT}", retry_with=err.retry_with
+        ) from err
+    name = lifecycle.unique_name(ws.store, None, target.container.name, "safety")
     try:
         safety = logical.snapshot_logical(
-            engine,
-            store,
-            backup_dir,
+            ws,
             target,
-            name=name,
-            reporter=reporter,
+            SnapshotOptions(name=name),
             held=held,
             meta={"safety_for": plan.safety_for},
         )
     except BaseException as err:
         held.release()
         if isinstance(err, SnapvolError):
-            raise type(err)(f"the safety snapshot failed: {err.message}{_WITHOUT}") from err
+            raise type(err)(
+                f"the safety snapshot failed: {err.message}{_WITHOUT}", retry_with=err.retry_with
+            ) from err
         raise
     reporter.step(f"safety snapshot {safety.id} ({safety.name}) taken")
     return held, safety
@@ -680,7 +705,7 @@ class LoadRole:
     password: str = field(repr=False)
 
 
-def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
+def _load(ws: Workspace, plan: LogicalRestorePlan) -> None:
     """Load the dump into the new database as a temporary role without superuser rights.
 
     Every script psql runs (a plain dump, or what ``pg_restore -f -`` makes of a custom one)
@@ -689,6 +714,7 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
     statements are kept back. After the load they are applied as the superuser, whatever the
     role still owns goes to the database's owner, and the role is dropped.
     """
+    engine, reporter = ws.engine, ws.reporter
     _drop_leftover_roles(engine, plan)
     role = LoadRole(LOAD_ROLE_PREFIX + plan.token, secrets.token_urlsafe(24))
     created: list[str] = []
@@ -704,8 +730,8 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
             ],
         )
         login = _login_options(engine, plan, role)
-        _create_extensions(engine, plan, role, reporter)
-        created = _create_roles(engine, plan, reporter)
+        _create_extensions(ws, plan, role)
+        created = _create_roles(ws, plan)
         script = sqlscript.ScriptFilter(
             plan.source.path.name,
             keep_owners=not plan.no_owner,
@@ -715,9 +741,9 @@ def _load(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> None:
         )
         restrict = secrets.token_hex(16) if pgexec.psql_restricts(engine, plan.target) else None
         if plan.source.format == CUSTOM:
-            _load_custom(engine, plan, login, script, restrict, reporter)
+            _load_custom(ws, plan, login, script, restrict)
         else:
-            _load_plain(engine, plan, login, script, restrict, reporter)
+            _load_plain(ws, plan, login, script, restrict)
         _check_database_untouched(engine, plan)
         if script.owner_statements:
             reporter.step(f"giving {len(script.owner_statements)} objects their owners")
@@ -789,17 +815,15 @@ def _login_options(engine: Engine, plan: LogicalRestorePlan, role: LoadRole) -> 
     )
 
 
-def _create_extensions(
-    engine: Engine, plan: LogicalRestorePlan, role: LoadRole, reporter: Reporter
-) -> None:
+def _create_extensions(ws: Workspace, plan: LogicalRestorePlan, role: LoadRole) -> None:
     """The dump's extensions, created as the superuser in the new database before the load:
     nothing of the dump exists there yet that an extension's script could be fooled by. A
     schema one goes into is made here (empty) and given to the load role."""
     if not plan.extensions:
         return
-    reporter.step(f"creating extension(s) {', '.join(e.name for e in plan.extensions)}")
+    ws.reporter.step(f"creating extension(s) {', '.join(e.name for e in plan.extensions)}")
     _as_superuser(
-        engine,
+        ws.engine,
         plan,
         plan.scratch,
         [
@@ -813,19 +837,19 @@ def _create_extensions(
 
 
 def roles_allowed(plan: LogicalRestorePlan) -> sqlscript.RoleCheck | None:
-    """With --allow-roles, the check that takes the dump's role statements out of the load
+    """With ``allow_roles``, the check that takes the dump's role statements out of the load
     (they ran before it); without, None: the filter refuses them."""
     return sqlscript.RoleCheck() if plan.allow_roles else None
 
 
-def _create_roles(engine: Engine, plan: LogicalRestorePlan, reporter: Reporter) -> list[str]:
-    """--allow-roles: the roles the dump creates, made before the load, as the superuser;
+def _create_roles(ws: Workspace, plan: LogicalRestorePlan) -> list[str]:
+    """``allow_roles``: the roles the dump creates, made before the load, as the superuser;
     a role that already exists is left exactly as it is (its ALTER ROLE statements skipped)."""
     if not plan.new_roles:
         return []
-    reporter.step(f"creating role(s) {', '.join(plan.new_roles)}")
+    ws.reporter.step(f"creating role(s) {', '.join(plan.new_roles)}")
     statements = [sql for name, sql in plan.source.roles if name in plan.new_roles]
-    _as_superuser(engine, plan, plan.target.maintenance_db, statements)
+    _as_superuser(ws.engine, plan, plan.target.maintenance_db, statements)
     return list(plan.new_roles)
 
 
@@ -887,40 +911,32 @@ def _run_psql(
         plan.target.container.id, pgexec.shell(argv), stdin=True, **login
     ) as st:
         st.feed(script)
-        st.drain()
-        error = st.join_feed()
-        code = st.exit_code()
-    if isinstance(error, SnapvolError):
-        raise error
+        code, stderr = _finish_fed(st, "psql", "the script")
     if code != 0:
-        message = pgexec.pg_message(st.stderr)
-        raise OperationFailed(f"psql failed (exit {code}): {message}")
-    if error is not None:
-        raise OperationFailed(f"psql stopped reading the script: {error}")
+        raise OperationFailed(f"psql failed (exit {code}): {pgexec.pg_message(stderr)}")
 
 
 def _load_plain(
-    engine: Engine,
+    ws: Workspace,
     plan: LogicalRestorePlan,
     login: dict[str, Any],
     script: sqlscript.ScriptFilter,
     restrict: str | None,
-    reporter: Reporter,
 ) -> None:
-    with reporter.transfer("restoring", plan.source.raw_bytes) as advance:
-        _run_psql(engine, plan, login, _filtered(plan.source.chunks(advance), script, restrict))
+    with ws.reporter.transfer("restoring", plan.source.raw_bytes) as advance:
+        _run_psql(ws.engine, plan, login, _filtered(plan.source.chunks(advance), script, restrict))
 
 
 def _load_custom(
-    engine: Engine,
+    ws: Workspace,
     plan: LogicalRestorePlan,
     login: dict[str, Any],
     script: sqlscript.ScriptFilter,
     restrict: str | None,
-    reporter: Reporter,
 ) -> None:
     """``pg_restore -f -`` turns the archive into the script its entries make, in the
     container; that script goes through the same filter as a plain dump's, into psql."""
+    engine, reporter = ws.engine, ws.reporter
     with (
         _pg_restore_script(engine, plan) as (src, chunks, expected),
         reporter.transfer("restoring", expected) as advance,
@@ -932,16 +948,9 @@ def _load_custom(
             src.close()  # pg_restore stops at its next write
             src.join_feed()
             raise
-        src.drain()
-        error = src.join_feed()
-        code = src.exit_code()
-    if isinstance(error, SnapvolError):
-        raise error
-    if code != 0 or error is not None:
-        raise OperationFailed(
-            f"pg_restore failed (exit {code}): {pgexec.pg_message(src.stderr)}"
-            + (f" ({error})" if error else "")
-        )
+        code, stderr = _finish_fed(src, "pg_restore", plan.source.path.name, expected)
+    if code != 0:
+        raise OperationFailed(f"pg_restore failed (exit {code}): {pgexec.pg_message(stderr)}")
 
 
 def _check_database_untouched(engine: Engine, plan: LogicalRestorePlan) -> None:

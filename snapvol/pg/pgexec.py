@@ -141,7 +141,7 @@ class PgTarget:
         return {"user": self.os_user, "env": env}
 
 
-def resolve_target(
+def resolve_pg_target(
     engine: Engine, container_ref: str, database: str | None = None, user: str | None = None
 ) -> PgTarget:
     """The running PostgreSQL container (whatever started the server), the database and role.

@@ -241,7 +241,6 @@ class ScriptFilter:
         self.extensions: list[Extension] = []  # the CREATE EXTENSION statements taken out
         self.prologue = True  # no statement but settings, schemas and extensions read so far
         self.owner_statements: list[str] = []
-        self.role_statements: list[str] = []
         self.line = 1  # of the next byte to read
         self._buf = b""
         self._mode = _SQL
@@ -250,6 +249,7 @@ class ScriptFilter:
         self._out: list[bytes] = []
         self._held = bytearray()  # the current statement's text, until it is known harmless
         self._holding = True
+        self._hold_decided = False  # _may_hold was asked (its answer holds for the statement)
         self._stmt = Statement(line=1)
         self._fragment: list[Token] = []  # tokens since the last ';' at any depth
         self._fragment_line = 1
@@ -522,12 +522,15 @@ class ScriptFilter:
             ):
                 raise self._refuse(self.line, f"it calls {name.lower()}")
         self._prev = token
-        if self._holding and len(self._stmt.tokens) >= 3 and not self._may_hold():
-            self._holding = False
-            self._flush_held()
+        if not self._hold_decided and len(self._stmt.tokens) >= 3:
+            self._hold_decided = True
+            if not self._may_hold():
+                self._holding = False
+                self._flush_held()
 
     def _may_hold(self) -> bool:
-        """Whether the statement begun may still be one taken out of the stream."""
+        """Whether the statement begun may still be one taken out of the stream (its first three
+        tokens decide: asked once per statement)."""
         first, second, third = (t.value for t in self._stmt.tokens[:3])
         return (
             first == "ALTER"
@@ -562,12 +565,14 @@ class ScriptFilter:
         held = bytes(self._held)
         self._held.clear()
         self._holding = True
+        self._hold_decided = False
         take_out = False
         if is_role_statement(statement):
-            if self.allow_role is None or not self.allow_role(statement, held):
+            if self.allow_role is None:  # allowing roles would let a harmless one through
+                raise self._refuse(statement.line, role_message(statement), allow_roles=True)
+            if not self.allow_role(statement, held):
                 raise self._refuse(statement.line, role_message(statement))
-            self.role_statements.append(held.decode("utf-8", "replace").strip())
-            take_out = True
+            take_out = True  # allow_role keeps it (RoleCheck.statements), to run before the load
         elif not statement.truncated and (owner_change(statement) or default_privileges(statement)):
             if self.keep_owners:
                 self.owner_statements.append(held.decode("utf-8", "replace").strip())
@@ -604,9 +609,11 @@ class ScriptFilter:
             )
         self.extensions.append(extension)
 
-    def _refuse(self, line: int, why: str) -> RefusedScript:
+    def _refuse(self, line: int, why: str, *, allow_roles: bool = False) -> RefusedScript:
+        """``allow_roles``: a restore that lets the dump create its roles may get past it."""
         return RefusedScript(
-            f"{self.what}, line {line}: {why}; a restore may change only its own database"
+            f"{self.what}, line {line}: {why}; a restore may change only its own database",
+            retry_with={"allow_roles": "true"} if allow_roles else None,
         )
 
 
@@ -625,10 +632,7 @@ def is_role_statement(statement: Statement) -> bool:
 def role_message(statement: Statement) -> str:
     words = statement.words(3)
     name = words[2].lower() if len(words) > 2 else ""
-    return (
-        f"{words[0]} {words[1]} {name} changes the server's roles (restore --allow-roles lets "
-        "a dump create the roles it needs)"
-    )
+    return f"{words[0]} {words[1]} {name} changes the server's roles"
 
 
 @dataclass(frozen=True)
@@ -809,7 +813,7 @@ def check_fragment(
     """Refuse a statement, or a part of one between semicolons, that reaches beyond the database.
 
     ``whole``: the fragment is a whole statement as psql sends it (role statements are then
-    left to the filter, which knows about --allow-roles).
+    left to the filter, which knows whether roles are allowed).
     """
     tokens = fragment.tokens
     if not tokens:
@@ -883,7 +887,7 @@ def _check_setting(
         raise refuse(line, f"client encoding {value} is not allowed")
 
 
-# What a role a dump creates may be given with --allow-roles: nothing that reaches beyond the
+# What a role a dump creates may be given when roles are allowed: nothing that reaches beyond the
 # roles' own databases' contents (no superuser, no role or database creation, no replication, no
 # row-security bypass, no membership in other roles).
 _ROLE_OPTIONS = frozenset(
@@ -908,9 +912,10 @@ def role_name(token: Token) -> str:
 
 
 class RoleCheck:
-    """--allow-roles: ``CREATE ROLE|USER name [WITH] options`` with harmless options, and
-    ``ALTER ROLE|USER`` of a role created earlier in the same script with the same options.
-    Never ``ALTER`` of a role the script did not create (a superuser's password, say)."""
+    """Roles a dump may create (a restore's ``allow_roles``): ``CREATE ROLE|USER name [WITH]
+    options`` with harmless options, and ``ALTER ROLE|USER`` of a role created earlier in the
+    same script with the same options. Never ``ALTER`` of a role the script did not create (a
+    superuser's password, say)."""
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, str]] = []  # (role, statement), in order

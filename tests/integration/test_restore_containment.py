@@ -373,7 +373,7 @@ def test_a_restore_as_a_role_that_is_not_a_superuser_is_refused_clearly(
         path = tmp_path / "plain.sql"
         path.write_text(demo.dump())
         stderr, _ = attempt(demo, cmd, path, 2, "--user", "loader")
-        assert "a logical restore needs a superuser (--user): role loader is not one" in stderr
+        assert "a logical restore needs a superuser to restore as: role loader is not one" in stderr
         assert len(stderr.strip().splitlines()) == 1, stderr
     finally:
         demo.psql("DROP ROLE loader", database="postgres")

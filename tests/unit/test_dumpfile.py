@@ -114,6 +114,25 @@ def test_inspect_plain_files(tmp_path: Path) -> None:
         assert dump.raw_bytes == len(SAMPLE) and dump.size_bytes == len(data)
 
 
+def test_inspect_plain_file_records_the_extensions_of_its_script(tmp_path: Path) -> None:
+    body = (
+        b"SET statement_timeout = 0;\n"
+        b"CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;\n"
+        b"CREATE EXTENSION hstore;\n"
+        b"CREATE TABLE public.t (a int);\n"
+    )
+    path = tmp_path / "ext.sql"
+    path.write_bytes(HEADER + body + TRAILER)
+    dump = inspect_file(path)
+    assert dump.extensions is not None
+    found = [(e.name, e.schema) for e in dump.extensions]
+    assert found == [("pg_trgm", "public"), ("hstore", None)]
+    path.write_bytes(SAMPLE)
+    assert inspect_file(path).extensions == []
+    (tmp_path / "c.dump").write_bytes(b"PGDMP\x01\x0e\x00" + bytes(5000))
+    assert inspect_file(tmp_path / "c.dump").extensions is None  # left to pg_restore
+
+
 def test_inspect_custom_files_by_content_not_name(tmp_path: Path) -> None:
     custom = b"PGDMP\x01\x0e\x00" + bytes(5000)
     (tmp_path / "backup.sql").write_bytes(custom)
@@ -122,7 +141,6 @@ def test_inspect_custom_files_by_content_not_name(tmp_path: Path) -> None:
     (tmp_path / "backup.bin").write_bytes(zst(custom))
     dump = inspect_file(tmp_path / "backup.bin")
     assert (dump.format, dump.compressed) == ("custom", True)
-    assert dump.description == "custom-format dump, zstd-compressed"
     assert b"".join(dump.chunks()) == custom
 
 

@@ -296,9 +296,15 @@ def test_allow_roles_lets_a_dump_create_harmless_roles_only() -> None:
         "NOBYPASSRLS PASSWORD 'SCRAM-SHA-256$4096:abc' CONNECTION LIMIT -1;\n"
         "CREATE USER \"Lector\" PASSWORD NULL VALID UNTIL '2030-01-01';\n"
     )
-    out, script = run(inject(text), allow_role=roles)
+    out, _ = run(inject(text), allow_role=roles)
     assert roles.names == ["app", "Lector"]
-    assert b"CREATE ROLE" not in out and len(script.role_statements) == 3
+    assert b"CREATE ROLE" not in out and len(roles.statements) == 3
+    with pytest.raises(RefusedScript) as refusal:
+        run(inject(text))
+    assert refusal.value.retry_with == {"allow_roles": "true"}  # allowing roles gets past it
+    with pytest.raises(RefusedScript) as refusal:
+        run(inject("CREATE ROLE evil SUPERUSER;\n"), allow_role=RoleCheck())
+    assert refusal.value.retry_with == {}  # allowed or not, never a superuser
     for bad in (
         "CREATE ROLE evil SUPERUSER;\n",
         "CREATE ROLE evil CREATEROLE;\n",
