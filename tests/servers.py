@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -219,6 +220,8 @@ class RepoServer:
     # Extra restic arguments that reach the same repository without `env`'s help (sftp only).
     options: tuple[str, ...] = ()
     process: ServerProcess | None = None
+    # Where the server keeps the repository's bytes (the repository itself for local and sftp).
+    storage: Path | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -239,6 +242,43 @@ class RepoServer:
             yield
         finally:
             self.start()
+
+    def stored_bytes(self) -> int:
+        """How many bytes the server holds now (files under `storage`)."""
+        if self.storage is None:
+            return 0
+        total = 0
+        for dirpath, _, files in os.walk(self.storage):
+            for name in files:
+                with suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+        return total
+
+    @contextmanager
+    def stops_when_stored(self, nbytes: int) -> Iterator[threading.Event]:
+        """Inside the block, a watcher kills the server once it holds `nbytes` more than at the
+        start: "the server dies mid-copy", triggered by the copy's progress, not by a clock.
+        The event is set when it did; the server stays down until `start()`."""
+        if self.process is None:
+            raise ServerError(f"a {self.backend} repository has no server to stop")
+        limit = self.stored_bytes() + nbytes
+        stopped, done = threading.Event(), threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if self.stored_bytes() >= limit:
+                    self.stop()
+                    stopped.set()
+                    return
+                done.wait(0.02)
+
+        watcher = threading.Thread(target=watch, name=f"stop-{self.backend}", daemon=True)
+        watcher.start()
+        try:
+            yield stopped
+        finally:
+            done.set()
+            watcher.join()
 
     def restic_env(self) -> dict[str, str]:
         """The environment for a restic child: ours, less any repository or password of the
@@ -296,6 +336,7 @@ def local_repo(root: Path) -> RepoServer:
     """A repository on a local path: no server at all."""
     root, password = _base(root)
     server = RepoServer("local", str(root / "repo"), password, _common_env(root))
+    server.storage = root / "repo"
     server.cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
     return server
 
@@ -384,6 +425,7 @@ def sftp_repo(root: Path) -> RepoServer:
             f"sftp.command={ssh} -F {root / 'ssh_config'} {SFTP_HOST} -s sftp",
         )
         server.repo = f"sftp:{SFTP_HOST}:{root / 'repo'}"
+        server.storage = root / "repo"
         server.process = ServerProcess(
             [sshd, "-D", "-e", "-f", str(root / "sshd_config")],
             root / "sshd.log",
@@ -497,6 +539,8 @@ def s3_repo(root: Path) -> RepoServer:
                 "-ip.bind=127.0.0.1",
                 f"-dir={data}",
                 "-master.telemetry=false",
+                # A restarted master would wait for a raft election (10 s) before it serves.
+                "-master.resumeState=false",
                 "-master.volumeSizeLimitMB=64",
                 "-volume.max=0",
                 "-volume.preStopSeconds=0",
@@ -524,6 +568,7 @@ def s3_repo(root: Path) -> RepoServer:
         )
         server.env.update({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
         server.repo = f"s3:{endpoint}/{S3_BUCKET}"
+        server.storage = data
         server.process.start()
     except BaseException:
         server.close()
@@ -560,6 +605,7 @@ def rest_repo(root: Path) -> RepoServer:
             env=env,
         )
         server.repo = f"rest:http://127.0.0.1:{port}/"
+        server.storage = root / "data"
         server.process.start()
     except BaseException:
         server.close()
