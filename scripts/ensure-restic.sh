@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure restic (repository format 2, with compression: Debian's 0.14 or later) and OpenSSH's
 # sshd (the SFTP tests run their own sshd on a loopback port) are installed. Does nothing when
-# both are there; on Debian as root it installs them with apt, without starting the system sshd.
+# both are there; on Debian as root it installs them with apt, and neither starts the system sshd
+# nor lets it start at boot.
 # Anywhere else it says what to do and exits non-zero.
 set -euo pipefail
 
@@ -47,6 +48,13 @@ if [[ ! -e $policy ]]; then
 fi
 cleanup() { if [[ -n $own_policy ]]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
+# The package enables ssh.service for the next boot; Debian's units and init script do not run
+# sshd while this file exists. Only on a machine that had no sshd: one already there is left alone.
+if ! sshd_ok && [[ ! -e /etc/ssh/sshd_not_to_be_run ]]; then
+    mkdir -p /etc/ssh
+    printf '%s\n' "Made by snapvol's scripts/ensure-restic.sh: its tests run their own sshd on" \
+        "127.0.0.1. Remove this file to let the system's sshd start." >/etc/ssh/sshd_not_to_be_run
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 # Wait for another apt (a parallel setup step) instead of failing on its lock.
