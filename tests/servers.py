@@ -16,6 +16,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +26,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -222,6 +224,7 @@ class RepoServer:
     process: ServerProcess | None = None
     # Where the server keeps the repository's bytes (the repository itself for local and sftp).
     storage: Path | None = None
+    s3: S3Account | None = None  # s3 only: the bucket's endpoint and key
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -279,6 +282,43 @@ class RepoServer:
         finally:
             done.set()
             watcher.join()
+
+    def damage_pack(self) -> str:
+        """Flip one byte in the middle of the repository's largest pack file, the way a bad disk
+        would; returns the pack's name in the repository (`data/xx/ID`)."""
+        if self.s3 is not None:
+            keys = self.s3.keys(S3_BUCKET, "data/")
+            if not keys:
+                raise ServerError("the repository holds no pack file")
+            blobs = {}
+            for key in keys:
+                status, body = self.s3.request("GET", f"/{S3_BUCKET}/{key}")
+                if status != 200:
+                    raise ServerError(f"GET {key} answered {status}")
+                blobs[key] = body
+            name = max(blobs, key=lambda k: len(blobs[k]))
+            damaged = bytearray(blobs[name])
+            damaged[len(damaged) // 2] ^= 0xFF
+            status, _ = self.s3.request("PUT", f"/{S3_BUCKET}/{name}", bytes(damaged))
+            if status != 200:
+                raise ServerError(f"PUT {name} answered {status}")
+            return name
+        if self.storage is None:
+            raise ServerError(f"a {self.backend} repository has no files to damage")
+        packs = [p for p in (self.storage / "data").rglob("*") if p.is_file()]
+        if not packs:
+            raise ServerError("the repository holds no pack file")
+        pack = max(packs, key=lambda p: p.stat().st_size)
+        mode = pack.stat().st_mode
+        pack.chmod(mode | 0o200)  # restic writes its files read-only
+        with open(pack, "r+b") as f:
+            middle = pack.stat().st_size // 2
+            f.seek(middle)
+            byte = f.read(1)[0]
+            f.seek(middle)
+            f.write(bytes([byte ^ 0xFF]))
+        pack.chmod(mode)
+        return pack.relative_to(self.storage).as_posix()
 
     def restic_env(self) -> dict[str, str]:
         """The environment for a restic child: ours, less any repository or password of the
@@ -447,42 +487,60 @@ S3_BUCKET = "snapvol-test"
 S3_REGION = "us-east-1"
 
 
-def s3_request(
-    endpoint: str, access_key: str, secret_key: str, method: str, path: str, body: bytes = b""
-) -> tuple[int, bytes]:
-    """One AWS-SigV4-signed request to an S3 server on loopback (for set-up and probes)."""
-    host = endpoint.removeprefix("http://")
-    now = datetime.datetime.now(datetime.UTC)
-    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    payload = hashlib.sha256(body).hexdigest()
-    signed = "host;x-amz-content-sha256;x-amz-date"
-    canonical = (
-        f"{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:{payload}\n"
-        f"x-amz-date:{amz_date}\n\n{signed}\n{payload}"
-    )
-    scope = f"{day}/{S3_REGION}/s3/aws4_request"
-    to_sign = (
-        f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    )
-    key = f"AWS4{secret_key}".encode()
-    for part in (day, S3_REGION, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers = {
-        "x-amz-date": amz_date,
-        "x-amz-content-sha256": payload,
-        "Authorization": (
-            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}"
-        ),
-    }
-    conn = http.client.HTTPConnection(host, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+@dataclass(frozen=True)
+class S3Account:
+    """An S3 endpoint on loopback and the key made for the test."""
+
+    endpoint: str  # http://127.0.0.1:PORT
+    access_key: str
+    secret_key: str
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", query: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """One AWS-SigV4-signed request (for set-up, probes and damaging objects)."""
+        host = self.endpoint.removeprefix("http://")
+        now = datetime.datetime.now(datetime.UTC)
+        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        payload = hashlib.sha256(body).hexdigest()
+        signed = "host;x-amz-content-sha256;x-amz-date"
+        qs = "&".join(
+            f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+            for k, v in sorted((query or {}).items())
+        )
+        canonical = (
+            f"{method}\n{path}\n{qs}\nhost:{host}\nx-amz-content-sha256:{payload}\n"
+            f"x-amz-date:{amz_date}\n\n{signed}\n{payload}"
+        )
+        scope = f"{day}/{S3_REGION}/s3/aws4_request"
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{digest}"
+        key = f"AWS4{self.secret_key}".encode()
+        for part in (day, S3_REGION, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers = {
+            "x-amz-date": amz_date,
+            "x-amz-content-sha256": payload,
+            "Authorization": (
+                f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
+                f"SignedHeaders={signed}, Signature={signature}"
+            ),
+        }
+        conn = http.client.HTTPConnection(host, timeout=30)
+        try:
+            conn.request(method, f"{path}?{qs}" if qs else path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        """The object keys under `prefix` (one page of up to 1000: enough for a test)."""
+        status, body = self.request("GET", f"/{bucket}", query={"list-type": "2", "prefix": prefix})
+        if status != 200:
+            raise ServerError(f"listing s3://{bucket}/{prefix} answered {status}: {body[:200]!r}")
+        return re.findall(r"<Key>([^<]+)</Key>", body.decode())
 
 
 def s3_repo(root: Path) -> RepoServer:
@@ -518,17 +576,18 @@ def s3_repo(root: Path) -> RepoServer:
         ]
         server.cleanup.append(functools.partial(_unlink_all, grpc_sockets))
         endpoint = f"http://127.0.0.1:{s3}"
+        account = S3Account(endpoint, access_key, secret_key)
 
         def ready() -> bool:
             """The bucket exists (made now, or kept from before a restart) and takes a write."""
-            status, _ = s3_request(endpoint, access_key, secret_key, "PUT", f"/{S3_BUCKET}")
+            status, _ = account.request("PUT", f"/{S3_BUCKET}")
             if status not in (200, 409):  # 409: already there
                 return False
             probe = f"/{S3_BUCKET}/snapvol-test-probe"
-            status, _ = s3_request(endpoint, access_key, secret_key, "PUT", probe, b"ready")
+            status, _ = account.request("PUT", probe, b"ready")
             if status != 200:
                 return False
-            status, _ = s3_request(endpoint, access_key, secret_key, "DELETE", probe)
+            status, _ = account.request("DELETE", probe)
             return status == 204
 
         server.process = ServerProcess(
@@ -569,6 +628,7 @@ def s3_repo(root: Path) -> RepoServer:
         server.env.update({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
         server.repo = f"s3:{endpoint}/{S3_BUCKET}"
         server.storage = data
+        server.s3 = account
         server.process.start()
     except BaseException:
         server.close()

@@ -140,3 +140,19 @@ def test_sftp_server_dies_mid_backup(sftp_server: RepoServer) -> None:
     assert sftp_server.restic("check", check=False).returncode != 0
     sftp_server.restic("unlock")
     sftp_server.restic("check", "--read-data")
+
+
+def test_damaged_pack_is_found_by_check(repo_server: RepoServer) -> None:
+    """`damage_pack` flips a byte in a stored pack on every backend: `check` alone (metadata)
+    passes, `check --read-data` reports it, and `dump` of that data fails instead of lying."""
+    repo_server.restic("init")
+    data = payload(2 << 20, 7)
+    snapshot_id = backup_and_dump(repo_server, data)
+    name = repo_server.damage_pack()
+    assert name.startswith("data/")
+    repo_server.restic("check")
+    read = repo_server.restic("check", "--read-data", check=False)
+    assert read.returncode != 0
+    assert name.split("/")[-1][:8].encode() in read.stdout + read.stderr
+    dumped = repo_server.restic("dump", snapshot_id, "/volume.tar", check=False)
+    assert dumped.returncode != 0
