@@ -8,6 +8,7 @@ the environment and the password file, whatever the backend, so tests can parame
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import functools
 import getpass
@@ -143,6 +144,13 @@ def listening(pid: int) -> list[tuple[str, int]]:
     return sorted(found)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, so a killed pytest leaves
+    no server behind (prctl PR_SET_PDEATHSIG)."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
 @dataclass
 class ServerProcess:
     """One server program: started, probed until ready, killed; restartable on the same ports."""
@@ -166,6 +174,7 @@ class ServerProcess:
                 cwd=self.cwd,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
