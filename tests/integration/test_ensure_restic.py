@@ -1,6 +1,6 @@
-"""scripts/ensure-restic.sh: silent when restic and sshd are there, and it never settles for a
-restic too old for repository format 2 (run with fake `restic` and `id` first on PATH, so that no
-apt runs)."""
+"""scripts/ensure-restic.sh (needs restic and sshd installed, as `make test` makes sure): silent
+when restic and sshd are there, and it never settles for a restic too old for repository format 2
+(run with fake `restic` and `id` first on PATH, so that no apt runs)."""
 
 from __future__ import annotations
 
