@@ -242,7 +242,8 @@ class RepoServer:
             self.process.stop()
 
     def start(self) -> None:
-        """Start the server again on the same ports and data, and wait until it answers."""
+        """Start the server again on the same ports and data, and wait until it answers.
+        Call it from the test's own thread: the server dies with the thread that started it."""
         if self.process is not None:
             self.process.start()
 
