@@ -1,6 +1,7 @@
 # snapvol developer tasks (GNU make). `make test` alone works on a fresh Debian machine with
 # python3.11 and no Docker: it makes the venv, starts (installing if needed) a Docker engine,
-# gets a PostgreSQL 15 image (built locally when it cannot be pulled) and runs every test.
+# installs restic and sshd if missing, gets a PostgreSQL 15 image (built locally when it cannot be
+# pulled) and runs every test.
 
 VENV ?= .venv
 PY = $(VENV)/bin/python
@@ -14,16 +15,16 @@ BENCH_ARGS ?=
 ENSURE_IMAGE = bash scripts/ensure-pg-image.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv engine image test test-unit lint format bench demo hooks clean distclean
+.PHONY: help venv engine restic image test test-unit lint format bench demo hooks clean distclean
 
 help:
-	@echo "make test       all tests (unit, integration, faults): venv, Docker engine, PG image"
+	@echo "make test       all tests (unit, integration, faults): venv, Docker engine, restic, PG image"
 	@echo "make test-unit  unit tests only (no Docker)"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make format     ruff format and ruff check --fix"
 	@echo "make bench      benchmark (BENCH_ARGS=... passed to bench/bench.py)"
 	@echo "make demo       run scripts/demo.sh"
-	@echo "make venv | engine | image | hooks | clean | distclean"
+	@echo "make venv | engine | restic | image | hooks | clean | distclean"
 
 venv: $(STAMP)
 
@@ -56,12 +57,17 @@ $(STAMP): pyproject.toml
 engine:
 	bash scripts/ensure-docker.sh
 
+# restic and OpenSSH's sshd from apt (the repository tests start sshd, SeaweedFS and rclone
+# themselves, on 127.0.0.1).
+restic:
+	bash scripts/ensure-restic.sh
+
 image: engine
 	$(ENSURE_IMAGE)
 
 # The image is computed here (not passed from a prerequisite) so that a failure stops the run
 # instead of running the tests with an empty SNAPVOL_PG_IMAGE.
-test: venv engine
+test: venv engine restic
 	img=$$($(ENSURE_IMAGE)) && SNAPVOL_PG_IMAGE=$$img $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -76,7 +82,7 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: venv engine image
+bench: venv engine image restic
 	img=$$($(ENSURE_IMAGE)) && SNAPVOL_PG_IMAGE=$$img \
 	    PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) bench/bench.py $(BENCH_ARGS)
 

@@ -12,7 +12,9 @@ import docker
 import pytest
 from click.testing import CliRunner, Result
 
+from tests import servers
 from tests.docker_helpers import TestBed, testbed
+from tests.servers import RepoServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -79,3 +81,41 @@ def docker_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture
 def bed(docker_client: docker.DockerClient) -> Iterator[TestBed]:
     yield from testbed(docker_client)
+
+
+def _serve(backend: str, root: Path) -> Iterator[RepoServer]:
+    try:
+        with servers.repo_server(backend, root) as server:
+            yield server
+    except servers.ServerError as err:  # a server that cannot run here fails, never skips
+        pytest.fail(f"the {backend} repository server did not start: {err}")
+
+
+@pytest.fixture
+def restic_local(tmp_path: Path) -> Iterator[RepoServer]:
+    """A restic repository path in tmp_path (`repo` is the path; nothing to start)."""
+    yield from _serve("local", tmp_path / "repo-local")
+
+
+@pytest.fixture
+def sftp_server(tmp_path: Path) -> Iterator[RepoServer]:
+    """sshd on a free 127.0.0.1 port; restic's `sftp:snapvol-test-sftp:/...` reaches it."""
+    yield from _serve("sftp", tmp_path / "repo-sftp")
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[RepoServer]:
+    """SeaweedFS on free 127.0.0.1 ports; restic's `s3:http://127.0.0.1:PORT/snapvol-test`."""
+    yield from _serve("s3", tmp_path / "repo-s3")
+
+
+@pytest.fixture
+def rest_server(tmp_path: Path) -> Iterator[RepoServer]:
+    """rclone's restic REST server on a free 127.0.0.1 port; `rest:http://127.0.0.1:PORT/`."""
+    yield from _serve("rest", tmp_path / "repo-rest")
+
+
+@pytest.fixture(params=servers.BACKENDS)
+def repo_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoServer]:
+    """Each repository backend in turn (local, sftp, s3, rest), for tests that hold for all."""
+    yield from _serve(request.param, tmp_path / f"repo-{request.param}")

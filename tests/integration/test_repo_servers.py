@@ -1,0 +1,158 @@
+"""The repository servers the copy tests run against work: real restic reaches each one.
+
+restic itself (no snapvol code) makes a repository, backs up a stream and dumps it back, on a
+local path, over SFTP to sshd, over S3 to SeaweedFS and over REST to rclone, all on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+
+import pytest
+
+from tests.servers import BACKENDS, RepoServer, listening
+
+
+def payload(size: int, seed: int) -> bytes:
+    """Incompressible bytes with a compressible stretch, like a tar stream of a database."""
+    rng = random.Random(seed)
+    return rng.randbytes(size // 2) + b"snapvol\0" * (size // 16) + rng.randbytes(size // 4)
+
+
+def backup_and_dump(server: RepoServer, data: bytes, name: str = "volume.tar") -> str:
+    """`restic backup --stdin` then `restic dump` of the same snapshot; returns its id."""
+    out = server.restic("backup", "--json", "--stdin", "--stdin-filename", name, input=data)
+    summary = [json.loads(line) for line in out.stdout.splitlines() if line.strip()][-1]
+    snapshot_id = summary["snapshot_id"]
+    dumped = server.restic("dump", snapshot_id, f"/{name}").stdout
+    assert dumped == data
+    return str(snapshot_id)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_restic_round_trip(backend: str, request: pytest.FixtureRequest) -> None:
+    server: RepoServer = request.getfixturevalue(
+        {"local": "restic_local", "sftp": "sftp_server", "s3": "s3_server", "rest": "rest_server"}[
+            backend
+        ]
+    )
+    assert server.backend == backend
+    server.restic("init")
+    # restic 0.14 makes format 2 repositories: compression is there for the copies.
+    config = json.loads(server.restic("cat", "config").stdout)
+    assert config["version"] == 2
+
+    first, second = payload(3 << 20, 1), payload(1 << 20, 2)
+    id1 = backup_and_dump(server, first)
+    id2 = backup_and_dump(server, second, "db.dump")
+    # Both snapshots are there and each still dumps its own bytes.
+    snaps = json.loads(server.restic("snapshots", "--json").stdout)
+    # restic 0.14 reports the short id in `backup --json`.
+    assert sorted(s["short_id"] for s in snaps) == sorted([id1, id2])
+    assert server.restic("dump", id1, "/volume.tar").stdout == first
+    server.restic("check", "--read-data")
+
+
+def test_repo_server_parametrizes_every_backend(repo_server: RepoServer) -> None:
+    """`repo_server` hands out each backend in turn, ready for `restic init`."""
+    assert repo_server.backend in BACKENDS
+    repo_server.restic("init")
+    backup_and_dump(repo_server, payload(64 << 10, 3))
+
+
+@pytest.mark.parametrize("fixture", ["sftp_server", "s3_server", "rest_server"])
+def test_server_listens_on_loopback_only(fixture: str, request: pytest.FixtureRequest) -> None:
+    server: RepoServer = request.getfixturevalue(fixture)
+    assert server.process is not None
+    addresses = listening(server.process.pid)
+    assert addresses, "the server listens nowhere"
+    assert {host for host, _ in addresses} == {"127.0.0.1"}, addresses
+
+
+@pytest.mark.parametrize("fixture", ["sftp_server", "s3_server", "rest_server"])
+def test_server_stops_and_starts_with_its_data(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """A test can take the server away (restic fails) and bring it back with the same data."""
+    server: RepoServer = request.getfixturevalue(fixture)
+    server.restic("init")
+    data = payload(1 << 20, 4)
+    snapshot_id = backup_and_dump(server, data)
+    assert server.process is not None
+    pid = server.process.pid
+    with server.down():
+        assert not server.process.running
+        assert not os.path.exists(f"/proc/{pid}")
+        # Opening a repository whose server is gone fails at once (no retries) on every backend.
+        down = server.restic("snapshots", check=False)
+        assert down.returncode != 0
+        assert b"connection refused" in down.stderr.lower() or b"Connection refused" in down.stderr
+    assert server.process.running
+    assert server.restic("dump", snapshot_id, "/volume.tar").stdout == data
+
+
+def test_sftp_reached_by_sftp_command_option(sftp_server: RepoServer) -> None:
+    """Without the ssh wrapper on PATH, `-o sftp.command=ssh -F ...` reaches the same server."""
+    sftp_server.restic("init")
+    data = payload(256 << 10, 5)
+    snapshot_id = backup_and_dump(sftp_server, data)
+    env = sftp_server.restic_env()
+    env["PATH"] = os.environ["PATH"]
+    argv = ["restic", "-r", sftp_server.repo, *sftp_server.options]
+    result = subprocess.run(
+        [*argv, "dump", snapshot_id, "/volume.tar"],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == data
+
+
+def test_sftp_refuses_a_stranger_key(sftp_server: RepoServer) -> None:
+    """The key made for the test is what lets restic in: without it sshd says no."""
+    sftp_server.restic("init")
+    key = sftp_server.password_file.parent / "client_key"
+    key.rename(key.with_name("elsewhere"))
+    result = sftp_server.restic("snapshots", check=False)
+    assert result.returncode != 0
+
+
+def test_sftp_server_dies_mid_backup(sftp_server: RepoServer) -> None:
+    """The server killed by the backup's own progress: restic fails, the repository is intact,
+    and once the server is back a new backup completes."""
+    sftp_server.restic("init")
+    data = payload(48 << 20, 6)
+    with sftp_server.stops_when_stored(4 << 20) as stopped:
+        broken = sftp_server.restic(
+            "backup", "--stdin", "--stdin-filename", "volume.tar", input=data, check=False
+        )
+    assert stopped.is_set()
+    assert broken.returncode != 0
+    sftp_server.start()
+    assert json.loads(sftp_server.restic("snapshots", "--json").stdout) == []
+    backup_and_dump(sftp_server, data)
+    # The killed backup left its lock behind: restic 0.14 refuses exclusive commands (check,
+    # forget, prune) until `unlock` removes the stale one.
+    assert sftp_server.restic("check", check=False).returncode != 0
+    sftp_server.restic("unlock")
+    sftp_server.restic("check", "--read-data")
+
+
+def test_damaged_pack_is_found_by_check(repo_server: RepoServer) -> None:
+    """`damage_pack` flips a byte in a stored pack on every backend: `check` alone (metadata)
+    passes, `check --read-data` reports it, and `dump` of that data fails instead of lying."""
+    repo_server.restic("init")
+    data = payload(2 << 20, 7)
+    snapshot_id = backup_and_dump(repo_server, data)
+    name = repo_server.damage_pack()
+    assert name.startswith("data/")
+    repo_server.restic("check")
+    read = repo_server.restic("check", "--read-data", check=False)
+    assert read.returncode != 0
+    assert name.split("/")[-1][:8].encode() in read.stdout + read.stderr
+    dumped = repo_server.restic("dump", snapshot_id, "/volume.tar", check=False)
+    assert dumped.returncode != 0
