@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -53,6 +54,7 @@ _SUBSET = re.compile(r"^(\d+/\d+|\d+(\.\d+)?%|\d+[KMGT]?)$")
 # --- the repository's configuration -----------------------------------------------------------
 
 
+_BACKEND = re.compile(r"^(local|sftp|rest|s3|b2|azure|gs|swift|rclone):")
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/]*)@")
 
 
@@ -114,6 +116,8 @@ class Repository:
         environ = os.environ if environ is None else environ
         if not location or not location.strip():
             raise UsageError("no repository: give --repo or set SNAPVOL_REPOSITORY")
+        if not _BACKEND.match(location):  # a local path: made absolute, as the store keeps it
+            location = str(Path(location).expanduser().absolute())
         if password_file is None and environ.get("RESTIC_PASSWORD_FILE"):
             password_file = environ["RESTIC_PASSWORD_FILE"]
         password_env: dict[str, str] = {}
@@ -220,6 +224,23 @@ class BackupSummary:
 class CheckReport:
     ok: bool
     problems: tuple[str, ...]  # restic's own lines, when not ok
+
+
+@dataclass(frozen=True)
+class Node:
+    path: str
+    type: str  # "file" | "dir" | ...
+    size: int
+
+
+def parse_nodes(lines: Iterable[bytes | str]) -> list[Node]:
+    """The nodes among ``restic ls --json``'s lines (the first line describes the snapshot)."""
+    nodes = []
+    for line in lines:
+        msg = _json_line(line)
+        if msg is not None and msg.get("struct_type") == "node":
+            nodes.append(Node(str(msg["path"]), str(msg.get("type", "")), int(msg.get("size", 0))))
+    return nodes
 
 
 def parse_time(text: str) -> datetime:
@@ -525,7 +546,15 @@ class Restic:
     # --- plumbing ---
 
     def _spawn(self, args: Sequence[str], stdin: int = subprocess.DEVNULL) -> Popen[bytes]:
-        argv = [self.binary]
+        """Start restic. Under ``setpriv --pdeathsig KILL`` it dies with the thread that started
+        it: were snapvol killed, restic would otherwise read the end of its stdin and save a
+        snapshot of a truncated stream."""
+        exe = shutil.which(self.binary)
+        if exe is None:
+            raise ResticMissingError(INSTALL_HINT)
+        setpriv = shutil.which("setpriv")
+        argv = [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+        argv.append(exe)
         for opt in self.repo.options:
             argv += ["-o", opt]
         argv += list(args)
@@ -540,15 +569,31 @@ class Restic:
         except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
             raise ResticMissingError(INSTALL_HINT) from err
 
-    def _run(self, args: Sequence[str], what: str) -> str:
+    def _exec(self, args: Sequence[str], what: str) -> tuple[int, str, str]:
+        """Run restic to its end: (exit code, stdout, stderr). A lock left by a restic that
+        died (its process gone from this host, or 30 minutes old) is removed with ``restic
+        unlock``, which removes only such stale locks, and the command is run once more."""
+        result = self._exec_once(args)
+        if result[0] != 0 and args[:1] != ["unlock"]:
+            error = translate(self.repo, result[2], result[0], what)
+            if isinstance(error, RepositoryLockedError):
+                self._exec_once(["unlock"])
+                result = self._exec_once(args)
+        return result
+
+    def _exec_once(self, args: Sequence[str]) -> tuple[int, str, str]:
         proc = self._spawn(args)
         try:
             out, err = proc.communicate()
         finally:
             _stop(proc)
-        if proc.returncode != 0:
-            raise translate(self.repo, err.decode("utf-8", "replace"), proc.returncode, what)
-        return str(out.decode("utf-8", "replace"))
+        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    def _run(self, args: Sequence[str], what: str) -> str:
+        returncode, out, err = self._exec(args, what)
+        if returncode != 0:
+            raise translate(self.repo, err, returncode, what)
+        return out
 
     def version(self) -> tuple[int, ...]:
         if self._version is None:
@@ -667,6 +712,23 @@ class Restic:
         proc = self._spawn(["dump", "--", snapshot_id, path])
         return DumpStream(self, proc, f"reading {path} of snapshot {snapshot_id[:8]}")
 
+    def ls(self, snapshot_id: str) -> list[Node]:
+        """The files and directories a snapshot holds (``restic ls --json``)."""
+        if not snapshot_id or snapshot_id.startswith("-"):
+            raise UsageError(f"not a restic snapshot id: {snapshot_id!r}")
+        out = self._run(["ls", "--json", "--", snapshot_id], f"listing snapshot {snapshot_id[:8]}")
+        return parse_nodes(out.splitlines())
+
+    def file_size(self, snapshot_id: str, filename: str) -> int:
+        """The size of ``/<filename>`` in a snapshot, as restic stored it."""
+        path = "/" + _checked_filename(filename)
+        for node in self.ls(snapshot_id):
+            if node.path == path and node.type == "file":
+                return node.size
+        raise RepositorySnapshotMissingError(
+            f"snapshot {snapshot_id[:8]} of repository {self.repo.display} has no file {path}"
+        )
+
     def forget(self, snapshot_ids: Sequence[str], prune: bool = True) -> None:
         """Remove snapshots (and, with ``prune``, the data only they used)."""
         if not snapshot_ids:
@@ -686,15 +748,10 @@ class Restic:
             args.append(f"--read-data-subset={subset}")
         elif read_data:
             args.append("--read-data")
-        proc = self._spawn(args)
-        try:
-            _out, err = proc.communicate()
-        finally:
-            _stop(proc)
-        if proc.returncode == 0:
+        returncode, _out, text = self._exec(args, "checking the repository")
+        if returncode == 0:
             return CheckReport(ok=True, problems=())
-        text = err.decode("utf-8", "replace")
-        error = translate(self.repo, text, proc.returncode, "checking the repository")
+        error = translate(self.repo, text, returncode, "checking the repository")
         if not isinstance(error, RepositoryDamagedError):
             raise error
         problems = tuple(

@@ -9,6 +9,8 @@ import hashlib
 import os
 import random
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -79,8 +81,10 @@ def restic(tmp_path: Path, repo_dir: Path) -> Restic:
     return r
 
 
-def restic_children() -> list[int]:
-    """restic processes whose parent is this one (zombies included: they must be reaped)."""
+def restic_children(parent: int | None = None) -> list[int]:
+    """restic processes whose parent is ``parent`` (this process by default; zombies included:
+    they must be reaped)."""
+    parent = os.getpid() if parent is None else parent
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -91,7 +95,7 @@ def restic_children() -> list[int]:
             continue
         comm = text[text.index("(") + 1 : text.rindex(")")]
         ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        if ppid == os.getpid() and comm == "restic":
+        if ppid == parent and comm == "restic":
             found.append(int(entry.name))
     return found
 
@@ -118,6 +122,7 @@ def test_backup_stream_then_dump_gives_the_same_bytes(restic: Restic) -> None:
         progress=seen.append,
     )
     assert summary.total_bytes == size == sum(seen)
+    assert restic.file_size(summary.snapshot_id, "vol.tar") == size
     assert size <= summary.data_added < size + MiB  # incompressible: all of it is new
     assert len(summary.snapshot_id) == 64
 
@@ -314,3 +319,44 @@ def test_forget_prune_removes_the_snapshot_and_its_data(restic: Restic, repo_dir
     restic.forget([])  # nothing to do
     with restic.dump(keep.snapshot_id, "a") as out:
         assert digest(iter(out)) == digest(stream(2 * MiB, seed=1))
+
+
+KILLED_CHILD = """
+import os, sys, time
+from snapvol.adapters.restic import Repository, Restic
+
+restic = Restic(Repository.configure(sys.argv[1], sys.argv[2], environ={}))
+
+def source():
+    yield os.urandom(4 << 20)
+    print("fed", flush=True)
+    time.sleep(600)
+
+restic.backup_stream(source(), "vol.tar")
+"""
+
+
+def test_a_killed_snapvol_leaves_no_truncated_snapshot(
+    restic: Restic, repo_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL of snapvol mid-copy: restic must not take the end of its stdin for the end of the
+    stream and save a truncated snapshot (without ``--pdeathsig`` it sometimes does: it dies of
+    SIGPIPE only if it writes a status line first, hence three rounds); and the lock it leaves
+    must not block the next run."""
+    for _round in range(3):
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_CHILD, str(repo_dir), str(tmp_path / "pw")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "fed\n"
+            wait_for(lambda c=child.pid: restic_children(c), "restic under the child")
+            (grandchild,) = restic_children(child.pid)
+        finally:
+            child.kill()
+            child.wait()
+        wait_for(lambda g=grandchild: not Path(f"/proc/{g}").exists(), "restic to go")
+        assert restic.snapshots() == []
+    assert any((repo_dir / "locks").iterdir())  # killed: restic could not remove its lock
+    assert restic.check().ok  # wants an exclusive lock: the stale ones are removed first

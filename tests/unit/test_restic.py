@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from snapvol.adapters.restic import (
+    Node,
     Repository,
     Restic,
     display_location,
     parse_backup_summary,
+    parse_nodes,
     parse_snapshots,
     parse_time,
     parse_version,
@@ -197,6 +199,28 @@ def test_ids_and_names_cannot_become_options(tmp_path: Path, fake_restic: Path) 
         restic.check(subset="all of it")
 
 
+def test_restic_dies_with_snapvol(
+    tmp_path: Path, fake_restic: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """restic runs under ``setpriv --pdeathsig KILL``: killed with us, it cannot read our end of
+    its stdin as the end of the stream and save a truncated snapshot."""
+    import subprocess
+
+    seen: list[list[str]] = []
+    real = subprocess.Popen
+
+    def spy(argv: list[str], **kwargs: object) -> object:
+        seen.append(list(argv))
+        return real(argv, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    restic = Restic(Repository.configure("/r", pwfile(tmp_path), environ={}), str(fake_restic))
+    restic.snapshots()
+    (argv,) = seen
+    assert Path(argv[0]).name == "setpriv"
+    assert argv[1:4] == ["--pdeathsig", "KILL", str(fake_restic)]
+
+
 def test_restic_missing_says_how_to_install(tmp_path: Path) -> None:
     restic = Restic(
         Repository.configure("/r", pwfile(tmp_path), environ={}), str(tmp_path / "none")
@@ -338,6 +362,22 @@ def test_exit_codes() -> None:
     assert issubclass(RepositoryDamagedError, IntegrityError)
     assert RepositoryDamagedError.exit_code == IntegrityError.exit_code
     assert RepositoryAuthError.exit_code == RepositoryError.exit_code
+
+
+def test_a_local_path_is_made_absolute(tmp_path: Path) -> None:
+    env = {"RESTIC_PASSWORD": "x"}
+    assert Repository.configure("repo", environ=env).location == str(tmp_path / "repo")
+    assert Repository.configure("~/r", environ=env).location == str(Path.home() / "r")
+    for other in ("sftp:u@h:repo", "rest:http://h/", "s3:h/b", "local:rel", "/abs/r"):
+        assert Repository.configure(other, environ=env).location == other
+
+
+def test_parse_nodes() -> None:
+    lines = [
+        '{"time":"2026-12-03T10:47:33Z","paths":["/vol.tar"],"id":"f7","struct_type":"snapshot"}',
+        '{"name":"vol.tar","type":"file","path":"/vol.tar","size":100000,"struct_type":"node"}',
+    ]
+    assert parse_nodes(lines) == [Node("/vol.tar", "file", 100000)]
 
 
 def test_env_of_this_process_is_not_touched(tmp_path: Path) -> None:
