@@ -360,3 +360,44 @@ def test_a_killed_snapvol_leaves_no_truncated_snapshot(
         assert restic.snapshots() == []
     assert any((repo_dir / "locks").iterdir())  # killed: restic could not remove its lock
     assert restic.check().ok  # wants an exclusive lock: the stale ones are removed first
+
+
+FLAT_CHILD = """
+import hashlib, os, re, sys
+from pathlib import Path
+from snapvol.adapters.restic import Repository, Restic
+
+restic = Restic(Repository.configure(sys.argv[1], sys.argv[2], environ={}))
+size = int(sys.argv[3])
+sent = hashlib.sha256()
+
+def source():
+    for _ in range(size >> 20):
+        chunk = os.urandom(1 << 20)
+        sent.update(chunk)
+        yield chunk
+
+summary = restic.backup_stream(source(), "big.tar")
+got = hashlib.sha256()
+with restic.dump(summary.snapshot_id, "big.tar") as out:
+    for chunk in out:
+        got.update(chunk)
+assert got.digest() == sent.digest() and summary.total_bytes == size
+status = Path("/proc/self/status").read_text()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) << 10)
+"""
+
+
+def test_memory_stays_flat_whatever_the_stream_size(
+    restic: Restic, repo_dir: Path, tmp_path: Path
+) -> None:
+    """A 160 MiB stream in and out: the Python process's peak RSS stays far below it."""
+    size = 160 * MiB
+    out = subprocess.run(
+        [sys.executable, "-c", FLAT_CHILD, str(repo_dir), str(tmp_path / "pw"), str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak = int(out.stdout)
+    assert peak < 80 * MiB, f"peak RSS {peak >> 20} MiB for a {size >> 20} MiB stream"
