@@ -428,9 +428,10 @@ class _Tail:
         return bytes(self._buf).decode("utf-8", "replace")
 
 
-def _stop(proc: Popen[bytes]) -> None:
+def _stop(proc: Popen[bytes], close: bool = True) -> None:
     """End restic if it still runs: SIGINT first, so that it removes its lock and writes no
-    snapshot, then SIGKILL if it does not go. Always reaps it."""
+    snapshot, then SIGKILL if it does not go. Always reaps it; ``close`` then closes its pipes
+    (the stderr reader closes its own)."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGINT)
@@ -439,6 +440,8 @@ def _stop(proc: Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if not close:
+        return
     for pipe in (proc.stdin, proc.stdout):
         if pipe is not None:
             with contextlib.suppress(OSError):
@@ -478,8 +481,7 @@ class _Feeder:
                 break
             except BaseException as err:  # handed to the caller by backup_stream
                 self.source_error = err
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.send_signal(signal.SIGINT)
+                _stop(self._proc, close=False)
                 return
             try:
                 stdin.write(chunk)
@@ -658,7 +660,9 @@ class Restic:
         """Store a stream as one file, ``/<filename>``, of a new restic snapshot.
 
         ``chunks`` is consumed on a thread and fed to ``restic backup --stdin``; if it raises,
-        restic is interrupted (no snapshot is made) and its error is re-raised here.
+        restic is interrupted (no snapshot is made) and its error is re-raised here. ``time``
+        is the snapshot's time (a naive one is taken as UTC); ``progress`` is called with the
+        size of each chunk fed. Returns the full snapshot id and restic's byte counts.
         """
         name = _checked_filename(filename)
         args = ["backup", "--stdin", f"--stdin-filename={name}", "--json"]
@@ -705,7 +709,10 @@ class Restic:
         )
 
     def dump(self, snapshot_id: str, filename: str) -> DumpStream:
-        """Stream ``/<filename>`` of a snapshot back; use as ``with restic.dump(...) as s``."""
+        """Stream ``/<filename>`` of a snapshot back: ``with restic.dump(id, name) as s: for
+        chunk in s: ...``. The error, if restic fails (damaged data), comes at the end of the
+        iteration: trust the bytes only once it ended. restic dies with the thread that called
+        ``dump`` (see ``_spawn``): keep that thread alive until the stream is read."""
         if not snapshot_id or snapshot_id.startswith("-"):
             raise UsageError(f"not a restic snapshot id: {snapshot_id!r}")
         path = "/" + _checked_filename(filename)
