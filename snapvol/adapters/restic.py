@@ -55,7 +55,7 @@ _SUBSET = re.compile(r"^(\d+/\d+|\d+(\.\d+)?%|\d+[KMGT]?)$")
 
 
 _BACKEND = re.compile(r"^(local|sftp|rest|s3|b2|azure|gs|swift|rclone):")
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/]*)@")
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s\"']*)@")
 
 
 def display_location(location: str) -> str:
@@ -64,7 +64,10 @@ def display_location(location: str) -> str:
     In an http(s) URL (``rest:``, ``s3:``) the whole ``user:pass@`` goes (a user name there may be
     a token); elsewhere (``sftp://user@host``) only a password does, the login name stays.
     """
+    return _strip_userinfo(location, count=1)
 
+
+def _strip_userinfo(text: str, count: int = 0) -> str:
     def strip(m: re.Match[str]) -> str:
         scheme, info = m["scheme"], m["userinfo"]
         if scheme.lower().startswith("http"):
@@ -73,7 +76,7 @@ def display_location(location: str) -> str:
             return f"{scheme}{info.split(':', 1)[0]}@"
         return m.group(0)
 
-    return _URL_USERINFO.sub(strip, location, count=1)
+    return _URL_USERINFO.sub(strip, text, count=count)
 
 
 def _url_secrets(location: str) -> list[str]:
@@ -185,7 +188,7 @@ class Repository:
 
     def redact(self, text: str) -> str:
         """``text`` (restic's stderr) with the location's credentials and the password hidden."""
-        text = text.replace(self.location, self.display)
+        text = _strip_userinfo(text.replace(self.location, self.display))
         secrets = _url_secrets(self.location)
         secrets += [v for k, v in self.password_env.items() if k == "RESTIC_PASSWORD"]
         for secret in sorted(secrets, key=len, reverse=True):

@@ -27,6 +27,7 @@ from snapvol.errors import (
     RepositoryLockedError,
     RepositoryMissingError,
     RepositorySnapshotMissingError,
+    RepositoryUnreachableError,
 )
 
 PASSWORD = "pw-Zq8-unguessable-42"
@@ -401,3 +402,45 @@ def test_memory_stays_flat_whatever_the_stream_size(
     )
     peak = int(out.stdout)
     assert peak < 80 * MiB, f"peak RSS {peak >> 20} MiB for a {size >> 20} MiB stream"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_unreachable_server_is_one_line_without_its_credentials(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    port = closed_port()
+    location = f"rest:http://alice:Sup3rS3cret@127.0.0.1:{port}/repo/"
+    restic = Restic(Repository.configure(location, write_password(tmp_path / "pw"), environ={}))
+    with pytest.raises(RepositoryUnreachableError) as info:
+        restic.snapshots()
+    message = info.value.message
+    assert message.startswith(f"cannot reach repository rest:http://127.0.0.1:{port}/repo/: ")
+    assert "connection refused" in message
+    assert "Sup3rS3cret" not in message and "alice" not in message and "\n" not in message
+    with pytest.raises(RepositoryUnreachableError):
+        restic.backup_stream(stream(MiB), "vol.tar")
+    printed = capfd.readouterr()
+    assert "Sup3rS3cret" not in printed.out + printed.err
+
+
+def test_an_unreachable_sftp_server(tmp_path: Path) -> None:
+    port = closed_port()
+    ssh = f"ssh -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no nobody@127.0.0.1 -s sftp"
+    restic = Restic(
+        Repository.configure(
+            "sftp:nobody@127.0.0.1:/srv/repo",
+            write_password(tmp_path / "pw"),
+            environ={},
+            options=[f"sftp.command={ssh}"],
+        )
+    )
+    with pytest.raises(RepositoryUnreachableError, match="cannot reach repository sftp:nobody@"):
+        restic.exists()

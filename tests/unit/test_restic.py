@@ -80,7 +80,10 @@ def test_redact_hides_url_credentials_and_password() -> None:
         "Fatal: unable to open rest:http://alice:s3cret@127.0.0.1:8000/repo\n"
         f"echo alice:s3cret and s3cret and {PASSWORD}\n"
     )
+    text += 'Head "http://alice:***@127.0.0.1:8000/repo/config": refused; mail bob@example.org\n'
     out = repo.redact(text)
+    assert "alice" not in out
+    assert "mail bob@example.org" in out  # only URLs' user parts go
     assert "s3cret" not in out
     assert PASSWORD not in out
     assert "rest:http://127.0.0.1:8000/repo" in out
