@@ -101,6 +101,51 @@ class VolumeInUseError(SnapvolError):
     exit_code = 13
 
 
+class RepositoryError(SnapvolError):
+    """A restic repository cannot be used: missing, unreachable, refused, or restic itself failed.
+
+    Messages show the repository's display form (credentials removed), never its password.
+    """
+
+    exit_code = 14
+
+
+class ResticMissingError(RepositoryError):
+    """The restic program is not installed (or not on PATH)."""
+
+
+class RepositoryMissingError(RepositoryError):
+    """No repository at the given location (create one with ``snapvol repo init``)."""
+
+
+class RepositoryExistsError(RepositoryError):
+    """``repo init`` on a location that already holds a repository."""
+
+
+class RepositoryUnreachableError(RepositoryError):
+    """The repository's server cannot be reached (refused, unknown host, timeout, ssh failed)."""
+
+
+class RepositoryAuthError(RepositoryError):
+    """The repository refused us: wrong password, or credentials the server rejected."""
+
+
+class RepositorySnapshotMissingError(RepositoryError):
+    """A restic snapshot (or the file in it) that was asked for is not in the repository."""
+
+
+class RepositoryLockedError(RepositoryError, LockedError):
+    """Another restic process holds the repository's lock."""
+
+    exit_code = LockedError.exit_code
+
+
+class RepositoryDamagedError(RepositoryError, IntegrityError):
+    """The repository's data is damaged: a pack does not match its id, a blob fails to decrypt."""
+
+    exit_code = IntegrityError.exit_code
+
+
 def describe(err: BaseException) -> str:
     """A short human description of any exception, for messages that wrap it."""
     if isinstance(err, KeyboardInterrupt):

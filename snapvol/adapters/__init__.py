@@ -1,2 +1,2 @@
-"""Adapters to third-party libraries: the container engine (the docker SDK) and the manifest
-store (SQLModel). Nothing else imports either library."""
+"""Adapters to third-party software: the container engine (the docker SDK), the manifest store
+(SQLModel) and restic (the program). Nothing else imports either library or runs restic."""
