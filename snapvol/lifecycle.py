@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from snapvol import locking
 from snapvol.adapters.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
 from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Snapshot, Store
 from snapvol.errors import (
@@ -144,25 +145,26 @@ def remove(
     store, ``rm`` never touches the original's files. An archive found only at its recorded path
     elsewhere is left there, and the reporter says so.
 
-    The caller holds the lock of each snapshot's container (``locking.holding``) throughout, so
+    Each snapshot's container lock is held throughout (``locking.holding``: all or none), so
     nothing is deleted while a snapshot or a restore of that container runs: a restore's safety
     snapshot stays until the restore ends. The records are read again here, under those locks.
     The archive goes before the record: a crash between leaves a record whose archive is missing,
     which restore refuses and a second ``rm`` finishes, never an archive nobody knows about.
     """
-    current = [s for s in (store.get(snap.id) for snap in snaps) if s is not None]
-    for snap in current:
-        if snap.status == IN_PROGRESS:
-            raise LockedError(
-                f"snapshot {snap.id} ({snap.name}) is being taken (pid {snap.pid}); "
-                "nothing was deleted"
-            )
-    destination = _destination(backup_dir)
-    for snap in current:
-        if not destination.remove(snap) and reporter is not None:
-            _say_left_alone(snap, backup_dir, reporter)
-        store.delete(snap.id)
-    return current
+    with locking.holding(((s.container_id, s.container) for s in snaps), "rm"):
+        current = [s for s in (store.get(snap.id) for snap in snaps) if s is not None]
+        for snap in current:
+            if snap.status == IN_PROGRESS:
+                raise LockedError(
+                    f"snapshot {snap.id} ({snap.name}) is being taken (pid {snap.pid}); "
+                    "nothing was deleted"
+                )
+        destination = _destination(backup_dir)
+        for snap in current:
+            if not destination.remove(snap) and reporter is not None:
+                _say_left_alone(snap, backup_dir, reporter)
+            store.delete(snap.id)
+        return current
 
 
 def _say_left_alone(snap: Snapshot, backup_dir: Path, reporter: Reporter) -> None:

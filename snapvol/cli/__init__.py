@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Collection
 from typing import Any
 
 import click
@@ -16,34 +17,47 @@ from snapvol.cli.context import AppContext
 from snapvol.cli.options import global_options
 from snapvol.errors import SnapvolError
 
-# The flags that set what the core names in an error's ``retry_with``, and what stands for a
-# value that is the user's to pick; switches are flags without a value (a setting turned on).
+# What the core names in an error's ``retry_with`` (a setting, and the value that gets past the
+# error; "" for one that is the user's to pick), as the command line sets it: the parameter, the
+# flag, and what stands for the user's value. Switches are settings a flag turns on or off.
 _RETRY_FLAGS = {
-    "reader": "--reader",
-    "helper_image": "--helper-image",
-    "volume_name": "--volume-name",
-    "user": "--user",
+    "reader": ("reader", "--reader", "VALUE"),
+    "helper_image": ("helper_image", "--helper-image", "IMAGE"),
+    "volume_name": ("volume_name", "--volume-name", "NAME"),
+    "user": ("user", "--user", "ROLE"),
 }
-_PLACEHOLDERS = {"helper_image": "IMAGE", "volume_name": "NAME", "user": "ROLE"}
-_RETRY_SWITCHES = {("allow_roles", "true"): "--allow-roles"}
+_RETRY_SWITCHES = {
+    ("allow_roles", "true"): ("allow_roles", "--allow-roles"),
+    ("safety_snapshot", "false"): ("no_safety_snapshot", "--no-safety-snapshot"),
+}
 
 
-def _retry_flag(key: str, value: str) -> str | None:
+def _retry_flag(key: str, value: str, params: Collection[str] | None) -> str | None:
     if (key, value) in _RETRY_SWITCHES:
-        return _RETRY_SWITCHES[key, value]
-    if key in _RETRY_FLAGS:
-        return f"{_RETRY_FLAGS[key]} {value or _PLACEHOLDERS.get(key, 'VALUE')}"
-    return None
+        param, flag = _RETRY_SWITCHES[key, value]
+    elif key in _RETRY_FLAGS:
+        param, name, placeholder = _RETRY_FLAGS[key]
+        flag = f"{name} {value or placeholder}"
+    else:
+        return None
+    return flag if params is None or param in params else None
 
 
-def error_line(err: SnapvolError) -> str:
-    """The error as the command line says it: what would get past it, as the flags that set it."""
-    flags = [flag for key, value in err.retry_with.items() if (flag := _retry_flag(key, value))]
+def error_line(err: SnapvolError, params: Collection[str] | None = None) -> str:
+    """The error as the command line says it: what would get past it, as the flags that set it
+    (only those of ``params``, the running command's parameters, when given)."""
+    flags = [f for key, value in err.retry_with.items() if (f := _retry_flag(key, value, params))]
     return f"{err.message} (retry with {' or '.join(flags)})" if flags else err.message
 
 
 class SnapvolGroup(click.Group):
     """The one place an anticipated failure becomes ``Error: ...`` on stderr and an exit code."""
+
+    def _params(self, ctx: click.Context) -> set[str] | None:
+        """The parameters of the command that ran (None: not known)."""
+        name = ctx.invoked_subcommand
+        command = self.get_command(ctx, name) if name else None
+        return {p.name for p in command.params if p.name} if command else None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -51,7 +65,7 @@ class SnapvolGroup(click.Group):
         except SnapvolError as err:
             if ctx.obj is not None and ctx.obj.debug:
                 raise
-            click.echo(f"Error: {error_line(err)}", err=True)
+            click.echo(f"Error: {error_line(err, self._params(ctx))}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)

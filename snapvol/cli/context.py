@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import os
 import shlex
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ import click
 
 from snapvol import locking
 from snapvol.adapters.engine import Engine
-from snapvol.adapters.store import Snapshot, Store
+from snapvol.adapters.store import Store
 from snapvol.errors import StoreError
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
@@ -93,19 +93,12 @@ class AppContext:
     def locked(self, ws: Workspace, container: str, operation: str) -> Iterator[Workspace]:
         """``ws`` holding ``container``'s operation lock, with what a watchdog needs to guard it.
 
-        Every lock a command takes is taken here or in ``locked_snapshots``: the core assumes
-        its caller holds them. ``operation`` says what runs, for whoever is refused meanwhile.
+        ``operation`` says what runs, for whoever is refused meanwhile (``rm`` and ``prune``
+        take their locks in ``lifecycle.remove``, through the same ``locking.holding``).
         """
         info = ws.engine.container(container)
         with locking.holding([(info.id, info.name)], operation) as (held,):
             yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fd=held.fd))
-
-    def locked_snapshots(
-        self, snaps: Iterable[Snapshot], operation: str
-    ) -> contextlib.AbstractContextManager[object]:
-        """The locks of the containers ``snaps`` were taken from (by their recorded ids), for
-        as long as the block runs: nothing is deleted while a snapshot or restore of one runs."""
-        return locking.holding(((s.container_id, s.container) for s in snaps), operation)
 
     @contextlib.contextmanager
     def store(self, *, create: bool = False) -> Iterator[Store]:

@@ -88,8 +88,7 @@ def _delete(
             agreed = False
         if not agreed:
             raise Cancelled("cancelled; nothing was deleted")
-    with app.locked_snapshots(snaps, "rm"):
-        removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
+    removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
     if as_json:
         reasons = {d.snapshot.id: d.reasons for d in decisions}
         app.console.json([{**s.to_dict(), "reasons": reasons[s.id]} for s in removed])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from snapvol.adapters.store import Snapshot
@@ -10,6 +12,10 @@ from snapvol.cli.format import logical_summary, snapshot_summary
 from snapvol.cli.options import helper_image_option, json_option, reader_option, target_options
 from snapvol.errors import UsageError
 from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
+from snapvol.pg.dumpfile import FORMATS
+
+if TYPE_CHECKING:
+    from snapvol.pg.logical import DumpOptions
 
 
 @click.command("snapshot")
@@ -28,7 +34,7 @@ from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["custom", "plain"]),
+    type=click.Choice(FORMATS),
     default=None,
     help="--logical: pg_dump's custom format (pg_restore-able, the default) or plain SQL.",
 )
@@ -57,7 +63,10 @@ def command(
     options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
     if mode == "logical":
         _refuse_volume_flags(volume_name=volume_name, helper_image=helper_image)
-        snap = _logical(app, options, container, database, user, fmt or "custom")
+        from snapvol.pg.logical import DumpOptions
+
+        dump = DumpOptions() if fmt is None else DumpOptions(format=fmt)
+        snap = _logical(app, options, container, database, user, dump)
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
         snap = _volume(app, options, container, volume_name, reader, helper_image)
@@ -106,11 +115,10 @@ def _logical(
     container: str,
     database: str | None,
     user: str | None,
-    fmt: str,
+    dump: DumpOptions,
 ) -> Snapshot:
     from snapvol.pg import logical, pgexec
 
-    dump = logical.DumpOptions(format=fmt or "custom")
     with app.workspace(lock=container, operation="snapshot --logical", create=True) as ws:
         target = pgexec.resolve_pg_target(ws.engine, container, database, user)
         return logical.snapshot_logical(ws, target, options, dump)

@@ -643,6 +643,7 @@ def _check_backup_dir(backup_dir: Path) -> None:
 
 
 _WITHOUT = " (a restore can go without a safety snapshot, and then without a way back)"
+_GO_WITHOUT = {"safety_snapshot": "false"}
 
 
 def _safety_snapshot(ws: Workspace, plan: LogicalRestorePlan) -> tuple[logical.Held, Snapshot]:
@@ -657,7 +658,8 @@ def _safety_snapshot(ws: Workspace, plan: LogicalRestorePlan) -> tuple[logical.H
         held = logical.hold_still(engine, target, plan.app, reporter)
     except SnapvolError as err:
         raise type(err)(
-            f"no safety snapshot: {err.message}{_WITHOUT}", retry_with=err.retry_with
+            f"no safety snapshot: {err.message}{_WITHOUT}",
+            retry_with={**err.retry_with, **_GO_WITHOUT},
         ) from err
     name = lifecycle.unique_name(ws.store, None, target.container.name, "safety")
     try:
@@ -672,7 +674,8 @@ def _safety_snapshot(ws: Workspace, plan: LogicalRestorePlan) -> tuple[logical.H
         held.release()
         if isinstance(err, SnapvolError):
             raise type(err)(
-                f"the safety snapshot failed: {err.message}{_WITHOUT}", retry_with=err.retry_with
+                f"the safety snapshot failed: {err.message}{_WITHOUT}",
+                retry_with={**err.retry_with, **_GO_WITHOUT},
             ) from err
         raise
     reporter.step(f"safety snapshot {safety.id} ({safety.name}) taken")

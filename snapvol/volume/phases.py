@@ -86,12 +86,30 @@ def decode(line: bytes | str) -> Phase:
     raise ValueError(f"unknown phase {name!r}")
 
 
+# What a line that speaks of a dirty volume but cannot be read stands for: the volume may be
+# half-written and there is no usable safety snapshot, so the container stays stopped.
+UNREADABLE_DIRTY = Dirty(was_running=True, volume="", image="", safety=None)
+
+
 def last(lines: Iterable[bytes]) -> Phase:
-    """The last phase in a stream; lines that are not phases are skipped."""
+    """The last phase in a stream; lines that are not phases are skipped, except a whole one that
+    names a dirty volume without what a rescue needs: the rescue must then fail closed
+    (``UNREADABLE_DIRTY``), never start the container on what may be a half-written volume."""
     phase = INITIAL
     for line in lines:
         try:
             phase = decode(line)
         except ValueError:
-            continue
+            if _names_dirty(line):
+                phase = UNREADABLE_DIRTY
     return phase
+
+
+def _names_dirty(line: bytes) -> bool:
+    """Whether a line that is not a valid phase is still a whole JSON object saying "dirty". A
+    line cut short is not: the volume is touched only after the dirty phase was written whole."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("phase") == "dirty"

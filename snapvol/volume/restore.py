@@ -308,12 +308,3 @@ def _left_to_them(taken: str, snap: Snapshot, safety: Snapshot | None) -> str:
         f"{taken}, while its volume was being rewritten: it may have run on half-written data "
         f"and was left as it is; stop it and run `snapvol restore {snap.id}` again{before}"
     )
-
-
-__all__ = [
-    "VolumeRestorePlan",
-    "VolumeRestoreResult",
-    "plan_volume_restore",
-    "put_back_safety",
-    "restore_volume",
-]

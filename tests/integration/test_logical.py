@@ -690,7 +690,10 @@ def test_a_failing_safety_snapshot_refuses_the_restore_and_changes_nothing(
     result = cmd("restore", snap["id"], "--yes", exit_code=12)
     *plan, error = result.stderr.splitlines()  # the plan, then one line
     assert error.startswith("Error: restore failed: the safety snapshot failed: no space"), error
-    assert error.endswith("database pc_db was not changed (the new copy was dropped)")
+    assert error.endswith(
+        "database pc_db was not changed (the new copy was dropped) "
+        "(retry with --no-safety-snapshot)"
+    )
     assert "a restore can go without a safety snapshot, and then without a way back" in error
     assert not [line for line in plan if "Error" in line or "Warning" in line], plan
     assert_unchanged(demo, before)

@@ -374,6 +374,7 @@ def test_a_restore_as_a_role_that_is_not_a_superuser_is_refused_clearly(
         path.write_text(demo.dump())
         stderr, _ = attempt(demo, cmd, path, 2, "--user", "loader")
         assert "a logical restore needs a superuser to restore as: role loader is not one" in stderr
+        assert stderr.rstrip().endswith("nothing was changed (retry with --user ROLE)"), stderr
         assert len(stderr.strip().splitlines()) == 1, stderr
     finally:
         demo.psql("DROP ROLE loader", database="postgres")

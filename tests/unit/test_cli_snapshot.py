@@ -11,6 +11,7 @@ import pytest
 from snapvol.adapters.store import COMPLETE, Snapshot
 from snapvol.cli import snapshot
 from snapvol.options import MAX_LEVEL, MIN_LEVEL, SnapshotOptions
+from snapvol.pg.logical import DumpOptions
 
 
 @pytest.fixture
@@ -44,8 +45,8 @@ def test_logical_options_default_to_the_custom_format(cmd: Any, calls: list[Any]
     cmd("snapshot", "--logical", "--database", "d", "--user", "u")
     cmd("snapshot", "--logical", "--format", "plain")
     assert calls == [
-        ("logical", (SnapshotOptions(None, 3), "pc_db", "d", "u", "custom")),
-        ("logical", (SnapshotOptions(None, 3), "pc_db", None, None, "plain")),
+        ("logical", (SnapshotOptions(None, 3), "pc_db", "d", "u", DumpOptions("custom"))),
+        ("logical", (SnapshotOptions(None, 3), "pc_db", None, None, DumpOptions("plain"))),
     ]
 
 

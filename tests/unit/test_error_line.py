@@ -22,3 +22,18 @@ def test_the_settings_the_core_names_become_the_flags_that_set_them() -> None:
 
 def test_a_setting_the_command_line_has_no_flag_for_is_left_out() -> None:
     assert error_line(UsageError("x", retry_with={"unknown": "y"})) == "x"
+
+
+def test_only_the_flags_the_running_command_has_are_named() -> None:
+    err = UsageError("several volumes", retry_with={"volume_name": "", "reader": "endpoint"})
+    assert (
+        error_line(err, {"reader", "container"}) == "several volumes (retry with --reader endpoint)"
+    )
+    assert error_line(err, {"container"}) == "several volumes"
+
+
+def test_going_without_a_safety_snapshot_is_the_no_safety_snapshot_switch() -> None:
+    err = OperationFailed("no safety snapshot", retry_with={"safety_snapshot": "false"})
+    assert error_line(err, {"no_safety_snapshot"}) == (
+        "no safety snapshot (retry with --no-safety-snapshot)"
+    )

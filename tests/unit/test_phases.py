@@ -106,3 +106,14 @@ def test_the_last_phase_read_from_a_real_pipe() -> None:
         writer.write(encode(Stopped(was_running=True)) + encode(DIRTY) + b'{"phase": "st')
     with os.fdopen(read_fd, "rb") as reader:
         assert phases.last(reader) == DIRTY
+
+
+def test_a_dirty_line_that_cannot_be_read_keeps_the_container_stopped() -> None:
+    """A malformed dirty phase must not let an earlier "stopped" win: the rescue would start the
+    container on a half-written volume."""
+    from snapvol.volume.rescue import decide
+
+    lines = [encode(Stopped(was_running=True)), b'{"phase": "dirty", "was_running": true}\n']
+    assert phases.last(lines) == phases.UNREADABLE_DIRTY
+    rescue = decide(phases.last(lines))
+    assert rescue.stranded is not None and not rescue.start
