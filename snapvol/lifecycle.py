@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -190,30 +190,34 @@ def located(snap: Snapshot, backup_dir: Path) -> Snapshot:
 
 
 def verify(
-    snaps: Sequence[Snapshot],
-    backup_dir: Path,
-    reporter: Reporter,
-    members: Callable[[str], Sequence[Member]] | None = None,
+    store: Store, snaps: Sequence[Snapshot], backup_dir: Path, reporter: Reporter
 ) -> Iterator[tuple[Snapshot, str | None]]:
     """Check each snapshot's archive as a restore would; yield it with what is wrong, or None.
 
-    ``members`` (a snapshot id's recorded files): volume snapshots are also checked as a
-    restore checks them before it touches anything (``restore_refusal``).
+    Volume snapshots' recorded files are also checked as a restore checks them before it
+    touches anything (``restore_refusal``). The result of each complete snapshot is recorded:
+    retention keeps the newest snapshot of a source that verified good.
     """
     for snap in snaps:
-        try:
-            check_archive(located(snap, backup_dir), reporter)
-        except SnapvolError as err:
-            yield snap, err.message
-            continue
-        refusal = None
-        if members is not None and snap.kind == "volume":
-            refusal = restore_refusal(
-                members(snap.id),
-                holds_postgres=bool(snap.meta.get("is_postgres")),
-                pg_version=snap.pg_version,
-            )
-        yield snap, None if refusal is None else f"a restore would refuse it: {refusal}"
+        problem = _problem(store, snap, backup_dir, reporter)
+        if snap.status == COMPLETE:
+            store.record_verification(snap.id, problem is None)
+        yield snap, problem
+
+
+def _problem(store: Store, snap: Snapshot, backup_dir: Path, reporter: Reporter) -> str | None:
+    try:
+        check_archive(located(snap, backup_dir), reporter)
+    except SnapvolError as err:
+        return err.message
+    if snap.kind != "volume":
+        return None
+    refusal = restore_refusal(
+        store.members(snap.id),
+        holds_postgres=bool(snap.meta.get("is_postgres")),
+        pg_version=snap.pg_version,
+    )
+    return None if refusal is None else f"a restore would refuse it: {refusal}"
 
 
 def check_restorable(snapshot: Snapshot) -> None:

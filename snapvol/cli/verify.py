@@ -28,9 +28,7 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
     with app.store() as store:
         snaps = [store.resolve(r) for r in refs] if refs else store.snapshots(status=COMPLETE)
         results = []
-        for snap, problem in lifecycle.verify(snaps, app.backup_dir, app.console, store.members):
-            if snap.status == COMPLETE:  # retention keeps the newest that verified good
-                store.record_verification(snap.id, problem is None)
+        for snap, problem in lifecycle.verify(store, snaps, app.backup_dir, app.console):
             results.append(
                 {"id": snap.id, "name": snap.name, "ok": problem is None, "error": problem}
             )
