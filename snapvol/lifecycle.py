@@ -85,34 +85,11 @@ def begin(
 
 
 @contextlib.contextmanager
-def recorded(
-    store: Store,
-    backup_dir: Path,
-    target_info: ContainerInfo,
-    *,
-    kind: str,
-    name: str | None,
-    volume: str | None,
-    suffix: str,
-    meta: Mapping[str, object] | None = None,
-    database: str | None = None,
-    format: str | None = None,
-) -> Iterator[Snapshot]:
-    """A snapshot's whole life: recorded in progress (``begin``) on entry; the body writes the
+def recorded(store: Store, snap: Snapshot) -> Iterator[Snapshot]:
+    """A snapshot's whole life, from the in-progress record ``begin`` made: the body writes the
     archive and completes the record; any exception on the way fails it (``fail``: the record
-    says why, the archive is removed) and goes on up."""
-    snap = begin(
-        store,
-        backup_dir,
-        target_info,
-        kind=kind,
-        name=name,
-        volume=volume,
-        suffix=suffix,
-        meta=meta,
-        database=database,
-        format=format,
-    )
+    says why, the archive is removed) and goes on up. Use as
+    ``with recorded(store, begin(store, ...)) as snap:``."""
     try:
         yield snap
     except BaseException as err:

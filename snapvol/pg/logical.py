@@ -144,7 +144,7 @@ def snapshot_logical(
             in_container=in_container,
             lock_wait=held is not None,
         )
-        with lifecycle.recorded(
+        began = lifecycle.begin(
             ws.store,
             ws.backup_dir,
             target.container,
@@ -155,7 +155,8 @@ def snapshot_logical(
             meta={"user": target.user, "level": level, **(meta or {})},
             database=target.database,
             format=fmt,
-        ) as snap:
+        )
+        with lifecycle.recorded(ws.store, began) as snap:
             try:
                 ws.reporter.step(
                     f"dumping database {target.database} of {target.container.name} ({fmt})"

@@ -178,7 +178,7 @@ def recorded(
 ) -> AbstractContextManager[Snapshot]:
     """The life of a volume snapshot of ``target`` in the store (``lifecycle.recorded``);
     ``name`` and ``level`` as ``SnapshotOptions`` checked them, or made by snapvol."""
-    return lifecycle.recorded(
+    snap = lifecycle.begin(
         ws.store,
         ws.backup_dir,
         target.container,
@@ -195,3 +195,4 @@ def recorded(
             **meta,
         },
     )
+    return lifecycle.recorded(ws.store, snap)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,30 +31,6 @@ class Said(Reporter):
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "manifests.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def backups(tmp_path: Path) -> Path:
-    path = tmp_path / "backups"
-    path.mkdir(mode=0o700)
-    return path
-
-
-@pytest.fixture
-def cid() -> Iterator[str]:
-    """A fresh container id; the lock file ``remove`` takes for it is removed afterwards."""
-    container_id = secrets.token_hex(32)
-    yield container_id
-    path = locking.lock_path(container_id)
-    if path.is_file() and not path.is_symlink():
-        path.unlink()
 
 
 def add(

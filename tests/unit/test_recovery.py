@@ -4,7 +4,6 @@ in tmp_path, real partial files, real processes for the pids and real container 
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -28,30 +27,6 @@ class Said(Reporter):
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "manifests.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def backups(tmp_path: Path) -> Path:
-    path = tmp_path / "backups"
-    path.mkdir(mode=0o700)
-    return path
-
-
-@pytest.fixture
-def cid() -> Iterator[str]:
-    """A fresh container id; its lock file, if a test made one, is removed afterwards."""
-    container_id = secrets.token_hex(32)
-    yield container_id
-    path = locking.lock_path(container_id)
-    if path.is_file() and not path.is_symlink():
-        path.unlink()
 
 
 @pytest.fixture
