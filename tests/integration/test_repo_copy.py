@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,31 @@ def fill(container: Any, mib: int) -> None:
         ["sh", "-c", f"head -c {mib}M /dev/urandom > /srv/data/big && echo hi > /srv/data/small"]
     )
     assert code == 0, out
+
+
+@contextlib.contextmanager
+def restic_command_lines() -> Iterator[list[bytes]]:
+    """The command lines of every restic process seen while the block runs (what ``ps``
+    shows any user)."""
+    seen: list[bytes] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    with contextlib.suppress(OSError):
+                        line = Path(f"/proc/{entry}/cmdline").read_bytes()
+                        if b"restic" in line.split(b"\0")[0] and b"backup" in line:
+                            seen.append(line)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
 
 
 def check_copy(server: RepoServer, snap: dict[str, Any], db: Path) -> None:
@@ -146,9 +174,12 @@ def test_server_stops_mid_copy_then_the_next_copy_completes(
     before = hashlib.sha256(archive.read_bytes()).hexdigest()
     assert before == snap["sha256"]
 
-    with sftp_server.stops_when_stored(4 << 20) as stopped:
+    with restic_command_lines() as seen, sftp_server.stops_when_stored(4 << 20) as stopped:
         failed = cmd("copy", exit_code=14)
     assert stopped.is_set()
+    assert seen  # restic ran for seconds: the watcher saw it
+    password = sftp_server.password_file.read_bytes().strip()
+    assert not [ln for ln in seen if password in ln or sftp_server.repo.encode() in ln]
     errors = [ln for ln in failed.stderr.splitlines() if ln.startswith("Error:")]
     assert len(errors) == 1 and failed.stderr.count("Traceback") == 0
     assert f"snapshot {snap['id']}" in errors[0] and "kept here, unchanged" in errors[0]
