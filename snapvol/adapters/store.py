@@ -79,14 +79,16 @@ class Snapshot(SQLModel, table=True):
     def meta(self) -> dict[str, Any]:
         return dict(json.loads(self.meta_json or "{}"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The public JSON shape of a snapshot (``ls --json``, ``snapshot --json``)."""
+    def to_dict(self, copies: Sequence[Copy] = ()) -> dict[str, Any]:
+        """The public JSON shape of a snapshot (``ls --json``, ``snapshot --json``), with
+        its ``copies`` in restic repositories (pass ``store.copies(snapshot_id=...)``)."""
         dumped = self.model_dump(exclude={"meta_json", "pid", "host"})
         data = {key: dumped[key] for key in type(self).model_fields if key in dumped}
         for key in ("created_at", "completed_at", "verified_at"):
             if data[key] is not None:
-                data[key] = as_utc(data[key]).isoformat(timespec="seconds").replace("+00:00", "Z")
+                data[key] = _iso_seconds(data[key])
         data["meta"] = self.meta
+        data["copies"] = [c.to_dict() for c in copies]
         return data
 
 
@@ -121,6 +123,48 @@ class FileEntry(SQLModel, table=True):
         return from_row(self.model_dump())
 
 
+class Copy(SQLModel, table=True):
+    """One copy of a snapshot to a restic repository: its data and manifest restic snapshots.
+
+    ``snapshot_id`` is no foreign key: a copy outlives the local snapshot it was taken from.
+    ``repository_id`` is the repository's own id (``restic cat config``), ``repository`` its
+    display form (never credentials).
+    """
+
+    __tablename__ = "copies"
+
+    id: str = Field(primary_key=True)
+    snapshot_id: str = Field(index=True)
+    repository_id: str = Field(index=True)
+    repository: str
+    status: str = Field(default=IN_PROGRESS)
+    data_snapshot: str | None = None
+    manifest_snapshot: str | None = None
+    raw_sha256: str | None = None
+    raw_bytes: int | None = None
+    bytes_added: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+    error: str | None = None
+    pid: int | None = None
+    host: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape of a copy, as a snapshot's ``copies`` list shows it."""
+        done = self.completed_at
+        return {
+            "repository": self.repository,
+            "restic_snapshot": self.data_snapshot,
+            "status": self.status,
+            "completed_at": None if done is None else _iso_seconds(done),
+            "bytes_added": self.bytes_added,
+        }
+
+
+def _iso_seconds(value: datetime) -> str:
+    return as_utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 class RepoCheck(SQLModel, table=True):
     """One `snapvol verify --repo`: which repository, how deep, when, and what it found."""
 
@@ -135,14 +179,13 @@ class RepoCheck(SQLModel, table=True):
     checked_at: datetime = Field(default_factory=utcnow, index=True)
 
     def to_dict(self) -> dict[str, Any]:
-        when = as_utc(self.checked_at).isoformat(timespec="seconds").replace("+00:00", "Z")
         return {
             "repository": self.repository,
             "repository_id": self.repository_id,
             "scope": self.scope,
             "ok": self.ok,
             "problems": self.problems.splitlines(),
-            "checked_at": when,
+            "checked_at": _iso_seconds(self.checked_at),
         }
 
 
@@ -228,6 +271,33 @@ def _m003_fidelity(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE snapshot_files ADD COLUMN {column}"))
 
 
+def _m004_copies(conn: Connection) -> None:
+    """Copies of snapshots in restic repositories (no foreign key: a copy outlives its local
+    snapshot)."""
+    conn.execute(
+        text("""
+        CREATE TABLE copies (
+            id TEXT PRIMARY KEY,
+            snapshot_id TEXT NOT NULL,
+            repository_id TEXT NOT NULL,
+            repository TEXT NOT NULL,
+            status TEXT NOT NULL,
+            data_snapshot TEXT,
+            manifest_snapshot TEXT,
+            raw_sha256 TEXT,
+            raw_bytes INTEGER,
+            bytes_added INTEGER,
+            created_at DATETIME NOT NULL,
+            completed_at DATETIME,
+            error TEXT,
+            pid INTEGER,
+            host TEXT
+        )""")
+    )
+    conn.execute(text("CREATE INDEX ix_copies_snapshot_id ON copies (snapshot_id)"))
+    conn.execute(text("CREATE INDEX ix_copies_repository_id ON copies (repository_id)"))
+
+
 def _m005_repo_checks(conn: Connection) -> None:
     """The results of `snapvol verify --repo` (restic check of a repository)."""
     conn.execute(
@@ -250,6 +320,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_verify_result", _m002_verify_result),
     ("003_fidelity", _m003_fidelity),
+    ("004_copies", _m004_copies),
     ("005_repo_checks", _m005_repo_checks),
 ]
 
@@ -559,6 +630,60 @@ class Store:
                 .order_by(col(FileEntry.id))
             ).all()
             return [row.member() for row in rows]
+
+    # --- copies in restic repositories -------------------------------------------------------
+
+    def add_copy(self, copy: Copy) -> Copy:
+        """Record a copy (normally ``in_progress``, with this run's pid and host)."""
+        with self._session() as session:
+            session.add(copy)
+            session.commit()
+            return copy
+
+    def complete_copy(self, copy_id: str, **fields: Any) -> Copy:
+        """Mark a copy complete now, setting ``fields`` (data_snapshot, manifest_snapshot...)."""
+        with self._session() as session:
+            copy = session.get(Copy, copy_id)
+            if copy is None:
+                raise NotFoundError(f"no copy {copy_id}")
+            for key, value in fields.items():
+                setattr(copy, key, value)
+            copy.status = COMPLETE
+            copy.completed_at = utcnow()
+            copy.error = None
+            copy.pid = None
+            session.add(copy)
+            session.commit()
+            return copy
+
+    def fail_copy(self, copy_id: str, error: str) -> None:
+        """Mark a copy failed with ``error`` (one deleted meanwhile: nothing to do)."""
+        with self._session() as session:
+            session.execute(
+                update(Copy)
+                .where(col(Copy.id) == copy_id)
+                .values(status=FAILED, error=error, pid=None)
+            )
+            session.commit()
+
+    def copies(
+        self,
+        *,
+        snapshot_id: str | None = None,
+        repository_id: str | None = None,
+        status: str | None = None,
+    ) -> list[Copy]:
+        """Copies, newest first; only those of the given snapshot, repository and status."""
+        with self._session() as session:
+            query = select(Copy).order_by(col(Copy.created_at).desc(), col(Copy.id))
+            for column, value in (
+                (Copy.snapshot_id, snapshot_id),
+                (Copy.repository_id, repository_id),
+                (Copy.status, status),
+            ):
+                if value is not None:
+                    query = query.where(column == value)
+            return list(session.exec(query).all())
 
     # --- repository checks --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import click
 
 from snapvol import locking
 from snapvol.adapters.engine import Engine
+from snapvol.adapters.restic import Repository, Restic
 from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import StoreError
 from snapvol.output import Console
@@ -43,14 +44,39 @@ class AppContext:
     backup_dir: Path
     debug: bool
     console: Console
+    # The restic repository for copies (--repo / SNAPVOL_REPOSITORY) and its password file:
+    # the location may hold credentials, so it is never printed (see ``Repository.display``).
+    repo: str | None = dataclasses.field(default=None, repr=False)
+    password_file: Path | None = None
 
     @classmethod
-    def from_options(cls, db: Path | None, backup_dir: Path | None, debug: bool) -> AppContext:
+    def from_options(
+        cls,
+        db: Path | None,
+        backup_dir: Path | None,
+        debug: bool,
+        repo: str | None = None,
+        password_file: Path | None = None,
+    ) -> AppContext:
         # Absolute from the start: the store does not move with the current directory, and the
         # default backup directory goes with the store (a copied store and backups/ stay a pair).
         db = (db or data_dir() / "manifests.db").absolute()
         backup_dir = (backup_dir or db.parent / "backups").absolute()
-        return cls(db=db, backup_dir=backup_dir, debug=debug, console=Console())
+        return cls(
+            db=db,
+            backup_dir=backup_dir,
+            debug=debug,
+            console=Console(),
+            repo=repo,
+            password_file=password_file,
+        )
+
+    def restic(self) -> Restic:
+        """The repository given by --repo / SNAPVOL_REPOSITORY, ready to run restic on.
+
+        UsageError when none is given, or its password is not to be had (see
+        ``Repository.configure``: restic's own RESTIC_PASSWORD* variables are honoured)."""
+        return Restic(Repository.configure(self.repo, self.password_file))
 
     def command(self, *args: str) -> str:
         """``snapvol ARGS`` as a shell command that reaches this store and backup directory

@@ -46,6 +46,20 @@ global_options = stacked(
         show_default="backups beside the store",
         help="Where archives are written; the only place snapvol deletes them.",
     ),
+    click.option(
+        "--repo",
+        default=None,
+        envvar="SNAPVOL_REPOSITORY",
+        help="A restic repository for copies (restic's syntax: a path, sftp:, s3:, rest:...).",
+    ),
+    click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        envvar="SNAPVOL_PASSWORD_FILE",
+        help="The repository's password, in an owner-only file (else restic's "
+        "RESTIC_PASSWORD_FILE, RESTIC_PASSWORD_COMMAND or RESTIC_PASSWORD).",
+    ),
     click.option("--debug", is_flag=True, help="Show tracebacks for anticipated errors."),
 )
 """Options accepted before the command name (and read from SNAPVOL_* variables)."""

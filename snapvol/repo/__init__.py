@@ -1,0 +1,5 @@
+"""Copies of snapshots in a restic repository: what snapvol writes there and how it reads it back.
+
+Business logic over the restic adapter (``snapvol.adapters.restic``, the only module that runs
+restic): the layout of a copy (``manifest``), copying (``copy``), and reading copies back.
+"""
