@@ -685,6 +685,12 @@ class Store:
                     query = query.where(column == value)
             return list(session.exec(query).all())
 
+    def delete_copy(self, copy_id: str) -> None:
+        """Forget the record of a copy (after its restic snapshots were forgotten)."""
+        with self._session() as session:
+            session.execute(delete(Copy).where(col(Copy.id) == copy_id))
+            session.commit()
+
     # --- repository checks --------------------------------------------------------------------
 
     def record_repo_check(self, check: RepoCheck) -> RepoCheck:
