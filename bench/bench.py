@@ -30,6 +30,18 @@ Logical snapshots (issue 4), only when ``snapvol snapshot --help`` offers --logi
     checks it and swaps it in), against ``docker cp`` of the dump into the container then
     ``createdb`` and ``pg_restore -d`` there; no target, for information.
 
+Copies to a restic repository (issue 12), at both scales, local repositories (``repo_suite``):
+  * ``snapvol copy`` of a snapshot into a new repository against ``zstd -d < archive | restic
+    backup --stdin`` of the same tar stream into another new one; target <= 1.2x;
+  * dedup: after a write load, what the second ``snapvol copy`` adds (restic's data_added, as
+    the copy records it) against what a second ``restic backup <mountpoint>`` of the stopped
+    volume adds; both backups of the very same stopped state; target <= 1.1x;
+  * ``snapvol restore --from-repo --no-safety-snapshot`` (fetch, checks, restore) against
+    ``restic dump | tar -x`` into an empty directory; target <= 1.5x (left out, with a note,
+    when this snapvol has no --from-repo);
+  * peak RSS of the snapvol process alone (VmHWM, sampled: ``wait4`` would count restic, its
+    child) for copy and restore --from-repo; target < 200 MB.
+
 Caches: page caches are not dropped (that cannot be done reliably here). Instead the volume is read
 once, untimed, before the first measurement, and each contender then runs warm; dirty pages are
 flushed (``sync``) before each timed command, so no step pays for the write-back of the one before;
