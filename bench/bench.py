@@ -30,6 +30,18 @@ Logical snapshots (issue 4), only when ``snapvol snapshot --help`` offers --logi
     checks it and swaps it in), against ``docker cp`` of the dump into the container then
     ``createdb`` and ``pg_restore -d`` there; no target, for information.
 
+Copies to a restic repository (issue 12), at both scales, local repositories (``repo_suite``):
+  * ``snapvol copy`` of a snapshot into a new repository against ``zstd -d < archive | restic
+    backup --stdin`` of the same tar stream into another new one; target <= 1.2x;
+  * dedup: after a write load, what the second ``snapvol copy`` adds (restic's data_added, as
+    the copy records it) against what a second ``restic backup <mountpoint>`` of the stopped
+    volume adds; both backups of the very same stopped state; target <= 1.1x;
+  * ``snapvol restore --from-repo --no-safety-snapshot`` (fetch, checks, restore) against
+    ``restic dump | tar -x`` into an empty directory; target <= 1.5x (left out, with a note,
+    when this snapvol has no --from-repo);
+  * peak RSS of the snapvol process alone (VmHWM, sampled: ``wait4`` would count restic, its
+    child) for copy and restore --from-repo; target < 200 MB.
+
 Caches: page caches are not dropped (that cannot be done reliably here). Instead the volume is read
 once, untimed, before the first measurement, and each contender then runs warm; dirty pages are
 flushed (``sync``) before each timed command, so no step pays for the write-back of the one before;
@@ -78,6 +90,11 @@ RESTORE_VS_HOST = 2.0  # snapvol restore <= 2x host zstd -d | tar -x
 RSS_LIMIT_MB = 200.0
 RSS_FLAT = 1.25  # peak RSS at the big scale / at the small scale
 LOGICAL_VS_PGDUMP = 1.3  # snapvol snapshot --logical <= 1.3x (pg_dump -Z0 + zstd)
+# Targets of issue 12 (copies to a restic repository).
+DEDUP_VS_RESTIC_DIR = 1.1  # 2nd copy adds <= 1.1x what `restic backup <dir>` adds
+COPY_VS_RESTIC_STDIN = 1.2  # snapvol copy <= 1.2x `restic backup --stdin` of the same stream
+FETCH_VS_RESTIC_DUMP = 1.5  # restore --from-repo <= 1.5x `restic dump | tar -x`
+PARTS = ("volume", "logical", "repo")
 
 
 def log(message: str) -> None:
@@ -97,6 +114,19 @@ class Timed:
     rss_mb: float  # peak RSS of the child (and of any child it waited for)
     stdout: str
     stderr: str
+    own_rss_mb: float | None = None  # peak RSS of the child alone (VmHWM), when watched
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """The peak RSS of process ``pid`` alone (``VmHWM``), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 class Runner:
@@ -107,8 +137,19 @@ class Runner:
         self.env = env
         self.current: subprocess.Popen[bytes] | None = None
 
-    def timed(self, cmd: list[str], *, stdout: Path | None = None, check: bool = True) -> Timed:
-        """Run ``cmd`` and measure its wall time and peak RSS (``os.wait4`` on that very child)."""
+    def timed(
+        self,
+        cmd: list[str],
+        *,
+        stdout: Path | None = None,
+        check: bool = True,
+        own_rss: bool = False,
+    ) -> Timed:
+        """Run ``cmd`` and measure its wall time and peak RSS (``os.wait4`` on that very child).
+
+        ``own_rss``: also the child's own peak RSS without its children (VmHWM, read every 20 ms
+        while it runs): ``wait4`` counts the largest of it and the children it reaped, and
+        snapvol's copy and restore from a repository run restic as a child."""
         out_path = stdout or self.workdir / "last.stdout"
         err_path = self.workdir / "last.stderr"
         # Flush dirty pages first: no step pays for the write-back of the step before.
@@ -124,8 +165,17 @@ class Runner:
                 cwd=self.workdir,
             )
             self.current = proc
+            own: float | None = None
             try:
-                _, status, usage = os.wait4(proc.pid, 0)
+                if own_rss:
+                    while True:
+                        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                        if pid:
+                            break
+                        own = max(own or 0.0, vm_hwm_mb(proc.pid) or 0.0)
+                        time.sleep(0.02)
+                else:
+                    _, status, usage = os.wait4(proc.pid, 0)
             except BaseException:
                 self.interrupt(proc)
                 raise
@@ -138,7 +188,7 @@ class Runner:
         if check and proc.returncode != 0:
             shown = " ".join(shlex.quote(c) for c in cmd)
             raise CommandFailed(f"{shown} exited {proc.returncode}: {text_err.strip()[-800:]}")
-        return Timed(seconds, usage.ru_maxrss / 1024, text_out, text_err)
+        return Timed(seconds, usage.ru_maxrss / 1024, text_out, text_err, own)
 
     def shell(self, script: str, **kwargs: Any) -> Timed:
         return self.timed(["bash", "-o", "pipefail", "-c", script], **kwargs)
@@ -787,6 +837,247 @@ class Bench:
             )
         )
 
+    # --- copies to a restic repository (issue 12) --------------------------------------------
+
+    def repo_cli(self, repo: Path, *args: str) -> list[str]:
+        password = self.workdir / "restic-password"
+        return self.cli("--repo", str(repo), "--password-file", str(password), *args)
+
+    def restic_repo(self, name: str) -> Path:
+        """A new, empty local restic repository in the work directory (same password file)."""
+        password = self.workdir / "restic-password"
+        if not password.exists():
+            password.write_text(secrets.token_urlsafe(24) + "\n")
+            password.chmod(0o600)
+        repo = self.workdir / name
+        self.runner.shell(f"{self.restic_env(repo)} restic init --repository-version=2 -q")
+        return repo
+
+    def restic_env(self, repo: Path) -> str:
+        """The variables restic needs, as a shell prefix: paths only, never the password."""
+        password = self.workdir / "restic-password"
+        return (
+            f"RESTIC_REPOSITORY={shlex.quote(str(repo))} "
+            f"RESTIC_PASSWORD_FILE={shlex.quote(str(password))}"
+        )
+
+    @staticmethod
+    def restic_summary(out: str) -> dict[str, Any]:
+        """The summary line of `restic backup --json`."""
+        for line in reversed(out.splitlines()):
+            with contextlib.suppress(json.JSONDecodeError):
+                data = json.loads(line)
+                if isinstance(data, dict) and data.get("message_type") == "summary":
+                    return data
+        raise CommandFailed(f"restic backup printed no summary: {out[-400:]}")
+
+    def copy_of(self, snapshot_id: str) -> dict[str, Any]:
+        """The snapshot's complete copy, as `snapvol ls --json` shows it."""
+        listed = json.loads(self.runner.timed(self.cli("ls", "--json")).stdout)
+        snaps = listed if isinstance(listed, list) else listed.get("snapshots", [])
+        for snap in snaps:
+            if snap["id"] == snapshot_id:
+                done = [c for c in snap.get("copies", []) if c.get("status") == "complete"]
+                if done:
+                    return dict(done[0])
+        raise CommandFailed(f"snapshot {snapshot_id} has no complete copy after `snapvol copy`")
+
+    def fetch_supported(self) -> bool:
+        return "--from-repo" in self.runner.timed(self.cli("restore", "--help")).stdout
+
+    def repo_suite(self, info: dict[str, Any]) -> dict[str, Any]:
+        """snapvol copy and restore --from-repo against restic's own ways, on one volume.
+
+        1. The container stopped: `restic backup <mountpoint>` into repository D (the
+           directory baseline's first backup) and `snapvol snapshot` S1 of the same stopped
+           volume; start it again.
+        2. `snapvol copy S1` into a new repository A, and `zstd -d < S1's archive | restic
+           backup --stdin` (the same tar stream) into a new repository B: copy time.
+        3. A write load (pgbench transactions); stopped again: `restic backup <mountpoint>`
+           into D and `snapvol snapshot` S2; `snapvol copy S2` into A: what each second backup
+           adds (restic's data_added), snapvol against the directory backup.
+        4. `snapvol restore S1 --from-repo` against `restic dump A's data | tar -x` into an
+           empty directory (when this snapvol has --from-repo); this also puts S1 back.
+        """
+        c, mp = info["container"], info["mountpoint"]
+        q = shlex.quote
+        tag = f"s{info['scale']}"
+        self.runner.env["RESTIC_CACHE_DIR"] = str(self.workdir / "restic-cache")
+        repo_a, repo_b, repo_d = (
+            self.restic_repo(f"{tag}-repo-{x}") for x in ("snapvol", "stdin", "dir")
+        )
+        res: dict[str, Timed] = {}
+        meta: dict[str, Any] = {}
+
+        def dir_backup() -> int:
+            t = self.runner.shell(f"{self.restic_env(repo_d)} restic backup --json -q {q(mp)}")
+            return int(self.restic_summary(t.stdout)["data_added"])
+
+        def stopped_snapshot() -> dict[str, Any]:
+            _t, snap = self.snapvol_json("snapshot", "--volume", "--container", c)
+            return snap
+
+        log(f"repo {tag}: restic backup of the stopped volume's directory; snapvol snapshot S1")
+        stop(c)
+        try:
+            meta["dir_first_added"] = dir_backup()
+            s1 = stopped_snapshot()
+        finally:
+            start(c)
+        raw = s1["raw_bytes"]
+        log(f"repo {tag}: snapvol copy S1 (new repository)")
+        res["copy"] = self.runner.timed(self.repo_cli(repo_a, "copy", s1["id"]), own_rss=True)
+        meta["copy_first_added"] = self.copy_of(s1["id"]).get("bytes_added")
+        log(f"repo {tag}: zstd -d < S1's archive | restic backup --stdin (new repository)")
+        res["stdin"] = self.runner.shell(
+            f"zstd -q -d -c {q(s1['path'])} | {self.restic_env(repo_b)} restic backup -q "
+            f"--stdin --stdin-filename {q(Path(s1['path']).name.removesuffix('.zst'))}"
+        )
+        log(f"repo {tag}: write load (pgbench -n -c 2 -t 1000), then the second backups")
+        docker("exec", c, "pgbench", "-U", "postgres", "-n", "-c", "2", "-t", "1000", DATABASE)
+        stop(c)
+        try:
+            meta["dir_second_added"] = dir_backup()
+            s2 = stopped_snapshot()
+        finally:
+            start(c)
+        res["copy2"] = self.runner.timed(self.repo_cli(repo_a, "copy", s2["id"]), own_rss=True)
+        meta["copy_second_added"] = self.copy_of(s2["id"]).get("bytes_added")
+        if self.fetch_supported():
+            log(f"repo {tag}: restic dump | tar -x into an empty directory")
+            data = [
+                x for x in self.restic_snapshots(repo_a) if f"snapvol-id-{s1['id']}" in x["tags"]
+            ]
+            data = [x for x in data if "snapvol-data" in x["tags"]]
+            target = self.workdir / f"{tag}-extract"
+            target.mkdir()
+            filename = Path(data[0]["paths"][0]).name if data[0].get("paths") else ""
+            res["dump"] = self.runner.shell(
+                f"{self.restic_env(repo_a)} restic dump {q(data[0]['id'])} /{q(filename)} "
+                f"| tar -x -C {q(str(target))}"
+            )
+            shutil.rmtree(target)
+            log(f"repo {tag}: snapvol restore S1 --from-repo (local archive moved away)")
+            archive = Path(s1["path"])
+            archive.rename(archive.with_name(archive.name + ".away"))
+            try:
+                res["fetch"] = self.runner.timed(
+                    self.repo_cli(
+                        repo_a,
+                        "restore",
+                        s1["id"],
+                        "--from-repo",
+                        "--yes",
+                        "--no-safety-snapshot",
+                        "--container",
+                        c,
+                    ),
+                    own_rss=True,
+                )
+            finally:
+                if not archive.exists():
+                    archive.with_name(archive.name + ".away").rename(archive)
+                else:
+                    archive.with_name(archive.name + ".away").unlink(missing_ok=True)
+        else:
+            meta["no_fetch"] = True
+        return {"t": res, "raw_bytes": raw, **meta}
+
+    def restic_snapshots(self, repo: Path) -> list[dict[str, Any]]:
+        out = self.runner.shell(f"{self.restic_env(repo)} restic snapshots --json").stdout
+        return list(json.loads(out))
+
+    def report_repo(self, info: dict[str, Any], r: dict[str, Any]) -> None:
+        t, raw, rep = r["t"], r["raw_bytes"], self.report
+        section = (
+            f"Repository (restic, local), pgbench scale {info['scale']}: "
+            f"{raw / MB:.0f} MB tar stream"
+        )
+
+        def row(label: str, timed: Timed, **kw: Any) -> Row:
+            return rep.add(Row(section, label, timed.seconds, mbps(raw, timed.seconds), **kw))
+
+        def own(timed: Timed) -> str:
+            return f"snapvol {timed.own_rss_mb or 0:.0f} MB, with restic {timed.rss_mb:.0f} MB"
+
+        row(
+            "snapvol copy (first copy, new repository)",
+            t["copy"],
+            note=f"peak RSS {own(t['copy'])}",
+        )
+        ratio = t["copy"].seconds / t["stdin"].seconds
+        row(
+            "zstd -d < archive | restic backup --stdin (same stream)",
+            t["stdin"],
+            compare=f"snapvol {ratio:.2f}x",
+            target=f"<= {COPY_VS_RESTIC_STDIN}x",
+            verdict=passfail(ratio <= COPY_VS_RESTIC_STDIN),
+        )
+        snap_added, dir_added = r.get("copy_second_added"), r["dir_second_added"]
+        if snap_added is None:
+            rep.notes.append("snapvol's copy recorded no bytes_added: dedup not graded")
+        else:
+            dedup = snap_added / max(dir_added, 1)
+            rep.add(
+                Row(
+                    section,
+                    "second copy after a write load: bytes added",
+                    compare=f"{snap_added / MB:.1f} MB vs {dir_added / MB:.1f} MB",
+                    target=f"<= {DEDUP_VS_RESTIC_DIR}x",
+                    verdict=passfail(dedup <= DEDUP_VS_RESTIC_DIR),
+                    note=f"{dedup:.2f}x `restic backup <dir>` of the stopped volume "
+                    f"(first: {(r.get('copy_first_added') or 0) / MB:.0f} MB vs "
+                    f"{r['dir_first_added'] / MB:.0f} MB)",
+                )
+            )
+        row("snapvol copy (second copy)", t["copy2"], note=f"peak RSS {own(t['copy2'])}")
+        if "fetch" in t:
+            ratio = t["fetch"].seconds / t["dump"].seconds
+            row(
+                "snapvol restore --from-repo --no-safety-snapshot",
+                t["fetch"],
+                note=f"peak RSS {own(t['fetch'])}",
+            )
+            row(
+                "restic dump | tar -x (into an empty directory)",
+                t["dump"],
+                compare=f"snapvol {ratio:.2f}x",
+                target=f"<= {FETCH_VS_RESTIC_DUMP}x",
+                verdict=passfail(ratio <= FETCH_VS_RESTIC_DUMP),
+            )
+        else:
+            rep.notes.append(
+                f"scale {info['scale']}: restore --from-repo not measured (this snapvol has no "
+                "`restore --from-repo`)"
+            )
+        peaks = [x.own_rss_mb or 0.0 for k, x in t.items() if k in ("copy", "copy2", "fetch")]
+        rep.add(
+            Row(
+                section,
+                "peak RSS of the snapvol process (copy, restore --from-repo)",
+                compare=f"{max(peaks):.0f} MB",
+                target=f"< {RSS_LIMIT_MB:.0f} MB",
+                verdict=passfail(max(peaks) < RSS_LIMIT_MB),
+                note="VmHWM of snapvol alone; restic, its child, is shown apart above",
+            )
+        )
+
+    def repo_part(self, big: dict[str, Any]) -> None:
+        """The repository suite at both scales (the small one prepared here if needed)."""
+        if shutil.which("restic") is None:
+            self.report.notes.append("restic is not installed: repository benchmark skipped")
+            return
+        help_text = self.runner.timed(self.cli("--help")).stdout
+        if "copy" not in help_text or "--repo" not in help_text:
+            self.report.notes.append("this snapvol has no `copy`: repository benchmark skipped")
+            return
+        self.report_repo(big, self.repo_suite(big))
+        if self.args.small_scale:
+            # The volume part removed the small container: a new one on the same volume.
+            small = self.prepare(self.args.small_scale)
+            self.report_repo(small, self.repo_suite(small))
+            docker("rm", "-f", small["container"], check=False)
+
     # --- the whole run ----------------------------------------------------------------------
 
     def volume_part(self, big: dict[str, Any]) -> None:
@@ -831,6 +1122,10 @@ class Bench:
                 self.logical_suite(big)
             else:
                 rep.notes.append(why)
+        if args.skip_repo:
+            rep.notes.append("repository benchmark skipped (--skip-repo)")
+        else:
+            self.repo_part(big)
         alternated = "; the order of the contenders alternated" if args.repeat > 1 else ""
         rep.notes.append(
             "page caches were not dropped: the volume was read once (and pg_dump ran once) "
@@ -911,6 +1206,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-volume", action="store_true", help="skip the volume benchmark")
     p.add_argument("--skip-logical", action="store_true", help="skip the logical benchmark")
     p.add_argument(
+        "--skip-repo", action="store_true", help="skip the repository (restic) benchmark"
+    )
+    p.add_argument(
+        "--only",
+        choices=PARTS,
+        help="run only this part (volume, logical or repo); the others are skipped",
+    )
+    p.add_argument(
         "--skip-docker-recipe",
         action="store_true",
         help="skip (b), the slow docker run ... tar czf baseline",
@@ -937,6 +1240,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     args = p.parse_args(argv)
+    if args.only:
+        for part in PARTS:
+            if part != args.only:
+                setattr(args, f"skip_{part}", True)
     if args.small_scale is None:
         args.small_scale = max(1, args.scale // 4) if args.scale >= 4 else 0
     if args.small_scale and args.small_scale == args.scale:

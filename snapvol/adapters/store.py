@@ -165,6 +165,30 @@ def _iso_seconds(value: datetime) -> str:
     return as_utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+class RepoCheck(SQLModel, table=True):
+    """One `snapvol verify --repo`: which repository, how deep, when, and what it found."""
+
+    __tablename__ = "repo_checks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    repository_id: str = Field(index=True)  # restic's repository id (stable if the URL changes)
+    repository: str  # the display form: never credentials
+    scope: str  # "structure", "read-data" or "read-data-subset N%"
+    ok: bool
+    problems: str = ""  # restic's lines, when not ok
+    checked_at: datetime = Field(default_factory=utcnow, index=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            "repository_id": self.repository_id,
+            "scope": self.scope,
+            "ok": self.ok,
+            "problems": self.problems.splitlines(),
+            "checked_at": _iso_seconds(self.checked_at),
+        }
+
+
 def _file_row(snapshot_id: str, m: Member) -> dict[str, Any]:
     return {"snapshot_id": snapshot_id, **as_row(m)}
 
@@ -274,11 +298,30 @@ def _m004_copies(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_copies_repository_id ON copies (repository_id)"))
 
 
+def _m005_repo_checks(conn: Connection) -> None:
+    """The results of `snapvol verify --repo` (restic check of a repository)."""
+    conn.execute(
+        text("""
+        CREATE TABLE repo_checks (
+            id INTEGER PRIMARY KEY,
+            repository_id TEXT NOT NULL,
+            repository TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            ok BOOLEAN NOT NULL,
+            problems TEXT NOT NULL DEFAULT '',
+            checked_at DATETIME NOT NULL
+        )""")
+    )
+    conn.execute(text("CREATE INDEX ix_repo_checks_repository_id ON repo_checks (repository_id)"))
+    conn.execute(text("CREATE INDEX ix_repo_checks_checked_at ON repo_checks (checked_at)"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_verify_result", _m002_verify_result),
     ("003_fidelity", _m003_fidelity),
     ("004_copies", _m004_copies),
+    ("005_repo_checks", _m005_repo_checks),
 ]
 
 _MARKER_TABLE = "snapvol_migrations"
@@ -640,4 +683,29 @@ class Store:
             ):
                 if value is not None:
                     query = query.where(column == value)
+            return list(session.exec(query).all())
+
+    def delete_copy(self, copy_id: str) -> None:
+        """Forget the record of a copy (after its restic snapshots were forgotten)."""
+        with self._session() as session:
+            session.execute(delete(Copy).where(col(Copy.id) == copy_id))
+            session.commit()
+
+    # --- repository checks --------------------------------------------------------------------
+
+    def record_repo_check(self, check: RepoCheck) -> RepoCheck:
+        """Record one `verify --repo` result."""
+        with self._session() as session:
+            session.add(check)
+            session.commit()
+            return check
+
+    def repo_checks(self, *, repository_id: str | None = None) -> list[RepoCheck]:
+        """Recorded repository checks, newest first."""
+        with self._session() as session:
+            query = select(RepoCheck).order_by(
+                col(RepoCheck.checked_at).desc(), col(RepoCheck.id).desc()
+            )
+            if repository_id is not None:
+                query = query.where(RepoCheck.repository_id == repository_id)
             return list(session.exec(query).all())

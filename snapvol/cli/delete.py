@@ -13,6 +13,9 @@ from snapvol.cli.format import decisions_table
 from snapvol.cli.options import dry_run_option, json_option, stacked, yes_option
 from snapvol.errors import Cancelled
 from snapvol.output import human_bytes
+from snapvol.repo import copy
+from snapvol.repo import prune as repo_prune
+from snapvol.repo.prune import CopyDecision
 from snapvol.retention import UNLIMITED, Decision
 
 # What rm and prune both take: look first, skip the question, print JSON.
@@ -58,6 +61,55 @@ def _as_json(decision: Decision) -> dict[str, Any]:
     return {**decision.snapshot.to_dict(), "action": decision.action, "reasons": decision.reasons}
 
 
+class RepoPlan:
+    """What prune does in the repository: the target and each copied snapshot's fate."""
+
+    def __init__(self, target: copy.Target, decisions: list[CopyDecision]) -> None:
+        self.target = target
+        self.decisions = decisions
+
+    @property
+    def removed(self) -> list[CopyDecision]:
+        return [d for d in self.decisions if not d.keep]
+
+    def show(self, app: AppContext) -> None:
+        """Like the local listing, for the copies; says which local snapshots are gone."""
+        for action in ("keep", "remove"):
+            chosen = [
+                Decision(
+                    d.decision.snapshot,
+                    d.keep,
+                    d.decision.reasons + (() if d.local else ("no local snapshot",)),
+                )
+                for d in self.decisions
+                if d.decision.action == action
+            ]
+            if chosen:
+                verb = "keep" if action == "keep" else "forget"
+                app.console.info(
+                    f"repository {self.target.display}: {verb} the copies of "
+                    f"{len(chosen)} snapshot(s):"
+                )
+                app.console.err.print(decisions_table(chosen), soft_wrap=True)
+
+    def as_json(self, decisions: list[CopyDecision]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": d.decision.snapshot.id,
+                "name": d.decision.snapshot.name,
+                "action": d.decision.action,
+                "reasons": d.decision.reasons,
+                "local": d.local,
+                "repository": self.target.display,
+                "restic_snapshots": d.restic_snapshots,
+            }
+            for d in decisions
+        ]
+
+    def words(self) -> str:
+        return f" and forget the copies of {len(self.removed)} snapshot(s) in {self.target.display}"
+
+
 def _delete(
     app: AppContext,
     store: Store,
@@ -65,22 +117,37 @@ def _delete(
     assume_yes: bool,
     as_json: bool,
     dry_run: bool,
+    repo: RepoPlan | None = None,
 ) -> None:
-    """Show what stays and what goes; unless a dry run, ask (default no), delete, say so."""
+    """Show what stays and what goes; unless a dry run, ask (default no), delete, say so.
+
+    With ``repo``, the copies the policy removes from the repository are forgotten first: if
+    that fails, nothing local is deleted either."""
     _show(app, decisions)
+    if repo is not None:
+        repo.show(app)
     snaps = [d.snapshot for d in decisions if not d.keep]
+    also = repo.words() if repo is not None else ""
     if dry_run:
-        if as_json:
+        if as_json and repo is not None:
+            app.console.json(
+                {
+                    "snapshots": [_as_json(d) for d in decisions],
+                    "copies": repo.as_json(repo.decisions),
+                }
+            )
+        elif as_json:
             app.console.json([_as_json(d) for d in decisions])
         else:
             app.console.info(
                 f"dry run: would delete {len(snaps)} snapshot(s) and "
-                f"{human_bytes(_archived(snaps))} of archives; nothing was deleted"
+                f"{human_bytes(_archived(snaps))} of archives{also}; nothing was deleted"
             )
         return
-    if snaps and not assume_yes:
+    if (snaps or (repo is not None and repo.removed)) and not assume_yes:
         question = (
-            f"Delete {len(snaps)} snapshot(s) and {human_bytes(_archived(snaps))} of archives?"
+            f"Delete {len(snaps)} snapshot(s) and {human_bytes(_archived(snaps))} of "
+            f"archives{also}?"
         )
         try:
             agreed = click.confirm(question, default=False, err=True)
@@ -88,14 +155,22 @@ def _delete(
             agreed = False
         if not agreed:
             raise Cancelled("cancelled; nothing was deleted")
+    forgotten = repo_prune.forget(store, repo.target, repo.decisions) if repo else []
     removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
-    if as_json:
-        reasons = {d.snapshot.id: d.reasons for d in decisions}
-        app.console.json([{**s.to_dict(), "reasons": reasons[s.id]} for s in removed])
+    reasons = {d.snapshot.id: d.reasons for d in decisions}
+    local = [{**s.to_dict(), "reasons": reasons[s.id]} for s in removed]
+    if as_json and repo is not None:
+        app.console.json({"snapshots": local, "copies": repo.as_json(forgotten)})
+    elif as_json:
+        app.console.json(local)
     else:
         app.console.info(
             f"deleted {len(removed)} snapshot(s), freed {human_bytes(_archived(removed))}"
         )
+        if repo is not None:
+            app.console.info(
+                f"forgot the copies of {len(forgotten)} snapshot(s) in {repo.target.display}"
+            )
 
 
 @click.command("rm")
@@ -164,16 +239,25 @@ def prune(
     succeeded is always kept. Safety snapshots, a restore's copy of what it replaced, are kept
     apart by --keep-safety and never count against yours. Failed records go; snapshots in
     progress stay. Shows what stays and goes with the reasons, and asks first, like `snapvol rm`.
+
+    With a repository (--repo / SNAPVOL_REPOSITORY), the same policy also judges the snapshots
+    copied there, as a history of its own: the copies it removes are forgotten (`restic forget
+    --prune` of their data and manifest), first. A copy whose local snapshot is gone stays
+    as long as the policy keeps it among the repository's copies.
     """
     policy = retention.Policy(**counts)
     with app.store() as store:
         decisions = retention.apply(store.snapshots(), policy)
+        repo = None
+        if app.repo:
+            target = copy.open_target(app.restic())
+            repo = RepoPlan(target, repo_prune.plan(store, target, policy))
         if not as_json:
             app.console.info(f"Policy: {policy.describe()}")
-        if not dry_run and all(d.keep for d in decisions):
+        if not dry_run and all(d.keep for d in decisions) and not (repo and repo.removed):
             if as_json:
-                app.console.json([])
+                app.console.json({"snapshots": [], "copies": []} if repo else [])
             else:
                 app.console.info("nothing to prune: the policy keeps every snapshot")
             return
-        _delete(app, store, decisions, assume_yes, as_json, dry_run)
+        _delete(app, store, decisions, assume_yes, as_json, dry_run, repo)

@@ -93,4 +93,4 @@ def test_a_copy_outlives_its_snapshot_and_shows_in_to_dict(tmp_path: Path) -> No
         store.close()
     with sqlite3.connect(tmp_path / "m.db") as db:
         names = [r[0] for r in db.execute("SELECT name FROM snapvol_migrations ORDER BY name")]
-    assert names[-1] == "004_copies"
+    assert "004_copies" in names

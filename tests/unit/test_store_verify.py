@@ -54,4 +54,10 @@ def test_an_old_store_gains_the_verification_columns_and_keeps_its_rows(tmp_path
         store.close()
     with sqlite3.connect(path) as db:
         names = [r[0] for r in db.execute("SELECT name FROM snapvol_migrations ORDER BY name")]
-    assert names == ["001_initial", "002_verify_result", "003_fidelity", "004_copies"]
+    assert names == [
+        "001_initial",
+        "002_verify_result",
+        "003_fidelity",
+        "004_copies",
+        "005_repo_checks",
+    ]
