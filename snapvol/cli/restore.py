@@ -40,6 +40,12 @@ from snapvol.workspace import Workspace
 )
 @click.option("--database", help="Logical: the database to replace (default: the snapshot's).")
 @click.option("--user", help="Logical: the role to restore as (default: POSTGRES_USER).")
+@click.option(
+    "--from-repo",
+    is_flag=True,
+    help="Fetch the snapshot's archive from the repository (--repo) first, and check it; "
+    "done anyway when the archive is missing here and a repository is given.",
+)
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--no-safety-snapshot",
@@ -70,6 +76,7 @@ def command(
     container: str | None,
     database: str | None,
     user: str | None,
+    from_repo: bool,
     assume_yes: bool,
     no_safety_snapshot: bool,
     no_owner: bool,
@@ -84,10 +91,12 @@ def command(
     """
     if file is not None and ref is not None:
         raise UsageError("give a snapshot or --file, not both")
+    if file is not None and from_repo:
+        raise UsageError("--from-repo restores a snapshot, not --file")
     # One store session. A dump file needs no store of its own: --file may create one, to
     # record what it does.
     with app.store(create=file is not None) as store:
-        snap = None if file is not None else _chosen(app, store, ref)
+        snap = None if file is not None else _chosen(app, store, ref, from_repo)
         logical = restoring.is_logical(snap)
         if not logical and (database is not None or user is not None or no_owner or allow_roles):
             raise UsageError(
@@ -127,11 +136,24 @@ class _Restored:
     summary: dict[str, Any]  # --json
 
 
-def _chosen(app: AppContext, store: Store, ref: str | None) -> Snapshot:
+def _chosen(app: AppContext, store: Store, ref: str | None, from_repo: bool) -> Snapshot:
     """The snapshot REF names (or the user picks), refused if it cannot be restored: before
-    its container is looked up."""
+    its container is looked up. Its archive is fetched from the repository first with
+    ``from_repo``, or when it is missing here and a repository is given."""
     snap = store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
+    if from_repo or (app.repo is not None and restoring.archive_missing(snap, app.backup_dir)):
+        snap = _fetched(app, store, restoring.restorable(snap, app.backup_dir))
     return restoring.restorable(snap, app.backup_dir)
+
+
+def _fetched(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
+    """The snapshot with its archive fetched from the repository and checked: nothing of the
+    target has been looked at yet."""
+    from snapvol.repo import fetch
+
+    restic = app.restic()
+    app.console.info(f"Fetching snapshot {snap.id} ({snap.name}) from {restic.repo.display}")
+    return fetch.fetch(restic, store, snap, app.backup_dir, app.console).snapshot
 
 
 def _restore_volume(
