@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from snapvol import __version__
-from snapvol.cli import delete, ls, restore, snapshot, verify
+from snapvol.cli import copy, delete, ls, repo, restore, snapshot, verify
 from snapvol.cli.context import AppContext
 from snapvol.cli.options import global_options
 from snapvol.errors import SnapvolError
@@ -74,6 +74,8 @@ for _command in (
     verify.command,
     delete.rm,
     delete.prune,
+    repo.group,
+    copy.command,
 ):
     cli.add_command(_command)
 

@@ -21,6 +21,7 @@ from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import StoreError
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
+from snapvol.repo.copy import recover_copies
 from snapvol.volume.watchdog import WatchdogConfig
 from snapvol.workspace import Workspace
 
@@ -151,6 +152,7 @@ class AppContext:
             raise StoreError(f"{err}; {old} is the store of snapvol's old default") from err
         try:
             recover_store(store, self.backup_dir, self.console)
+            recover_copies(store, self.console)
             yield store
         finally:
             store.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS
+from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Copy
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import snapshots_table
 from snapvol.cli.options import json_option
@@ -38,10 +38,13 @@ def command(
         return
     with app.store() as store:
         snaps = store.snapshots(limit=limit, container=container, kind=kind, status=status)
+        copies: dict[str, list[Copy]] = {}
+        for copy in store.copies() if as_json else ():
+            copies.setdefault(copy.snapshot_id, []).append(copy)
     if not as_json:  # --json stays a bare list: its consumers index it
         app.console.info(f"Store {app.db}, archives in {app.backup_dir}")
     if as_json:
-        app.console.json([s.to_dict() for s in snaps])
+        app.console.json([s.to_dict(copies.get(s.id, ())) for s in snaps])
     elif not snaps and (container or kind or status):
         app.console.info("No snapshots match.")
     elif not snaps:

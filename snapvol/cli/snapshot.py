@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
-from snapvol.adapters.store import Snapshot
+from snapvol.adapters.restic import Restic
+from snapvol.adapters.store import COMPLETE, Copy, Snapshot
 from snapvol.cli.context import AppContext, with_app
+from snapvol.cli.copy import copied_line
 from snapvol.cli.format import logical_summary, snapshot_summary
 from snapvol.cli.options import helper_image_option, json_option, reader_option, target_options
-from snapvol.errors import UsageError
+from snapvol.errors import SnapvolError, UsageError
 from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
 
 
@@ -34,6 +36,12 @@ from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
 )
 @click.option("--database", help="--logical: the database (default: the container's POSTGRES_DB).")
 @click.option("--user", help="--logical: the role (default: the container's POSTGRES_USER).")
+@click.option(
+    "--copy",
+    "copy_to_repo",
+    is_flag=True,
+    help="Then copy it to the restic repository (--repo), once the container runs again.",
+)
 @target_options
 @json_option
 @with_app
@@ -49,11 +57,13 @@ def command(
     user: str | None,
     container: str,
     volume_name: str | None,
+    copy_to_repo: bool,
     as_json: bool,
 ) -> None:
     """Take a snapshot of a container's data and record it in the manifest store."""
     if mode is None:
         raise UsageError("choose --volume (cold, whole volume) or --logical (pg_dump)")
+    restic = app.restic() if copy_to_repo else None  # a missing --repo stops nothing midway
     options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
     if mode == "logical":
         _refuse_volume_flags(volume_name=volume_name, helper_image=helper_image)
@@ -61,11 +71,41 @@ def command(
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
         snap = _volume(app, options, container, volume_name, reader, helper_image)
+    failure: SnapvolError | None = None
+    copies: list[Copy] = []
+    if restic is not None:
+        copies, failure = _copy(app, restic, snap)
     if as_json:
-        app.console.json(snap.to_dict())
+        app.console.json(snap.to_dict(copies))
     app.console.info(snapshot_summary(snap))
     if snap.kind == "logical":
         app.console.info(logical_summary(snap))
+    for copy in copies:
+        if copy.status == COMPLETE:
+            app.console.info(copied_line(snap, copy))
+    if failure is not None:
+        raise failure
+
+
+def _copy(
+    app: AppContext, restic: Restic, snap: Snapshot
+) -> tuple[list[Copy], SnapvolError | None]:
+    """Copy the new snapshot (the container runs again by now). A failure is returned, said to
+    leave the snapshot itself complete and kept."""
+    from snapvol.repo.copy import copy_snapshot, open_target
+
+    with app.store() as store:
+        try:
+            copy_snapshot(store, open_target(restic), snap, app.console)
+            failure = None
+        except SnapvolError as err:
+            err.message = (
+                f"snapshot {snap.id} ({snap.name}) is complete and kept, but copying it to "
+                f"{restic.repo.display} failed: {err.message} (`snapvol copy {snap.id}` tries "
+                "again)"
+            )
+            failure = err
+        return store.copies(snapshot_id=snap.id), failure
 
 
 def _refuse_logical_flags(**given: str | None) -> None:

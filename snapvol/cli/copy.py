@@ -1,0 +1,54 @@
+"""`snapvol copy`: copy snapshots to the restic repository."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from snapvol.adapters.store import Copy, Snapshot
+from snapvol.cli.context import AppContext, with_app
+from snapvol.cli.options import json_option
+from snapvol.repo.copy import copy_all, missing, open_target, raise_failures
+
+
+def copy_dict(snap: Snapshot, copy: Copy) -> dict[str, Any]:
+    return {
+        "snapshot_id": snap.id,
+        "name": snap.name,
+        **copy.to_dict(),
+        "manifest_snapshot": copy.manifest_snapshot,
+        "raw_bytes": copy.raw_bytes,
+        "raw_sha256": copy.raw_sha256,
+    }
+
+
+def copied_line(snap: Snapshot, copy: Copy) -> str:
+    added = copy.bytes_added or 0
+    return (
+        f"copied {snap.id} ({snap.name}) to {copy.repository}: restic snapshot "
+        f"{(copy.data_snapshot or '')[:8]}, {copy.raw_bytes} bytes, {added} added to the repository"
+    )
+
+
+@click.command("copy")
+@click.argument("refs", nargs=-1, metavar="[REF]...")
+@json_option
+@with_app
+def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
+    """Copy snapshots to the repository (default: every complete one not copied there yet)."""
+    restic = app.restic()
+    with app.store() as store:
+        target = open_target(restic)
+        snaps = [store.resolve(ref) for ref in refs] if refs else missing(store, target)
+        run = copy_all(store, target, snaps, app.console)
+    by_id = {s.id: s for s in snaps}
+    if as_json:
+        app.console.json([copy_dict(by_id[c.snapshot_id], c) for c in run.copies])
+    for c in run.copies:
+        app.console.info(copied_line(by_id[c.snapshot_id], c))
+    for snap in run.skipped:
+        app.console.info(f"{snap.id} ({snap.name}) is already in {target.display}")
+    if not snaps:
+        app.console.info(f"nothing to copy: every complete snapshot is in {target.display}")
+    raise_failures(run)

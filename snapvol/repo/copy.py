@@ -1,0 +1,239 @@
+"""Copying snapshots to a restic repository (see ``manifest`` for what a copy is there).
+
+A copy streams the local ``.zst`` archive through zstd and SHA-256 into ``restic backup
+--stdin``: nothing is staged on disk and memory stays flat. The copy is recorded in the store as
+in progress (with this run's pid and host) before restic starts, and complete or failed after;
+its manifest is written only once the data is in the repository and the local archive proved to
+be the one the record describes, so a copy that did not finish is never taken for one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snapvol.adapters.restic import Restic
+from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Copy, Snapshot, Store
+from snapvol.errors import (
+    IntegrityError,
+    NotFoundError,
+    OperationFailed,
+    RepositoryError,
+    SnapvolError,
+    describe,
+)
+from snapvol.names import new_id
+from snapvol.output import Reporter
+from snapvol.pipeline.archive import file_chunks, unzstd
+from snapvol.repo import manifest
+from snapvol.repo.manifest import DataRef
+from snapvol.runtime import pid_alive, started_after
+
+
+@dataclass(frozen=True)
+class Target:
+    """A repository opened for copying: restic on it, its id (``restic cat config``, the
+    store's key for it) and its display form (no credentials)."""
+
+    restic: Restic
+    repository_id: str
+    display: str
+
+
+def open_target(restic: Restic) -> Target:
+    """Open the repository (this checks that it exists, answers and takes the password)."""
+    return Target(restic, restic.config().id, restic.repo.display)
+
+
+def missing(store: Store, target: Target) -> list[Snapshot]:
+    """Complete snapshots with no complete copy in ``target``, oldest first."""
+    copied = {
+        c.snapshot_id for c in store.copies(repository_id=target.repository_id, status=COMPLETE)
+    }
+    return [s for s in reversed(store.snapshots(status=COMPLETE)) if s.id not in copied]
+
+
+def copied(store: Store, target: Target, snap: Snapshot) -> Copy | None:
+    """The newest complete copy of ``snap`` in ``target``, if any."""
+    done = store.copies(snapshot_id=snap.id, repository_id=target.repository_id, status=COMPLETE)
+    return done[0] if done else None
+
+
+class _Hashing:
+    """Chunks passed through, counted and hashed (SHA-256) on the way."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.sha.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+        self.done = True
+
+
+def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Reporter) -> Copy:
+    """Copy one complete snapshot's archive (and then its manifest) to ``target``.
+
+    Raises the failure's own error (a RepositoryError for restic's) after recording the copy
+    failed; the local snapshot is never changed.
+    """
+    if snap.status != COMPLETE:
+        raise NotFoundError(
+            f"snapshot {snap.id} ({snap.name}) is {snap.status}: only a complete one is copied"
+        )
+    archive = Path(snap.path)
+    if not snap.path or not archive.is_file():
+        raise NotFoundError(
+            f"the archive of snapshot {snap.id} ({snap.name}) is not here "
+            f"({snap.path or 'no path'})"
+        )
+    filename = manifest.data_filename(snap)
+    record = store.add_copy(
+        Copy(
+            id=new_id(),
+            snapshot_id=snap.id,
+            repository_id=target.repository_id,
+            repository=target.display,
+            status=IN_PROGRESS,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+    )
+    try:
+        members = store.members(snap.id)  # before restic runs: nothing changes while it does
+        compressed = _Hashing(file_chunks(archive))
+        raw = _Hashing(unzstd(compressed, f"archive {archive.name}"))
+        with reporter.transfer(f"copying {snap.name}", snap.raw_bytes) as progress:
+            data = target.restic.backup_stream(
+                raw,
+                filename,
+                tags=manifest.tags_for(snap, manifest.DATA),
+                host=snap.host or None,
+                time=snap.created_at,
+                progress=progress,
+            )
+        _check_source(snap, compressed, raw, data.snapshot_id, target)
+        ref = DataRef(data.snapshot_id, filename, raw.sha.hexdigest(), raw.size)
+        written = target.restic.backup_stream(
+            [manifest.encode(snap, members, ref)],
+            manifest.manifest_filename(snap),
+            tags=manifest.tags_for(snap, manifest.MANIFEST),
+            host=snap.host or None,
+            time=snap.created_at,
+        )
+    except BaseException as err:
+        store.fail_copy(record.id, describe(err))
+        raise
+    return store.complete_copy(
+        record.id,
+        data_snapshot=data.snapshot_id,
+        manifest_snapshot=written.snapshot_id,
+        raw_sha256=ref.raw_sha256,
+        raw_bytes=ref.raw_bytes,
+        bytes_added=data.data_added + written.data_added,
+    )
+
+
+def _check_source(
+    snap: Snapshot, compressed: _Hashing, raw: _Hashing, data_snapshot: str, target: Target
+) -> None:
+    """The archive read must be the one the record describes; otherwise the data snapshot just
+    written is removed again (it has no manifest, so it never counted as a copy)."""
+    problem = None
+    if not (compressed.done and raw.done):
+        problem = "restic ended before the archive was read to its end"
+    elif snap.sha256 is not None and compressed.sha.hexdigest() != snap.sha256:
+        problem = f"archive {Path(snap.path).name} does not match its recorded SHA-256"
+    elif snap.raw_bytes is not None and snap.raw_bytes != raw.size:
+        problem = (
+            f"archive {Path(snap.path).name} holds {raw.size} bytes uncompressed, "
+            f"the record says {snap.raw_bytes}"
+        )
+    if problem is None:
+        return
+    with contextlib.suppress(RepositoryError):  # no manifest: not a copy either way
+        target.restic.forget([data_snapshot], prune=False)
+    raise IntegrityError(f"snapshot {snap.id} was not copied: {problem}")
+
+
+@dataclass
+class CopyRun:
+    """What ``copy_all`` did: the copies made, the snapshots skipped (already copied), the
+    failures (snapshot, error)."""
+
+    copies: list[Copy] = field(default_factory=list)
+    skipped: list[Snapshot] = field(default_factory=list)
+    failures: list[tuple[Snapshot, SnapvolError]] = field(default_factory=list)
+
+
+def copy_all(
+    store: Store, target: Target, snaps: Sequence[Snapshot], reporter: Reporter
+) -> CopyRun:
+    """Copy each snapshot not yet copied to ``target``, in order.
+
+    A failure of one snapshot (its archive missing or damaged) is recorded and the next is
+    tried; a failure of the repository (RepositoryError) ends the run, raised at once.
+    """
+    run = CopyRun()
+    for snap in snaps:
+        if copied(store, target, snap) is not None:
+            run.skipped.append(snap)
+            continue
+        reporter.step(f"copying {snap.id} ({snap.name}) to {target.display}")
+        try:
+            run.copies.append(copy_snapshot(store, target, snap, reporter))
+        except RepositoryError as err:
+            err.message = (
+                f"snapshot {snap.id} ({snap.name}) was not copied (kept here, unchanged): "
+                f"{err.message}"
+            )
+            raise
+        except SnapvolError as err:
+            reporter.warn(f"snapshot {snap.id} ({snap.name}) was not copied: {err.message}")
+            run.failures.append((snap, err))
+    return run
+
+
+def raise_failures(run: CopyRun) -> None:
+    """One error for a run's failures: the error itself when only one snapshot failed."""
+    if not run.failures:
+        return
+    if len(run.failures) == 1:
+        raise run.failures[0][1]
+    names = ", ".join(s.id for s, _ in run.failures)
+    raise OperationFailed(
+        f"{len(run.failures)} snapshots were not copied ({names}); "
+        f"{len(run.copies)} copied: the first failure: {run.failures[0][1].message}"
+    )
+
+
+def recover_copies(store: Store, reporter: Reporter) -> list[Copy]:
+    """Mark failed the in-progress copies whose snapvol process on this host is gone."""
+    recovered = []
+    here = socket.gethostname()
+    for copy in store.copies(status=IN_PROGRESS):
+        if copy.host != here or copy.pid == os.getpid():
+            continue  # another machine's run cannot be judged from here
+        if (
+            copy.pid is not None
+            and pid_alive(copy.pid)
+            and not started_after(copy.pid, copy.created_at)
+        ):
+            continue
+        store.fail_copy(copy.id, f"interrupted: snapvol (pid {copy.pid}) ended before it finished")
+        reporter.warn(
+            f"the copy of snapshot {copy.snapshot_id} to {copy.repository} was interrupted; "
+            "marked failed (the next `snapvol copy` makes it again)"
+        )
+        recovered.append(copy)
+    return recovered
