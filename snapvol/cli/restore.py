@@ -21,6 +21,7 @@ from snapvol.cli.format import (
 )
 from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
 from snapvol.errors import UsageError
+from snapvol.output import human_bytes
 from snapvol.workspace import Workspace
 
 
@@ -152,8 +153,12 @@ def _fetched(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
     from snapvol.repo import fetch
 
     restic = app.restic()
-    app.console.info(f"Fetching snapshot {snap.id} ({snap.name}) from {restic.repo.display}")
-    return fetch.fetch(restic, store, snap, app.backup_dir, app.console).snapshot
+    fetched = fetch.fetch(restic, store, snap, app.backup_dir, app.console)
+    app.console.info(
+        f"Fetched snapshot {snap.id} ({snap.name}) from {restic.repo.display}: "
+        f"{human_bytes(fetched.raw_bytes)}, checked"
+    )
+    return fetched.snapshot
 
 
 def _restore_volume(
