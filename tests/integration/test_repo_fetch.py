@@ -52,9 +52,16 @@ def repo_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield use
 
 
-def copy_made_by_hand(restic: Restic, snapshot_id: str, *, tamper: bool = False) -> None:
+def copy_made_by_hand(
+    restic: Restic,
+    snapshot_id: str,
+    *,
+    tamper: bool = False,
+    replace: tuple[bytes, bytes] | None = None,
+) -> None:
     """A copy as SPEC12 lays it out: the raw stream, then its manifest (``tamper``: the
-    manifest's SHA-256 is not the data's)."""
+    manifest's SHA-256 is not the data's; ``replace``: the data has these bytes replaced, and
+    the manifest's SHA-256 and size are those of the changed data)."""
     store = Store.open(Path(os.environ["SNAPVOL_DB"]), create=False)
     try:
         snap = store.get(snapshot_id)
@@ -68,6 +75,8 @@ def copy_made_by_hand(restic: Restic, snapshot_id: str, *, tamper: bool = False)
     def chunks() -> Iterator[bytes]:
         nonlocal size
         for chunk in archive.decompressed_chunks(Path(snap.path)):
+            if replace is not None:
+                chunk = chunk.replace(*replace)
             sha.update(chunk)
             size += len(chunk)
             yield chunk
@@ -213,6 +222,28 @@ def test_a_manifest_that_does_not_match_the_data_is_refused(
     result = cmd("restore", snap["id"], "--yes", exit_code=7)
     assert "SHA-256" in result.stderr and result.stderr.count("Error:") == 1
     assert pg.dump() == current
+    assert list(Path(snap["path"]).parent.iterdir()) == []
+
+
+def test_data_whose_files_differ_from_the_store_is_refused(
+    bed: TestBed, cmd: Any, restic_local: RepoServer, repo_env: Any
+) -> None:
+    """The data and its manifest agree (SHA-256, size), but a file's content is not the one
+    the store recorded: the tar scan refuses it before the volume is touched."""
+    restic = repo_env(restic_local)
+    container, vol = bed.plain()
+    root = _volume_dir(bed, vol)
+    (root / "f").write_bytes(b"A" * 3000)
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    copy_made_by_hand(restic, snap["id"], replace=(b"A" * 3000, b"B" * 3000))
+    _gone(snap)
+    (root / "f").write_bytes(b"C")
+    current = fidelity_tree.fingerprint(root)
+
+    result = cmd("restore", snap["id"], "--yes", exit_code=7)
+    assert "differs from the store's record at 'f'" in result.stderr
+    assert result.stderr.count("Error:") == 1
+    assert fidelity_tree.differences(current, fidelity_tree.fingerprint(root)) == []
     assert list(Path(snap["path"]).parent.iterdir()) == []
 
 
