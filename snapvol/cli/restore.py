@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from snapvol import restoring
-from snapvol.adapters.store import Snapshot, Store
+from snapvol.adapters.store import COMPLETE, Snapshot, Store
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import AppContext, with_app
@@ -20,7 +20,7 @@ from snapvol.cli.format import (
     volume_restored_line,
 )
 from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
-from snapvol.errors import UsageError
+from snapvol.errors import NotFoundError, UsageError
 from snapvol.output import human_bytes
 from snapvol.workspace import Workspace
 
@@ -142,8 +142,17 @@ def _chosen(app: AppContext, store: Store, ref: str | None, from_repo: bool) -> 
     its container is looked up. Its archive is fetched from the repository first with
     ``from_repo``, or when it is missing here and a repository is given."""
     snap = store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
-    if from_repo or (app.repo is not None and restoring.archive_missing(snap, app.backup_dir)):
+    missing = restoring.archive_missing(snap, app.backup_dir)
+    if from_repo or (app.repo is not None and missing):
         snap = _fetched(app, store, restoring.restorable(snap, app.backup_dir))
+    elif missing:
+        copies = store.copies(snapshot_id=snap.id, status=COMPLETE)
+        if copies:
+            raise NotFoundError(
+                f"the archive of snapshot {snap.id} is missing here; it was copied to "
+                f"{copies[0].repository}: give --repo (or SNAPVOL_REPOSITORY) to restore from "
+                "there; nothing was changed"
+            )
     return restoring.restorable(snap, app.backup_dir)
 
 

@@ -108,7 +108,11 @@ def _gone(snap: dict[str, Any]) -> None:
 
 
 def test_volume_snapshot_restores_from_a_local_repository(
-    bed: TestBed, cmd: Any, restic_local: RepoServer, repo_env: Any
+    bed: TestBed,
+    cmd: Any,
+    restic_local: RepoServer,
+    repo_env: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     restic = repo_env(restic_local)
     container, vol = bed.plain()
@@ -120,6 +124,12 @@ def test_volume_snapshot_restores_from_a_local_repository(
     _gone(snap)
     (root / "added-later").write_text("not in the snapshot")
     subprocess.run(["rm", "-rf", str(root / "dir")], check=False)
+
+    with monkeypatch.context() as m:  # no repository given: the copy is named
+        m.delenv("SNAPVOL_REPOSITORY")
+        result = cmd("restore", snap["id"], "--yes", exit_code=3)
+        assert f"it was copied to {restic.repo.display}: give --repo" in result.stderr
+        assert result.stderr.count("\n") == 1
 
     result = cmd("restore", snap["id"], "--yes", "--json")  # the archive is missing: fetched
     assert f"Fetched snapshot {snap['id']} ({snap['name']}) from {restic.repo.display}" in (
