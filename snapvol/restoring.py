@@ -18,6 +18,12 @@ def restorable(snap: Snapshot, backup_dir: Path) -> Snapshot:
     return snap
 
 
+def archive_missing(snap: Snapshot, backup_dir: Path) -> bool:
+    """Whether the snapshot's archive is neither in ``backup_dir`` nor at its recorded path:
+    a restore then fetches it from the repository, when one is given."""
+    return not Path(lifecycle.located(snap, backup_dir).path).is_file()
+
+
 def is_logical(snap: Snapshot | None) -> bool:
     """Whether a database is restored (a logical snapshot, or a dump file: no snapshot) rather
     than a volume."""

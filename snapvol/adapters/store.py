@@ -545,6 +545,20 @@ class Store:
     def fail(self, snapshot_id: str, error: str) -> None:
         self.update(snapshot_id, status=FAILED, error=error, pid=None)
 
+    def import_snapshot(self, snapshot: Snapshot, members: Sequence[Member] = ()) -> Snapshot:
+        """Insert a record made elsewhere (a repository's manifest) as it is, with its per-file
+        entries, in one transaction."""
+        with self._session() as session:
+            if session.exec(select(Snapshot).where(Snapshot.name == snapshot.name)).first():
+                raise UsageError(f"a snapshot named {snapshot.name!r} already exists")
+            session.add(snapshot)
+            session.flush()
+            if members:
+                session.execute(insert(FileEntry), [_file_row(snapshot.id, m) for m in members])
+            session.commit()
+            session.refresh(snapshot)
+            return snapshot
+
     def record_verification(self, snapshot_id: str, ok: bool) -> None:
         """Record the result of verifying a snapshot now (one deleted meanwhile: nothing to do)."""
         with self._session() as session:

@@ -15,6 +15,12 @@ from snapvol.cli.options import json_option
 @click.option("--container", help="Only snapshots of this container (its name).")
 @click.option("--kind", type=click.Choice(["volume", "logical"]), help="Only this kind.")
 @click.option("--status", type=click.Choice([COMPLETE, FAILED, IN_PROGRESS]), help="Only these.")
+@click.option(
+    "--repo",
+    "in_repo",
+    is_flag=True,
+    help="List the copies in the repository (the global --repo) instead; needs no store.",
+)
 @json_option
 @with_app
 def command(
@@ -23,9 +29,13 @@ def command(
     container: str | None,
     kind: str | None,
     status: str | None,
+    in_repo: bool,
     as_json: bool,
 ) -> None:
     """List snapshots (id, name, kind, container, volume, created, size, status)."""
+    if in_repo:
+        _list_repository(app, limit, container, kind, as_json)
+        return
     with app.store() as store:
         snaps = store.snapshots(limit=limit, container=container, kind=kind, status=status)
         copies: dict[str, list[Copy]] = {}
@@ -41,3 +51,27 @@ def command(
         app.console.info("No snapshots yet. Take one with `snapvol snapshot --volume`.")
     else:
         app.console.out.print(snapshots_table(snaps), soft_wrap=True)
+
+
+def _list_repository(
+    app: AppContext, limit: int | None, container: str | None, kind: str | None, as_json: bool
+) -> None:
+    """The snapshots the repository holds copies of (their manifests), newest first."""
+    from snapvol.repo import fetch
+
+    restic = app.restic()
+    listed = [
+        found
+        for found in reversed(fetch.manifests_in(restic))
+        if container in (None, found.manifest.snapshot.container)
+        and kind in (None, found.manifest.snapshot.kind)
+    ][:limit]
+    if as_json:
+        app.console.json([fetch.listed_dict(found) for found in listed])
+        return
+    app.console.info(f"Repository {restic.repo.display}")
+    if not listed:
+        app.console.info("No snapvol copies in this repository.")
+    else:
+        table = snapshots_table([found.manifest.snapshot for found in listed])
+        app.console.out.print(table, soft_wrap=True)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from snapvol import restoring
-from snapvol.adapters.store import Snapshot, Store
+from snapvol.adapters.store import COMPLETE, Snapshot, Store
 from snapvol.cli import picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import AppContext, with_app
@@ -20,7 +20,8 @@ from snapvol.cli.format import (
     volume_restored_line,
 )
 from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
-from snapvol.errors import UsageError
+from snapvol.errors import NotFoundError, UsageError
+from snapvol.output import human_bytes
 from snapvol.workspace import Workspace
 
 
@@ -40,6 +41,12 @@ from snapvol.workspace import Workspace
 )
 @click.option("--database", help="Logical: the database to replace (default: the snapshot's).")
 @click.option("--user", help="Logical: the role to restore as (default: POSTGRES_USER).")
+@click.option(
+    "--from-repo",
+    is_flag=True,
+    help="Fetch the snapshot's archive from the repository (--repo) first, and check it; "
+    "done anyway when the archive is missing here and a repository is given.",
+)
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--no-safety-snapshot",
@@ -70,6 +77,7 @@ def command(
     container: str | None,
     database: str | None,
     user: str | None,
+    from_repo: bool,
     assume_yes: bool,
     no_safety_snapshot: bool,
     no_owner: bool,
@@ -84,10 +92,12 @@ def command(
     """
     if file is not None and ref is not None:
         raise UsageError("give a snapshot or --file, not both")
+    if file is not None and from_repo:
+        raise UsageError("--from-repo restores a snapshot, not --file")
     # One store session. A dump file needs no store of its own: --file may create one, to
     # record what it does.
     with app.store(create=file is not None) as store:
-        snap = None if file is not None else _chosen(app, store, ref)
+        snap = None if file is not None else _chosen(app, store, ref, from_repo)
         logical = restoring.is_logical(snap)
         if not logical and (database is not None or user is not None or no_owner or allow_roles):
             raise UsageError(
@@ -127,11 +137,37 @@ class _Restored:
     summary: dict[str, Any]  # --json
 
 
-def _chosen(app: AppContext, store: Store, ref: str | None) -> Snapshot:
+def _chosen(app: AppContext, store: Store, ref: str | None, from_repo: bool) -> Snapshot:
     """The snapshot REF names (or the user picks), refused if it cannot be restored: before
-    its container is looked up."""
+    its container is looked up. Its archive is fetched from the repository first with
+    ``from_repo``, or when it is missing here and a repository is given."""
     snap = store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
+    missing = restoring.archive_missing(snap, app.backup_dir)
+    if from_repo or (app.repo is not None and missing):
+        snap = _fetched(app, store, restoring.restorable(snap, app.backup_dir))
+    elif missing:
+        copies = store.copies(snapshot_id=snap.id, status=COMPLETE)
+        if copies:
+            raise NotFoundError(
+                f"the archive of snapshot {snap.id} is missing here; it was copied to "
+                f"{copies[0].repository}: give --repo (or SNAPVOL_REPOSITORY) to restore from "
+                "there; nothing was changed"
+            )
     return restoring.restorable(snap, app.backup_dir)
+
+
+def _fetched(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
+    """The snapshot with its archive fetched from the repository and checked: nothing of the
+    target has been looked at yet."""
+    from snapvol.repo import fetch
+
+    restic = app.restic()
+    fetched = fetch.fetch(restic, store, snap, app.backup_dir, app.console)
+    app.console.info(
+        f"Fetched snapshot {snap.id} ({snap.name}) from {restic.repo.display}: "
+        f"{human_bytes(fetched.raw_bytes)}, checked"
+    )
+    return fetched.snapshot
 
 
 def _restore_volume(

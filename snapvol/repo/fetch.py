@@ -1,0 +1,315 @@
+"""Bringing a snapshot back from a restic repository: its archive fetched into the backup
+directory, checked against its manifest and the store before it is renamed into place, so that
+the normal local restore (with all its checks) can run on it; and the store rebuilt from the
+repository's manifests (``import_manifests``).
+
+Nothing here runs restic itself (``adapters.restic`` does) and nothing touches a container: a
+fetch that fails leaves no file and no change in the store, and the restore never starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from snapvol.adapters.restic import Restic
+from snapvol.adapters.store import COMPLETE, Copy, Snapshot, Store
+from snapvol.errors import IntegrityError, NotFoundError
+from snapvol.names import archive_filename, new_id
+from snapvol.output import Reporter
+from snapvol.pipeline import archive, tarscan
+from snapvol.pipeline.destination import LocalDirectory, archive_name
+from snapvol.pipeline.members import Member, same_file
+from snapvol.repo import manifest as manifests
+from snapvol.repo.manifest import Manifest
+
+_SUFFIXES = {".tar": ".tar.zst", ".dump": ".dump.zst", ".sql": ".sql.zst"}
+"""The local archive's suffix for each data file's ending in the repository."""
+
+
+def manifest_for(restic: Restic, snapshot_id: str) -> Manifest:
+    """The newest manifest of snapvol snapshot ``snapshot_id`` in the repository, decoded (and
+    refused if malformed, or if it describes another snapshot)."""
+    found = restic.snapshots(
+        tags=[manifests.TAG, manifests.MANIFEST_TAG, manifests.id_tag(snapshot_id)]
+    )
+    if not found:
+        raise NotFoundError(
+            f"the repository {restic.repo.display} holds no copy of snapshot {snapshot_id}"
+        )
+    made = _read_manifest(restic, found[-1].id, f"{snapshot_id}")
+    if made.snapshot.id != snapshot_id:
+        raise IntegrityError(
+            f"the manifest of snapshot {snapshot_id} in the repository describes snapshot "
+            f"{made.snapshot.id}; nothing was changed"
+        )
+    return made
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A manifest found in the repository, and the restic snapshot that holds it."""
+
+    manifest: Manifest
+    manifest_snapshot: str  # full restic id
+    time: datetime  # when the manifest was written: the copy's completion
+
+
+def listed_dict(found: Listed) -> dict[str, Any]:
+    """The JSON shape of a copy found in a repository (``ls --repo --json``): the snapshot's
+    record as the manifest holds it, and where its data is."""
+    data = found.manifest.data
+    return {
+        **found.manifest.snapshot.to_dict(),
+        "copy": {
+            "restic_snapshot": data.restic_snapshot,
+            "manifest_snapshot": found.manifest_snapshot,
+            "filename": data.filename,
+            "raw_sha256": data.raw_sha256,
+            "raw_bytes": data.raw_bytes,
+            "members": len(found.manifest.members),
+            "completed_at": found.time.isoformat(timespec="seconds"),
+        },
+    }
+
+
+def manifests_in(restic: Restic) -> list[Listed]:
+    """Every snapvol manifest in the repository, by the snapshots' creation, oldest first (one
+    per snapshot: the newest manifest)."""
+    newest: dict[str, Listed] = {}
+    for found in restic.snapshots(tags=[manifests.TAG, manifests.MANIFEST_TAG]):
+        made = _read_manifest(restic, found.id, found.short_id)
+        newest[made.snapshot.id] = Listed(made, found.id, found.time)
+    return sorted(newest.values(), key=lambda m: m.manifest.snapshot.created_at)
+
+
+def _read_manifest(restic: Restic, restic_id: str, what: str) -> Manifest:
+    """Dump and decode the one file of a manifest snapshot (restic tells its name)."""
+    nodes = [n for n in restic.ls(restic_id) if n.type == "file"]
+    if len(nodes) != 1 or not nodes[0].path.endswith(manifests.MANIFEST_SUFFIX):
+        raise IntegrityError(f"restic snapshot {what} is not a snapvol manifest")
+    filename = nodes[0].path.lstrip("/")
+    with restic.dump(restic_id, filename) as stream:
+        data = b"".join(stream)
+    return manifests.decode(data)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    snapshot: Snapshot  # the record, updated: its archive is in the backup directory
+    raw_bytes: int
+    size_bytes: int
+
+
+def fetch(
+    restic: Restic,
+    store: Store,
+    snap: Snapshot,
+    backup_dir: Path,
+    reporter: Reporter,
+) -> Fetched:
+    """Fetch snapshot ``snap``'s archive from the repository into ``backup_dir``.
+
+    The data is streamed from ``restic dump`` through SHA-256 (of the raw stream), a tar scan
+    (volume snapshots) and zstd into the record's own ``.partial`` archive; it is renamed into
+    place only once restic ended without error and the raw SHA-256, the raw size and (volume)
+    every member match the manifest and the store's records. Then the record's path, SHA-256
+    and size name the new archive, so ``verify`` and the restore's own checks accept it.
+
+    A copy this store recorded in this repository must be the one the manifest describes.
+    """
+    made = manifest_for(restic, snap.id)
+    data = made.data
+    recorded_copies = store.copies(
+        snapshot_id=snap.id, repository_id=restic.config().id, status=COMPLETE
+    )
+    if any(c.raw_sha256 not in (None, data.raw_sha256) for c in recorded_copies):
+        raise IntegrityError(
+            f"the manifest of snapshot {snap.id} in the repository does not match the copy "
+            "this store recorded; nothing was changed"
+        )
+    if snap.raw_bytes is not None and data.raw_bytes != snap.raw_bytes:
+        raise IntegrityError(
+            f"the manifest of snapshot {snap.id} records {data.raw_bytes} bytes, the store "
+            f"{snap.raw_bytes}; nothing was changed"
+        )
+    recorded = store.members(snap.id) if snap.kind == "volume" else []
+    if snap.kind == "volume":
+        _check_same_members(snap.id, made.members, recorded)
+    destination = LocalDirectory(backup_dir)
+    destination.prepare()
+    dest = Path(destination.location(_archive_filename(snap, data.filename)))
+    reporter.step(f"fetching {data.filename} from {restic.repo.display}")
+    with (
+        reporter.transfer("fetching", data.raw_bytes) as advance,
+        restic.dump(data.restic_snapshot, data.filename) as stream,
+    ):
+        checked = _Checked(stream, snap, data.raw_sha256, data.raw_bytes, recorded)
+        result = archive.write_compressed(checked, dest, progress=advance)
+    updated = store.update(
+        snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
+    )
+    return Fetched(updated, result.raw_bytes, result.size_bytes)
+
+
+def _archive_filename(snap: Snapshot, data_filename: str) -> str:
+    """The record's own archive name (its recorded path's, when that is snapvol's naming), else
+    the name snapvol gives it from the data file's ending."""
+    own = archive_name(snap)
+    if own is not None:
+        return own
+    for ending, suffix in _SUFFIXES.items():
+        if data_filename.endswith(ending):
+            return archive_filename(snap.name, snap.id, suffix)
+    raise IntegrityError(f"the repository's data file {data_filename!r} is not snapvol's")
+
+
+def _check_same_members(
+    snapshot_id: str, listed: Sequence[Member], recorded: Sequence[Member]
+) -> None:
+    """The manifest's member list must be the store's, file by file."""
+    if len(listed) != len(recorded) or any(
+        a.path != b.path or not same_file(a, b) for a, b in zip(listed, recorded, strict=True)
+    ):
+        raise IntegrityError(
+            f"the manifest of snapshot {snapshot_id} in the repository lists other files than "
+            "the store records; nothing was changed"
+        )
+
+
+class _Checked:
+    """The dumped stream, checked as it passes: at its end (restic ended without error), the
+    raw SHA-256 and size and, for a volume, every member must match, or it raises, which leaves
+    the archive partial and removed."""
+
+    def __init__(
+        self,
+        stream: Iterable[bytes],
+        snap: Snapshot,
+        raw_sha256: str,
+        raw_bytes: int,
+        members: Sequence[Member],
+    ) -> None:
+        self._stream = stream
+        self._snap = snap
+        self._raw_sha256 = raw_sha256
+        self._raw_bytes = raw_bytes
+        self._members = list(members)
+        self._seen: list[Member] = []
+        self._aborted = False
+
+    def abort(self) -> None:
+        self._aborted = True
+
+    def __iter__(self) -> Iterator[bytes]:
+        sha = hashlib.sha256()
+        size = 0
+        scanner = tarscan.TarScanner(self._seen.append) if self._snap.kind == "volume" else None
+        for chunk in self._stream:
+            if self._aborted:
+                return
+            sha.update(chunk)
+            size += len(chunk)
+            if size > self._raw_bytes:
+                raise self._mismatch("is longer than its manifest says")
+            if scanner is not None:
+                try:
+                    scanner.feed(chunk)
+                except tarscan.TarFormatError as err:
+                    raise self._mismatch(f"is not a readable tar stream ({err})") from None
+            yield chunk
+        if size != self._raw_bytes:
+            raise self._mismatch(f"has {size} bytes, its manifest {self._raw_bytes}")
+        if sha.hexdigest() != self._raw_sha256:
+            raise self._mismatch("does not match its manifest's SHA-256")
+        if scanner is not None:
+            try:
+                scanner.close()
+            except tarscan.TarFormatError as err:
+                raise self._mismatch(f"is not a readable tar stream ({err})") from None
+            self._check_members()
+
+    def _check_members(self) -> None:
+        if len(self._seen) != len(self._members):
+            raise self._mismatch(
+                f"holds {len(self._seen)} files, the store records {len(self._members)}"
+            )
+        for got, want in zip(self._seen, self._members, strict=True):
+            if got.path != want.path or not same_file(got, want):
+                raise self._mismatch(f"differs from the store's record at {want.path!r}")
+
+    def _mismatch(self, what: str) -> IntegrityError:
+        return IntegrityError(
+            f"the repository's copy of snapshot {self._snap.id} {what}; it was not used and "
+            "nothing was changed"
+        )
+
+
+def import_manifests(
+    store: Store,
+    listed: Sequence[Listed],
+    backup_dir: Path,
+    reporter: Reporter,
+    *,
+    repository_id: str,
+    repository: str,
+) -> list[Snapshot]:
+    """Record in ``store`` each snapshot a manifest describes that the store does not know:
+    complete, with its files, its archive where a fetch will put it (absent until then); and
+    each copy in this repository the store has not recorded. Returns the snapshots added: one
+    already known is kept as it is, one whose name is taken is skipped (and said)."""
+    destination = LocalDirectory(backup_dir)
+    added: list[Snapshot] = []
+    for found in listed:
+        m = found.manifest
+        snap = m.snapshot
+        _record_copy(store, found, repository_id, repository)
+        if store.id_exists(snap.id):
+            continue
+        if store.name_exists(snap.name):
+            reporter.warn(
+                f"snapshot {snap.id}: the name {snap.name!r} is taken in this store; skipped"
+            )
+            continue
+        record = Snapshot.model_validate(
+            {
+                **snap.model_dump(),
+                "status": COMPLETE,
+                "pid": None,
+                "path": destination.location(_archive_filename(snap, m.data.filename)),
+                "sha256": None,
+                "size_bytes": None,
+                "verified_at": None,
+                "verify_ok": None,
+            }
+        )
+        added.append(store.import_snapshot(record, m.members))
+    return added
+
+
+def _record_copy(store: Store, found: Listed, repository_id: str, repository: str) -> None:
+    """The store knows of this copy (by its data snapshot in this repository) once."""
+    data = found.manifest.data
+    known = store.copies(snapshot_id=found.manifest.snapshot.id, repository_id=repository_id)
+    if any(c.data_snapshot == data.restic_snapshot for c in known):
+        return
+    store.add_copy(
+        Copy(
+            id=new_id(),
+            snapshot_id=found.manifest.snapshot.id,
+            repository_id=repository_id,
+            repository=repository,
+            status=COMPLETE,
+            data_snapshot=data.restic_snapshot,
+            manifest_snapshot=found.manifest_snapshot,
+            raw_sha256=data.raw_sha256,
+            raw_bytes=data.raw_bytes,
+            created_at=found.time,
+            completed_at=found.time,
+            host=found.manifest.snapshot.host,
+        )
+    )
