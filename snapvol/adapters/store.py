@@ -670,15 +670,18 @@ class Store:
             session.commit()
             return copy
 
-    def fail_copy(self, copy_id: str, error: str) -> None:
-        """Mark a copy failed with ``error`` (one deleted meanwhile: nothing to do)."""
+    def fail_copy(self, copy_id: str, error: str) -> bool:
+        """Mark a copy that is still in progress failed with ``error``; whether it was. A copy
+        completed meanwhile (its process finished between a recovery's look and this) or
+        deleted stays as it is."""
         with self._session() as session:
-            session.execute(
+            result = session.execute(
                 update(Copy)
-                .where(col(Copy.id) == copy_id)
+                .where(col(Copy.id) == copy_id, col(Copy.status) == IN_PROGRESS)
                 .values(status=FAILED, error=error, pid=None)
             )
             session.commit()
+            return bool(getattr(result, "rowcount", 0))
 
     def copies(
         self,

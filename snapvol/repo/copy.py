@@ -131,6 +131,12 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
             host=snap.host or None,
             time=snap.created_at,
         )
+    except OSError as err:  # reading the archive: one line, not a traceback
+        store.fail_copy(record.id, describe(err))
+        raise OperationFailed(
+            f"snapshot {snap.id} was not copied: reading {archive.name} failed "
+            f"({err.strerror or err}); the local snapshot is unchanged"
+        ) from err
     except BaseException as err:
         store.fail_copy(record.id, describe(err))
         raise
@@ -230,7 +236,9 @@ def recover_copies(store: Store, reporter: Reporter) -> list[Copy]:
             and not started_after(copy.pid, copy.created_at)
         ):
             continue
-        store.fail_copy(copy.id, f"interrupted: snapvol (pid {copy.pid}) ended before it finished")
+        why = f"interrupted: snapvol (pid {copy.pid}) ended before it finished"
+        if not store.fail_copy(copy.id, why):
+            continue  # it finished meanwhile
         reporter.warn(
             f"the copy of snapshot {copy.snapshot_id} to {copy.repository} was interrupted; "
             "marked failed (the next `snapvol copy` makes it again)"

@@ -94,3 +94,19 @@ def test_a_copy_outlives_its_snapshot_and_shows_in_to_dict(tmp_path: Path) -> No
     with sqlite3.connect(tmp_path / "m.db") as db:
         names = [r[0] for r in db.execute("SELECT name FROM snapvol_migrations ORDER BY name")]
     assert "004_copies" in names
+
+
+def test_a_copy_completed_meanwhile_is_never_marked_failed(tmp_path: Path) -> None:
+    """Recovery reads the in-progress copies, then judges each pid: a copy whose process
+    completed it in between must stay complete."""
+    store = Store.open(tmp_path / "m.db")
+    try:
+        store.add_copy(Copy(id="c1", snapshot_id="s1", repository_id="R", repository="/r"))
+        store.complete_copy("c1", bytes_added=1)
+        assert not store.fail_copy("c1", "interrupted")
+        assert [(c.id, c.status) for c in store.copies()] == [("c1", COMPLETE)]
+        store.add_copy(Copy(id="c2", snapshot_id="s2", repository_id="R", repository="/r"))
+        assert store.fail_copy("c2", "interrupted")
+        assert {c.id: c.status for c in store.copies()} == {"c1": COMPLETE, "c2": FAILED}
+    finally:
+        store.close()
