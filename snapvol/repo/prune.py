@@ -22,7 +22,6 @@ from snapvol.adapters.store import COMPLETE, Copy, Snapshot, Store
 from snapvol.errors import IntegrityError
 from snapvol.repo import manifest
 from snapvol.repo.copy import Target
-from snapvol.repo.fetch import read_manifest
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,14 @@ class CopyDecision:
 def _record_from_manifest(restic: Restic, copy: Copy) -> Snapshot:
     """The snapshot's record as the copy's manifest holds it (the local one is gone)."""
     assert copy.manifest_snapshot is not None
-    what = f"{copy.manifest_snapshot[:8]} of copy {copy.id}"
-    try:
-        found = read_manifest(restic, copy.manifest_snapshot, what).snapshot
-    except IntegrityError as err:
-        raise IntegrityError(f"{err.message}; nothing was deleted") from err
+    files = [n for n in restic.ls(copy.manifest_snapshot) if n.type == "file"]
+    if len(files) != 1 or not files[0].path.endswith(manifest.MANIFEST_SUFFIX):
+        raise IntegrityError(
+            f"restic snapshot {copy.manifest_snapshot[:8]} of copy {copy.id} is not a snapvol "
+            "manifest; nothing was deleted"
+        )
+    with restic.dump(copy.manifest_snapshot, files[0].path.lstrip("/")) as stream:
+        found = manifest.decode(b"".join(stream)).snapshot
     if found.id != copy.snapshot_id:
         raise IntegrityError(
             f"the manifest of copy {copy.id} describes snapshot {found.id}, not "
