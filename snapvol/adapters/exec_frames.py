@@ -249,6 +249,11 @@ class ExecStream:
         return self.engine.exec_exit_code(self.exec_id, timeout)
 
     def close(self) -> None:
+        """End the connection; a ``feed`` thread blocked writing (the command stopped reading
+        because nobody reads its output) wakes with an error instead of waiting forever: a
+        plain close does not wake a ``sendall`` in progress, a shutdown does."""
+        with contextlib.suppress(OSError):
+            self._raw.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self._raw.close()
         with contextlib.suppress(Exception):

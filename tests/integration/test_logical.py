@@ -31,6 +31,7 @@ import zstandard
 from tests import docker_helpers
 from tests.archives import flip_middle_byte
 from tests.docker_helpers import PgContainer, TestBed, databases
+from tests.faults.procs import snapvol_process
 from tests.pgdata import fill_demo
 
 pytestmark = pytest.mark.docker
@@ -771,3 +772,37 @@ def test_a_session_idle_in_a_write_transaction_is_disconnected_not_waited_for(
     assert demo.dump() == restored
     cmd("restore", json.loads(result.stdout)["safety_snapshot"]["id"], "--yes")
     assert demo.dump() == before  # without the update that was never committed
+
+
+def test_a_custom_dump_larger_than_the_pipes_restores_without_hanging(
+    pg: PgContainer, cmd: Any
+) -> None:
+    """The restore plan reads only the head of the script ``pg_restore -f -`` makes; with more
+    archive than the pipes and socket buffers hold, pg_restore stops reading and the thread
+    feeding it blocks. Ending that stream must wake the thread (it hung forever at pgbench
+    scale 25). Run as a process with a deadline, so a hang fails the test instead of the run."""
+    pg.psql("DROP DATABASE IF EXISTS wide WITH (FORCE)", database="postgres")
+    pg.psql("CREATE DATABASE wide", database="postgres")
+    pg.psql(
+        "CREATE TABLE w AS SELECT g AS id, md5(g::text) || repeat('x', 300) AS a "
+        "FROM generate_series(1, 200000) g",
+        database="wide",
+    )
+    check = "SELECT count(*), sum(hashtext(id::text || a)) FROM w"
+    before = pg.psql(check, database="wide")
+    snap = logical(cmd, pg, "--database", "wide", "--format", "custom")
+    # pg_restore writes ten times the bytes it reads: its output fills while we still feed it
+    assert snap["raw_bytes"] > 60 << 20 and snap["raw_bytes"] > 10 * snap["size_bytes"]
+    pg.psql("DELETE FROM w WHERE id % 2 = 0", database="wide")
+
+    proc = snapvol_process("restore", snap["id"], "--yes", "--no-safety-snapshot", "--json")
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the restore of a custom dump larger than the pipes hung")
+    assert proc.returncode == 0, err
+    assert json.loads(out)["database"] == "wide"
+    assert pg.psql(check, database="wide") == before
+    pg.psql("DROP DATABASE wide WITH (FORCE)", database="postgres")

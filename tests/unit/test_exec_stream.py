@@ -65,3 +65,22 @@ def test_exec_stream_cut_inside_a_frame_is_an_error() -> None:
     cut = frames([(1, b"abcdef")])[:-2]
     with stream_over(cut, []) as stream, pytest.raises(DockerError, match="inside a frame"):
         stream.drain()
+
+
+def test_close_wakes_a_feed_blocked_on_a_command_that_stopped_reading() -> None:
+    """A caller that reads only the start of the output (the restore plan reads the script's
+    prologue) closes the stream while the feed thread is stuck in ``sendall``: the command
+    stopped reading its stdin because nobody reads its stdout. close() must wake it."""
+    ours, theirs = socket.socketpair()  # theirs never reads: the command's stdin is full
+    stream = ExecStream(FakeEngine(), "exec", None, ours, what="test")  # type: ignore[arg-type]
+    stream.feed(itertools.repeat(b"x" * 65536))
+    stuck = -1
+    while stream.fed_bytes != stuck:  # until the socket buffers are full: sendall blocks
+        stuck = stream.fed_bytes
+        threading.Event().wait(0.2)
+    assert stream._feeder is not None and stream._feeder.is_alive()
+    stream.close()
+    stream._feeder.join(timeout=10)
+    assert not stream._feeder.is_alive(), "the feed thread is still blocked after close()"
+    assert isinstance(stream.join_feed(), OSError)
+    theirs.close()
