@@ -36,8 +36,8 @@ from snapvol.errors import (
     ResticMissingError,
     UsageError,
 )
+from snapvol.pipeline.archive import CHUNK
 
-CHUNK = 1 << 20
 STDERR_LIMIT = 64 << 10  # the tail of restic's stderr kept for error messages
 STOP_GRACE = 15.0  # seconds restic gets after SIGINT to remove its lock before it is killed
 INSTALL_HINT = (

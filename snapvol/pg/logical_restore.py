@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +131,7 @@ def file_source(
     reporter.step(f"checking {path}")
     with reporter.transfer("checking", Path(path).stat().st_size if path.exists() else None) as adv:
         dump = dumpfile.inspect_file(path, adv, allow_roles=options.allow_roles)
-    source = DumpSource(
-        path=dump.path,
-        format=dump.format,
-        compressed=dump.compressed,
-        size_bytes=dump.size_bytes,
-        raw_bytes=dump.raw_bytes,
-        tables=dump.tables,
-        roles=dump.roles,
-        extensions=dump.extensions,
-    )
+    source = DumpSource(**{f.name: getattr(dump, f.name) for f in fields(dump)})
     if source.format == CUSTOM:
         check_custom(ws, target, source)
     return source

@@ -17,6 +17,7 @@ import pytest
 from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store
 from snapvol.names import archive_filename, new_id
 from snapvol.pipeline.members import Member
+from tests.samples import tree
 
 
 def dead_pid() -> int:
@@ -66,20 +67,6 @@ def record(
     result = store.get(sid)
     assert result is not None
     return result
-
-
-def tree(root: Path) -> dict[str, bytes | str]:
-    """Every entry under ``root``: file contents, link targets, directories."""
-    found: dict[str, bytes | str] = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            found[rel] = f"-> {os.readlink(path)}"
-        elif path.is_dir():
-            found[rel] = "dir"
-        else:
-            found[rel] = path.read_bytes()
-    return found
 
 
 @pytest.fixture

@@ -11,20 +11,7 @@ import pytest
 
 from snapvol.adapters.store import Snapshot
 from snapvol.pipeline.destination import LocalDirectory, archive_name, partial_name
-
-
-def tree(root: Path) -> dict[str, bytes | str]:
-    """Every entry under ``root``: file contents, link targets, directories."""
-    found: dict[str, bytes | str] = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            found[rel] = f"-> {os.readlink(path)}"
-        elif path.is_dir():
-            found[rel] = "dir"
-        else:
-            found[rel] = path.read_bytes()
-    return found
+from tests.samples import tree
 
 
 def snap(name: str, sid: str, path: str) -> Snapshot:

@@ -23,17 +23,7 @@ from snapvol.pipeline.members import (
     same_file,
     unsafe_reason,
 )
-
-
-def member(path: str, type: str = "file", **fields: object) -> Member:
-    base: dict[str, object] = {
-        "size": 0,
-        "mode": 0o644,
-        "uid": 0,
-        "gid": 0,
-        "mtime_ns": 0,
-    }
-    return Member(path=path, type=type, **{**base, **fields})  # type: ignore[arg-type]
+from tests.samples import member
 
 
 def test_normalize_strips_leading_dot_slashes_and_trailing_slashes() -> None:

@@ -11,17 +11,7 @@ import pytest
 from snapvol.pipeline.members import Member
 from snapvol.pipeline.tarscan import TarScanner, format_time_ns, parse_time_ns
 from snapvol.volume import hosttar
-
-
-def member(path: str, type: str = "file", **fields: object) -> Member:
-    base: dict[str, object] = {
-        "size": 0,
-        "mode": 0o644,
-        "uid": 0,
-        "gid": 0,
-        "mtime_ns": 0,
-    }
-    return Member(path=path, type=type, **{**base, **fields})  # type: ignore[arg-type]
+from tests.samples import member
 
 
 @pytest.mark.parametrize(
