@@ -6,7 +6,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
 
 
 class SnapvolError(Exception):
@@ -14,15 +15,24 @@ class SnapvolError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, retry_with: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_with: Mapping[str, str] | None = None,
+        run: Sequence[str] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         # Settings that would get past this failure, by the core's names (``reader="endpoint"``;
         # "" when the value is the user's to pick): the CLI says which of its flags set them.
         self.retry_with: dict[str, str] = dict(retry_with or {})
+        # The snapvol command (its arguments) that finishes the job: the CLI spells it with the
+        # store and backup directory this run used.
+        self.run: tuple[str, ...] = tuple(run)
 
     def __str__(self) -> str:
-        return self.message
+        return self.message + (f": run `{shlex.join(['snapvol', *self.run])}`" if self.run else "")
 
 
 class UsageError(SnapvolError):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import click
@@ -43,11 +44,19 @@ def _retry_flag(key: str, value: str, params: Collection[str] | None) -> str | N
     return flag if params is None or param in params else None
 
 
-def error_line(err: SnapvolError, params: Collection[str] | None = None) -> str:
+def error_line(
+    err: SnapvolError,
+    params: Collection[str] | None = None,
+    command: Callable[..., str] | None = None,
+) -> str:
     """The error as the command line says it: what would get past it, as the flags that set it
-    (only those of ``params``, the running command's parameters, when given)."""
+    (only those of ``params``, the running command's parameters, when given), and the command
+    that finishes the job as ``command`` spells it (with this run's store and backup directory)."""
     flags = [f for key, value in err.retry_with.items() if (f := _retry_flag(key, value, params))]
-    return f"{err.message} (retry with {' or '.join(flags)})" if flags else err.message
+    line = f"{err.message} (retry with {' or '.join(flags)})" if flags else err.message
+    if err.run:
+        line += f": run `{command(*err.run) if command else shlex.join(['snapvol', *err.run])}`"
+    return line
 
 
 class SnapvolGroup(click.Group):
@@ -65,7 +74,8 @@ class SnapvolGroup(click.Group):
         except SnapvolError as err:
             if ctx.obj is not None and ctx.obj.debug:
                 raise
-            click.echo(f"Error: {error_line(err, self._params(ctx))}", err=True)
+            command = getattr(ctx.obj, "command", None)
+            click.echo(f"Error: {error_line(err, self._params(ctx), command)}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)

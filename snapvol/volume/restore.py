@@ -272,7 +272,8 @@ def restore_volume(
             taken = down.started_by_someone_else()
             if taken is not None:  # rolling back would rewrite the volume under them again
                 raise OperationFailed(
-                    f"restore failed ({why}) and {_left_to_them(taken, snap, safety)}"
+                    f"restore failed ({why}) and {_left_to_them(taken, snap, safety)}",
+                    run=("restore", snap.id),
                 ) from err
             if safety is None:
                 down.keep_stopped = True
@@ -287,8 +288,8 @@ def restore_volume(
                 down.keep_stopped = True
                 raise OperationFailed(
                     f"restore failed ({why}) and putting back safety snapshot {safety.id} also "
-                    f"failed ({describe(err2)}); the container was left stopped: run "
-                    f"`snapvol restore {safety.id}`"
+                    f"failed ({describe(err2)}); the container was left stopped. To put it back",
+                    run=("restore", safety.id),
                 ) from err2
             down.intact()
             raise OperationFailed(
@@ -296,7 +297,7 @@ def restore_volume(
             ) from err
         taken = down.started_by_someone_else()
         if taken is not None:
-            raise OperationFailed(_left_to_them(taken, snap, safety))
+            raise OperationFailed(_left_to_them(taken, snap, safety), run=("restore", snap.id))
         down.intact()
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
 
@@ -306,5 +307,5 @@ def _left_to_them(taken: str, snap: Snapshot, safety: Snapshot | None) -> str:
     before = f" (safety snapshot {safety.id} holds the data from before)" if safety else ""
     return (
         f"{taken}, while its volume was being rewritten: it may have run on half-written data "
-        f"and was left as it is; stop it and run `snapvol restore {snap.id}` again{before}"
+        f"and was left as it is{before}. Once it is stopped, to restore again"
     )

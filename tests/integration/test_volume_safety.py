@@ -210,7 +210,7 @@ def test_a_container_started_by_someone_else_mid_snapshot_fails_it(
 
 
 def test_a_container_started_by_someone_else_mid_restore_is_left_to_them(
-    bed: TestBed, cmd, monkeypatch: pytest.MonkeyPatch
+    bed: TestBed, cmd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The same during a restore: never "Restored", and no rollback under the new owner."""
     container, _ = bed.plain(mount=MOUNT)
@@ -235,6 +235,10 @@ def test_a_container_started_by_someone_else_mid_restore_is_left_to_them(
     assert intruder, "the archive was never half extracted"
     [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert "started by someone else" in error and "left as it is" in error
+    # the way on names this run's store, which is not the default one
+    assert error.endswith(
+        f"restore again: run `snapvol --db {tmp_path / 'manifests.db'} restore {snap['id']}`"
+    )
     assert "Restored" not in result.stderr
     container.reload()
     assert container.status == "running"

@@ -37,3 +37,20 @@ def test_going_without_a_safety_snapshot_is_the_no_safety_snapshot_switch() -> N
     assert error_line(err, {"no_safety_snapshot"}) == (
         "no safety snapshot (retry with --no-safety-snapshot)"
     )
+
+
+def test_a_restore_switch_is_named_as_its_flag() -> None:
+    err = UsageError("it creates roles", retry_with={"allow_roles": "true"})
+    assert error_line(err) == "it creates roles (retry with --allow-roles)"
+    err = UsageError("not a superuser", retry_with={"user": ""})
+    assert error_line(err) == "not a superuser (retry with --user ROLE)"
+    assert error_line(UsageError("x", retry_with={"allow_roles": "maybe"})) == "x"
+
+
+def test_the_command_that_finishes_the_job_is_spelled_for_this_run() -> None:
+    err = OperationFailed("the container was left stopped. To put it back", run=("restore", "ab12"))
+    assert str(err) == "the container was left stopped. To put it back: run `snapvol restore ab12`"
+    assert error_line(err, command=lambda *a: "snapvol --db '/x y/m.db' " + " ".join(a)) == (
+        "the container was left stopped. To put it back: "
+        "run `snapvol --db '/x y/m.db' restore ab12`"
+    )
