@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     "copy_to_repo",
     default=None,
     envvar="SNAPVOL_COPY",
-    help="Then copy it to the restic repository (--repo), once the container runs again "
-    "[default: --copy when a repository is given].",
+    help="Then copy it to the restic repository (--repo), once the container runs again. "
+    "Default: --copy when a repository is given, unless SNAPVOL_COPY=no.",
 )
 @target_options
 @json_option
