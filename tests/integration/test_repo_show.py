@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -203,9 +204,21 @@ def test_a_copy_cut_off_mid_stream_is_recorded_failed_and_shown(
     code, out = container.exec_run(["sh", "-c", "head -c 40M /dev/urandom > /srv/data/big"])
     assert code == 0, out
 
+    during_copy: list[str] = []
+
+    def look_when_stopped(stopped: threading.Event) -> None:
+        """The container's state while the copy is cut off mid-stream."""
+        if stopped.wait(timeout=900):
+            container.reload()
+            during_copy.append(container.status)
+
     with sftp_server.stops_when_stored(4 << 20) as stopped:
+        looker = threading.Thread(target=look_when_stopped, args=(stopped,), daemon=True)
+        looker.start()
         failed = cmd("snapshot", "--volume", "--json", "--container", container.name, exit_code=14)
     assert stopped.is_set()
+    looker.join()
+    assert during_copy == ["running"]  # the copy runs once the container runs again
     snap = json.loads(failed.stdout)
     [line] = [ln for ln in failed.stderr.splitlines() if ln.startswith("Error:")]
     assert line.startswith(f"Error: snapshot {snap['id']} ({snap['name']}) is complete and kept")
