@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from snapvol import __version__
-from snapvol.cli import copy, delete, ls, repo, restore, snapshot, verify
+from snapvol.cli import copy, delete, ls, repo, restore, show, snapshot, verify
 from snapvol.cli.context import AppContext
 from snapvol.cli.options import global_options
 from snapvol.errors import SnapvolError
@@ -94,6 +94,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
 for _command in (
     snapshot.command,
     ls.command,
+    show.command,
     restore.command,
     verify.command,
     delete.rm,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from snapvol.adapters.store import Snapshot, as_utc
+from snapvol.adapters.restic import display_location
+from snapvol.adapters.store import COMPLETE, FAILED, Copy, Snapshot, as_utc
 from snapvol.output import human_bytes
 from snapvol.retention import Decision, source_of
 
@@ -80,8 +82,16 @@ def aligned(
 _STATUS_STYLE = {"complete": "green", "failed": "red"}
 
 
-def snapshots_table(snaps: list[Snapshot]) -> Text:
-    header = ("ID", "NAME", "KIND", "CONTAINER", "VOLUME/DB", "CREATED", "SIZE", "STATUS")
+def _status(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, "yellow"))
+
+
+def snapshots_table(
+    snaps: list[Snapshot], copies: Mapping[str, Sequence[Copy]] | None = None
+) -> Text:
+    """`ls`'s table; with ``copies`` (each snapshot's, by its id) a COPIES column too."""
+    header: tuple[str, ...] = ("ID", "NAME", "KIND", "CONTAINER", "VOLUME/DB", "CREATED", "SIZE")
+    header += ("STATUS",) if copies is None else ("STATUS", "COPIES")
     rows = (
         (
             s.id,
@@ -91,11 +101,91 @@ def snapshots_table(snaps: list[Snapshot]) -> Text:
             s.volume or s.database or "-",
             local_time(s.created_at),
             human_bytes(s.size_bytes),
-            Text(s.status, style=_STATUS_STYLE.get(s.status, "yellow")),
+            _status(s.status),
+            *(() if copies is None else (copies_cell(copies.get(s.id, ())),)),
         )
         for s in snaps
     )
-    return aligned(header, rows, right=("SIZE",))
+    return aligned(header, rows, right=("SIZE", "COPIES"))
+
+
+def copies_cell(copies: Sequence[Copy]) -> Text:
+    """How many complete copies a snapshot has in restic repositories; "-" for none, and
+    "failed" when every attempt failed (`snapvol copy` tries again)."""
+    done = sum(c.status == COMPLETE for c in copies)
+    if done:
+        return Text(str(done))
+    if any(c.status == FAILED for c in copies):
+        return _status(FAILED)
+    return Text("-")
+
+
+def snapshot_details(snap: Snapshot, copies: Sequence[Copy]) -> Group:
+    """`show`: one snapshot's whole record, then its copies in restic repositories."""
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+
+    def row(label: str, value: str | Text) -> None:  # values are data, never markup
+        table.add_row(label, value if isinstance(value, Text) else Text(value))
+
+    row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
+    status = _status(snap.status)
+    if snap.completed_at is not None:
+        status.append(f" at {local_time(snap.completed_at)}")
+    row("Status", status)
+    if snap.error:
+        row("Error", Text(snap.error, style="red"))
+    container = snap.container + (f" ({snap.container_id[:12]})" if snap.container_id else "")
+    row("Container", container + (f", image {snap.image}" if snap.image else ""))
+    if snap.compose_project or snap.compose_service:
+        row("Compose", f"service {snap.compose_service or '?'} of {snap.compose_project or '?'}")
+    if snap.kind == "logical":
+        row("Database", f"{snap.database or '?'} ({snap.format or '?'} format)")
+    else:
+        row("Volume", snap.volume or "-")
+    if snap.pg_version:
+        row("PostgreSQL", snap.pg_version)
+    taken = [f"took {snap.duration_s:.1f} s"] if snap.duration_s is not None else []
+    if snap.downtime_s is not None:
+        taken.append(f"downtime {snap.downtime_s:.1f} s")
+    row("Created", local_time(snap.created_at) + (f" ({', '.join(taken)})" if taken else ""))
+    data = "of dump" if snap.kind == "logical" else "of data"
+    files = f" in {snap.file_count} files" if snap.file_count is not None else ""
+    row(
+        "Size",
+        f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} {data}{files}",
+    )
+    row("Archive", snap.path or "-")
+    row("SHA-256", snap.sha256 or "-")
+    if snap.verified_at is None:
+        row("Verified", "never (`snapvol verify` checks it)")
+    else:
+        verdict = Text("ok", style="green") if snap.verify_ok else Text("failed", style="red")
+        row("Verified", Text(f"{local_time(snap.verified_at)}: ").append_text(verdict))
+    if snap.kind == "logical":
+        row("Tables", tables_text(snap.meta.get("tables")))
+    if not copies:
+        row("Copies", f"none (`snapvol copy {snap.id}` sends it to the repository)")
+        return Group(table)
+    row("Copies", f"{sum(c.status == COMPLETE for c in copies)} complete of {len(copies)}")
+    return Group(table, Text(), copies_table(copies))
+
+
+def copies_table(copies: Sequence[Copy]) -> Text:
+    """A snapshot's copies, newest first: where, which restic snapshot, when, what it added."""
+    header = ("REPOSITORY", "RESTIC SNAPSHOT", "TIME", "ADDED", "STATUS")
+    rows = (
+        (
+            display_location(c.repository),  # stored without credentials; said twice is safe
+            (c.data_snapshot or "-")[:8],
+            local_time(c.completed_at or c.created_at),
+            "-" if c.bytes_added is None else human_bytes(c.bytes_added),
+            _status(c.status).append(f": {c.error}" if c.error else ""),
+        )
+        for c in copies
+    )
+    return aligned(header, rows, right=("ADDED",))
 
 
 def verdict_line(snap: Snapshot, problem: str | None) -> str:

@@ -32,14 +32,14 @@ def command(
     in_repo: bool,
     as_json: bool,
 ) -> None:
-    """List snapshots (id, name, kind, container, volume, created, size, status)."""
+    """List snapshots (id, name, kind, container, volume, created, size, status, copies)."""
     if in_repo:
         _list_repository(app, limit, container, kind, as_json)
         return
     with app.store() as store:
         snaps = store.snapshots(limit=limit, container=container, kind=kind, status=status)
         copies: dict[str, list[Copy]] = {}
-        for copy in store.copies() if as_json else ():
+        for copy in store.copies():
             copies.setdefault(copy.snapshot_id, []).append(copy)
     if not as_json:  # --json stays a bare list: its consumers index it
         app.console.info(f"Store {app.db}, archives in {app.backup_dir}")
@@ -50,7 +50,7 @@ def command(
     elif not snaps:
         app.console.info("No snapshots yet. Take one with `snapvol snapshot --volume`.")
     else:
-        app.console.out.print(snapshots_table(snaps), soft_wrap=True)
+        app.console.out.print(snapshots_table(snaps, copies), soft_wrap=True)
 
 
 def _list_repository(

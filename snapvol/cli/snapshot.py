@@ -43,10 +43,12 @@ if TYPE_CHECKING:
 @click.option("--database", help="--logical: the database (default: the container's POSTGRES_DB).")
 @click.option("--user", help="--logical: the role (default: the container's POSTGRES_USER).")
 @click.option(
-    "--copy",
+    "--copy/--no-copy",
     "copy_to_repo",
-    is_flag=True,
-    help="Then copy it to the restic repository (--repo), once the container runs again.",
+    default=None,
+    envvar="SNAPVOL_COPY",
+    help="Then copy it to the restic repository (--repo), once the container runs again. "
+    "Default: --copy when a repository is given, unless SNAPVOL_COPY=no.",
 )
 @target_options
 @json_option
@@ -63,13 +65,13 @@ def command(
     user: str | None,
     container: str,
     volume_name: str | None,
-    copy_to_repo: bool,
+    copy_to_repo: bool | None,
     as_json: bool,
 ) -> None:
     """Take a snapshot of a container's data and record it in the manifest store."""
     if mode is None:
         raise UsageError("choose --volume (cold, whole volume) or --logical (pg_dump)")
-    restic = app.restic() if copy_to_repo else None  # a missing --repo stops nothing midway
+    restic = _copy_target(app, copy_to_repo)
     options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
     if mode == "logical":
         _refuse_volume_flags(volume_name=volume_name, helper_image=helper_image)
@@ -94,6 +96,15 @@ def command(
             app.console.info(copied_line(snap, copy))
     if failure is not None:
         raise failure
+
+
+def _copy_target(app: AppContext, copy_to_repo: bool | None) -> Restic | None:
+    """The repository the new snapshot goes to: --copy's, or a configured one unless
+    --no-copy. Opened before anything is looked up or stopped: a missing repository or
+    password stops nothing midway."""
+    if copy_to_repo is False or (copy_to_repo is None and app.repo is None):
+        return None
+    return app.restic()
 
 
 def _copy(

@@ -29,6 +29,7 @@ def use(server: RepoServer, monkeypatch: pytest.MonkeyPatch, password: Path | No
     for key, value in server.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("SNAPVOL_REPOSITORY", server.repo)
+    monkeypatch.setenv("SNAPVOL_COPY", "no")  # snapshots here; copies when the test says
     monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(password or server.password_file))
 
 

@@ -43,6 +43,7 @@ def repo_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         for key, value in server.env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("SNAPVOL_REPOSITORY", server.repo)
+        monkeypatch.setenv("SNAPVOL_COPY", "no")  # snapshots here; copies when the test says
         monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(server.password_file))
         restic = _restic(server)
         if not restic.exists():

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from snapvol.adapters.store import COMPLETE, Snapshot
+from snapvol.adapters.store import COMPLETE, FAILED, Copy, Snapshot
 from snapvol.cli import format
 from snapvol.pg.logical_restore import CurrentDb, DumpSource, LogicalRestorePlan
 from snapvol.pg.sqlscript import Extension
@@ -219,3 +219,118 @@ def test_choices_table_numbers_the_snapshots() -> None:
     lines = format.choices_table([snapshot(), snapshot(id="ef56", name="b")]).plain.splitlines()
     assert lines[1].startswith("1  ab12cd34  nightly  volume  db:pgdata  ")
     assert lines[2].startswith("2  ef56      b        volume  db:pgdata  ")
+
+
+def copy_record(**fields: Any) -> Copy:
+    base: dict[str, Any] = dict(
+        id="c1",
+        snapshot_id="ab12cd34",
+        repository_id="R",
+        repository="sftp://backup@host//srv/repo",
+        status=COMPLETE,
+        data_snapshot="0123456789abcdef",
+        bytes_added=1_500_000,
+        created_at=datetime(2026, 1, 2, 4, 0, 0, tzinfo=UTC),
+        completed_at=datetime(2026, 1, 2, 4, 0, 9, tzinfo=UTC),
+    )
+    return Copy(**{**base, **fields})
+
+
+def test_ls_table_counts_complete_copies() -> None:
+    snaps = [snapshot(), snapshot(id="ef56", name="b"), snapshot(id="aa99", name="c")]
+    copies = {
+        "ab12cd34": [copy_record(), copy_record(id="c2", status=FAILED), copy_record(id="c3")],
+        "ef56": [copy_record(id="c4", snapshot_id="ef56", status=FAILED)],
+    }
+    lines = format.snapshots_table(snaps, copies).plain.splitlines()
+    assert lines[0].split()[-2:] == ["STATUS", "COPIES"]
+    assert [line.split()[-2:] for line in lines[1:]] == [
+        ["complete", "2"],
+        ["complete", "failed"],
+        ["complete", "-"],
+    ]
+    # `ls --repo` lists what the repository holds: no column for the store's copies
+    assert "COPIES" not in format.snapshots_table(snaps).plain
+
+
+def test_details_show_the_whole_record_of_a_volume_snapshot() -> None:
+    snap = snapshot(
+        container_id="0123456789abcdef",
+        image="postgres:15",
+        pg_version="15",
+        duration_s=3.25,
+        downtime_s=1.5,
+        completed_at=datetime(2026, 1, 2, 3, 4, 9, tzinfo=UTC),
+        verified_at=datetime(2026, 1, 3, 0, 0, 0, tzinfo=UTC),
+        verify_ok=False,
+    )
+    shown = rows(format.snapshot_details(snap, []))
+    assert shown["Snapshot"] == "ab12cd34  nightly  (volume)"
+    assert shown["Status"] == f"complete at {format.local_time(snap.completed_at)}"
+    assert shown["Container"] == "db (0123456789ab), image postgres:15"
+    assert shown["Volume"] == "pgdata"
+    assert shown["PostgreSQL"] == "15"
+    assert shown["Created"] == (
+        f"{format.local_time(snap.created_at)} (took 3.2 s, downtime 1.5 s)"
+    )
+    assert shown["Size"] == "2.0 MB archive, 8.0 MB of data in 42 files"
+    assert shown["Archive"] == "/b/nightly.ab12cd34.tar.zst"
+    assert shown["SHA-256"] == "f" * 64
+    assert shown["Verified"] == f"{format.local_time(snap.verified_at)}: failed"
+    assert shown["Copies"] == "none (`snapvol copy ab12cd34` sends it to the repository)"
+    assert "Database" not in shown and "Tables" not in shown
+
+
+def test_details_of_a_logical_snapshot_and_its_copies() -> None:
+    snap = snapshot(
+        kind="logical",
+        volume=None,
+        database="app",
+        format="plain",
+        pg_version="15.4",
+        file_count=None,
+        status=FAILED,
+        error="pg_dump [exit 1]: no such table",
+        meta_json='{"tables": {"orders": 3}}',
+    )
+    copies = [
+        copy_record(
+            repository="rest:https://user:secret@host:8000/repo",
+            status=FAILED,
+            data_snapshot=None,
+            bytes_added=None,
+            completed_at=None,
+            error="connection refused",
+        ),
+        copy_record(id="c2"),
+    ]
+    lines = text(format.snapshot_details(snap, copies)).splitlines()
+    shown = rows(format.snapshot_details(snap, copies))
+    assert shown["Database"] == "app (plain format)"
+    assert shown["Size"] == "2.0 MB archive, 8.0 MB of dump"
+    assert shown["Error"] == "pg_dump [exit 1]: no such table"  # data, not markup
+    assert shown["Tables"] == "1: orders (3)"
+    assert shown["Verified"] == "never (`snapvol verify` checks it)"
+    assert shown["Copies"] == "1 complete of 2"
+    assert "Volume" not in shown
+    header = lines.index(next(ln for ln in lines if ln.startswith("REPOSITORY")))
+    assert lines[header].split() == ["REPOSITORY", "RESTIC", "SNAPSHOT", "TIME", "ADDED", "STATUS"]
+    failed, done = lines[header + 1], lines[header + 2]
+    started = format.local_time(copies[0].created_at).split()
+    finished = format.local_time(copies[1].completed_at).split()
+    assert failed.split() == [
+        "rest:https://host:8000/repo",
+        "-",
+        *started,
+        "-",
+        "failed:",
+        "connection",
+        "refused",
+    ]
+    repo, restic_id, *rest = done.split()
+    assert (repo, restic_id, rest) == (
+        "sftp://backup@host//srv/repo",
+        "01234567",
+        [*finished, "1.5", "MB", "complete"],
+    )
+    assert "secret" not in "\n".join(lines)

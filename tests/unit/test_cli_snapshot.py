@@ -83,3 +83,29 @@ def test_snapshot_argument_combinations(cmd: Any) -> None:
     assert "--volume-name goes with --volume" in result.stderr
     result = cmd("snapshot", "--volume", "--format", "plain", exit_code=2)
     assert "--format goes with --logical" in result.stderr
+
+
+def test_a_configured_repository_means_copy_unless_told_not_to(
+    cmd: Any, calls: list[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SNAPVOL_REPOSITORY", str(tmp_path / "repo"))
+    # the repository is opened (here: refused, no password) before anything is looked up
+    result = cmd("snapshot", "--volume", exit_code=2)
+    assert result.stderr.splitlines() == [
+        f"Error: no password for repository {tmp_path / 'repo'}: give --password-file or set "
+        "SNAPVOL_PASSWORD_FILE (or RESTIC_PASSWORD_FILE, RESTIC_PASSWORD_COMMAND, RESTIC_PASSWORD)"
+    ]
+    assert calls == []
+    cmd("snapshot", "--volume", "--no-copy")
+    assert len(calls) == 1
+    monkeypatch.setenv("SNAPVOL_COPY", "no")  # a repository for restores; copies run by cron
+    cmd("snapshot", "--volume")
+    assert len(calls) == 2
+    cmd("snapshot", "--volume", "--copy", exit_code=2)  # the flag beats the variable
+    monkeypatch.delenv("SNAPVOL_REPOSITORY")
+    cmd("snapshot", "--volume", "--copy", exit_code=2)
+    monkeypatch.delenv("SNAPVOL_COPY")
+    cmd("snapshot", "--volume")  # no repository: nothing to copy to
+    assert len(calls) == 3

@@ -1,0 +1,41 @@
+"""`snapvol show`: one snapshot's whole record and its copies in restic repositories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from snapvol.adapters.restic import display_location
+from snapvol.adapters.store import Copy, Snapshot, as_utc
+from snapvol.cli.context import AppContext, with_app
+from snapvol.cli.format import snapshot_details
+from snapvol.cli.options import json_option
+
+
+def show_dict(snap: Snapshot, copies: list[Copy]) -> dict[str, Any]:
+    """``ls --json``'s object for the snapshot; each copy also says when it started and, when
+    it failed, why."""
+    data = snap.to_dict(copies)
+    for row, copy in zip(data["copies"], copies, strict=True):
+        row["repository"] = display_location(row["repository"])
+        row["started_at"] = (
+            as_utc(copy.created_at).isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
+        row["error"] = copy.error
+    return data
+
+
+@click.command("show")
+@click.argument("ref", metavar="REF")
+@json_option
+@with_app
+def command(app: AppContext, ref: str, as_json: bool) -> None:
+    """Show one snapshot (id, unique id prefix or name): its record and its copies."""
+    with app.store() as store:
+        snap = store.resolve(ref)
+        copies = store.copies(snapshot_id=snap.id)
+    if as_json:
+        app.console.json(show_dict(snap, copies))
+    else:
+        app.console.out.print(snapshot_details(snap, copies), soft_wrap=True)
