@@ -26,6 +26,7 @@ from snapvol.errors import (
     NotFoundError,
     OperationFailed,
     RepositoryError,
+    RepositorySnapshotMissingError,
     SnapvolError,
     describe,
 )
@@ -158,6 +159,50 @@ def copied(store: Store, target: Target, snap: Snapshot) -> Copy | None:
     return done[0] if done else None
 
 
+def adopt(store: Store, target: Target, present: Listing, snap: Snapshot) -> Copy | None:
+    """Record, rather than send again, a copy of ``snap`` already in the repository that this
+    store does not know (made from a copy of this store, or before it was lost): only when
+    its manifest describes this very archive and its data snapshot is there."""
+    if not present.of(snap.id, manifest.MANIFEST_TAG):
+        return None
+    from snapvol.repo.fetch import manifest_for
+
+    try:
+        made = manifest_for(target.restic, snap.id)
+    except (IntegrityError, NotFoundError, RepositorySnapshotMissingError):
+        return None  # unreadable or gone: a new copy is made
+    data = made.data
+    if (
+        made.snapshot.id != snap.id
+        or made.snapshot.sha256 != snap.sha256
+        or (snap.raw_bytes is not None and data.raw_bytes != snap.raw_bytes)
+        or data.restic_snapshot not in present.ids
+    ):
+        return None
+    manifest_snapshot = next(
+        (s.id for s in reversed(present.of(snap.id, manifest.MANIFEST_TAG))), None
+    )
+    record = store.add_copy(
+        Copy(
+            id=new_id(),
+            snapshot_id=snap.id,
+            repository_id=target.repository_id,
+            repository=target.display,
+            status=IN_PROGRESS,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+    )
+    return store.complete_copy(
+        record.id,
+        data_snapshot=data.restic_snapshot,
+        manifest_snapshot=manifest_snapshot,
+        raw_sha256=data.raw_sha256,
+        raw_bytes=data.raw_bytes,
+        bytes_added=0,
+    )
+
+
 class _Hashing:
     """Chunks passed through, counted and hashed (SHA-256) on the way."""
 
@@ -273,6 +318,7 @@ class CopyRun:
 
     copies: list[Copy] = field(default_factory=list)
     skipped: list[Snapshot] = field(default_factory=list)
+    adopted: list[Copy] = field(default_factory=list)  # found there, made by another store
     failures: list[tuple[Snapshot, SnapvolError]] = field(default_factory=list)
 
 
@@ -291,19 +337,28 @@ def copy_all(
     interrupted copies of these snapshots left without a manifest are forgotten at the end.
     """
     run = CopyRun()
-    _copy_each(store, target, snaps, reporter, run)
+    _copy_each(store, target, snaps, reporter, run, present)
     if present is not None:
-        done = [c.snapshot_id for c in run.copies] + [s.id for s in run.skipped]
+        done = [c.snapshot_id for c in run.copies + run.adopted] + [s.id for s in run.skipped]
         forget_orphans(store, target, present, done, reporter)
     return run
 
 
 def _copy_each(
-    store: Store, target: Target, snaps: Sequence[Snapshot], reporter: Reporter, run: CopyRun
+    store: Store,
+    target: Target,
+    snaps: Sequence[Snapshot],
+    reporter: Reporter,
+    run: CopyRun,
+    present: Listing | None,
 ) -> None:
     for snap in snaps:
         if copied(store, target, snap) is not None:
             run.skipped.append(snap)
+            continue
+        found = adopt(store, target, present, snap) if present is not None else None
+        if found is not None:
+            run.adopted.append(found)
             continue
         reporter.step(f"copying {snap.id} ({snap.name}) to {target.display}")
         try:
