@@ -223,6 +223,11 @@ def _delete(
             app.console.info(
                 f"forgot the copies of {len(forgotten)} snapshot(s) in {repo.target.display}"
             )
+            if repo.plan.orphans:
+                app.console.info(
+                    f"forgot {len(repo.plan.orphans)} data snapshot(s) that interrupted copies "
+                    "left without a manifest"
+                )
 
 
 @click.command("rm")
