@@ -10,6 +10,7 @@ be the one the record describes, so a copy that did not finish is never taken fo
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -73,7 +74,7 @@ class Listing:
 
     snapshots: tuple[restic_api.Snapshot, ...]
 
-    @property
+    @functools.cached_property
     def ids(self) -> set[str]:
         return {s.id for s in self.snapshots}
 

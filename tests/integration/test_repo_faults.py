@@ -135,12 +135,16 @@ def stops_when_data_saved(server: RepoServer) -> Iterator[threading.Event]:
     (the copy's data snapshot): its manifest, written next, never arrives."""
     assert server.storage is not None
     folder = server.storage / "snapshots"
-    before = set(os.listdir(folder))
+
+    def saved() -> set[str]:  # restic's sftp backend renames a finished file into place
+        return {n for n in os.listdir(folder) if "-restic-temp-" not in n}
+
+    before = saved()
     stopped, done = threading.Event(), threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            if set(os.listdir(folder)) - before:
+            if saved() - before:
                 server.stop()
                 stopped.set()
                 return
