@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -136,8 +137,8 @@ def stops_when_data_saved(server: RepoServer) -> Iterator[threading.Event]:
     assert server.storage is not None
     folder = server.storage / "snapshots"
 
-    def saved() -> set[str]:  # restic's sftp backend renames a finished file into place
-        return {n for n in os.listdir(folder) if "-restic-temp-" not in n}
+    def saved() -> set[str]:  # a finished file has its id for a name (no temporary suffix)
+        return {n for n in os.listdir(folder) if re.fullmatch("[0-9a-f]{64}", n)}
 
     before = saved()
     stopped, done = threading.Event(), threading.Event()
