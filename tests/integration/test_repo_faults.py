@@ -171,7 +171,9 @@ def stranger(server: RepoServer, tags: list[str], name: str) -> str:
         input=b"not snapvol's\n",
     )
     summary = [json.loads(ln) for ln in result.stdout.splitlines() if b"summary" in ln]
-    return str(summary[-1]["snapshot_id"])
+    short = str(summary[-1]["snapshot_id"])  # restic 0.14 says the short id here
+    [full] = [s["id"] for s in restic_snapshots(server) if s["id"].startswith(short)]
+    return str(full)
 
 
 @pytest.mark.parametrize("cleaner", ["copy", "prune"])
