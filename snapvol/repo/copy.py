@@ -99,14 +99,20 @@ def listing(target: Target) -> Listing:
 
 
 def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter) -> list[Copy]:
-    """Mark lost the complete copies in ``target`` whose restic snapshots are gone (the
-    repository re-initialised, snapshots forgotten by hand): the store alone never decides
-    that a copy exists."""
+    """Mark lost the complete copies in ``target`` whose restic snapshots are gone (forgotten
+    by hand), and those recorded at the same location under another repository id (the
+    repository there was initialised again): the store alone never decides that a copy
+    exists."""
     lost = []
-    for c in store.copies(repository_id=target.repository_id, status=COMPLETE):
-        if present.holds(c):
-            continue
-        why = f"no longer in {target.display}: its restic snapshots are gone"
+    for c in store.copies(status=COMPLETE):
+        if c.repository_id == target.repository_id:
+            if present.holds(c):
+                continue
+            why = f"no longer in {target.display}: its restic snapshots are gone"
+        elif c.repository == target.display:
+            why = f"no longer in {target.display}: the repository there was made anew"
+        else:
+            continue  # another repository's copy
         if store.lose_copy(c.id, why):
             reporter.warn(f"the copy of snapshot {c.snapshot_id} is {why}; it is copied again")
             lost.append(c)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -316,3 +317,23 @@ def test_copy_makes_again_the_copies_the_repository_lost(
     assert all(len(ids) == 2 for ids in restic_ids(restic_local).values())
     assert first[a]["restic_snapshot"] not in {s["id"] for s in restic_snapshots(restic_local)}
     assert "nothing to copy" in cmd("copy").stderr
+
+
+def test_copy_after_the_repository_was_made_anew_copies_everything_again(
+    bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    a = take(cmd, container, "a")
+    cmd("copy")
+    assert restic_local.storage is not None
+    shutil.rmtree(restic_local.storage)
+    cmd("repo", "init")
+
+    again = cmd("copy", "--json")
+    assert [x["snapshot_id"] for x in json.loads(again.stdout)] == [a]
+    assert "made anew" in again.stderr
+    [listed] = cmd.json("ls")
+    assert sorted(x["status"] for x in listed["copies"]) == ["complete", "lost"]
+    check_copy(restic_local, listed, tmp_path / "manifests.db")
