@@ -29,6 +29,9 @@ from snapvol.pipeline.members import Member, as_row, from_row
 IN_PROGRESS = "in_progress"
 COMPLETE = "complete"
 FAILED = "failed"
+# A copy that was complete, but whose restic snapshots are no longer in the repository (it was
+# re-initialised, or they were forgotten by hand): the next `snapvol copy` makes it again.
+LOST = "lost"
 
 
 def utcnow() -> datetime:
@@ -679,6 +682,18 @@ class Store:
                 update(Copy)
                 .where(col(Copy.id) == copy_id, col(Copy.status) == IN_PROGRESS)
                 .values(status=FAILED, error=error, pid=None)
+            )
+            session.commit()
+            return bool(getattr(result, "rowcount", 0))
+
+    def lose_copy(self, copy_id: str, error: str) -> bool:
+        """Mark a complete copy lost (its restic snapshots are gone) with ``error``; whether
+        it was complete."""
+        with self._session() as session:
+            result = session.execute(
+                update(Copy)
+                .where(col(Copy.id) == copy_id, col(Copy.status) == COMPLETE)
+                .values(status=LOST, error=error)
             )
             session.commit()
             return bool(getattr(result, "rowcount", 0))

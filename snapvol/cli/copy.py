@@ -9,7 +9,15 @@ import click
 from snapvol.adapters.store import Copy, Snapshot
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.options import json_option
-from snapvol.repo.copy import copy_all, missing, open_target, raise_failures
+from snapvol.repo.copy import (
+    copy_all,
+    listing,
+    locked,
+    mark_lost,
+    missing,
+    open_target,
+    raise_failures,
+)
 
 
 def copy_dict(snap: Snapshot, copy: Copy) -> dict[str, Any]:
@@ -36,17 +44,29 @@ def copied_line(snap: Snapshot, copy: Copy) -> str:
 @json_option
 @with_app
 def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
-    """Copy snapshots to the repository (default: every complete one not copied there yet)."""
+    """Copy snapshots to the repository (default: every complete one not copied there yet).
+
+    The repository's own list of snapshots decides what is there: a copy the store recorded
+    but the repository lost is made again. One copy (or prune) per repository at a time.
+    """
     restic = app.restic()
     with app.store() as store:
         target = open_target(restic)
-        snaps = [store.resolve(ref) for ref in refs] if refs else missing(store, target)
-        run = copy_all(store, target, snaps, app.console)
+        with locked(target, "copy"):
+            present = listing(target)
+            mark_lost(store, target, present, app.console)
+            snaps = [store.resolve(ref) for ref in refs] if refs else missing(store, target)
+            run = copy_all(store, target, snaps, app.console, present)
     by_id = {s.id: s for s in snaps}
     if as_json:
         app.console.json([copy_dict(by_id[c.snapshot_id], c) for c in run.copies])
     for c in run.copies:
         app.console.info(copied_line(by_id[c.snapshot_id], c))
+    for c in run.adopted:
+        app.console.info(
+            f"{c.snapshot_id} ({by_id[c.snapshot_id].name}) is already in {target.display} "
+            f"(restic snapshot {(c.data_snapshot or '')[:8]}, copied by another store): recorded"
+        )
     for snap in run.skipped:
         app.console.info(f"{snap.id} ({snap.name}) is already in {target.display}")
     if not snaps:

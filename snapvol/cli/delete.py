@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -11,11 +12,17 @@ from snapvol.adapters.store import COMPLETE, Snapshot, Store
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import decisions_table
 from snapvol.cli.options import dry_run_option, json_option, stacked, yes_option
-from snapvol.errors import Cancelled
+from snapvol.errors import (
+    Cancelled,
+    IntegrityError,
+    LockedError,
+    RepositoryUnreachableError,
+    SnapvolError,
+)
 from snapvol.output import human_bytes
 from snapvol.repo import copy
 from snapvol.repo import prune as repo_prune
-from snapvol.repo.prune import CopyDecision
+from snapvol.repo.prune import CopyDecision, Plan
 from snapvol.retention import UNLIMITED, Decision
 
 # What rm and prune both take: look first, skip the question, print JSON.
@@ -64,9 +71,36 @@ def _as_json(decision: Decision) -> dict[str, Any]:
 class RepoPlan:
     """What prune does in the repository: the target and each copied snapshot's fate."""
 
-    def __init__(self, target: copy.Target, decisions: list[CopyDecision]) -> None:
+    def __init__(self, target: copy.Target, plan: Plan) -> None:
         self.target = target
-        self.decisions = decisions
+        self.plan = plan
+        self.decisions = plan.decisions
+        # Set when the repository failed (unreachable) after the plan: local prune goes on.
+        self.error: SnapvolError | None = None
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.removed or self.plan.orphans)
+
+    def outcome(self) -> SnapvolError | None:
+        """The repository's failure, or the copies whose manifest could not be read: the
+        error the run ends with, after everything else was done."""
+        if self.error is not None:
+            return self.error
+        if not self.plan.unreadable:
+            return None
+        if len(self.plan.unreadable) == 1:
+            snapshot_id, err = self.plan.unreadable[0]
+            err.message = (
+                f"the copy of snapshot {snapshot_id} in {self.target.display} was skipped: "
+                f"{err.message}"
+            )
+            return err
+        ids = ", ".join(i for i, _ in self.plan.unreadable)
+        return IntegrityError(
+            f"{len(self.plan.unreadable)} copies in {self.target.display} were skipped, their "
+            f"manifests unreadable ({ids}); the rest was pruned"
+        )
 
     @property
     def removed(self) -> list[CopyDecision]:
@@ -107,7 +141,21 @@ class RepoPlan:
         ]
 
     def words(self) -> str:
-        return f" and forget the copies of {len(self.removed)} snapshot(s) in {self.target.display}"
+        leftovers = (
+            f" (and {len(self.plan.orphans)} data snapshot(s) of interrupted copies)"
+            if self.plan.orphans
+            else ""
+        )
+        return (
+            f" and forget the copies of {len(self.removed)} snapshot(s) in "
+            f"{self.target.display}{leftovers}"
+        )
+
+
+def _json(local: list[dict[str, Any]], copies: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """prune's one JSON shape: ``copies`` is null when no repository is configured (or it
+    could not be reached)."""
+    return {"snapshots": local, "copies": copies}
 
 
 def _delete(
@@ -118,6 +166,7 @@ def _delete(
     as_json: bool,
     dry_run: bool,
     repo: RepoPlan | None = None,
+    prune: bool = False,
 ) -> None:
     """Show what stays and what goes; unless a dry run, ask (default no), delete, say so.
 
@@ -129,13 +178,9 @@ def _delete(
     snaps = [d.snapshot for d in decisions if not d.keep]
     also = repo.words() if repo is not None else ""
     if dry_run:
-        if as_json and repo is not None:
-            app.console.json(
-                {
-                    "snapshots": [_as_json(d) for d in decisions],
-                    "copies": repo.as_json(repo.decisions),
-                }
-            )
+        if as_json and prune:
+            copies = repo.as_json(repo.decisions) if repo is not None else None
+            app.console.json(_json([_as_json(d) for d in decisions], copies))
         elif as_json:
             app.console.json([_as_json(d) for d in decisions])
         else:
@@ -144,7 +189,7 @@ def _delete(
                 f"{human_bytes(_archived(snaps))} of archives{also}; nothing was deleted"
             )
         return
-    if (snaps or (repo is not None and repo.removed)) and not assume_yes:
+    if (snaps or (repo is not None and repo.changes)) and not assume_yes:
         question = (
             f"Delete {len(snaps)} snapshot(s) and {human_bytes(_archived(snaps))} of "
             f"archives{also}?"
@@ -155,22 +200,34 @@ def _delete(
             agreed = False
         if not agreed:
             raise Cancelled("cancelled; nothing was deleted")
-    forgotten = repo_prune.forget(store, repo.target, repo.decisions) if repo else []
+    forgotten: list[CopyDecision] = []
+    if repo is not None:
+        try:
+            forgotten = repo_prune.forget(store, repo.target, repo.decisions, repo.plan.orphans)
+        except RepositoryUnreachableError as err:  # the local part still runs
+            repo.error = err
+            app.console.warn(f"nothing was forgotten in the repository: {err.message}")
     removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
     reasons = {d.snapshot.id: d.reasons for d in decisions}
     local = [{**s.to_dict(), "reasons": reasons[s.id]} for s in removed]
-    if as_json and repo is not None:
-        app.console.json({"snapshots": local, "copies": repo.as_json(forgotten)})
+    if as_json and prune:
+        copies = repo.as_json(forgotten) if repo is not None and repo.error is None else None
+        app.console.json(_json(local, copies))
     elif as_json:
         app.console.json(local)
     else:
         app.console.info(
             f"deleted {len(removed)} snapshot(s), freed {human_bytes(_archived(removed))}"
         )
-        if repo is not None:
+        if repo is not None and repo.error is None:
             app.console.info(
                 f"forgot the copies of {len(forgotten)} snapshot(s) in {repo.target.display}"
             )
+            if repo.plan.orphans:
+                app.console.info(
+                    f"forgot {len(repo.plan.orphans)} data snapshot(s) that interrupted copies "
+                    "left without a manifest"
+                )
 
 
 @click.command("rm")
@@ -246,18 +303,35 @@ def prune(
     as long as the policy keeps it among the repository's copies.
     """
     policy = retention.Policy(**counts)
-    with app.store() as store:
+    with app.store() as store, contextlib.ExitStack() as held:
         decisions = retention.apply(store.snapshots(), policy)
-        repo = None
-        if app.repo:
-            target = copy.open_target(app.restic())
-            repo = RepoPlan(target, repo_prune.plan(store, target, policy))
+        repo, failure = _repo_plan(app, store, policy, held)
         if not as_json:
             app.console.info(f"Policy: {policy.describe()}")
-        if not dry_run and all(d.keep for d in decisions) and not (repo and repo.removed):
+        if not dry_run and all(d.keep for d in decisions) and not (repo and repo.changes):
             if as_json:
-                app.console.json({"snapshots": [], "copies": []} if repo else [])
+                app.console.json(_json([], [] if repo else None))
             else:
                 app.console.info("nothing to prune: the policy keeps every snapshot")
-            return
-        _delete(app, store, decisions, assume_yes, as_json, dry_run, repo)
+        else:
+            _delete(app, store, decisions, assume_yes, as_json, dry_run, repo, prune=True)
+    failure = failure or (repo.outcome() if repo else None)
+    if failure is not None:
+        raise failure
+
+
+def _repo_plan(
+    app: AppContext, store: Store, policy: retention.Policy, held: contextlib.ExitStack
+) -> tuple[RepoPlan | None, SnapvolError | None]:
+    """The repository's part of prune, holding its lock (in ``held``); none without a
+    repository. An unreachable or busy repository does not stop the local part: its error
+    is returned, for the end of the run."""
+    if not app.repo:
+        return None, None
+    try:
+        target = copy.open_target(app.restic())
+        held.enter_context(copy.locked(target, "prune"))
+        return RepoPlan(target, repo_prune.plan(store, target, policy, reporter=app.console)), None
+    except (RepositoryUnreachableError, LockedError) as err:
+        app.console.warn(f"the repository is left as it is; the local snapshots are pruned: {err}")
+        return None, err

@@ -112,11 +112,13 @@ def _copy(
 ) -> tuple[list[Copy], SnapvolError | None]:
     """Copy the new snapshot (the container runs again by now). A failure is returned, said to
     leave the snapshot itself complete and kept."""
-    from snapvol.repo.copy import copy_snapshot, open_target
+    from snapvol.repo.copy import copy_snapshot, locked, open_target
 
     with app.store() as store:
         try:
-            copy_snapshot(store, open_target(restic), snap, app.console)
+            target = open_target(restic)
+            with locked(target, "snapshot --copy"):
+                copy_snapshot(store, target, snap, app.console)
             failure = None
         except SnapvolError as err:
             err.message = (

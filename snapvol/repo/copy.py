@@ -10,6 +10,7 @@ be the one the record describes, so a copy that did not finish is never taken fo
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from snapvol import locking
+from snapvol.adapters import restic as restic_api
 from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Copy, Snapshot, Store
 from snapvol.errors import (
@@ -24,6 +27,7 @@ from snapvol.errors import (
     NotFoundError,
     OperationFailed,
     RepositoryError,
+    RepositorySnapshotMissingError,
     SnapvolError,
     describe,
 )
@@ -50,8 +54,106 @@ def open_target(restic: Restic) -> Target:
     return Target(restic, restic.config().id, restic.repo.display)
 
 
+@contextlib.contextmanager
+def locked(target: Target, operation: str) -> Iterator[None]:
+    """This machine's lock on ``target`` (whatever the store): one copy or prune at a time, so
+    two runs never send the same snapshot and prune never takes a copy's data, written but not
+    yet given its manifest, for a leftover. A second run is refused (LockedError) at once."""
+    lock = locking.acquire(
+        f"repository-{target.repository_id}", f"repository {target.display}", operation
+    )
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The repository's snapvol snapshots, listed once (``restic snapshots --tag snapvol``)."""
+
+    snapshots: tuple[restic_api.Snapshot, ...]
+
+    @functools.cached_property
+    def ids(self) -> set[str]:
+        return {s.id for s in self.snapshots}
+
+    def holds(self, copy: Copy) -> bool:
+        """Whether both restic snapshots of ``copy`` are still in the repository."""
+        ids = self.ids
+        return copy.data_snapshot in ids and copy.manifest_snapshot in ids
+
+    def of(self, snapshot_id: str, kind_tag: str) -> list[restic_api.Snapshot]:
+        """The data (``DATA_TAG``) or manifest snapshots of snapvol snapshot ``snapshot_id``."""
+        wanted = {manifest.TAG, kind_tag, manifest.id_tag(snapshot_id)}
+        return [s for s in self.snapshots if wanted <= set(s.tags)]
+
+    def snapshot_ids(self) -> set[str]:
+        """The snapvol ids that restic snapshots here are tagged with."""
+        found = (manifest.snapshot_id_of(s.tags) for s in self.snapshots)
+        return {i for i in found if i is not None}
+
+
+def listing(target: Target) -> Listing:
+    return Listing(tuple(target.restic.snapshots(tags=[manifest.TAG])))
+
+
+def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter) -> list[Copy]:
+    """Mark lost the complete copies in ``target`` whose restic snapshots are gone (forgotten
+    by hand), and those recorded at the same location under another repository id (the
+    repository there was initialised again): the store alone never decides that a copy
+    exists."""
+    lost = []
+    for c in store.copies(status=COMPLETE):
+        if c.repository_id == target.repository_id:
+            if present.holds(c):
+                continue
+            why = f"no longer in {target.display}: its restic snapshots are gone"
+        elif c.repository == target.display:
+            why = f"no longer in {target.display}: the repository there was made anew"
+        else:
+            continue  # another repository's copy
+        if store.lose_copy(c.id, why):
+            reporter.warn(f"the copy of snapshot {c.snapshot_id} is {why}; it is copied again")
+            lost.append(c)
+    return lost
+
+
+def orphans(store: Store, target: Target, present: Listing, snapshot_id: str) -> list[str]:
+    """Data snapshots of ``snapshot_id`` that no manifest names: what a copy that failed
+    between its data and its manifest left. Only snapshots with snapvol's tags and this id;
+    none at all when a manifest here is one this store cannot attribute (never delete what
+    we cannot account for)."""
+    known = {
+        c.manifest_snapshot: c.data_snapshot
+        for c in store.copies(repository_id=target.repository_id)
+        if c.manifest_snapshot
+    }
+    manifests = present.of(snapshot_id, manifest.MANIFEST_TAG)
+    if any(m.id not in known for m in manifests):
+        return []
+    named = {known[m.id] for m in manifests}
+    return [d.id for d in present.of(snapshot_id, manifest.DATA_TAG) if d.id not in named]
+
+
+def forget_orphans(
+    store: Store, target: Target, present: Listing, snapshot_ids: Iterable[str], reporter: Reporter
+) -> list[str]:
+    """Forget (without --prune: the next ``snapvol prune`` frees the space) the orphan data
+    snapshots of ``snapshot_ids``; returns their restic ids."""
+    gone = [sid for i in dict.fromkeys(snapshot_ids) for sid in orphans(store, target, present, i)]
+    if gone:
+        target.restic.forget(gone, prune=False)
+        reporter.warn(
+            f"forgot {len(gone)} data snapshot(s) in {target.display} left without a manifest "
+            f"by an interrupted copy ({', '.join(g[:8] for g in gone)})"
+        )
+    return gone
+
+
 def missing(store: Store, target: Target) -> list[Snapshot]:
-    """Complete snapshots with no complete copy in ``target``, oldest first."""
+    """Complete snapshots with no complete copy in ``target``, oldest first (run ``mark_lost``
+    first so that a complete copy is one the repository still holds)."""
     copied = {
         c.snapshot_id for c in store.copies(repository_id=target.repository_id, status=COMPLETE)
     }
@@ -62,6 +164,50 @@ def copied(store: Store, target: Target, snap: Snapshot) -> Copy | None:
     """The newest complete copy of ``snap`` in ``target``, if any."""
     done = store.copies(snapshot_id=snap.id, repository_id=target.repository_id, status=COMPLETE)
     return done[0] if done else None
+
+
+def adopt(store: Store, target: Target, present: Listing, snap: Snapshot) -> Copy | None:
+    """Record, rather than send again, a copy of ``snap`` already in the repository that this
+    store does not know (made from a copy of this store, or before it was lost): only when
+    its manifest describes this very archive and its data snapshot is there."""
+    if not present.of(snap.id, manifest.MANIFEST_TAG):
+        return None
+    from snapvol.repo.fetch import manifest_for
+
+    try:
+        made = manifest_for(target.restic, snap.id)
+    except (IntegrityError, NotFoundError, RepositorySnapshotMissingError):
+        return None  # unreadable or gone: a new copy is made
+    data = made.data
+    if (
+        made.snapshot.id != snap.id
+        or made.snapshot.sha256 != snap.sha256
+        or (snap.raw_bytes is not None and data.raw_bytes != snap.raw_bytes)
+        or data.restic_snapshot not in present.ids
+    ):
+        return None
+    manifest_snapshot = next(
+        (s.id for s in reversed(present.of(snap.id, manifest.MANIFEST_TAG))), None
+    )
+    record = store.add_copy(
+        Copy(
+            id=new_id(),
+            snapshot_id=snap.id,
+            repository_id=target.repository_id,
+            repository=target.display,
+            status=IN_PROGRESS,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+    )
+    return store.complete_copy(
+        record.id,
+        data_snapshot=data.restic_snapshot,
+        manifest_snapshot=manifest_snapshot,
+        raw_sha256=data.raw_sha256,
+        raw_bytes=data.raw_bytes,
+        bytes_added=0,
+    )
 
 
 class _Hashing:
@@ -179,21 +325,47 @@ class CopyRun:
 
     copies: list[Copy] = field(default_factory=list)
     skipped: list[Snapshot] = field(default_factory=list)
+    adopted: list[Copy] = field(default_factory=list)  # found there, made by another store
     failures: list[tuple[Snapshot, SnapvolError]] = field(default_factory=list)
 
 
 def copy_all(
-    store: Store, target: Target, snaps: Sequence[Snapshot], reporter: Reporter
+    store: Store,
+    target: Target,
+    snaps: Sequence[Snapshot],
+    reporter: Reporter,
+    present: Listing | None = None,
 ) -> CopyRun:
-    """Copy each snapshot not yet copied to ``target``, in order.
+    """Copy each snapshot not yet copied to ``target``, in order (hold ``locked``).
 
     A failure of one snapshot (its archive missing or damaged) is recorded and the next is
-    tried; a failure of the repository (RepositoryError) ends the run, raised at once.
+    tried; a failure of the repository (RepositoryError) ends the run, raised at once. With
+    ``present`` (the repository's listing, ``mark_lost`` applied), the data snapshots that
+    interrupted copies of these snapshots left without a manifest are forgotten at the end.
     """
     run = CopyRun()
+    _copy_each(store, target, snaps, reporter, run, present)
+    if present is not None:
+        done = [c.snapshot_id for c in run.copies + run.adopted] + [s.id for s in run.skipped]
+        forget_orphans(store, target, present, done, reporter)
+    return run
+
+
+def _copy_each(
+    store: Store,
+    target: Target,
+    snaps: Sequence[Snapshot],
+    reporter: Reporter,
+    run: CopyRun,
+    present: Listing | None,
+) -> None:
     for snap in snaps:
         if copied(store, target, snap) is not None:
             run.skipped.append(snap)
+            continue
+        found = adopt(store, target, present, snap) if present is not None else None
+        if found is not None:
+            run.adopted.append(found)
             continue
         reporter.step(f"copying {snap.id} ({snap.name}) to {target.display}")
         try:
@@ -207,7 +379,6 @@ def copy_all(
         except SnapvolError as err:
             reporter.warn(f"snapshot {snap.id} ({snap.name}) was not copied: {err.message}")
             run.failures.append((snap, err))
-    return run
 
 
 def raise_failures(run: CopyRun) -> None:

@@ -13,15 +13,16 @@ the repository are never touched.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from snapvol import retention
 from snapvol.adapters.restic import Restic
-from snapvol.adapters.store import COMPLETE, Copy, Snapshot, Store
-from snapvol.errors import IntegrityError
+from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Copy, Snapshot, Store
+from snapvol.errors import IntegrityError, RepositoryUnreachableError, SnapvolError
+from snapvol.output import Reporter
 from snapvol.repo import manifest
-from snapvol.repo.copy import Target
+from snapvol.repo.copy import Listing, Target, listing, orphans
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,35 @@ def _record_from_manifest(restic: Restic, copy: Copy) -> Snapshot:
     return found
 
 
+@dataclass
+class Plan:
+    """What prune does in the repository: each copied snapshot's fate, the data snapshots
+    interrupted copies left without a manifest (forgotten too), and the copies left alone
+    because their manifest could not be read (snapshot id, why)."""
+
+    decisions: list[CopyDecision] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, SnapvolError]] = field(default_factory=list)
+
+
 def plan(
-    store: Store, target: Target, policy: retention.Policy, tz: tzinfo | None = None
-) -> list[CopyDecision]:
+    store: Store,
+    target: Target,
+    policy: retention.Policy,
+    tz: tzinfo | None = None,
+    reporter: Reporter | None = None,
+) -> Plan:
     """Every snapshot with a complete copy in ``target``, with its fate under ``policy``
     (newest first). Copies whose restic snapshots are no longer in the repository (forgotten
-    with restic itself) are left out: there is nothing to keep or forget."""
-    present = {s.id for s in target.restic.snapshots(tags=[manifest.TAG])}
+    with restic itself) are left out: there is nothing to keep or forget. A copy whose
+    manifest cannot be read is left out too, with a warning: it is neither kept nor forgotten
+    by this run, and the others are judged without it."""
+    present: Listing = listing(target)
     by_snapshot: dict[str, list[Copy]] = {}
     for c in store.copies(repository_id=target.repository_id, status=COMPLETE):
-        if c.manifest_snapshot in present and c.data_snapshot in present:
+        if present.holds(c):
             by_snapshot.setdefault(c.snapshot_id, []).append(c)
+    result = Plan()
     records: list[Snapshot] = []
     local: set[str] = set()
     for snapshot_id, copies in by_snapshot.items():
@@ -79,20 +98,50 @@ def plan(
         if record is not None and record.status == COMPLETE:
             local.add(snapshot_id)
         else:
-            record = _record_from_manifest(target.restic, copies[0])
+            try:
+                record = _record_from_manifest(target.restic, copies[0])
+            except RepositoryUnreachableError:
+                raise
+            except SnapvolError as err:
+                if reporter is not None:
+                    reporter.warn(
+                        f"the copy of snapshot {snapshot_id} in {target.display} is skipped "
+                        f"(neither kept nor forgotten): its manifest cannot be read: {err.message}"
+                    )
+                result.unreadable.append((snapshot_id, err))
+                continue
             record.status = COMPLETE  # it is complete in the repository, whatever it is here
         records.append(record)
-    return [
+    result.decisions = [
         CopyDecision(d, tuple(by_snapshot[d.snapshot.id]), d.snapshot.id in local)
         for d in retention.apply(records, policy, tz)
     ]
+    # Only snapshots this store tried to copy here, and none it is copying now: another
+    # machine's copy, between its data and its manifest, is not ours to judge.
+    tried = {c.snapshot_id: c.status for c in store.copies(repository_id=target.repository_id)}
+    busy = {
+        c.snapshot_id for c in store.copies(repository_id=target.repository_id, status=IN_PROGRESS)
+    }
+    result.orphans = [
+        sid
+        for i in sorted(present.snapshot_ids())
+        if i in tried and i not in busy
+        for sid in orphans(store, target, present, i)
+    ]
+    return result
 
 
-def forget(store: Store, target: Target, decisions: Sequence[CopyDecision]) -> list[CopyDecision]:
-    """Forget (``restic forget --prune``) the copies the policy removes, in one restic run,
-    then drop their records. Returns what was removed."""
+def forget(
+    store: Store, target: Target, decisions: Sequence[CopyDecision], leftovers: Sequence[str] = ()
+) -> list[CopyDecision]:
+    """Forget (``restic forget --prune``) the copies the policy removes and the ``leftovers``
+    (orphan data snapshots), in one restic run, then drop the copies' records. Returns the
+    decisions that removed copies."""
     removed = [d for d in decisions if not d.keep]
-    target.restic.forget([sid for d in removed for sid in d.restic_snapshots], prune=True)
+    doomed = [sid for d in removed for sid in d.restic_snapshots] + list(leftovers)
+    if not doomed:
+        return removed
+    target.restic.forget(doomed, prune=True)
     for d in removed:
         for c in d.copies:
             store.delete_copy(c.id)

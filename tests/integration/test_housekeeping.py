@@ -111,7 +111,7 @@ def test_prune_keeps_the_newest_per_source(bed: TestBed, cmd) -> None:
     cmd("prune", "--keep", "1", input="n\n", exit_code=10)
     assert len(cmd.json("ls")) == 4
 
-    removed = cmd.json("prune", "--keep", "1", "--yes")
+    removed = cmd.json("prune", "--keep", "1", "--yes")["snapshots"]
     assert [s["id"] for s in removed] == [second["id"], first["id"]]
     assert {s["id"] for s in cmd.json("ls")} == {third["id"], lone["id"]}
     assert [s["id"] for s in cmd.json("ls", "--container", other.name)] == [lone["id"]]

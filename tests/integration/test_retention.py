@@ -62,7 +62,7 @@ def test_prune_after_a_restore_keeps_the_users_snapshot(bed: TestBed, cmd, tmp_p
     assert read(container) == "mine"
 
     # Three safety snapshots now: --keep-last 1 keeps the user's and the newest safety one.
-    removed = cmd.json("prune", "--keep-last", "1", "--yes")
+    removed = cmd.json("prune", "--keep-last", "1", "--yes")["snapshots"]
     assert [(s["id"], s["reasons"]) for s in removed] == [
         (undo["safety_snapshot"]["id"], ["older safety snapshot"]),
         (safety["id"], ["older safety snapshot"]),
@@ -100,7 +100,7 @@ def test_prune_dry_run_lists_keep_and_remove_with_reasons_and_deletes_nothing(
     ]
     listed, files = cmd.json("ls"), backups(tmp_path)
 
-    plan = cmd.json("prune", "--keep-daily", "2", "--dry-run")
+    plan = cmd.json("prune", "--keep-daily", "2", "--dry-run")["snapshots"]
     expected = {
         safety["id"]: ("keep", ["safety snapshot"]),
         snaps["day3"]["id"]: ("keep", ["daily snapshot"]),
@@ -124,7 +124,7 @@ def test_prune_dry_run_lists_keep_and_remove_with_reasons_and_deletes_nothing(
     assert cmd.json("ls") == listed and backups(tmp_path) == files
 
     # The same policy for real deletes exactly what the dry run said.
-    removed = cmd.json("prune", "--keep-daily", "2", "--yes")
+    removed = cmd.json("prune", "--keep-daily", "2", "--yes")["snapshots"]
     assert [s["id"] for s in removed] == [failed_rec["id"], snaps["day2-early"]["id"]]
     left = {k: v for k, v in files.items() if k != Path(snaps["day2-early"]["path"]).name}
     assert backups(tmp_path) == left
@@ -152,9 +152,11 @@ def test_verify_records_its_result_and_prune_keeps_the_newest_good(
         "tres": False,
     }
 
-    removed = cmd.json("prune", "--keep-last", "1", "--yes")
+    removed = cmd.json("prune", "--keep-last", "1", "--yes")["snapshots"]
     assert [s["id"] for s in removed] == [dos["id"]]
-    reasons = {p["name"]: p["reasons"] for p in cmd.json("prune", "--keep-last", "1", "-n")}
+    reasons = {
+        p["name"]: p["reasons"] for p in cmd.json("prune", "--keep-last", "1", "-n")["snapshots"]
+    }
     assert reasons == {"tres": ["last snapshot"], "uno": ["newest verified"]}
     # The last known-good one is whole: it restores.
     write(container, "changed")

@@ -1,0 +1,339 @@
+"""Copies and prune when things go wrong around the repository: two copies at once, a copy cut
+off between its data and its manifest, a manifest that cannot be read, a repository that went
+away, and a repository that lost a copy the store still records. Real restic, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapvol.repo import manifest
+from tests.docker_helpers import TestBed
+from tests.integration.test_prune_repo import restic_ids, take
+from tests.integration.test_repo_copy import check_copy, fill, use
+from tests.servers import RepoServer
+
+
+def restic_snapshots(server: RepoServer) -> list[dict[str, Any]]:
+    return json.loads(server.restic("snapshots", "--json").stdout)
+
+
+def tagged(server: RepoServer, snapshot_id: str, kind: str) -> list[str]:
+    """The restic ids of snapvol snapshot ``snapshot_id``'s data or manifest snapshots."""
+    wanted = {manifest.TAG, manifest.id_tag(snapshot_id), kind}
+    return [s["id"] for s in restic_snapshots(server) if wanted <= set(s.get("tags") or ())]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def wait_for_child(pid: int, needle: bytes, process: subprocess.Popen[str]) -> int:
+    """The child of ``pid`` whose command line holds ``needle``, once it runs (no clock: the
+    loop ends when it appears or the parent exits)."""
+    while process.poll() is None:
+        for child in children(pid):
+            try:
+                if needle in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return child
+            except OSError:
+                continue
+        time.sleep(0.02)
+    raise AssertionError(f"snapvol ended first: {process.communicate()}")
+
+
+def clone_store(source: Path, target: Path) -> None:
+    """Another store made from this one (a copied file), the way a user moves one."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+def test_two_copies_of_one_snapshot_at_once_send_it_once(
+    bed: TestBed,
+    restic_local: RepoServer,
+    cmd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    fill(container, 8)
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    other_db = tmp_path / "other.db"
+    clone_store(tmp_path / "manifests.db", other_db)
+
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snapvol", "copy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_for_child(first.pid, b"backup", first)
+        os.kill(first.pid, signal.SIGSTOP)  # its restic now waits for data that does not come
+        # The second, from the other store (which knows of no copy), while the first is held.
+        monkeypatch.setenv("SNAPVOL_DB", str(other_db))
+        second = cmd("copy", exit_code=9)
+        lines = second.stderr.strip().splitlines()
+        assert [ln for ln in lines if ln.startswith("Error:")] == lines[-1:], second.stderr
+        assert f"repository {restic_local.repo}" in lines[-1]
+        assert f"`snapvol copy` (pid {first.pid}" in lines[-1]
+        assert restic_snapshots(restic_local) == []
+    except BaseException:
+        first.kill()
+        raise
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    data = tagged(restic_local, snap["id"], manifest.DATA_TAG)
+    made = tagged(restic_local, snap["id"], manifest.MANIFEST_TAG)
+    assert len(data) == 1 and len(made) == 1
+    monkeypatch.setenv("SNAPVOL_DB", str(tmp_path / "manifests.db"))
+    [listed] = cmd.json("ls")
+    check_copy(restic_local, listed, tmp_path / "manifests.db")
+
+    # The other store, run again: the copy is there; it is recorded, not sent twice.
+    monkeypatch.setenv("SNAPVOL_DB", str(other_db))
+    again = cmd("copy")
+    assert "copied by another store" in again.stderr
+    assert tagged(restic_local, snap["id"], manifest.DATA_TAG) == data
+    assert tagged(restic_local, snap["id"], manifest.MANIFEST_TAG) == made
+    [listed] = cmd.json("ls")
+    assert [(c["status"], c["restic_snapshot"]) for c in listed["copies"]] == [
+        ("complete", data[0])
+    ]
+    assert "nothing to copy" in cmd("copy").stderr
+
+
+@contextmanager
+def stops_when_data_saved(server: RepoServer) -> Iterator[threading.Event]:
+    """The server is killed as soon as a new restic snapshot file appears in the repository
+    (the copy's data snapshot): its manifest, written next, never arrives."""
+    assert server.storage is not None
+    folder = server.storage / "snapshots"
+
+    def saved() -> set[str]:  # a finished file has its id for a name (no temporary suffix)
+        return {n for n in os.listdir(folder) if re.fullmatch("[0-9a-f]{64}", n)}
+
+    before = saved()
+    stopped, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if saved() - before:
+                server.stop()
+                stopped.set()
+                return
+            done.wait(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield stopped
+    finally:
+        done.set()
+        watcher.join()
+
+
+def stranger(server: RepoServer, tags: list[str], name: str) -> str:
+    """A restic snapshot that snapvol did not write (or of another snapvol snapshot)."""
+    result = server.restic(
+        "backup",
+        "--stdin",
+        f"--stdin-filename={name}",
+        "--json",
+        *[f"--tag={t}" for t in tags],
+        input=b"not snapvol's\n",
+    )
+    summary = [json.loads(ln) for ln in result.stdout.splitlines() if b"summary" in ln]
+    short = str(summary[-1]["snapshot_id"])  # restic 0.14 says the short id here
+    [full] = [s["id"] for s in restic_snapshots(server) if s["id"].startswith(short)]
+    return str(full)
+
+
+@pytest.mark.parametrize("cleaner", ["copy", "prune"])
+def test_data_left_without_a_manifest_is_forgotten_by_the_next_copy_or_prune(
+    cleaner: str,
+    bed: TestBed,
+    sftp_server: RepoServer,
+    cmd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use(sftp_server, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    fill(container, 4)
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+
+    with stops_when_data_saved(sftp_server) as stopped:
+        failed = cmd("copy", exit_code=14)
+    assert stopped.is_set(), failed.stderr
+    sftp_server.start()
+    [orphan] = tagged(sftp_server, snap["id"], manifest.DATA_TAG)
+    assert tagged(sftp_server, snap["id"], manifest.MANIFEST_TAG) == []
+    [listed] = cmd.json("ls")
+    assert [c["status"] for c in listed["copies"]] == ["failed"]
+    # Snapshots snapvol must not touch: same id but not snapvol's tags, and another snapvol
+    # snapshot's data without a manifest (this store never copied it).
+    lookalike = stranger(sftp_server, [manifest.id_tag(snap["id"]), manifest.DATA_TAG], "a")
+    elsewhere = stranger(
+        sftp_server, [manifest.TAG, manifest.id_tag("0123456789ab"), manifest.DATA_TAG], "b"
+    )
+    kept = {lookalike, elsewhere}
+
+    if cleaner == "copy":
+        [made] = cmd.json("copy")
+        assert made["snapshot_id"] == snap["id"]
+        [listed] = cmd.json("ls")
+        check_copy(sftp_server, listed, tmp_path / "manifests.db")
+        assert tagged(sftp_server, snap["id"], manifest.DATA_TAG) == [made["restic_snapshot"]]
+        assert tagged(sftp_server, snap["id"], manifest.MANIFEST_TAG) == [made["manifest_snapshot"]]
+        remaining = {s["id"] for s in restic_snapshots(sftp_server)}
+        assert remaining == kept | {made["restic_snapshot"], made["manifest_snapshot"]}
+    else:
+        done = cmd("prune", "--keep-last", "5", "--yes")
+        assert "data snapshot(s)" in done.stderr
+        assert {s["id"] for s in restic_snapshots(sftp_server)} == kept
+        assert orphan not in kept
+        [listed] = cmd.json("ls")
+        assert listed["status"] == "complete"
+    sftp_server.restic("check")
+
+
+def test_prune_skips_a_copy_whose_manifest_is_malformed_and_prunes_the_rest(
+    bed: TestBed, restic_local: RepoServer, cmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    a, b, c = (take(cmd, container, n) for n in ("a", "b", "c"))
+    real = manifest.encode
+
+    def truncated(snap: Any, members: Any, data: Any) -> bytes:
+        raw = real(snap, members, data)
+        return raw[: len(raw) // 2] if snap.id == a else raw
+
+    monkeypatch.setattr(manifest, "encode", truncated)
+    cmd("copy")
+    monkeypatch.setattr(manifest, "encode", real)
+    cmd("rm", a, b, "--yes")  # prune must read their manifests now
+    before = restic_ids(restic_local)
+    assert set(before) == {a, b, c}
+
+    result = cmd("prune", "--keep-last", "1", "--yes", exit_code=7)
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and a in errors[0] and "Traceback" not in result.stderr
+    warned = [ln for ln in result.stderr.splitlines() if f"snapshot {a}" in ln]
+    assert len(warned) >= 2 and "neither kept nor forgotten" in result.stderr
+    # b went by the policy, c stays; a, unreadable, is never deleted
+    assert restic_ids(restic_local) == {a: before[a], c: before[c]}
+    assert {s["id"] for s in cmd.json("ls")} == {c}
+    again = cmd.json("prune", "--keep-last", "1", "--dry-run", exit_code=7)
+    assert set(again) == {"snapshots", "copies"} and again["copies"][0]["id"] == c
+
+
+def test_an_unreachable_repository_does_not_stop_the_local_prune(
+    bed: TestBed, sftp_server: RepoServer, cmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(sftp_server, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    a, b = (take(cmd, container, n) for n in ("a", "b"))
+    cmd("copy")
+    before = restic_ids(sftp_server)
+
+    with sftp_server.down():
+        plan = cmd.json("prune", "--keep-last", "1", "--dry-run", exit_code=14)
+        assert plan["copies"] is None
+        assert {p["id"]: p["action"] for p in plan["snapshots"]} == {a: "remove", b: "keep"}
+        done = cmd("prune", "--keep-last", "1", "--yes", "--json", exit_code=14)
+        assert [s["id"] for s in json.loads(done.stdout)["snapshots"]] == [a]
+        assert json.loads(done.stdout)["copies"] is None
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("Error:")]
+        assert len(errors) == 1 and sftp_server.repo in errors[0]
+        assert {s["id"] for s in cmd.json("ls")} == {b}
+    assert restic_ids(sftp_server) == before
+
+    # Back again: the repository's history is judged on its own; a's copy goes now.
+    done = cmd.json("prune", "--keep-last", "1", "--yes")
+    assert done["snapshots"] == [] and [x["id"] for x in done["copies"]] == [a]
+    assert restic_ids(sftp_server) == {b: before[b]}
+
+    # Without a repository the JSON has the same keys, copies null.
+    monkeypatch.delenv("SNAPVOL_REPOSITORY")
+    plan = cmd.json("prune", "--keep-last", "1", "--dry-run")
+    assert set(plan) == {"snapshots", "copies"} and plan["copies"] is None
+    assert [(p["id"], p["action"]) for p in plan["snapshots"]] == [(b, "keep")]
+
+
+def test_copy_makes_again_the_copies_the_repository_lost(
+    bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    a, b, c = (take(cmd, container, n) for n in ("a", "b", "c"))
+    first = {x["snapshot_id"]: x for x in cmd.json("copy")}
+    # Forgotten by hand: a's manifest only (its data stays, orphaned), b's whole copy.
+    restic_local.restic("forget", first[a]["manifest_snapshot"])
+    restic_local.restic("forget", first[b]["restic_snapshot"], first[b]["manifest_snapshot"])
+
+    again = cmd("copy", "--json")
+    assert [x["snapshot_id"] for x in json.loads(again.stdout)] == [a, b]
+    assert "no longer in" in again.stderr
+    listed = {s["id"]: s for s in cmd.json("ls")}
+    for snap_id in (a, b):
+        assert sorted(x["status"] for x in listed[snap_id]["copies"]) == ["complete", "lost"]
+        check_copy(restic_local, listed[snap_id], tmp_path / "manifests.db")
+    assert [x["status"] for x in listed[c]["copies"]] == ["complete"]
+    # a's old data went with its manifest: one data and one manifest snapshot each
+    assert all(len(ids) == 2 for ids in restic_ids(restic_local).values())
+    assert first[a]["restic_snapshot"] not in {s["id"] for s in restic_snapshots(restic_local)}
+    assert "nothing to copy" in cmd("copy").stderr
+
+
+def test_copy_after_the_repository_was_made_anew_copies_everything_again(
+    bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    a = take(cmd, container, "a")
+    cmd("copy")
+    assert restic_local.storage is not None
+    shutil.rmtree(restic_local.storage)
+    cmd("repo", "init")
+
+    again = cmd("copy", "--json")
+    assert [x["snapshot_id"] for x in json.loads(again.stdout)] == [a]
+    assert "made anew" in again.stderr
+    [listed] = cmd.json("ls")
+    assert sorted(x["status"] for x in listed["copies"]) == ["complete", "lost"]
+    check_copy(restic_local, listed, tmp_path / "manifests.db")
