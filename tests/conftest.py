@@ -83,39 +83,60 @@ def bed(docker_client: docker.DockerClient) -> Iterator[TestBed]:
     yield from testbed(docker_client)
 
 
-def _serve(backend: str, root: Path) -> Iterator[RepoServer]:
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.ServerPool]:
+    """The repository servers the tests share: each starts once, when a test first needs it."""
+    pool = servers.ServerPool(tmp_path_factory.mktemp("servers"))
+    yield pool
+    pool.close()
+
+
+def _serve(backend: str, request: pytest.FixtureRequest, root: Path) -> Iterator[RepoServer]:
+    """A fresh, empty repository of `backend` for one test: on the shared server, or on a server
+    of the test's own when it is marked `private_server` (it stops, restarts or reconfigures the
+    server) and always for a local path (nothing to start)."""
     try:
-        with servers.repo_server(backend, root) as server:
-            yield server
+        if backend == "local" or request.node.get_closest_marker("private_server"):
+            with servers.repo_server(backend, root) as server:
+                yield server
+            return
+        pool: servers.ServerPool = request.getfixturevalue("server_pool")
+        repo = pool.repository(backend, root)
     except servers.ServerError as err:  # a server that cannot run here fails, never skips
         pytest.fail(f"the {backend} repository server did not start: {err}")
+    try:
+        yield repo
+    finally:
+        repo.close()
 
 
 @pytest.fixture
-def restic_local(tmp_path: Path) -> Iterator[RepoServer]:
+def restic_local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoServer]:
     """A restic repository path in tmp_path (`repo` is the path; nothing to start)."""
-    yield from _serve("local", tmp_path / "repo-local")
+    yield from _serve("local", request, tmp_path / "repo-local")
 
 
 @pytest.fixture
-def sftp_server(tmp_path: Path) -> Iterator[RepoServer]:
-    """sshd on a free 127.0.0.1 port; restic's `sftp:snapvol-test-sftp:/...` reaches it."""
-    yield from _serve("sftp", tmp_path / "repo-sftp")
+def sftp_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoServer]:
+    """A repository on sshd on a free 127.0.0.1 port; `sftp:snapvol-test-sftp:/PATH`."""
+    yield from _serve("sftp", request, tmp_path / "repo-sftp")
 
 
 @pytest.fixture
-def s3_server(tmp_path: Path) -> Iterator[RepoServer]:
-    """SeaweedFS on free 127.0.0.1 ports; restic's `s3:http://127.0.0.1:PORT/snapvol-test`."""
-    yield from _serve("s3", tmp_path / "repo-s3")
+def s3_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoServer]:
+    """A repository on SeaweedFS on free 127.0.0.1 ports;
+    `s3:http://127.0.0.1:PORT/snapvol-test[/PREFIX]`."""
+    yield from _serve("s3", request, tmp_path / "repo-s3")
 
 
 @pytest.fixture
-def rest_server(tmp_path: Path) -> Iterator[RepoServer]:
-    """rclone's restic REST server on a free 127.0.0.1 port; `rest:http://127.0.0.1:PORT/`."""
-    yield from _serve("rest", tmp_path / "repo-rest")
+def rest_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoServer]:
+    """A repository on rclone's restic REST server on a free 127.0.0.1 port;
+    `rest:http://127.0.0.1:PORT/[NAME/]`."""
+    yield from _serve("rest", request, tmp_path / "repo-rest")
 
 
 @pytest.fixture(params=servers.BACKENDS)
 def repo_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoServer]:
     """Each repository backend in turn (local, sftp, s3, rest), for tests that hold for all."""
-    yield from _serve(request.param, tmp_path / f"repo-{request.param}")
+    yield from _serve(request.param, request, tmp_path / f"repo-{request.param}")

@@ -234,16 +234,29 @@ class RepoServer:
     # Where the server keeps the repository's bytes (the repository itself for local and sftp).
     storage: Path | None = None
     s3: S3Account | None = None  # s3 only: the bucket's endpoint and key
+    s3_prefix: str = ""  # s3 only: where in the bucket the repository lives ("" or "NAME/")
+    # A repository of its own on a server other tests use too: the server is not the test's to
+    # stop, restart or reconfigure (`ServerPool`).
+    shared: bool = False
     cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def _own_server(self, what: str) -> None:
+        if self.shared:
+            raise ServerError(
+                f"cannot {what} the shared {self.backend} server: mark the test "
+                "`@pytest.mark.private_server` to get a server of its own"
+            )
 
     def stop(self) -> None:
         """Kill the server (no-op for a local repository); its data stays for `start`."""
+        self._own_server("stop")
         if self.process is not None:
             self.process.stop()
 
     def start(self) -> None:
         """Start the server again on the same ports and data, and wait until it answers.
         Call it from the test's own thread: the server dies with the thread that started it."""
+        self._own_server("start")
         if self.process is not None:
             self.process.start()
 
@@ -272,6 +285,7 @@ class RepoServer:
         """Inside the block, a watcher kills the server once it holds `nbytes` more than at the
         start: "the server dies mid-copy", triggered by the copy's progress, not by a clock.
         The event is set when it did; the server stays down until `start()`."""
+        self._own_server("stop")
         if self.process is None:
             raise ServerError(f"a {self.backend} repository has no server to stop")
         limit = self.stored_bytes() + nbytes
@@ -297,7 +311,7 @@ class RepoServer:
         """Flip one byte in the middle of the repository's largest pack file, the way a bad disk
         would; returns the pack's name in the repository (`data/xx/ID`)."""
         if self.s3 is not None:
-            keys = self.s3.keys(S3_BUCKET, "data/")
+            keys = self.s3.keys(S3_BUCKET, f"{self.s3_prefix}data/")
             if not keys:
                 raise ServerError("the repository holds no pack file")
             blobs = {}
@@ -312,7 +326,7 @@ class RepoServer:
             status, _ = self.s3.request("PUT", f"/{S3_BUCKET}/{name}", bytes(damaged))
             if status != 200:
                 raise ServerError(f"PUT {name} answered {status}")
-            return name
+            return name.removeprefix(self.s3_prefix)
         if self.storage is None:
             raise ServerError(f"a {self.backend} repository has no files to damage")
         packs = [p for p in (self.storage / "data").rglob("*") if p.is_file()]
@@ -358,9 +372,47 @@ class RepoServer:
         return result
 
     def close(self) -> None:
-        self.stop()
+        """Kill the server (unless shared) and remove what was made for this repository."""
+        if not self.shared:
+            self.stop()
         while self.cleanup:
             self.cleanup.pop()()
+
+    def fresh(self, root: Path) -> RepoServer:
+        """A new, empty repository on this running server, with its own password file and restic
+        cache under `root` (removed on its `close`); the server stays up after that `close`."""
+        if self.backend == "local" or self.process is None:
+            raise ServerError(f"a {self.backend} repository has no server to share")
+        root, password = _base(root)
+        repo = RepoServer(
+            self.backend,
+            "",
+            password,
+            {**self.env, **_common_env(root)},
+            options=self.options,
+            process=self.process,
+            s3=self.s3,
+            shared=True,
+        )
+        repo.cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
+        if self.backend == "sftp":
+            repo.repo = f"sftp:{SFTP_HOST}:{root / 'repo'}"
+            repo.storage = root / "repo"
+        elif self.backend == "rest":
+            if self.storage is None:
+                raise ServerError("the rest server has no data directory")
+            name = f"r-{secrets.token_hex(6)}"
+            repo.repo = f"{self.repo}{name}/"
+            repo.storage = self.storage / name
+            repo.cleanup.append(lambda: shutil.rmtree(self.storage / name, ignore_errors=True))
+        elif self.backend == "s3":
+            # A prefix in the one bucket: SeaweedFS would grow new volumes for each new bucket.
+            # `storage` stays None: the server's files hold every test's objects.
+            repo.s3_prefix = f"r-{secrets.token_hex(6)}/"
+            repo.repo = f"{self.repo}/{repo.s3_prefix.rstrip('/')}"
+        else:
+            raise ServerError(f"no way to share a {self.backend} server")
+        return repo
 
 
 def write_password_file(path: Path) -> Path:
@@ -700,3 +752,26 @@ def repo_server(backend: str, root: Path) -> Iterator[RepoServer]:
         yield server
     finally:
         server.close()
+
+
+class ServerPool:
+    """One server per backend for many tests, started when first asked for under `root`. Each
+    test gets a fresh, empty repository of its own on it (`RepoServer.fresh`), so only the
+    start-up is shared; a server found dead (a test broke it) is started again first."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: dict[str, RepoServer] = {}
+
+    def repository(self, backend: str, root: Path) -> RepoServer:
+        server = self.servers.get(backend)
+        if server is None:
+            server = STARTERS[backend](self.root / backend)
+            self.servers[backend] = server
+        else:
+            server.start()  # a no-op while it runs
+        return server.fresh(root)
+
+    def close(self) -> None:
+        while self.servers:
+            self.servers.popitem()[1].close()

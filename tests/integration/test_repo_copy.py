@@ -163,6 +163,7 @@ def test_snapshot_copy_to_s3(
     assert secret not in (tmp_path / "manifests.db").read_bytes()
 
 
+@pytest.mark.private_server
 def test_server_stops_mid_copy_then_the_next_copy_completes(
     bed: TestBed, sftp_server: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

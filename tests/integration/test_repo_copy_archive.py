@@ -82,6 +82,7 @@ def test_an_archive_replaced_by_another_is_not_copied(
     assert [c["status"] for c in snap["copies"]] == ["failed"]
 
 
+@pytest.mark.private_server
 def test_an_unreachable_server_records_nothing(
     sftp_server: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

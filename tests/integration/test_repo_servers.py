@@ -10,10 +10,14 @@ import json
 import os
 import random
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.servers import BACKENDS, RepoServer, listening
+from tests.servers import BACKENDS, RepoServer, ServerError, ServerPool, listening
 
 
 def payload(size: int, seed: int) -> bytes:
@@ -72,6 +76,7 @@ def test_server_listens_on_loopback_only(fixture: str, request: pytest.FixtureRe
     assert {host for host, _ in addresses} == {"127.0.0.1"}, addresses
 
 
+@pytest.mark.private_server
 @pytest.mark.parametrize("fixture", ["sftp_server", "s3_server", "rest_server"])
 def test_server_stops_and_starts_with_its_data(
     fixture: str, request: pytest.FixtureRequest
@@ -112,6 +117,7 @@ def test_sftp_reached_by_sftp_command_option(sftp_server: RepoServer) -> None:
     assert result.stdout == data
 
 
+@pytest.mark.private_server
 def test_sftp_refuses_a_stranger_key(sftp_server: RepoServer) -> None:
     """The key made for the test is what lets restic in: without it sshd says no."""
     sftp_server.restic("init")
@@ -121,6 +127,7 @@ def test_sftp_refuses_a_stranger_key(sftp_server: RepoServer) -> None:
     assert result.returncode != 0
 
 
+@pytest.mark.private_server
 def test_sftp_server_dies_mid_backup(sftp_server: RepoServer) -> None:
     """The server killed by the backup's own progress: restic fails, the repository is intact,
     and once the server is back a new backup completes."""
@@ -156,3 +163,81 @@ def test_damaged_pack_is_found_by_check(repo_server: RepoServer) -> None:
     assert name.split("/")[-1][:8].encode() in read.stdout + read.stderr
     dumped = repo_server.restic("dump", snapshot_id, "/volume.tar", check=False)
     assert dumped.returncode != 0
+
+
+@contextmanager
+def holding_a_lock(server: RepoServer) -> Iterator[None]:
+    """Inside the block a `restic backup --stdin` waits for input, holding its lock."""
+    argv = ["restic", "-r", server.repo, *server.options, "backup", "--stdin"]
+    backup = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=server.restic_env(),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not server.restic("list", "locks", "--no-lock").stdout.strip():
+            assert backup.poll() is None, "the backup ended before it locked"
+            assert time.monotonic() < deadline, "the backup never took its lock"
+            time.sleep(0.2)
+        yield
+    finally:
+        backup.kill()
+        backup.wait()
+
+
+@pytest.mark.parametrize("backend", ["sftp", "s3", "rest"])
+def test_repositories_on_a_shared_server_are_apart(
+    backend: str, server_pool: ServerPool, tmp_path: Path
+) -> None:
+    """Tests share one server per backend, never a repository: each gets a fresh, empty one
+    with its own password, and what happens in one is invisible from the other."""
+    first = server_pool.repository(backend, tmp_path / "first")
+    second = server_pool.repository(backend, tmp_path / "second")
+    try:
+        assert first.process is second.process
+        assert first.repo != second.repo
+        assert first.password_file.read_bytes() != second.password_file.read_bytes()
+        first.restic("init")
+        data = payload(256 << 10, 8)
+        backup_and_dump(first, data)
+        # The second repository does not exist yet, whatever the first holds.
+        assert second.restic("snapshots", check=False).returncode != 0
+        second.restic("init")
+        assert json.loads(second.restic("snapshots", "--json").stdout) == []
+        # A lock held in the second (a backup waiting for its input) does not reach the first:
+        # `check` needs an exclusive lock.
+        with holding_a_lock(second):
+            first.restic("check")
+        assert len(json.loads(first.restic("snapshots", "--json").stdout)) == 1
+    finally:
+        second.close()
+        first.close()
+    # Closing a repository leaves the shared server running for the next test.
+    assert first.process is not None and first.process.running
+
+
+def test_a_shared_server_refuses_to_be_stopped(sftp_server: RepoServer) -> None:
+    """A test that would stop the shared server is told to ask for a private one instead."""
+    assert sftp_server.shared
+    for action in (sftp_server.stop, sftp_server.start):
+        with pytest.raises(ServerError, match="private_server"):
+            action()
+    with pytest.raises(ServerError, match="private_server"), sftp_server.stops_when_stored(1):
+        pass
+    assert sftp_server.process is not None and sftp_server.process.running
+
+
+@pytest.mark.private_server
+def test_a_private_server_is_the_test_s_own(
+    sftp_server: RepoServer, server_pool: ServerPool, tmp_path: Path
+) -> None:
+    """A test marked `private_server` gets a server nobody else uses."""
+    assert not sftp_server.shared
+    shared = server_pool.repository("sftp", tmp_path / "shared")
+    try:
+        assert sftp_server.process is not shared.process
+    finally:
+        shared.close()
