@@ -258,6 +258,8 @@ def test_prune_skips_a_copy_whose_manifest_is_malformed_and_prunes_the_rest(
     assert {s["id"] for s in cmd.json("ls")} == {c}
     again = cmd.json("prune", "--keep-last", "1", "--dry-run", exit_code=7)
     assert set(again) == {"snapshots", "copies"} and again["copies"][0]["id"] == c
+
+
 @pytest.mark.private_server
 def test_an_unreachable_repository_does_not_stop_the_local_prune(
     bed: TestBed, sftp_server: RepoServer, cmd, monkeypatch: pytest.MonkeyPatch

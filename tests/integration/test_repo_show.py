@@ -190,6 +190,8 @@ def test_a_failing_automatic_copy_keeps_the_snapshot_complete_and_restorable(
     monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(restic_local.password_file))
     cmd("copy", snap["id"])  # what the error said to do
     assert fields(cmd("show", snap["id"]).stdout)["Copies"] == "1 complete of 1"
+
+
 @pytest.mark.private_server
 def test_a_copy_cut_off_mid_stream_is_recorded_failed_and_shown(
     bed: TestBed,
