@@ -35,6 +35,7 @@ from snapvol.names import new_id
 from snapvol.output import Reporter
 from snapvol.pipeline.archive import file_chunks, unzstd
 from snapvol.repo import manifest
+from snapvol.repo.fetch import manifest_for
 from snapvol.repo.manifest import DataRef
 from snapvol.runtime import pid_alive, started_after
 
@@ -172,8 +173,6 @@ def adopt(store: Store, target: Target, present: Listing, snap: Snapshot) -> Cop
     its manifest describes this very archive and its data snapshot is there."""
     if not present.of(snap.id, manifest.MANIFEST_TAG):
         return None
-    from snapvol.repo.fetch import manifest_for
-
     try:
         made = manifest_for(target.restic, snap.id)
     except (IntegrityError, NotFoundError, RepositorySnapshotMissingError):

@@ -41,7 +41,7 @@ def manifest_for(restic: Restic, snapshot_id: str) -> Manifest:
         raise NotFoundError(
             f"the repository {restic.repo.display} holds no copy of snapshot {snapshot_id}"
         )
-    made = _read_manifest(restic, found[-1].id, f"{snapshot_id}")
+    made = read_manifest(restic, found[-1].id, f"{snapshot_id}")
     if made.snapshot.id != snapshot_id:
         raise IntegrityError(
             f"the manifest of snapshot {snapshot_id} in the repository describes snapshot "
@@ -82,12 +82,12 @@ def manifests_in(restic: Restic) -> list[Listed]:
     per snapshot: the newest manifest)."""
     newest: dict[str, Listed] = {}
     for found in restic.snapshots(tags=[manifests.TAG, manifests.MANIFEST_TAG]):
-        made = _read_manifest(restic, found.id, found.short_id)
+        made = read_manifest(restic, found.id, found.short_id)
         newest[made.snapshot.id] = Listed(made, found.id, found.time)
     return sorted(newest.values(), key=lambda m: m.manifest.snapshot.created_at)
 
 
-def _read_manifest(restic: Restic, restic_id: str, what: str) -> Manifest:
+def read_manifest(restic: Restic, restic_id: str, what: str) -> Manifest:
     """Dump and decode the one file of a manifest snapshot (restic tells its name)."""
     nodes = [n for n in restic.ls(restic_id) if n.type == "file"]
     if len(nodes) != 1 or not nodes[0].path.endswith(manifests.MANIFEST_SUFFIX):

@@ -21,8 +21,8 @@ from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Copy, Snapshot, Store
 from snapvol.errors import IntegrityError, RepositoryUnreachableError, SnapvolError
 from snapvol.output import Reporter
-from snapvol.repo import manifest
 from snapvol.repo.copy import Listing, Target, listing, orphans
+from snapvol.repo.fetch import read_manifest
 
 
 @dataclass(frozen=True)
@@ -46,18 +46,11 @@ class CopyDecision:
 def _record_from_manifest(restic: Restic, copy: Copy) -> Snapshot:
     """The snapshot's record as the copy's manifest holds it (the local one is gone)."""
     assert copy.manifest_snapshot is not None
-    files = [n for n in restic.ls(copy.manifest_snapshot) if n.type == "file"]
-    if len(files) != 1 or not files[0].path.endswith(manifest.MANIFEST_SUFFIX):
-        raise IntegrityError(
-            f"restic snapshot {copy.manifest_snapshot[:8]} of copy {copy.id} is not a snapvol "
-            "manifest; nothing was deleted"
-        )
-    with restic.dump(copy.manifest_snapshot, files[0].path.lstrip("/")) as stream:
-        found = manifest.decode(b"".join(stream)).snapshot
+    what = f"{copy.manifest_snapshot[:8]} of copy {copy.id}"
+    found = read_manifest(restic, copy.manifest_snapshot, what).snapshot
     if found.id != copy.snapshot_id:
         raise IntegrityError(
-            f"the manifest of copy {copy.id} describes snapshot {found.id}, not "
-            f"{copy.snapshot_id}; nothing was deleted"
+            f"the manifest of copy {copy.id} describes snapshot {found.id}, not {copy.snapshot_id}"
         )
     return found
 
