@@ -62,11 +62,6 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
         app.console.json([copy_dict(by_id[c.snapshot_id], c) for c in run.copies])
     for c in run.copies:
         app.console.info(copied_line(by_id[c.snapshot_id], c))
-    for c in run.adopted:
-        app.console.info(
-            f"{c.snapshot_id} ({by_id[c.snapshot_id].name}) is already in {target.display} "
-            f"(restic snapshot {(c.data_snapshot or '')[:8]}, copied by another store): recorded"
-        )
     for snap in run.skipped:
         app.console.info(f"{snap.id} ({snap.name}) is already in {target.display}")
     if not snaps:

@@ -12,7 +12,7 @@ from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.copy import copied_line
 from snapvol.cli.format import logical_summary, snapshot_summary
 from snapvol.cli.options import helper_image_option, json_option, reader_option, target_options
-from snapvol.errors import SnapvolError, UsageError
+from snapvol.errors import LockedError, SnapvolError, UsageError
 from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
 from snapvol.pg.dumpfile import FORMATS
 
@@ -85,7 +85,7 @@ def command(
     failure: SnapvolError | None = None
     copies: list[Copy] = []
     if restic is not None:
-        copies, failure = _copy(app, restic, snap)
+        copies, failure = _copy(app, restic, snap, asked=copy_to_repo is True)
     if as_json:
         app.console.json(snap.to_dict(copies))
     app.console.info(snapshot_summary(snap))
@@ -108,10 +108,12 @@ def _copy_target(app: AppContext, copy_to_repo: bool | None) -> Restic | None:
 
 
 def _copy(
-    app: AppContext, restic: Restic, snap: Snapshot
+    app: AppContext, restic: Restic, snap: Snapshot, *, asked: bool
 ) -> tuple[list[Copy], SnapvolError | None]:
     """Copy the new snapshot (the container runs again by now). A failure is returned, said to
-    leave the snapshot itself complete and kept."""
+    leave the snapshot itself complete and kept; unless ``asked`` (--copy), another copy or
+    prune holding the repository is only a warning: the automatic copy waits for the next
+    `snapvol copy`, and two snapshots at the same minute both succeed."""
     from snapvol.repo.copy import copy_snapshot, locked, open_target
 
     with app.store() as store:
@@ -120,14 +122,23 @@ def _copy(
             with locked(target, "snapshot --copy"):
                 copy_snapshot(store, target, snap, app.console)
             failure = None
+        except LockedError as err:
+            failure = _copy_failed(restic, snap, err)
+            if not asked:
+                app.console.warn(str(failure))
+                failure = None
         except SnapvolError as err:
-            err.message = (
-                f"snapshot {snap.id} ({snap.name}) is complete and kept, but copying it to "
-                f"{restic.repo.display} failed: {err.message} (`snapvol copy {snap.id}` tries "
-                "again)"
-            )
-            failure = err
+            failure = _copy_failed(restic, snap, err)
         return store.copies(snapshot_id=snap.id), failure
+
+
+def _copy_failed(restic: Restic, snap: Snapshot, err: SnapvolError) -> SnapvolError:
+    """``err``, said to leave the new snapshot complete and kept."""
+    err.message = (
+        f"snapshot {snap.id} ({snap.name}) is complete and kept, but copying it to "
+        f"{restic.repo.display} failed: {err.message} (`snapvol copy {snap.id}` tries again)"
+    )
+    return err
 
 
 def _refuse_logical_flags(**given: str | None) -> None:

@@ -27,7 +27,6 @@ from snapvol.errors import (
     NotFoundError,
     OperationFailed,
     RepositoryError,
-    RepositorySnapshotMissingError,
     SnapvolError,
     describe,
 )
@@ -35,7 +34,6 @@ from snapvol.names import new_id
 from snapvol.output import Reporter
 from snapvol.pipeline.archive import file_chunks, unzstd
 from snapvol.repo import manifest
-from snapvol.repo.fetch import manifest_for
 from snapvol.repo.manifest import DataRef
 from snapvol.runtime import pid_alive, started_after
 
@@ -144,7 +142,11 @@ def forget_orphans(
     snapshots of ``snapshot_ids``; returns their restic ids."""
     gone = [sid for i in dict.fromkeys(snapshot_ids) for sid in orphans(store, target, present, i)]
     if gone:
-        target.restic.forget(gone, prune=False)
+        try:
+            target.restic.forget(gone, prune=False)
+        except RepositoryError as err:  # the copies made stand; the next copy or prune retries
+            reporter.warn(f"leftover data snapshots in {target.display} not forgotten: {err}")
+            return []
         reporter.warn(
             f"forgot {len(gone)} data snapshot(s) in {target.display} left without a manifest "
             f"by an interrupted copy ({', '.join(g[:8] for g in gone)})"
@@ -165,48 +167,6 @@ def copied(store: Store, target: Target, snap: Snapshot) -> Copy | None:
     """The newest complete copy of ``snap`` in ``target``, if any."""
     done = store.copies(snapshot_id=snap.id, repository_id=target.repository_id, status=COMPLETE)
     return done[0] if done else None
-
-
-def adopt(store: Store, target: Target, present: Listing, snap: Snapshot) -> Copy | None:
-    """Record, rather than send again, a copy of ``snap`` already in the repository that this
-    store does not know (made from a copy of this store, or before it was lost): only when
-    its manifest describes this very archive and its data snapshot is there."""
-    if not present.of(snap.id, manifest.MANIFEST_TAG):
-        return None
-    try:
-        made = manifest_for(target.restic, snap.id)
-    except (IntegrityError, NotFoundError, RepositorySnapshotMissingError):
-        return None  # unreadable or gone: a new copy is made
-    data = made.data
-    if (
-        made.snapshot.id != snap.id
-        or made.snapshot.sha256 != snap.sha256
-        or (snap.raw_bytes is not None and data.raw_bytes != snap.raw_bytes)
-        or data.restic_snapshot not in present.ids
-    ):
-        return None
-    manifest_snapshot = next(
-        (s.id for s in reversed(present.of(snap.id, manifest.MANIFEST_TAG))), None
-    )
-    record = store.add_copy(
-        Copy(
-            id=new_id(),
-            snapshot_id=snap.id,
-            repository_id=target.repository_id,
-            repository=target.display,
-            status=IN_PROGRESS,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-        )
-    )
-    return store.complete_copy(
-        record.id,
-        data_snapshot=data.restic_snapshot,
-        manifest_snapshot=manifest_snapshot,
-        raw_sha256=data.raw_sha256,
-        raw_bytes=data.raw_bytes,
-        bytes_added=0,
-    )
 
 
 class _Hashing:
@@ -324,7 +284,6 @@ class CopyRun:
 
     copies: list[Copy] = field(default_factory=list)
     skipped: list[Snapshot] = field(default_factory=list)
-    adopted: list[Copy] = field(default_factory=list)  # found there, made by another store
     failures: list[tuple[Snapshot, SnapvolError]] = field(default_factory=list)
 
 
@@ -345,7 +304,7 @@ def copy_all(
     run = CopyRun()
     _copy_each(store, target, snaps, reporter, run, present)
     if present is not None:
-        done = [c.snapshot_id for c in run.copies + run.adopted] + [s.id for s in run.skipped]
+        done = [c.snapshot_id for c in run.copies] + [s.id for s in run.skipped]
         forget_orphans(store, target, present, done, reporter)
     return run
 
@@ -361,10 +320,6 @@ def _copy_each(
     for snap in snaps:
         if copied(store, target, snap) is not None:
             run.skipped.append(snap)
-            continue
-        found = adopt(store, target, present, snap) if present is not None else None
-        if found is not None:
-            run.adopted.append(found)
             continue
         reporter.step(f"copying {snap.id} ({snap.name}) to {target.display}")
         try:

@@ -273,7 +273,7 @@ def restore_volume(
             if taken is not None:  # rolling back would rewrite the volume under them again
                 raise OperationFailed(
                     f"restore failed ({why}) and {_left_to_them(taken, snap, safety)}",
-                    run=("restore", snap.id),
+                    run=("restore", snap.id, "--container", target.container.name),
                 ) from err
             if safety is None:
                 down.keep_stopped = True
@@ -289,7 +289,7 @@ def restore_volume(
                 raise OperationFailed(
                     f"restore failed ({why}) and putting back safety snapshot {safety.id} also "
                     f"failed ({describe(err2)}); the container was left stopped. To put it back",
-                    run=("restore", safety.id),
+                    run=("restore", safety.id, "--container", target.container.name),
                 ) from err2
             down.intact()
             raise OperationFailed(
@@ -297,7 +297,10 @@ def restore_volume(
             ) from err
         taken = down.started_by_someone_else()
         if taken is not None:
-            raise OperationFailed(_left_to_them(taken, snap, safety), run=("restore", snap.id))
+            raise OperationFailed(
+                _left_to_them(taken, snap, safety),
+                run=("restore", snap.id, "--container", target.container.name),
+            )
         down.intact()
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
 

@@ -118,15 +118,16 @@ def test_two_copies_of_one_snapshot_at_once_send_it_once(
     [listed] = cmd.json("ls")
     check_copy(restic_local, listed, tmp_path / "manifests.db")
 
-    # The other store, run again: the copy is there; it is recorded, not sent twice.
+    # The other store, run again, makes a copy of its own: it never takes over restic snapshots
+    # the first store wrote (its prune would forget them under the first); restic deduplicates.
     monkeypatch.setenv("SNAPVOL_DB", str(other_db))
-    again = cmd("copy")
-    assert "copied by another store" in again.stderr
-    assert tagged(restic_local, snap["id"], manifest.DATA_TAG) == data
-    assert tagged(restic_local, snap["id"], manifest.MANIFEST_TAG) == made
+    [again] = cmd.json("copy")
+    assert again["bytes_added"] < 64 << 10, again
+    theirs = tagged(restic_local, snap["id"], manifest.DATA_TAG)
+    assert len(theirs) == 2 and set(data) < set(theirs)
     [listed] = cmd.json("ls")
     assert [(c["status"], c["restic_snapshot"]) for c in listed["copies"]] == [
-        ("complete", data[0])
+        ("complete", (set(theirs) - set(data)).pop())
     ]
     assert "nothing to copy" in cmd("copy").stderr
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -242,3 +244,38 @@ def test_a_copy_cut_off_mid_stream_is_recorded_failed_and_shown(
     [done] = [r for r in copy_rows(shown, sftp_server.repo) if r[-1] == "complete"]
     assert done[1] != "-"  # the restic snapshot it made
     assert copies_column(cmd) == {snap["id"]: "1"}
+
+
+def test_a_busy_repository_delays_the_automatic_copy_but_fails_an_asked_one(
+    bed: TestBed, restic_local: RepoServer, cmd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two snapshots at the same minute with a repository configured: the one that finds the
+    repository held by another copy still succeeds (a warning; `snapvol copy` sends it later);
+    asked for with --copy, the copy is refused (exit 9). The holder is a real process on the
+    repository's lock, so the interleaving is forced."""
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    repository_id = json.loads(restic_local.restic("cat", "config").stdout)["id"]
+    container, _vol = bed.plain()
+    hold = (
+        "from snapvol import locking\n"
+        f"lock = locking.acquire('repository-{repository_id}', 'repository', 'copy')\n"
+        "print('held', flush=True)\n"
+        "input()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        auto = cmd("snapshot", "--volume", "--json", "--container", container.name)
+        snap = json.loads(auto.stdout)
+        assert snap["status"] == "complete" and snap["copies"] == []
+        assert "is complete and kept" in auto.stderr and f"snapvol copy {snap['id']}" in auto.stderr
+        asked = cmd("snapshot", "--volume", "--copy", "--container", container.name, exit_code=9)
+        assert asked.stderr.count("Error:") == 1 and "is complete and kept" in asked.stderr
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert restic_ids(restic_local) == set()
+    cmd("copy")
+    assert all(row["copies"] for row in cmd.json("ls"))

@@ -237,7 +237,8 @@ def test_a_container_started_by_someone_else_mid_restore_is_left_to_them(
     assert "started by someone else" in error and "left as it is" in error
     # the way on names this run's store, which is not the default one
     assert error.endswith(
-        f"restore again: run `snapvol --db {tmp_path / 'manifests.db'} restore {snap['id']}`"
+        f"restore again: run `snapvol --db {tmp_path / 'manifests.db'} restore {snap['id']} "
+        f"--container {container.name}`"
     )
     assert "Restored" not in result.stderr
     container.reload()
