@@ -103,11 +103,13 @@ def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter
     repository there was initialised again): the store alone never decides that a copy
     exists."""
     lost = []
+    halves: list[str] = []  # what is left of this store's own half-gone copies
     for c in store.copies(status=COMPLETE):
         if c.repository_id == target.repository_id:
             if present.holds(c):
                 continue
             why = f"no longer in {target.display}: its restic snapshots are gone"
+            halves += [i for i in (c.data_snapshot, c.manifest_snapshot) if i in present.ids]
         elif c.repository == target.display:
             why = f"no longer in {target.display}: the repository there was made anew"
         else:
@@ -115,6 +117,9 @@ def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter
         if store.lose_copy(c.id, why):
             reporter.warn(f"the copy of snapshot {c.snapshot_id} is {why}; it is copied again")
             lost.append(c)
+    if halves:  # a manifest left without its data would be found by a restore and fail it
+        with contextlib.suppress(RepositoryError):  # the next copy tries again
+            target.restic.forget(halves, prune=False)
     return lost
 
 

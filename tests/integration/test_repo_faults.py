@@ -302,23 +302,26 @@ def test_copy_makes_again_the_copies_the_repository_lost(
     use(restic_local, monkeypatch)
     cmd("repo", "init")
     container, _vol = bed.plain()
-    a, b, c = (take(cmd, container, n) for n in ("a", "b", "c"))
+    a, b, c, d = (take(cmd, container, n) for n in ("a", "b", "c", "d"))
     first = {x["snapshot_id"]: x for x in cmd.json("copy")}
-    # Forgotten by hand: a's manifest only (its data stays, orphaned), b's whole copy.
+    # Forgotten by hand: a's manifest only (its data stays, orphaned), b's whole copy, d's data
+    # only (its manifest stays, and a restore from the repository must never find it).
     restic_local.restic("forget", first[a]["manifest_snapshot"])
     restic_local.restic("forget", first[b]["restic_snapshot"], first[b]["manifest_snapshot"])
+    restic_local.restic("forget", first[d]["restic_snapshot"])
 
     again = cmd("copy", "--json")
-    assert [x["snapshot_id"] for x in json.loads(again.stdout)] == [a, b]
+    assert [x["snapshot_id"] for x in json.loads(again.stdout)] == [a, b, d]
     assert "no longer in" in again.stderr
     listed = {s["id"]: s for s in cmd.json("ls")}
-    for snap_id in (a, b):
+    for snap_id in (a, b, d):
         assert sorted(x["status"] for x in listed[snap_id]["copies"]) == ["complete", "lost"]
         check_copy(restic_local, listed[snap_id], tmp_path / "manifests.db")
     assert [x["status"] for x in listed[c]["copies"]] == ["complete"]
-    # a's old data went with its manifest: one data and one manifest snapshot each
+    # a's old data and d's old manifest went too: one data and one manifest snapshot each
     assert all(len(ids) == 2 for ids in restic_ids(restic_local).values())
-    assert first[a]["restic_snapshot"] not in {s["id"] for s in restic_snapshots(restic_local)}
+    left = {s["id"] for s in restic_snapshots(restic_local)}
+    assert first[a]["restic_snapshot"] not in left and first[d]["manifest_snapshot"] not in left
     assert "nothing to copy" in cmd("copy").stderr
 
 
