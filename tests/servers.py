@@ -33,6 +33,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 # A slow, shared machine: a server gets this long to answer before the fixture fails.
 READY_TIMEOUT = 90.0
 
@@ -413,6 +415,29 @@ class RepoServer:
         else:
             raise ServerError(f"no way to share a {self.backend} server")
         return repo
+
+
+def use_repository(
+    server: RepoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    password: Path | None = None,
+    auto_copy: bool = False,
+) -> None:
+    """Point snapvol at ``server``'s repository the way a user would: variables, never argv
+    (restic's and AWS's own variables cleared). Snapshots are not copied on their own unless
+    ``auto_copy``: tests copy when they say so."""
+    for key in list(os.environ):
+        if key.startswith(("RESTIC_", "AWS_")):
+            monkeypatch.delenv(key)
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SNAPVOL_REPOSITORY", server.repo)
+    monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(password or server.password_file))
+    if auto_copy:
+        monkeypatch.delenv("SNAPVOL_COPY", raising=False)
+    else:
+        monkeypatch.setenv("SNAPVOL_COPY", "no")
 
 
 def write_password_file(path: Path) -> Path:

@@ -18,19 +18,11 @@ from snapvol.adapters.store import Store
 from snapvol.pipeline.archive import decompressed_chunks
 from snapvol.repo import manifest
 from tests.docker_helpers import PgContainer, TestBed
-from tests.servers import RepoServer, write_password_file
+from tests.servers import RepoServer, use_repository, write_password_file
 
 
 def use(server: RepoServer, monkeypatch: pytest.MonkeyPatch, password: Path | None = None) -> None:
-    """Point snapvol at ``server``'s repository the way a user would: variables, no argv."""
-    for key in list(os.environ):
-        if key.startswith(("RESTIC_", "AWS_")):
-            monkeypatch.delenv(key)
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("SNAPVOL_REPOSITORY", server.repo)
-    monkeypatch.setenv("SNAPVOL_COPY", "no")  # snapshots here; copies when the test says
-    monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(password or server.password_file))
+    use_repository(server, monkeypatch, password=password)
 
 
 def raw_of(path: str) -> bytes:

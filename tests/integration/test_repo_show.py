@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,18 +21,12 @@ from snapvol.pipeline.archive import decompressed_chunks
 from snapvol.repo import manifest
 from tests import fidelity_tree
 from tests.docker_helpers import PgContainer, TestBed
-from tests.servers import RepoServer, write_password_file
+from tests.servers import RepoServer, use_repository, write_password_file
 
 
 def use(server: RepoServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Configure the repository the way a user would: variables, no --copy anywhere."""
-    for key in list(os.environ):
-        if key.startswith(("RESTIC_", "AWS_")):
-            monkeypatch.delenv(key)
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("SNAPVOL_REPOSITORY", server.repo)
-    monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(server.password_file))
+    """Configured the way a user would: variables, no --copy anywhere (snapshots copy)."""
+    use_repository(server, monkeypatch, auto_copy=True)
 
 
 def restic_ids(server: RepoServer) -> set[str]:

@@ -9,15 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.servers import RepoServer, write_password_file
+from tests.servers import RepoServer, use_repository, write_password_file
 
 
 def use(server: RepoServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point snapvol at ``server``'s repository the way a user would: SNAPVOL_* variables."""
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("SNAPVOL_REPOSITORY", server.repo)
-    monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(server.password_file))
+    use_repository(server, monkeypatch)
 
 
 def fill(server: RepoServer) -> None:
