@@ -32,7 +32,13 @@ class SnapvolError(Exception):
         self.run: tuple[str, ...] = tuple(run)
 
     def __str__(self) -> str:
-        return self.message + (f": run `{shlex.join(['snapvol', *self.run])}`" if self.run else "")
+        return self.message + (f": run `{snapvol_command(*self.run)}`" if self.run else "")
+
+
+def snapvol_command(*args: str) -> str:
+    """``snapvol ARGS`` as a shell command, with the default store (the CLI spells it with the
+    store and backup directory of the run)."""
+    return shlex.join(["snapvol", *args])
 
 
 class UsageError(SnapvolError):

@@ -89,7 +89,7 @@ class Snapshot(SQLModel, table=True):
         data = {key: dumped[key] for key in type(self).model_fields if key in dumped}
         for key in ("created_at", "completed_at", "verified_at"):
             if data[key] is not None:
-                data[key] = _iso_seconds(data[key])
+                data[key] = iso_seconds(data[key])
         data["meta"] = self.meta
         data["copies"] = [c.to_dict() for c in copies]
         return data
@@ -159,12 +159,13 @@ class Copy(SQLModel, table=True):
             "repository": self.repository,
             "restic_snapshot": self.data_snapshot,
             "status": self.status,
-            "completed_at": None if done is None else _iso_seconds(done),
+            "completed_at": None if done is None else iso_seconds(done),
             "bytes_added": self.bytes_added,
         }
 
 
-def _iso_seconds(value: datetime) -> str:
+def iso_seconds(value: datetime) -> str:
+    """A time as the JSON output shows it: UTC, whole seconds, ``Z``."""
     return as_utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -188,7 +189,7 @@ class RepoCheck(SQLModel, table=True):
             "scope": self.scope,
             "ok": self.ok,
             "problems": self.problems.splitlines(),
-            "checked_at": _iso_seconds(self.checked_at),
+            "checked_at": iso_seconds(self.checked_at),
         }
 
 

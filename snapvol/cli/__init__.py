@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Callable, Collection
@@ -16,7 +15,7 @@ from snapvol import __version__
 from snapvol.cli import copy, delete, ls, repo, restore, show, snapshot, verify
 from snapvol.cli.context import AppContext
 from snapvol.cli.options import global_options
-from snapvol.errors import SnapvolError
+from snapvol.errors import SnapvolError, snapvol_command
 
 # What the core names in an error's ``retry_with`` (a setting, and the value that gets past the
 # error; "" for one that is the user's to pick), as the command line sets it: the parameter, the
@@ -55,7 +54,7 @@ def error_line(
     flags = [f for key, value in err.retry_with.items() if (f := _retry_flag(key, value, params))]
     line = f"{err.message} (retry with {' or '.join(flags)})" if flags else err.message
     if err.run:
-        line += f": run `{command(*err.run) if command else shlex.join(['snapvol', *err.run])}`"
+        line += f": run `{(command or snapvol_command)(*err.run)}`"
     return line
 
 

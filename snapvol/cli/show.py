@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from snapvol.adapters.restic import display_location
-from snapvol.adapters.store import Copy, Snapshot, as_utc
+from snapvol.adapters.store import Copy, Snapshot, iso_seconds
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import snapshot_details
 from snapvol.cli.options import json_option
@@ -19,9 +19,7 @@ def show_dict(snap: Snapshot, copies: list[Copy]) -> dict[str, Any]:
     data = snap.to_dict(copies)
     for row, copy in zip(data["copies"], copies, strict=True):
         row["repository"] = display_location(row["repository"])
-        row["started_at"] = (
-            as_utc(copy.created_at).isoformat(timespec="seconds").replace("+00:00", "Z")
-        )
+        row["started_at"] = iso_seconds(copy.created_at)
         row["error"] = copy.error
     return data
 
