@@ -307,21 +307,6 @@ def copy_all(
     interrupted copies of these snapshots left without a manifest are forgotten at the end.
     """
     run = CopyRun()
-    _copy_each(store, target, snaps, reporter, run, present)
-    if present is not None:
-        done = [c.snapshot_id for c in run.copies] + [s.id for s in run.skipped]
-        forget_orphans(store, target, present, done, reporter)
-    return run
-
-
-def _copy_each(
-    store: Store,
-    target: Target,
-    snaps: Sequence[Snapshot],
-    reporter: Reporter,
-    run: CopyRun,
-    present: Listing | None,
-) -> None:
     for snap in snaps:
         if copied(store, target, snap) is not None:
             run.skipped.append(snap)
@@ -338,6 +323,10 @@ def _copy_each(
         except SnapvolError as err:
             reporter.warn(f"snapshot {snap.id} ({snap.name}) was not copied: {err.message}")
             run.failures.append((snap, err))
+    if present is not None:
+        done = [c.snapshot_id for c in run.copies] + [s.id for s in run.skipped]
+        forget_orphans(store, target, present, done, reporter)
+    return run
 
 
 def raise_failures(run: CopyRun) -> None:
