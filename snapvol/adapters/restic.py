@@ -218,7 +218,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class BackupSummary:
-    snapshot_id: str  # the full id
+    snapshot_id: str  # the full id (or, asked for, the short one restic 0.14 prints)
     data_added: int  # bytes this backup added to the repository (after deduplication)
     total_bytes: int  # bytes of the stream restic read
 
@@ -659,13 +659,16 @@ class Restic:
         host: str | None = None,
         time: datetime | None = None,
         progress: Callable[[int], None] | None = None,
+        full_id: bool = True,
     ) -> BackupSummary:
         """Store a stream as one file, ``/<filename>``, of a new restic snapshot.
 
         ``chunks`` is consumed on a thread and fed to ``restic backup --stdin``; if it raises,
         restic is interrupted (no snapshot is made) and its error is re-raised here. ``time``
         is the snapshot's time (a naive one is taken as UTC); ``progress`` is called with the
-        size of each chunk fed. Returns the full snapshot id and restic's byte counts.
+        size of each chunk fed. Returns the snapshot id and restic's byte counts: the full id,
+        or with ``full_id=False`` the id as restic printed it (restic 0.14 prints its first 8
+        hex digits, a prefix every restic command accepts), which spares a restic process.
         """
         name = _checked_filename(filename)
         args = ["backup", "--stdin", f"--stdin-filename={name}", "--json"]
@@ -700,7 +703,7 @@ class Restic:
         if feeder.pipe_error is not None:  # restic said it succeeded yet stopped reading
             raise RepositoryError(f"restic stopped reading the stream: {feeder.pipe_error}")
         snapshot_id = str(summary["snapshot_id"])
-        if len(snapshot_id) < 64:  # restic 0.14 prints the short id
+        if full_id and len(snapshot_id) < 64:  # restic 0.14 prints the short id
             found = self.snapshots(ids=[snapshot_id])
             if len(found) != 1:
                 raise RepositoryError(f"restic's new snapshot {snapshot_id} cannot be listed")

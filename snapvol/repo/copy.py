@@ -10,7 +10,6 @@ be the one the record describes, so a copy that did not finish is never taken fo
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import socket
@@ -69,18 +68,34 @@ def locked(target: Target, operation: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Listing:
-    """The repository's snapvol snapshots, listed once (``restic snapshots --tag snapvol``)."""
+    """The repository's snapvol snapshots, listed once (``restic snapshots --tag snapvol``).
+
+    A copy's record names its restic snapshots as ``restic backup`` printed them: the full id
+    or (restic 0.14) an 8-digit prefix. ``find`` resolves one among the restic snapshots of the
+    copy's own snapvol snapshot, as restic resolves a prefix: unique, or not at all.
+    """
 
     snapshots: tuple[restic_api.Snapshot, ...]
 
-    @functools.cached_property
-    def ids(self) -> set[str]:
-        return {s.id for s in self.snapshots}
+    def find(self, ref: str | None, snapshot_id: str) -> str | None:
+        """The full id of the restic snapshot of snapvol snapshot ``snapshot_id`` that ``ref``
+        (a full id or a prefix) names, or None if none does or several do."""
+        if not ref:
+            return None
+        tag = manifest.id_tag(snapshot_id)
+        found = {s.id for s in self.snapshots if s.id.startswith(ref) and tag in s.tags}
+        return found.pop() if len(found) == 1 else None
+
+    def parts(self, copy: Copy) -> tuple[str | None, str | None]:
+        """The full ids of ``copy``'s data and manifest restic snapshots (None: gone)."""
+        return (
+            self.find(copy.data_snapshot, copy.snapshot_id),
+            self.find(copy.manifest_snapshot, copy.snapshot_id),
+        )
 
     def holds(self, copy: Copy) -> bool:
         """Whether both restic snapshots of ``copy`` are still in the repository."""
-        ids = self.ids
-        return copy.data_snapshot in ids and copy.manifest_snapshot in ids
+        return all(self.parts(copy))
 
     def of(self, snapshot_id: str, kind_tag: str) -> list[restic_api.Snapshot]:
         """The data (``DATA_TAG``) or manifest snapshots of snapvol snapshot ``snapshot_id``."""
@@ -109,7 +124,7 @@ def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter
             if present.holds(c):
                 continue
             why = f"no longer in {target.display}: its restic snapshots are gone"
-            halves += [i for i in (c.data_snapshot, c.manifest_snapshot) if i in present.ids]
+            halves += [i for i in present.parts(c) if i is not None]
         elif c.repository == target.display:
             why = f"no longer in {target.display}: the repository there was made anew"
         else:
@@ -128,11 +143,11 @@ def orphans(store: Store, target: Target, present: Listing, snapshot_id: str) ->
     between its data and its manifest left. Only snapshots with snapvol's tags and this id;
     none at all when a manifest here is one this store cannot attribute (never delete what
     we cannot account for)."""
-    known = {
-        c.manifest_snapshot: c.data_snapshot
-        for c in store.copies(repository_id=target.repository_id)
-        if c.manifest_snapshot
-    }
+    known: dict[str, str | None] = {}  # full manifest id: full data id, of this store's copies
+    for c in store.copies(snapshot_id=snapshot_id, repository_id=target.repository_id):
+        data_id, manifest_id = present.parts(c)
+        if manifest_id is not None:
+            known[manifest_id] = data_id
     manifests = present.of(snapshot_id, manifest.MANIFEST_TAG)
     if any(m.id not in known for m in manifests):
         return []
@@ -231,6 +246,7 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
                 host=snap.host or None,
                 time=snap.created_at,
                 progress=progress,
+                full_id=False,
             )
         _check_source(snap, compressed, raw, data.snapshot_id, target)
         ref = DataRef(data.snapshot_id, filename, raw.sha.hexdigest(), raw.size)
@@ -240,6 +256,7 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
             tags=manifest.tags_for(snap, manifest.MANIFEST),
             host=snap.host or None,
             time=snap.created_at,
+            full_id=False,
         )
     except OSError as err:  # reading the archive: one line, not a traceback
         store.fail_copy(record.id, describe(err))

@@ -15,7 +15,11 @@ The manifest is JSON::
      "snapshot": {every column of the record but ``pid``; ``meta`` as a mapping;
                   datetimes ISO-8601 UTC},
      "members": [members.as_row(m), with each bytes value (path_raw, linkname_raw) as base64],
-     "data": {"restic_snapshot": full id, "filename": ..., "raw_sha256": hex, "raw_bytes": int}}
+     "data": {"restic_snapshot": id, "filename": ..., "raw_sha256": hex, "raw_bytes": int}}
+
+``restic_snapshot`` is the data snapshot's id as ``restic backup`` printed it: the full id, or
+(restic 0.14) its first 8 hex digits, a prefix every restic command resolves (and refuses when
+ambiguous); it is read as a prefix, within the snapshots tagged with the copy's own id.
 
 Bytes in a member row are standard base64 (RFC 4648, with padding); absent ones are ``null``.
 ``decode`` checks all of it and raises IntegrityError on anything malformed.
@@ -51,13 +55,14 @@ _SUFFIXES = {("volume", None): ".tar", ("logical", "custom"): ".dump", ("logical
 _EXCLUDED = frozenset({"pid", "meta_json"})
 _BYTES_COLUMNS = frozenset({"path_raw", "linkname_raw"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_RESTIC_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
 @dataclass(frozen=True)
 class DataRef:
     """Where a copy's data is: the restic snapshot, its one file, and what the file holds."""
 
-    restic_snapshot: str  # the full (64 hex) restic snapshot id
+    restic_snapshot: str  # the restic snapshot id, full or a prefix of 8+ hex digits
     filename: str
     raw_sha256: str  # SHA-256 of the uncompressed stream
     raw_bytes: int
@@ -244,8 +249,8 @@ def _data(doc: Any, snap: Snapshot) -> DataRef:
         raise _Malformed("data is not an object")
     sid, name = doc.get("restic_snapshot"), doc.get("filename")
     digest, size = doc.get("raw_sha256"), doc.get("raw_bytes")
-    if not isinstance(sid, str) or not _HEX64.fullmatch(sid):
-        raise _Malformed("data.restic_snapshot is not a full restic snapshot id")
+    if not isinstance(sid, str) or not _RESTIC_ID.fullmatch(sid):
+        raise _Malformed("data.restic_snapshot is not a restic snapshot id")
     if name != data_filename(snap):
         raise _Malformed(f"data.filename {name!r} is not {data_filename(snap)!r}")
     if not isinstance(digest, str) or not _HEX64.fullmatch(digest):

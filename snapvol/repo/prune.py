@@ -32,15 +32,11 @@ class CopyDecision:
     decision: retention.Decision
     copies: tuple[Copy, ...]
     local: bool  # whether the snapshot is still in the local store
+    restic_snapshots: tuple[str, ...]  # the full ids of every copy's data and manifest
 
     @property
     def keep(self) -> bool:
         return self.decision.keep
-
-    @property
-    def restic_snapshots(self) -> list[str]:
-        """The data and manifest restic snapshots of every copy."""
-        return [sid for c in self.copies for sid in (c.data_snapshot, c.manifest_snapshot) if sid]
 
 
 def _record_from_manifest(restic: Restic, copy: Copy) -> Snapshot:
@@ -106,7 +102,12 @@ def plan(
             record.status = COMPLETE  # it is complete in the repository, whatever it is here
         records.append(record)
     result.decisions = [
-        CopyDecision(d, tuple(by_snapshot[d.snapshot.id]), d.snapshot.id in local)
+        CopyDecision(
+            d,
+            tuple(by_snapshot[d.snapshot.id]),
+            d.snapshot.id in local,
+            tuple(i for c in by_snapshot[d.snapshot.id] for i in present.parts(c) if i),
+        )
         for d in retention.apply(records, policy, tz)
     ]
     # Only snapshots this store tried to copy here, and none it is copying now: another

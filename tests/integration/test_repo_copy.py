@@ -37,6 +37,14 @@ def restic_snapshots(server: RepoServer) -> list[dict[str, Any]]:
     return json.loads(server.restic("snapshots", "--json").stdout)
 
 
+def full_id(server: RepoServer, ref: str | None) -> str:
+    """The full id of the one restic snapshot ``ref`` names: snapvol records ids as restic
+    printed them (restic 0.14: an 8-digit prefix)."""
+    assert ref
+    [found] = [s["id"] for s in restic_snapshots(server) if s["id"].startswith(ref)]
+    return str(found)
+
+
 def fill(container: Any, mib: int) -> None:
     code, out = container.exec_run(
         ["sh", "-c", f"head -c {mib}M /dev/urandom > /srv/data/big && echo hi > /srv/data/small"]
@@ -92,8 +100,11 @@ def check_copy(server: RepoServer, snap: dict[str, Any], db: Path) -> None:
     assert decoded.members == members
     assert decoded.data == manifest.DataRef(row.data_snapshot, filename, row.raw_sha256, len(raw))
     tags = {s["id"]: set(s["tags"]) for s in restic_snapshots(server)}
-    assert tags[row.data_snapshot] == set(manifest.tags_for(local, manifest.DATA))
-    assert tags[row.manifest_snapshot] == set(manifest.tags_for(local, manifest.MANIFEST))
+    data_tags = tags[full_id(server, row.data_snapshot)]
+    assert data_tags == set(manifest.tags_for(local, manifest.DATA))
+    assert tags[full_id(server, row.manifest_snapshot)] == set(
+        manifest.tags_for(local, manifest.MANIFEST)
+    )
 
 
 @pytest.mark.parametrize("backend", ["restic_local", "sftp_server"])
