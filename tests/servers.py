@@ -440,6 +440,29 @@ def use_repository(
         monkeypatch.setenv("SNAPVOL_COPY", "no")
 
 
+class ResticLog:
+    """Every restic process snapvol starts, logged by a wrapper first on PATH (the subcommand,
+    its first argument), so a test can tell how many restic processes an operation costs: each
+    one opens the repository, which is most of a small copy's time."""
+
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = shutil.which("restic")
+        assert real is not None
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "restic-calls.log"
+        wrapper = folder / "restic"
+        wrapper.write_text(f'#!/bin/sh\necho "$1" >> {self.path}\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+        self.clear()
+
+    def clear(self) -> None:
+        self.path.write_text("")
+
+    def subcommands(self) -> list[str]:
+        return self.path.read_text().split()
+
+
 def write_password_file(path: Path) -> Path:
     path.write_text(secrets.token_urlsafe(24) + "\n")
     path.chmod(0o600)

@@ -18,7 +18,7 @@ from snapvol.adapters.store import Store
 from snapvol.pipeline.archive import decompressed_chunks
 from snapvol.repo import manifest
 from tests.docker_helpers import PgContainer, TestBed
-from tests.servers import RepoServer, use_repository, write_password_file
+from tests.servers import RepoServer, ResticLog, use_repository, write_password_file
 
 
 def use(server: RepoServer, monkeypatch: pytest.MonkeyPatch, password: Path | None = None) -> None:
@@ -105,6 +105,23 @@ def check_copy(server: RepoServer, snap: dict[str, Any], db: Path) -> None:
     assert tags[full_id(server, row.manifest_snapshot)] == set(
         manifest.tags_for(local, manifest.MANIFEST)
     )
+
+
+def test_a_copy_opens_the_repository_four_times_and_no_more(
+    bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each restic process opens the repository (key derivation: ~0.6 s here), so a copy runs
+    only those it needs: the repository's id, its listing, the data, the manifest."""
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    calls = ResticLog(tmp_path / "wrapper", monkeypatch)
+    [made] = cmd.json("copy", snap["id"])
+    assert calls.subcommands() == ["cat", "snapshots", "backup", "backup"]
+    [listed] = cmd.json("ls")
+    check_copy(restic_local, listed, tmp_path / "manifests.db")
+    assert made["restic_snapshot"] == listed["copies"][0]["restic_snapshot"]
 
 
 @pytest.mark.parametrize("backend", ["restic_local", "sftp_server"])
