@@ -206,7 +206,10 @@ def _delete(
             forgotten = repo_prune.forget(store, repo.target, repo.decisions, repo.plan.orphans)
         except RepositoryUnreachableError as err:  # the local part still runs
             repo.error = err
-            app.console.warn(f"nothing was forgotten in the repository: {err.message}")
+            app.console.warn(  # restic may have forgotten some before it lost the server
+                f"copies in the repository were not forgotten (some may have been, if it went "
+                f"away mid-run): {err.message}; the next `snapvol prune` forgets what is left"
+            )
     removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
     reasons = {d.snapshot.id: d.reasons for d in decisions}
     local = [{**s.to_dict(), "reasons": reasons[s.id]} for s in removed]
