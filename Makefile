@@ -67,8 +67,11 @@ image: engine
 
 # The image is computed here (not passed from a prerequisite) so that a failure stops the run
 # instead of running the tests with an empty SNAPVOL_PG_IMAGE. --durations: CI prints the 25 slowest.
+# scripts/run-tests.sh: the parallel part on TEST_WORKERS (default 2) workers, then the serial one.
+TEST_WORKERS ?= 2
 test: venv engine restic
-	img=$$($(ENSURE_IMAGE)) && SNAPVOL_PG_IMAGE=$$img $(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+	img=$$($(ENSURE_IMAGE)) && SNAPVOL_PG_IMAGE=$$img PYTHON=$(PY) TEST_WORKERS=$(TEST_WORKERS) \
+	    bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -18,13 +18,15 @@ from tests.servers import RepoServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by folder: integration tests need Docker; fault tests need it too."""
+    """Mark tests by folder: integration tests need Docker; fault tests need it too, and run
+    alone (``serial``): they kill processes and time how soon the container runs again."""
     for item in items:
         parts = Path(str(item.fspath)).parts
         if "integration" in parts or "faults" in parts:
             item.add_marker(pytest.mark.docker)
         if "faults" in parts:
             item.add_marker(pytest.mark.faults)
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(autouse=True)

@@ -120,6 +120,7 @@ def _volume_fingerprint(bed: TestBed, volume_name: str) -> dict[str, tuple]:
     return members
 
 
+@pytest.mark.serial  # it checks that no volume was left anywhere on the engine
 @pytest.mark.parametrize(
     ("reader", "restore_reader"),
     [("host", "host"), ("endpoint", "endpoint"), ("endpoint", "host"), ("host", "endpoint")],

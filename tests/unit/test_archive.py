@@ -4,7 +4,7 @@ writing precompressed streams."""
 from __future__ import annotations
 
 import itertools
-import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from snapvol.errors import IntegrityError, OperationFailed
 from snapvol.pipeline import archive
 
-DATA = os.urandom(200_000) + b"a" * 300_000 + os.urandom(100_000).hex().encode()
+# Seeded, not os.urandom: parameters derived from it must be the same in every test worker.
+_RANDOM = random.Random(20261203)
+DATA = _RANDOM.randbytes(200_000) + b"a" * 300_000 + _RANDOM.randbytes(100_000).hex().encode()
 COMPRESSED = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(DATA)
 
 
