@@ -699,6 +699,18 @@ class Store:
             session.commit()
             return bool(getattr(result, "rowcount", 0))
 
+    def find_copy(self, copy_id: str) -> bool:
+        """Mark a lost copy complete again (its repository is back, both its restic snapshots
+        in it); whether it was lost."""
+        with self._session() as session:
+            result = session.execute(
+                update(Copy)
+                .where(col(Copy.id) == copy_id, col(Copy.status) == LOST)
+                .values(status=COMPLETE, error=None)
+            )
+            session.commit()
+            return bool(getattr(result, "rowcount", 0))
+
     def copies(
         self,
         *,

@@ -20,7 +20,7 @@ from pathlib import Path
 from snapvol import locking
 from snapvol.adapters import restic as restic_api
 from snapvol.adapters.restic import Restic
-from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Copy, Snapshot, Store
+from snapvol.adapters.store import COMPLETE, IN_PROGRESS, LOST, Copy, Snapshot, Store
 from snapvol.errors import (
     IntegrityError,
     NotFoundError,
@@ -114,9 +114,13 @@ def listing(target: Target) -> Listing:
 
 def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter) -> list[Copy]:
     """Mark lost the complete copies in ``target`` whose restic snapshots are gone (forgotten
-    by hand), and those recorded at the same location under another repository id (the
-    repository there was initialised again): the store alone never decides that a copy
-    exists."""
+    by hand), and those recorded at the same location under another repository id (another
+    repository is there now: made anew, or another disk of a rotation); and mark complete
+    again the lost copies in ``target`` whose restic snapshots are both here (the disk came
+    back). The store alone never decides that a copy exists."""
+    for c in store.copies(repository_id=target.repository_id, status=LOST):
+        if present.holds(c) and store.find_copy(c.id):
+            reporter.warn(f"the copy of snapshot {c.snapshot_id} is in {target.display} again")
     lost = []
     halves: list[str] = []  # what is left of this store's own half-gone copies
     for c in store.copies(status=COMPLETE):
@@ -126,7 +130,10 @@ def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter
             why = f"no longer in {target.display}: its restic snapshots are gone"
             halves += [i for i in present.parts(c) if i is not None]
         elif c.repository == target.display:
-            why = f"no longer in {target.display}: the repository there was made anew"
+            why = (
+                f"no longer in {target.display}: another repository is there now "
+                "(made anew, or another disk)"
+            )
         else:
             continue  # another repository's copy
         if store.lose_copy(c.id, why):

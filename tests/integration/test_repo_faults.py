@@ -346,3 +346,37 @@ def test_copy_after_the_repository_was_made_anew_copies_everything_again(
     [listed] = cmd.json("ls")
     assert sorted(x["status"] for x in listed["copies"]) == ["complete", "lost"]
     check_copy(restic_local, listed, tmp_path / "manifests.db")
+
+
+def test_rotated_disks_at_one_path_each_keep_their_copies(
+    bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two repositories take turns at one path (two disks mounted there in rotation): each
+    copy stays recorded with its own disk, and a disk that comes back is not sent again what
+    it holds."""
+    use(restic_local, monkeypatch)
+    assert restic_local.storage is not None
+    disk_a, disk_b = tmp_path / "disk-a", tmp_path / "disk-b"
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    a = take(cmd, container, "a")
+    cmd("copy")
+    held_by_a = restic_ids(restic_local)
+    shutil.move(restic_local.storage, disk_a)
+
+    cmd("repo", "init")  # disk B mounted at the same path
+    b = take(cmd, container, "b")
+    assert sorted(x["snapshot_id"] for x in cmd.json("copy")) == sorted([a, b])
+    shutil.move(restic_local.storage, disk_b)
+
+    shutil.move(disk_a, restic_local.storage)  # disk A is back
+    back = cmd("copy", "--json")
+    assert [x["snapshot_id"] for x in json.loads(back.stdout)] == [b]  # a is there already
+    assert f"snapshot {a} is in {restic_local.repo} again" in back.stderr
+    now = restic_ids(restic_local)
+    assert now[a] == held_by_a[a] and len(now[b]) == 2
+    listed = {s["id"]: s for s in cmd.json("ls")}
+    assert sorted(x["status"] for x in listed[a]["copies"]) == ["complete", "lost"]
+    assert "nothing to copy" in cmd("copy").stderr
+    restored = cmd("restore", a, "--from-repo", "--yes", "--container", container.name)
+    assert "Restored" in restored.stderr
