@@ -142,7 +142,7 @@ class RepoPlan:
 
     def words(self) -> str:
         leftovers = (
-            f" (and {len(self.plan.orphans)} data snapshot(s) of interrupted copies)"
+            f" (and {len(self.plan.orphans)} restic snapshot(s) interrupted copies left)"
             if self.plan.orphans
             else ""
         )
@@ -208,7 +208,7 @@ def _delete(
             repo.error = err
             app.console.warn(  # restic may have forgotten some before it lost the server
                 f"copies in the repository were not forgotten (some may have been, if it went "
-                f"away mid-run): {err.message}; the next `snapvol prune` forgets what is left"
+                f"away mid-run): {err.message}; run `snapvol prune` again once it answers"
             )
     removed = lifecycle.remove(store, snaps, app.backup_dir, app.console)
     reasons = {d.snapshot.id: d.reasons for d in decisions}
@@ -228,8 +228,8 @@ def _delete(
             )
             if repo.plan.orphans:
                 app.console.info(
-                    f"forgot {len(repo.plan.orphans)} data snapshot(s) that interrupted copies "
-                    "left without a manifest"
+                    f"forgot {len(repo.plan.orphans)} restic snapshot(s) that interrupted copies "
+                    "or forgets left (data without a manifest, half of a copy)"
                 )
 
 

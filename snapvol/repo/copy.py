@@ -10,6 +10,7 @@ be the one the record describes, so a copy that did not finish is never taken fo
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -77,13 +78,22 @@ class Listing:
 
     snapshots: tuple[restic_api.Snapshot, ...]
 
+    @functools.cached_property
+    def _by_snapshot(self) -> dict[str, list[restic_api.Snapshot]]:
+        """The restic snapshots of each snapvol snapshot (by its ``snapvol-id-`` tag)."""
+        index: dict[str, list[restic_api.Snapshot]] = {}
+        for s in self.snapshots:
+            snapshot_id = manifest.snapshot_id_of(s.tags)
+            if snapshot_id is not None and manifest.TAG in s.tags:
+                index.setdefault(snapshot_id, []).append(s)
+        return index
+
     def find(self, ref: str | None, snapshot_id: str) -> str | None:
         """The full id of the restic snapshot of snapvol snapshot ``snapshot_id`` that ``ref``
         (a full id or a prefix) names, or None if none does or several do."""
         if not ref:
             return None
-        tag = manifest.id_tag(snapshot_id)
-        found = {s.id for s in self.snapshots if s.id.startswith(ref) and tag in s.tags}
+        found = {s.id for s in self._by_snapshot.get(snapshot_id, ()) if s.id.startswith(ref)}
         return found.pop() if len(found) == 1 else None
 
     def parts(self, copy: Copy) -> tuple[str | None, str | None]:
@@ -99,13 +109,11 @@ class Listing:
 
     def of(self, snapshot_id: str, kind_tag: str) -> list[restic_api.Snapshot]:
         """The data (``DATA_TAG``) or manifest snapshots of snapvol snapshot ``snapshot_id``."""
-        wanted = {manifest.TAG, kind_tag, manifest.id_tag(snapshot_id)}
-        return [s for s in self.snapshots if wanted <= set(s.tags)]
+        return [s for s in self._by_snapshot.get(snapshot_id, ()) if kind_tag in s.tags]
 
     def snapshot_ids(self) -> set[str]:
         """The snapvol ids that restic snapshots here are tagged with."""
-        found = (manifest.snapshot_id_of(s.tags) for s in self.snapshots)
-        return {i for i in found if i is not None}
+        return set(self._by_snapshot)
 
 
 def listing(target: Target) -> Listing:

@@ -39,11 +39,11 @@ class CopyDecision:
         return self.decision.keep
 
 
-def _record_from_manifest(restic: Restic, copy: Copy) -> Snapshot:
-    """The snapshot's record as the copy's manifest holds it (the local one is gone)."""
-    assert copy.manifest_snapshot is not None
-    what = f"{copy.manifest_snapshot[:8]} of copy {copy.id}"
-    found = read_manifest(restic, copy.manifest_snapshot, what).snapshot
+def _record_from_manifest(restic: Restic, copy: Copy, manifest_id: str) -> Snapshot:
+    """The snapshot's record as the copy's manifest (restic snapshot ``manifest_id``, its full
+    id) holds it (the local one is gone)."""
+    what = f"{manifest_id[:8]} of copy {copy.id}"
+    found = read_manifest(restic, manifest_id, what).snapshot
     if found.id != copy.snapshot_id:
         raise IntegrityError(
             f"the manifest of copy {copy.id} describes snapshot {found.id}, not {copy.snapshot_id}"
@@ -53,9 +53,10 @@ def _record_from_manifest(restic: Restic, copy: Copy) -> Snapshot:
 
 @dataclass
 class Plan:
-    """What prune does in the repository: each copied snapshot's fate, the data snapshots
-    interrupted copies left without a manifest (forgotten too), and the copies left alone
-    because their manifest could not be read (snapshot id, why)."""
+    """What prune does in the repository: each copied snapshot's fate, the restic snapshots
+    interrupted copies or forgets left behind (``orphans``, forgotten too: data without a
+    manifest, and the half of one of this store's copies whose other half is gone), and the
+    copies left alone because their manifest could not be read (snapshot id, why)."""
 
     decisions: list[CopyDecision] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
@@ -88,7 +89,9 @@ def plan(
             local.add(snapshot_id)
         else:
             try:
-                record = _record_from_manifest(target.restic, copies[0])
+                manifest_id = present.parts(copies[0])[1]
+                assert manifest_id is not None  # present.holds(copies[0])
+                record = _record_from_manifest(target.restic, copies[0], manifest_id)
             except RepositoryUnreachableError:
                 raise
             except SnapvolError as err:
@@ -122,6 +125,11 @@ def plan(
         if i in tried and i not in busy
         for sid in orphans(store, target, present, i)
     ]
+    # Half a copy (a forget that lost the server between its two snapshots, or one by hand):
+    # a manifest without its data would be found by a restore and fail it.
+    for c in store.copies(repository_id=target.repository_id, status=COMPLETE):
+        if not present.holds(c):
+            result.orphans += [i for i in present.parts(c) if i and i not in result.orphans]
     return result
 
 

@@ -222,7 +222,7 @@ def test_data_left_without_a_manifest_is_forgotten_by_the_next_copy_or_prune(
         assert remaining == kept | set(made_ids)
     else:
         done = cmd("prune", "--keep-last", "5", "--yes")
-        assert "data snapshot(s)" in done.stderr
+        assert "restic snapshot(s)" in done.stderr
         assert {s["id"] for s in restic_snapshots(sftp_server)} == kept
         assert orphan not in kept
         [listed] = cmd.json("ls")
@@ -380,3 +380,24 @@ def test_rotated_disks_at_one_path_each_keep_their_copies(
     assert "nothing to copy" in cmd("copy").stderr
     restored = cmd("restore", a, "--from-repo", "--yes", "--container", container.name)
     assert "Restored" in restored.stderr
+
+
+def test_prune_forgets_the_half_a_forget_left_of_a_copy(
+    bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy's data forgotten but not its manifest (restic lost the server in between, or a
+    forget by hand): the manifest alone would be listed and fail a restore; prune forgets it,
+    and only it."""
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    a, b = take(cmd, container, "a"), take(cmd, container, "b")
+    made = {x["snapshot_id"]: x for x in cmd.json("copy")}
+    restic_local.restic("forget", full_id(restic_local, made[a]["restic_snapshot"]))
+    before = restic_ids(restic_local)
+    assert len(before[a]) == 1 and len(before[b]) == 2
+
+    done = cmd("prune", "--keep-last", "5", "--yes")
+    assert "1 restic snapshot(s)" in done.stderr
+    assert restic_ids(restic_local) == {b: before[b]}
+    assert [m["id"] for m in cmd.json("ls", "--repo")] == [b]
