@@ -11,7 +11,7 @@ A copy is two restic snapshots, both tagged ``snapvol`` and ``snapvol-id-<id>``:
 
 The manifest is JSON::
 
-    {"format": 1,
+    {"format": 2,
      "snapshot": {every column of the record but ``pid``; ``meta`` as a mapping;
                   datetimes ISO-8601 UTC},
      "members": [members.as_row(m), with each bytes value (path_raw, linkname_raw) as base64],
@@ -42,7 +42,10 @@ from snapvol.adapters.store import Snapshot, as_utc
 from snapvol.errors import IntegrityError
 from snapvol.pipeline.members import ROW_COLUMNS, Member, as_row, from_row
 
-FORMAT = 1
+FORMAT = 2
+"""Format 2: ``data.restic_snapshot`` may be a prefix; format 1 (always the full id) is still
+read. A snapvol that reads format 1 only refuses a format 2 manifest by its number."""
+_READABLE = frozenset({1, FORMAT})
 TAG = "snapvol"
 DATA_TAG = "snapvol-data"
 MANIFEST_TAG = "snapvol-manifest"
@@ -266,8 +269,8 @@ def decode(raw: bytes) -> Manifest:
         doc = json.loads(raw)
         if not isinstance(doc, Mapping):
             raise _Malformed("not a JSON object")
-        if doc.get("format") != FORMAT:
-            raise _Malformed(f"format {doc.get('format')!r} is not {FORMAT}")
+        if doc.get("format") not in _READABLE or isinstance(doc.get("format"), bool):
+            raise _Malformed(f"format {doc.get('format')!r} is not one of {sorted(_READABLE)}")
         snap = _snapshot(doc.get("snapshot"))
         members = doc.get("members")
         if not isinstance(members, list):

@@ -98,7 +98,7 @@ def test_round_trip_keeps_every_column_but_pid_and_every_member_exactly() -> Non
     snap = record()
     raw = manifest.encode(snap, MEMBERS, DATA)
     doc = json.loads(raw)
-    assert doc["format"] == 1
+    assert doc["format"] == 2
     assert "pid" not in doc["snapshot"] and "meta_json" not in doc["snapshot"]
     assert doc["snapshot"]["meta"] == {"level": 3, "tables": {"public.t": 2}}
     assert doc["snapshot"]["created_at"] == "2026-12-03T11:40:01.250000Z"
@@ -128,6 +128,14 @@ def test_logical_round_trip_without_members() -> None:
     assert got.members == [] and got.snapshot.database == "app" and got.data == data
 
 
+def test_format_1_with_a_full_id_and_format_2_with_restic_014s_short_id_are_read() -> None:
+    old = json.loads(manifest.encode(record(), MEMBERS, DATA))
+    old["format"] = 1
+    assert manifest.decode(json.dumps(old).encode()).data == DATA
+    short = DataRef(SID[:8], DATA.filename, DATA.raw_sha256, DATA.raw_bytes)
+    assert manifest.decode(manifest.encode(record(), MEMBERS, short)).data == short
+
+
 def _mutated(change: object) -> bytes:
     doc = json.loads(manifest.encode(record(), MEMBERS, DATA))
     change(doc)  # type: ignore[operator]
@@ -137,7 +145,8 @@ def _mutated(change: object) -> bytes:
 @pytest.mark.parametrize(
     "change",
     [
-        lambda d: d.update(format=2),
+        lambda d: d.update(format=3),
+        lambda d: d.update(format=True),
         lambda d: d.pop("format"),
         lambda d: d.pop("snapshot"),
         lambda d: d["snapshot"].pop("id"),
