@@ -440,10 +440,17 @@ def use_repository(
         monkeypatch.setenv("SNAPVOL_COPY", "no")
 
 
+# Logs each restic command line, one per line (the tests' arguments have no newline).
+_LOGGING_RESTIC = """#!/bin/sh
+echo "$*" >> {log}
+exec {real} "$@"
+"""
+
+
 class ResticLog:
-    """Every restic process snapvol starts, logged by a wrapper first on PATH (the subcommand,
-    its first argument), so a test can tell how many restic processes an operation costs: each
-    one opens the repository, which is most of a small copy's time."""
+    """Every restic process snapvol starts, logged by a wrapper first on PATH (its subcommand),
+    so a test can tell how many restic processes an operation costs: each one opens the
+    repository, which is most of a small copy's time."""
 
     def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         real = shutil.which("restic")
@@ -451,7 +458,7 @@ class ResticLog:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "restic-calls.log"
         wrapper = folder / "restic"
-        wrapper.write_text(f'#!/bin/sh\necho "$1" >> {self.path}\nexec {real} "$@"\n')
+        wrapper.write_text(_LOGGING_RESTIC.format(log=self.path, real=real))
         wrapper.chmod(0o755)
         monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
         self.clear()
@@ -459,8 +466,21 @@ class ResticLog:
     def clear(self) -> None:
         self.path.write_text("")
 
+    def lines(self) -> list[list[str]]:
+        return [line.split() for line in self.path.read_text().splitlines()]
+
     def subcommands(self) -> list[str]:
-        return self.path.read_text().split()
+        """Each process's subcommand: its first word that is neither an option nor -o's value."""
+        found = []
+        for words in self.lines():
+            rest = iter(words)
+            for word in rest:
+                if word == "-o":
+                    next(rest, None)
+                elif not word.startswith("-"):
+                    found.append(word)
+                    break
+        return found
 
 
 def write_password_file(path: Path) -> Path:

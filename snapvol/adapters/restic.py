@@ -618,7 +618,7 @@ class Restic:
     def config(self) -> RepoConfig:
         """The repository's id and format (``restic cat config``); opening it checks the
         password."""
-        out = self._run(["cat", "config"], "reading the repository's config")
+        out = self._run([*_NO_LOCK, "cat", "config"], "reading the repository's config")
         try:
             data = json.loads(out)
             return RepoConfig(id=str(data["id"]), version=int(data.get("version", 1)))
@@ -641,7 +641,7 @@ class Restic:
         self, tags: Sequence[str] = (), host: str | None = None, ids: Sequence[str] = ()
     ) -> list[Snapshot]:
         """Snapshots carrying every tag in ``tags`` (and from ``host``), oldest first."""
-        args = ["snapshots", "--json"]
+        args = [*_NO_LOCK, "snapshots", "--json"]
         if tags:
             args.append("--tag=" + ",".join(_checked_tags(tags)))
         if host:
@@ -729,7 +729,9 @@ class Restic:
         """The files and directories a snapshot holds (``restic ls --json``)."""
         if not snapshot_id or snapshot_id.startswith("-"):
             raise UsageError(f"not a restic snapshot id: {snapshot_id!r}")
-        out = self._run(["ls", "--json", "--", snapshot_id], f"listing snapshot {snapshot_id[:8]}")
+        out = self._run(
+            [*_NO_LOCK, "ls", "--json", "--", snapshot_id], f"listing snapshot {snapshot_id[:8]}"
+        )
         return parse_nodes(out.splitlines())
 
     def file_size(self, snapshot_id: str, filename: str) -> int:
@@ -771,6 +773,12 @@ class Restic:
             _reason(ln) for ln in _lines(self.repo.redact(text)) if not ln.startswith("Fatal:")
         )
         return CheckReport(ok=False, problems=problems or (error.message,))
+
+
+_NO_LOCK = ("--no-lock",)
+"""For commands that only read the repository's config and snapshot list: restic 0.14 waits
+200 ms after taking a lock (to see a rival's), and writes and removes a lock file on the server;
+snapshots read while another machine forgets some are what a listing a moment earlier shows."""
 
 
 def _checked_tags(tags: Iterable[str]) -> list[str]:

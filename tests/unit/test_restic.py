@@ -181,7 +181,7 @@ def test_argv_never_holds_the_location_or_password(tmp_path: Path, fake_restic: 
     restic = Restic(repo, binary=str(fake_restic))
     assert restic.snapshots(tags=["snapvol"]) == []
     argv = (tmp_path / "argv").read_text()
-    assert argv.splitlines() == ["snapshots", "--json", "--tag=snapvol"]
+    assert argv.splitlines() == ["--no-lock", "snapshots", "--json", "--tag=snapvol"]
     assert "s3cret" not in argv and PASSWORD not in argv and "127.0.0.1" not in argv
     env = (tmp_path / "env").read_text().splitlines()
     assert f"RESTIC_REPOSITORY={location}" in env
