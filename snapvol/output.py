@@ -9,14 +9,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console as RichConsole
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 
 def human_bytes(n: float | None) -> str:
@@ -73,6 +65,15 @@ class Console(Reporter):
         if not self.interactive:
             yield lambda _n: None
             return
+        from rich.progress import (  # only on a terminal: not imported by every command
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         columns = [
             TextColumn("{task.description}"),
             BarColumn(),

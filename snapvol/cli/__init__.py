@@ -1,21 +1,81 @@
-"""The click command line: parsing and formatting only; the work lives in the core modules."""
+"""The click command line: parsing and formatting only; the work lives in the core modules.
+
+Each command's module is imported when that command runs (click's lazy loading of subcommands):
+most of a command's start-up is its imports (the store's SQLModel and SQLAlchemy, the Docker SDK,
+rich), and ``snapvol --help`` or ``snapvol ls`` need none of what the other commands import.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 from snapvol import __version__
-from snapvol.cli import copy, delete, ls, repo, restore, show, snapshot, verify
-from snapvol.cli.context import AppContext
 from snapvol.cli.options import global_options
 from snapvol.errors import SnapvolError, snapvol_command
+
+
+class Entry(NamedTuple):
+    """Where a command is defined, and its short help as ``snapvol --help`` lists it (the first
+    sentence of its docstring), so that listing the commands imports none of them."""
+
+    module: str
+    attribute: str
+    short_help: str
+
+
+# Kept in step with the commands themselves by tests/unit/test_cli_lazy.py.
+COMMANDS = {
+    "copy": Entry(
+        "snapvol.cli.copy",
+        "command",
+        "Copy snapshots to the repository (default: every complete one not copied there yet).",
+    ),
+    "ls": Entry(
+        "snapvol.cli.ls",
+        "command",
+        "List snapshots (id, name, kind, container, volume, created, size, status, copies).",
+    ),
+    "prune": Entry(
+        "snapvol.cli.delete",
+        "prune",
+        "Delete what a retention policy does not keep, as `restic forget` does, per source.",
+    ),
+    "repo": Entry(
+        "snapvol.cli.repo",
+        "group",
+        "The restic repository for copies (--repo / SNAPVOL_REPOSITORY).",
+    ),
+    "restore": Entry(
+        "snapvol.cli.restore",
+        "command",
+        "Restore snapshot REF (an id, a unique id prefix of 4+ digits, or a name), or a dump file.",
+    ),
+    "rm": Entry("snapvol.cli.delete", "rm", "Delete snapshots: archives and records."),
+    "show": Entry(
+        "snapvol.cli.show",
+        "command",
+        "Show one snapshot (id, unique id prefix or name): its record and its copies.",
+    ),
+    "snapshot": Entry(
+        "snapvol.cli.snapshot",
+        "command",
+        "Take a snapshot of a container's data and record it in the manifest store.",
+    ),
+    "verify": Entry(
+        "snapvol.cli.verify",
+        "command",
+        "Check archives against their recorded SHA-256 (default: every complete snapshot), and "
+        "volume snapshots' recorded files as a restore would check them.",
+    ),
+}
 
 # What the core names in an error's ``retry_with`` (a setting, and the value that gets past the
 # error; "" for one that is the user's to pick), as the command line sets it: the parameter, the
@@ -59,7 +119,34 @@ def error_line(
 
 
 class SnapvolGroup(click.Group):
-    """The one place an anticipated failure becomes ``Error: ...`` on stderr and an exit code."""
+    """The one place an anticipated failure becomes ``Error: ...`` on stderr and an exit code.
+
+    Its commands are those of ``COMMANDS``, each imported the first time it is asked for.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is not None and cmd_name not in self.commands:
+            command = getattr(importlib.import_module(entry.module), entry.attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands and their short help, as click lists them, without importing any: a
+        command already imported speaks for itself, the others through ``COMMANDS``."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name].short_help)
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def _params(self, ctx: click.Context) -> set[str] | None:
         """The parameters of the command that ran (None: not known)."""
@@ -87,21 +174,9 @@ class SnapvolGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, **options: Any) -> None:
     """Fast, verified snapshots and safe restores of stateful Docker services."""
+    from snapvol.cli.context import AppContext  # the store and the adapters: not for --help
+
     ctx.obj = AppContext.from_options(**options)
-
-
-for _command in (
-    snapshot.command,
-    ls.command,
-    show.command,
-    restore.command,
-    verify.command,
-    delete.rm,
-    delete.prune,
-    repo.group,
-    copy.command,
-):
-    cli.add_command(_command)
 
 
 def _terminate(signum: int, _frame: object) -> None:

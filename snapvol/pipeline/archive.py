@@ -2,7 +2,8 @@
 
 Nothing here buffers a whole archive: memory stays flat whatever the volume's size. Files are
 written as ``<name>.partial`` with owner-only permissions, fsynced and renamed into place, so a
-file without the suffix is always complete.
+file without the suffix is always complete. zstandard is imported where it compresses or
+decompresses: commands that only read the store import this module for its constants.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import zstandard
 
 from snapvol.background import Background
 from snapvol.errors import DiskFullError, IntegrityError, NotFoundError, OperationFailed
@@ -234,6 +233,8 @@ def write_compressed(
     """
 
     def body(sink: _HashingFile) -> int:
+        import zstandard
+
         raw = 0
         compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
         writer_sink: Any = sink  # file-like enough for zstandard: write() and flush()
@@ -282,6 +283,8 @@ def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]
 
 def decompressed_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
     """Stream the uncompressed content of a zstd file, chunk by chunk."""
+    import zstandard
+
     try:
         with open(path, "rb") as f:
             reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK)
@@ -306,6 +309,8 @@ class ZstdFrames:
     """
 
     def __init__(self, what: str) -> None:
+        import zstandard
+
         self.what = what
         self._dctx = zstandard.ZstdDecompressor()
         self._obj = self._dctx.decompressobj()
@@ -315,6 +320,8 @@ class ZstdFrames:
 
     def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
         """The uncompressed bytes ``data`` completes, in pieces of bounded size."""
+        import zstandard  # imported already by __init__: only the name is looked up
+
         view = memoryview(data)
         while view:
             piece, view = view[:_ZSTD_FEED], view[_ZSTD_FEED:]

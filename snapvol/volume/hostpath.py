@@ -19,10 +19,12 @@ import os
 import stat
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from snapvol.adapters.engine import VolumeInfo
 from snapvol.errors import OperationFailed
-from snapvol.volume import hosttar
+
+if TYPE_CHECKING:
+    from snapvol.adapters.engine import VolumeInfo
 
 # How a volume may be read: the host lane when it can be (auto), only it, or always the endpoint.
 READERS = ("auto", "host", "endpoint")
@@ -98,6 +100,8 @@ def usage(path: Path) -> tuple[int | None, int | None]:
 
     The service may still be running and changing files: what vanishes meanwhile is skipped.
     """
+    from snapvol.volume import hosttar  # not with READERS, which every command's options use
+
     total, entries = 0, -1  # the root's own blocks count, the root itself does not
     seen: set[tuple[int, int]] = set()  # a hard-linked file's blocks count once, as in du
     try:
