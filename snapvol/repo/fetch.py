@@ -10,7 +10,6 @@ fetch that fails leaves no file and no change in the store, and the restore neve
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -197,24 +196,22 @@ def _fetch_data(
     destination = LocalDirectory(backup_dir)
     destination.prepare()
     dest = Path(destination.location(_archive_filename(snap, data.filename)))
-    with restic.dump(data.restic_snapshot, data.filename) as stream:
-        chunks = iter(stream)
-        try:  # restic opens the repository and finds the snapshot before its first byte
-            first = next(chunks, b"")
-        except RepositorySnapshotMissingError:
-            if by_store:
-                return None
-            raise
-        with reporter.transfer("fetching", data.raw_bytes) as advance:
-            checked = _Checked(
-                itertools.chain((first,) if first else (), chunks),
-                snap,
-                data.raw_sha256,
-                data.raw_bytes,
-                recorded,
-                "the store's record" if by_store else "its manifest",
-            )
-            result = archive.write_compressed(checked, dest, progress=advance)
+    try:
+        stream = restic.dump(data.restic_snapshot, data.filename)
+    except RepositorySnapshotMissingError:
+        if by_store:
+            return None
+        raise
+    with stream, reporter.transfer("fetching", data.raw_bytes) as advance:
+        checked = _Checked(
+            stream,
+            snap,
+            data.raw_sha256,
+            data.raw_bytes,
+            recorded,
+            "the store's record" if by_store else "its manifest",
+        )
+        result = archive.write_compressed(checked, dest, progress=advance)
     updated = store.update(
         snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
     )

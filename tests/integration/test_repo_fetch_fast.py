@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,47 @@ def test_a_copy_that_does_not_match_the_record_is_refused_without_fallback(
     assert list(Path(snap["path"]).parent.iterdir()) == []
     container.reload()
     assert container.status == "running"
+
+
+def _stale_exclusive_lock(server: RepoServer) -> None:
+    """The lock a killed `restic check` leaves (as a killed prune would): exclusive, of a
+    process gone from this host."""
+    assert server.storage is not None
+    locks = server.storage / "locks"
+    check = subprocess.Popen(
+        ["restic", "-r", server.repo, "check", "--read-data"],
+        env=server.restic_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(60_000):
+            if check.poll() is not None or any(locks.iterdir()):
+                break
+            time.sleep(0.001)
+    finally:
+        check.kill()
+        check.wait()
+    assert any(locks.iterdir()), "restic check ended before it could be killed"
+
+
+def test_a_stale_lock_is_removed_and_the_dump_started_again(
+    bed: TestBed,
+    cmd: Any,
+    restic_local: RepoServer,
+    repo_env: Any,  # noqa: F811
+    restic_runs: Callable[[], list[str]],
+) -> None:
+    """As the manifest lookup did before it (`restic snapshots` then `unlock`): a lock left by
+    a restic killed on this host does not stop the fetch."""
+    repo_env(restic_local)
+    _container, root, snap, before = _volume_snapshot(bed, cmd)
+    cmd("copy", snap["id"])
+    _gone(snap)
+    _changed(root)
+    _stale_exclusive_lock(restic_local)
+    restic_runs()
+
+    cmd("restore", snap["id"], "--yes", "--no-safety-snapshot")
+    assert [line.split()[0] for line in restic_runs()] == ["dump", "unlock", "dump"]
+    assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
