@@ -1,7 +1,8 @@
 """Bringing a snapshot back from a restic repository: its archive fetched into the backup
-directory, checked against its manifest and the store before it is renamed into place, so that
-the normal local restore (with all its checks) can run on it; and the store rebuilt from the
-repository's manifests (``import_manifests``).
+directory, checked against the store's record of the copy (or, when the store has none there,
+the copy's manifest) before it is renamed into place, so that the normal local restore (with
+all its checks) can run on it; and the store rebuilt from the repository's manifests
+(``import_manifests``).
 
 Nothing here runs restic itself (``adapters.restic`` does) and nothing touches a container: a
 fetch that fails leaves no file and no change in the store, and the restore never starts.
@@ -151,7 +152,8 @@ def _recorded_data(
 def _fetch_by_manifest(
     restic: Restic, store: Store, snap: Snapshot, backup_dir: Path, reporter: Reporter
 ) -> Fetched:
-    """The fetch when the store knows of no copy there: the newest manifest says where it is."""
+    """The fetch when the store knows of no copy there, or restic did not find it: the newest
+    manifest says where the copy is."""
     made = manifest_for(restic, snap.id)
     data = made.data
     recorded_copies = store.copies(
