@@ -515,17 +515,34 @@ class DumpStream:
         self._proc = proc
         self._what = what
         self._stderr = _Tail(proc.stderr) if proc.stderr is not None else None
+        self._head = b""
         self.pid = proc.pid
+
+    def begin(self) -> RepositoryError | None:
+        """Wait for restic's first bytes (kept for the iteration) or its end: the error if it
+        failed before sending any (the repository not opened, no such snapshot, a lock)."""
+        stdout = self._proc.stdout
+        assert stdout is not None
+        self._head = stdout.read(CHUNK)
+        return None if self._head else self._failure()
+
+    def _failure(self) -> RepositoryError | None:
+        returncode = self._proc.wait()
+        stderr = self._stderr.text(5.0) if self._stderr is not None else ""
+        if returncode != 0:
+            return translate(self._restic.repo, stderr, returncode, self._what)
+        return None
 
     def __iter__(self) -> Iterator[bytes]:
         stdout = self._proc.stdout
         assert stdout is not None
+        if self._head:
+            head, self._head = self._head, b""
+            yield head
         while chunk := stdout.read(CHUNK):
             yield chunk
-        returncode = self._proc.wait()
-        stderr = self._stderr.text(5.0) if self._stderr is not None else ""
-        if returncode != 0:
-            raise translate(self._restic.repo, stderr, returncode, self._what)
+        if (error := self._failure()) is not None:
+            raise error
 
     def close(self) -> None:
         _stop(self._proc)
@@ -716,14 +733,26 @@ class Restic:
 
     def dump(self, snapshot_id: str, filename: str) -> DumpStream:
         """Stream ``/<filename>`` of a snapshot back: ``with restic.dump(id, name) as s: for
-        chunk in s: ...``. The error, if restic fails (damaged data), comes at the end of the
-        iteration: trust the bytes only once it ended. restic dies with the thread that called
-        ``dump`` (see ``_spawn``): keep that thread alive until the stream is read."""
+        chunk in s: ...``. A failure before the first byte (no such snapshot or file, wrong
+        password, unreachable) raises here; a stale lock is removed (``restic unlock``) and the
+        dump started once more, as ``_exec`` does. A later error (damaged data) comes at the end
+        of the iteration: trust the bytes only once it ended. restic dies with the thread that
+        called ``dump`` (see ``_spawn``): keep that thread alive until the stream is read."""
         if not snapshot_id or snapshot_id.startswith("-"):
             raise UsageError(f"not a restic snapshot id: {snapshot_id!r}")
         path = "/" + _checked_filename(filename)
-        proc = self._spawn(["dump", "--", snapshot_id, path])
-        return DumpStream(self, proc, f"reading {path} of snapshot {snapshot_id[:8]}")
+        what = f"reading {path} of snapshot {snapshot_id[:8]}"
+        stream = DumpStream(self, self._spawn(["dump", "--", snapshot_id, path]), what)
+        error = stream.begin()
+        if isinstance(error, RepositoryLockedError):
+            stream.close()
+            self._exec_once(["unlock"])
+            stream = DumpStream(self, self._spawn(["dump", "--", snapshot_id, path]), what)
+            error = stream.begin()
+        if error is not None:
+            stream.close()
+            raise error
+        return stream
 
     def ls(self, snapshot_id: str) -> list[Node]:
         """The files and directories a snapshot holds (``restic ls --json``)."""

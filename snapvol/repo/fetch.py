@@ -1,7 +1,8 @@
 """Bringing a snapshot back from a restic repository: its archive fetched into the backup
-directory, checked against its manifest and the store before it is renamed into place, so that
-the normal local restore (with all its checks) can run on it; and the store rebuilt from the
-repository's manifests (``import_manifests``).
+directory, checked against the store's record of the copy (or, when the store has none there,
+the copy's manifest) before it is renamed into place, so that the normal local restore (with
+all its checks) can run on it; and the store rebuilt from the repository's manifests
+(``import_manifests``).
 
 Nothing here runs restic itself (``adapters.restic`` does) and nothing touches a container: a
 fetch that fails leaves no file and no change in the store, and the restore never starts.
@@ -18,7 +19,7 @@ from typing import Any
 
 from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, Copy, Snapshot, Store
-from snapvol.errors import IntegrityError, NotFoundError
+from snapvol.errors import IntegrityError, NotFoundError, RepositorySnapshotMissingError
 from snapvol.names import archive_filename, new_id
 from snapvol.output import Reporter
 from snapvol.pipeline import archive, tarscan
@@ -117,11 +118,42 @@ def fetch(
     The data is streamed from ``restic dump`` through SHA-256 (of the raw stream), a tar scan
     (volume snapshots) and zstd into the record's own ``.partial`` archive; it is renamed into
     place only once restic ended without error and the raw SHA-256, the raw size and (volume)
-    every member match the manifest and the store's records. Then the record's path, SHA-256
-    and size name the new archive, so ``verify`` and the restore's own checks accept it.
+    every member match the store's records. Then the record's path, SHA-256 and size name the
+    new archive, so ``verify`` and the restore's own checks accept it.
 
-    A copy this store recorded in this repository must be the one the manifest describes.
+    When this store recorded a complete copy at this location, that copy's data is dumped
+    straight away: one restic process, the store's record the authority. Only if restic finds
+    no such snapshot there (forgotten, the repository made anew, an ambiguous short id) is the
+    repository's manifest looked up instead; a copy this store recorded in this repository must
+    then be the one the manifest describes.
     """
+    filename = manifests.data_filename(snap)
+    reporter.step(f"fetching {filename} from {restic.repo.display}")
+    recorded = _recorded_data(store, snap, restic.repo.display, filename)
+    if recorded is not None:
+        _check_size(snap, recorded.raw_bytes, "the recorded copy")
+        fetched = _fetch_data(restic, store, snap, backup_dir, reporter, recorded, by_store=True)
+        if fetched is not None:
+            return fetched
+    return _fetch_by_manifest(restic, store, snap, backup_dir, reporter)
+
+
+def _recorded_data(
+    store: Store, snap: Snapshot, display: str, filename: str
+) -> manifests.DataRef | None:
+    """Where the newest complete copy of ``snap`` this store recorded at this location has its
+    data, and what the data is, as the store says (None: no such copy)."""
+    for c in store.copies(snapshot_id=snap.id, status=COMPLETE):
+        if c.repository == display and c.data_snapshot and c.raw_sha256 and c.raw_bytes is not None:
+            return manifests.DataRef(c.data_snapshot, filename, c.raw_sha256, c.raw_bytes)
+    return None
+
+
+def _fetch_by_manifest(
+    restic: Restic, store: Store, snap: Snapshot, backup_dir: Path, reporter: Reporter
+) -> Fetched:
+    """The fetch when the store knows of no copy there, or restic did not find it: the newest
+    manifest says where the copy is."""
     made = manifest_for(restic, snap.id)
     data = made.data
     recorded_copies = store.copies(
@@ -132,23 +164,55 @@ def fetch(
             f"the manifest of snapshot {snap.id} in the repository does not match the copy "
             "this store recorded; nothing was changed"
         )
-    if snap.raw_bytes is not None and data.raw_bytes != snap.raw_bytes:
+    _check_size(snap, data.raw_bytes, "the manifest")
+    if snap.kind == "volume":
+        _check_same_members(snap.id, made.members, store.members(snap.id))
+    fetched = _fetch_data(restic, store, snap, backup_dir, reporter, data, by_store=False)
+    assert fetched is not None
+    return fetched
+
+
+def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
+    if snap.raw_bytes is not None and raw_bytes != snap.raw_bytes:
         raise IntegrityError(
-            f"the manifest of snapshot {snap.id} records {data.raw_bytes} bytes, the store "
+            f"{source} of snapshot {snap.id} records {raw_bytes} bytes, the store "
             f"{snap.raw_bytes}; nothing was changed"
         )
+
+
+def _fetch_data(
+    restic: Restic,
+    store: Store,
+    snap: Snapshot,
+    backup_dir: Path,
+    reporter: Reporter,
+    data: manifests.DataRef,
+    *,
+    by_store: bool,
+) -> Fetched | None:
+    """Dump ``data`` into the snapshot's archive, checked against ``data`` (``by_store``: the
+    store's record of the copy, else the manifest's word) and, for a volume, the store's
+    members. ``by_store``: None, nothing written, when restic finds no such snapshot or file
+    (it says so before any byte); every other failure raises."""
     recorded = store.members(snap.id) if snap.kind == "volume" else []
-    if snap.kind == "volume":
-        _check_same_members(snap.id, made.members, recorded)
     destination = LocalDirectory(backup_dir)
     destination.prepare()
     dest = Path(destination.location(_archive_filename(snap, data.filename)))
-    reporter.step(f"fetching {data.filename} from {restic.repo.display}")
-    with (
-        reporter.transfer("fetching", data.raw_bytes) as advance,
-        restic.dump(data.restic_snapshot, data.filename) as stream,
-    ):
-        checked = _Checked(stream, snap, data.raw_sha256, data.raw_bytes, recorded)
+    try:
+        stream = restic.dump(data.restic_snapshot, data.filename)
+    except RepositorySnapshotMissingError:
+        if by_store:
+            return None
+        raise
+    with stream, reporter.transfer("fetching", data.raw_bytes) as advance:
+        checked = _Checked(
+            stream,
+            snap,
+            data.raw_sha256,
+            data.raw_bytes,
+            recorded,
+            "the store's record" if by_store else "its manifest",
+        )
         result = archive.write_compressed(checked, dest, progress=advance)
     updated = store.update(
         snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
@@ -193,8 +257,10 @@ class _Checked:
         raw_sha256: str,
         raw_bytes: int,
         members: Sequence[Member],
+        source: str,
     ) -> None:
         self._stream = stream
+        self._source = source
         self._snap = snap
         self._raw_sha256 = raw_sha256
         self._raw_bytes = raw_bytes
@@ -215,7 +281,7 @@ class _Checked:
             sha.update(chunk)
             size += len(chunk)
             if size > self._raw_bytes:
-                raise self._mismatch("is longer than its manifest says")
+                raise self._mismatch(f"is longer than {self._source} says")
             if scanner is not None:
                 try:
                     scanner.feed(chunk)
@@ -223,9 +289,9 @@ class _Checked:
                     raise self._mismatch(f"is not a readable tar stream ({err})") from None
             yield chunk
         if size != self._raw_bytes:
-            raise self._mismatch(f"has {size} bytes, its manifest {self._raw_bytes}")
+            raise self._mismatch(f"has {size} bytes, {self._source} {self._raw_bytes}")
         if sha.hexdigest() != self._raw_sha256:
-            raise self._mismatch("does not match its manifest's SHA-256")
+            raise self._mismatch(f"does not match the SHA-256 of {self._source}")
         if scanner is not None:
             try:
                 scanner.close()

@@ -262,16 +262,23 @@ def test_a_newer_manifest_that_is_not_the_recorded_copy_is_refused(
     bed: TestBed, cmd: Any, restic_local: RepoServer, repo_env: Any
 ) -> None:
     """Someone with the password writes a consistent copy of changed data (a plain dump, so no
-    file list to compare): the store's record of the copy it made says otherwise."""
+    file list to compare): the copy this store recorded is the one restored; once that copy is
+    gone, the newer one is refused, its manifest not matching the store's record of the copy."""
     restic = repo_env(restic_local)
     pg = bed.postgres()
     pg.psql("CREATE TABLE marca (v text); INSERT INTO marca VALUES ('original-value');")
     snap = cmd.json("snapshot", "--logical", "--format", "plain", "--container", pg.name)
-    copied(cmd, snap["id"])
+    [made] = cmd.json("copy", snap["id"])
     copy_made_by_hand(restic, snap["id"], replace=(b"original-value", b"tampered-value"))
     _gone(snap)
     pg.psql("UPDATE marca SET v = 'current';")
 
+    cmd("restore", snap["id"], "--yes", "--no-safety-snapshot")
+    assert pg.psql("SELECT v FROM marca") == "original-value"
+
+    _gone(snap)
+    pg.psql("UPDATE marca SET v = 'current';")
+    restic_local.restic("forget", made["restic_snapshot"], made["manifest_snapshot"])
     result = cmd("restore", snap["id"], "--yes", exit_code=7)
     assert "does not match the copy this store recorded" in result.stderr
     assert pg.psql("SELECT v FROM marca") == "current"

@@ -332,6 +332,16 @@ CASES = [
         RepositorySnapshotMissingError,
         "deadbeef",
     ),
+    (  # restic 0.14, a short id two snapshots share: a fetch looks the manifest up instead
+        'invalid id "e": multiple IDs with prefix "e" found\n',
+        RepositorySnapshotMissingError,
+        "multiple IDs",
+    ),
+    (
+        'cannot dump file: path "/v.0123abcd.tar" not found in snapshot\n',
+        RepositorySnapshotMissingError,
+        "not found in snapshot",
+    ),
     (
         "Fatal: create repository at /x failed: config file already exists\n",
         RepositoryExistsError,
