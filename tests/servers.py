@@ -466,14 +466,15 @@ class ResticLog:
     def clear(self) -> None:
         self.path.write_text("")
 
-    def lines(self) -> list[list[str]]:
-        return [line.split() for line in self.path.read_text().splitlines()]
+    def lines(self) -> list[str]:
+        """Each process's arguments, space-separated."""
+        return self.path.read_text().splitlines()
 
     def subcommands(self) -> list[str]:
         """Each process's subcommand: its first word that is neither an option nor -o's value."""
         found = []
-        for words in self.lines():
-            rest = iter(words)
+        for line in self.lines():
+            rest = iter(line.split())
             for word in rest:
                 if word == "-o":
                     next(rest, None)

@@ -120,7 +120,7 @@ def test_a_copy_opens_the_repository_four_times_and_no_more(
     [made] = cmd.json("copy", snap["id"])
     assert calls.subcommands() == ["cat", "snapshots", "backup", "backup"]
     # reading needs no lock (restic 0.14 waits 200 ms after taking one)
-    assert [w[0] for w in calls.lines()] == ["--no-lock", "--no-lock", "backup", "backup"]
+    assert [ln.split()[0] for ln in calls.lines()] == ["--no-lock", "--no-lock", "backup", "backup"]
     [listed] = cmd.json("ls")
     check_copy(restic_local, listed, tmp_path / "manifests.db")
     assert made["restic_snapshot"] == listed["copies"][0]["restic_snapshot"]

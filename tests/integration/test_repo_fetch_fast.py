@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +24,13 @@ from tests.integration.test_repo_fetch import (  # noqa: F401 (repo_env is a fix
     copy_made_by_hand,
     repo_env,
 )
-from tests.servers import RepoServer
+from tests.servers import RepoServer, ResticLog
 
 
 @pytest.fixture
-def restic_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
-    """Every restic process snapvol starts from now on, logged by a `restic` earlier on PATH
-    (its arguments, one line each); the callable returns the lines logged and forgets them."""
-    real = shutil.which("restic")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "restic-runs.log"
-    wrapper = bin_dir / "restic"
-    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {real} "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
-    def taken() -> list[str]:
-        lines = log.read_text().splitlines() if log.exists() else []
-        log.unlink(missing_ok=True)
-        return lines
-
-    return taken
+def restic_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ResticLog:
+    """Every restic process snapvol starts from now on (``clear()`` forgets those so far)."""
+    return ResticLog(tmp_path / "bin", monkeypatch)
 
 
 def _set_copies(**columns: Any) -> None:
@@ -78,7 +62,7 @@ def test_a_recorded_copy_is_fetched_by_one_restic_process(
     cmd: Any,
     restic_local: RepoServer,
     repo_env: Any,  # noqa: F811
-    restic_runs: Callable[[], list[str]],
+    restic_runs: ResticLog,
     short_ids: bool,
 ) -> None:
     """No listing, no manifest, no `cat config`: `restic dump` of the recorded data snapshot,
@@ -93,11 +77,11 @@ def test_a_recorded_copy_is_fetched_by_one_restic_process(
         )
     _gone(snap)
     _changed(root)
-    restic_runs()
+    restic_runs.clear()
 
     result = cmd("restore", snap["id"], "--from-repo", "--yes", "--no-safety-snapshot")
     data_id = made["restic_snapshot"][:8] if short_ids else made["restic_snapshot"]
-    assert restic_runs() == [f"dump -- {data_id} /{snap['name']}.{snap['id']}.tar"]
+    assert restic_runs.lines() == [f"dump -- {data_id} /{snap['name']}.{snap['id']}.tar"]
     assert f"Fetched snapshot {snap['id']}" in result.stderr
     assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
     fetched = Path(snap["path"])
@@ -114,7 +98,7 @@ def test_a_forgotten_recorded_copy_falls_back_to_the_manifest(
     cmd: Any,
     restic_local: RepoServer,
     repo_env: Any,  # noqa: F811
-    restic_runs: Callable[[], list[str]],
+    restic_runs: ResticLog,
 ) -> None:
     """The copy this store made was forgotten by hand; another copy of the same data (made
     elsewhere, unknown to this store) is found through its manifest."""
@@ -125,10 +109,10 @@ def test_a_forgotten_recorded_copy_falls_back_to_the_manifest(
     restic_local.restic("forget", made["restic_snapshot"], made["manifest_snapshot"])
     _gone(snap)
     _changed(root)
-    restic_runs()
+    restic_runs.clear()
 
     cmd("restore", snap["id"], "--yes", "--no-safety-snapshot")
-    runs = [line.split()[0] for line in restic_runs()]
+    runs = restic_runs.subcommands()
     assert runs[0] == "dump" and "snapshots" in runs and runs[-1] == "dump"
     assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
 
@@ -174,7 +158,7 @@ def test_a_copy_that_does_not_match_the_record_is_refused_without_fallback(
     cmd: Any,
     restic_local: RepoServer,
     repo_env: Any,  # noqa: F811
-    restic_runs: Callable[[], list[str]],
+    restic_runs: ResticLog,
     column: str,
 ) -> None:
     """The store's record of the copy says other data than the repository holds (the record
@@ -192,12 +176,12 @@ def test_a_copy_that_does_not_match_the_record_is_refused_without_fallback(
     _gone(snap)
     _changed(root)
     current = fidelity_tree.fingerprint(root)
-    restic_runs()
+    restic_runs.clear()
 
     result = cmd("restore", snap["id"], "--yes", exit_code=7)
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "the store's record" in result.stderr
-    assert [line.split()[0] for line in restic_runs()] == ["dump"]
+    assert restic_runs.subcommands() == ["dump"]
     assert fidelity_tree.differences(current, fidelity_tree.fingerprint(root)) == []
     assert list(Path(snap["path"]).parent.iterdir()) == []
     container.reload()
@@ -215,15 +199,19 @@ def _stale_exclusive_lock(server: RepoServer) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def written() -> bool:  # a lock file in place, not the temporary one being written
+        return any(re.fullmatch("[0-9a-f]{64}", p.name) for p in locks.iterdir())
+
     try:
         for _ in range(60_000):
-            if check.poll() is not None or any(locks.iterdir()):
+            if check.poll() is not None or written():
                 break
             time.sleep(0.001)
     finally:
         check.kill()
         check.wait()
-    assert any(locks.iterdir()), "restic check ended before it could be killed"
+    assert written(), "restic check ended before it could be killed"
 
 
 def test_a_stale_lock_is_removed_and_the_dump_started_again(
@@ -231,7 +219,7 @@ def test_a_stale_lock_is_removed_and_the_dump_started_again(
     cmd: Any,
     restic_local: RepoServer,
     repo_env: Any,  # noqa: F811
-    restic_runs: Callable[[], list[str]],
+    restic_runs: ResticLog,
 ) -> None:
     """As the manifest lookup did before it (`restic snapshots` then `unlock`): a lock left by
     a restic killed on this host does not stop the fetch."""
@@ -241,8 +229,8 @@ def test_a_stale_lock_is_removed_and_the_dump_started_again(
     _gone(snap)
     _changed(root)
     _stale_exclusive_lock(restic_local)
-    restic_runs()
+    restic_runs.clear()
 
     cmd("restore", snap["id"], "--yes", "--no-safety-snapshot")
-    assert [line.split()[0] for line in restic_runs()] == ["dump", "unlock", "dump"]
+    assert restic_runs.subcommands() == ["dump", "unlock", "dump"]
     assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
