@@ -678,11 +678,16 @@ class Store:
         """Mark a copy that is still in progress failed with ``error``; whether it was. A copy
         completed meanwhile (its process finished between a recovery's look and this) or
         deleted stays as it is."""
+        return self._move_copy(copy_id, IN_PROGRESS, status=FAILED, error=error, pid=None)
+
+    def _move_copy(self, copy_id: str, was: str, **values: Any) -> bool:
+        """Set ``values`` on copy ``copy_id`` if its status ``was`` that (in one statement:
+        a run that changed it meanwhile wins); whether it was."""
         with self._session() as session:
             result = session.execute(
                 update(Copy)
-                .where(col(Copy.id) == copy_id, col(Copy.status) == IN_PROGRESS)
-                .values(status=FAILED, error=error, pid=None)
+                .where(col(Copy.id) == copy_id, col(Copy.status) == was)
+                .values(**values)
             )
             session.commit()
             return bool(getattr(result, "rowcount", 0))
@@ -690,26 +695,12 @@ class Store:
     def lose_copy(self, copy_id: str, error: str) -> bool:
         """Mark a complete copy lost (its restic snapshots are gone) with ``error``; whether
         it was complete."""
-        with self._session() as session:
-            result = session.execute(
-                update(Copy)
-                .where(col(Copy.id) == copy_id, col(Copy.status) == COMPLETE)
-                .values(status=LOST, error=error)
-            )
-            session.commit()
-            return bool(getattr(result, "rowcount", 0))
+        return self._move_copy(copy_id, COMPLETE, status=LOST, error=error)
 
     def find_copy(self, copy_id: str) -> bool:
         """Mark a lost copy complete again (its repository is back, both its restic snapshots
         in it); whether it was lost."""
-        with self._session() as session:
-            result = session.execute(
-                update(Copy)
-                .where(col(Copy.id) == copy_id, col(Copy.status) == LOST)
-                .values(status=COMPLETE, error=None)
-            )
-            session.commit()
-            return bool(getattr(result, "rowcount", 0))
+        return self._move_copy(copy_id, LOST, status=COMPLETE, error=None)
 
     def copies(
         self,
