@@ -31,10 +31,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Clear SNAPVOL_* variables and point every path snapvol writes at tmp_path."""
+    """Clear SNAPVOL_* variables and the terminal size, and point every path snapvol writes at
+    tmp_path."""
     for key in list(os.environ):
         if key.startswith("SNAPVOL_") and key != "SNAPVOL_PG_IMAGE":
             monkeypatch.delenv(key)
+    for key in ("COLUMNS", "LINES"):  # pytest-xdist's workers set 80x24: output is not a terminal
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SNAPVOL_DB", str(tmp_path / "manifests.db"))
     monkeypatch.setenv("SNAPVOL_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.setenv("SNAPVOL_RUN_DIR", str(tmp_path / "run"))
