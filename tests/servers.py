@@ -287,19 +287,26 @@ class RepoServer:
         """Inside the block, a watcher kills the server once it holds `nbytes` more than at the
         start: "the server dies mid-copy", triggered by the copy's progress, not by a clock.
         The event is set when it did; the server stays down until `start()`."""
+        limit = self.stored_bytes() + nbytes
+        with self.stops_when(lambda: self.stored_bytes() >= limit) as stopped:
+            yield stopped
+
+    @contextmanager
+    def stops_when(self, reached: Callable[[], bool]) -> Iterator[threading.Event]:
+        """Inside the block, a watcher kills the server as soon as `reached()` is true (polled
+        every 10 ms); the event is set when it did; the server stays down until `start()`."""
         self._own_server("stop")
         if self.process is None:
             raise ServerError(f"a {self.backend} repository has no server to stop")
-        limit = self.stored_bytes() + nbytes
         stopped, done = threading.Event(), threading.Event()
 
         def watch() -> None:
             while not done.is_set():
-                if self.stored_bytes() >= limit:
+                if reached():
                     self.stop()
                     stopped.set()
                     return
-                done.wait(0.02)
+                done.wait(0.01)
 
         watcher = threading.Thread(target=watch, name=f"stop-{self.backend}", daemon=True)
         watcher.start()

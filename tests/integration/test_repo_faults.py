@@ -143,23 +143,8 @@ def stops_when_data_saved(server: RepoServer) -> Iterator[threading.Event]:
         return {n for n in os.listdir(folder) if re.fullmatch("[0-9a-f]{64}", n)}
 
     before = saved()
-    stopped, done = threading.Event(), threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            if saved() - before:
-                server.stop()
-                stopped.set()
-                return
-            done.wait(0.01)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with server.stops_when(lambda: bool(saved() - before)) as stopped:
         yield stopped
-    finally:
-        done.set()
-        watcher.join()
 
 
 def stranger(server: RepoServer, tags: list[str], name: str) -> str:
