@@ -742,12 +742,16 @@ class Restic:
             raise UsageError(f"not a restic snapshot id: {snapshot_id!r}")
         path = "/" + _checked_filename(filename)
         what = f"reading {path} of snapshot {snapshot_id[:8]}"
-        stream = DumpStream(self, self._spawn(["dump", "--", snapshot_id, path]), what)
+
+        def start() -> DumpStream:
+            return DumpStream(self, self._spawn(["dump", "--", snapshot_id, path]), what)
+
+        stream = start()
         error = stream.begin()
         if isinstance(error, RepositoryLockedError):
             stream.close()
             self._exec_once(["unlock"])
-            stream = DumpStream(self, self._spawn(["dump", "--", snapshot_id, path]), what)
+            stream = start()
             error = stream.begin()
         if error is not None:
             stream.close()

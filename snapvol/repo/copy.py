@@ -133,10 +133,11 @@ def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter
     halves: list[str] = []  # what is left of this store's own half-gone copies
     for c in store.copies(status=COMPLETE):
         if c.repository_id == target.repository_id:
-            if present.holds(c):
+            parts = present.parts(c)
+            if all(parts):
                 continue
             why = f"no longer in {target.display}: its restic snapshots are gone"
-            halves += [i for i in present.parts(c) if i is not None]
+            halves += [i for i in parts if i is not None]
         elif c.repository == target.display:
             why = (
                 f"no longer in {target.display}: another repository is there now "

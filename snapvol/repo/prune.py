@@ -128,8 +128,9 @@ def plan(
     # Half a copy (a forget that lost the server between its two snapshots, or one by hand):
     # a manifest without its data would be found by a restore and fail it.
     for c in store.copies(repository_id=target.repository_id, status=COMPLETE):
-        if not present.holds(c):
-            result.orphans += [i for i in present.parts(c) if i and i not in result.orphans]
+        parts = present.parts(c)
+        if not all(parts):
+            result.orphans += [i for i in parts if i and i not in result.orphans]
     return result
 
 
