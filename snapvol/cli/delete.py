@@ -152,10 +152,14 @@ class RepoPlan:
         )
 
 
-def _json(local: list[dict[str, Any]], copies: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """prune's one JSON shape: ``copies`` is null when no repository is configured (or it
+def _json(
+    local: list[dict[str, Any]], copies: list[dict[str, Any]] | None, repo: RepoPlan | None = None
+) -> dict[str, Any]:
+    """prune's one JSON shape: ``copies`` and ``leftovers`` (the restic snapshots interrupted
+    copies or forgets left, forgotten too) are null when no repository is configured (or it
     could not be reached)."""
-    return {"snapshots": local, "copies": copies}
+    leftovers = repo.plan.orphans if copies is not None and repo is not None else None
+    return {"snapshots": local, "copies": copies, "leftovers": leftovers}
 
 
 def _delete(
@@ -180,7 +184,7 @@ def _delete(
     if dry_run:
         if as_json and prune:
             copies = repo.as_json(repo.decisions) if repo is not None else None
-            app.console.json(_json([_as_json(d) for d in decisions], copies))
+            app.console.json(_json([_as_json(d) for d in decisions], copies, repo))
         elif as_json:
             app.console.json([_as_json(d) for d in decisions])
         else:
@@ -215,7 +219,7 @@ def _delete(
     local = [{**s.to_dict(), "reasons": reasons[s.id]} for s in removed]
     if as_json and prune:
         copies = repo.as_json(forgotten) if repo is not None and repo.error is None else None
-        app.console.json(_json(local, copies))
+        app.console.json(_json(local, copies, repo))
     elif as_json:
         app.console.json(local)
     else:

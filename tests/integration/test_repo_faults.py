@@ -381,6 +381,10 @@ def test_prune_forgets_the_half_a_forget_left_of_a_copy(
     restic_local.restic("forget", full_id(restic_local, made[a]["restic_snapshot"]))
     before = restic_ids(restic_local)
     assert len(before[a]) == 1 and len(before[b]) == 2
+    half = full_id(restic_local, made[a]["manifest_snapshot"])
+    planned = cmd.json("prune", "--keep-last", "5", "--dry-run")
+    assert planned["leftovers"] == [half]
+    assert restic_ids(restic_local) == before
 
     done = cmd("prune", "--keep-last", "5", "--yes")
     assert "1 restic snapshot(s)" in done.stderr
