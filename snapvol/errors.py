@@ -94,9 +94,15 @@ class LockedError(SnapvolError):
 
 
 class Cancelled(SnapvolError):
-    """The user declined the confirmation or pressed Ctrl-C before anything changed."""
+    """The user declined the confirmation (or its input ended) before anything changed."""
 
     exit_code = 10
+
+
+class Interrupted(Cancelled):
+    """The user pressed Ctrl-C at a question, before anything changed (128 + SIGINT)."""
+
+    exit_code = 130
 
 
 class OperationFailed(SnapvolError):

@@ -616,7 +616,7 @@ class Store:
         return self.get(snapshot_id) is not None
 
     def resolve(self, ref: str) -> Snapshot:
-        """Find a snapshot by id, name, or unique id prefix of at least MIN_ID_PREFIX digits."""
+        """Find a snapshot by id, name, or unique id prefix of at least MIN_ID_PREFIX hex digits."""
         with self._session() as session:
             exact = session.get(Snapshot, ref)
             if exact is not None:
@@ -627,7 +627,7 @@ class Store:
             if len(ref) < MIN_ID_PREFIX:
                 raise NotFoundError(
                     f"no snapshot with id or name {ref!r} "
-                    f"(an id prefix needs {MIN_ID_PREFIX} or more digits; see `snapvol ls`)"
+                    f"(an id prefix needs {MIN_ID_PREFIX} or more hex digits; see `snapvol ls`)"
                 )
             escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             matches = session.exec(

@@ -8,11 +8,13 @@ rich), and ``snapvol --help`` or ``snapvol ls`` need none of what the other comm
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import signal
 import sys
 from collections.abc import Callable, Collection
+from copy import copy as shallow_copy  # (``import copy`` would lose to the ``copy`` command)
 from typing import Any, NamedTuple
 
 import click
@@ -56,7 +58,8 @@ COMMANDS = {
     "restore": Entry(
         "snapvol.cli.restore",
         "command",
-        "Restore snapshot REF (an id, a unique id prefix of 4+ digits, or a name), or a dump file.",
+        "Restore snapshot REF (an id, a unique prefix of 4+ hex digits, or a name), "
+        "or a dump file.",
     ),
     "rm": Entry("snapvol.cli.delete", "rm", "Delete snapshots: archives and records."),
     "show": Entry(
@@ -118,6 +121,49 @@ def error_line(
     return line
 
 
+def _late_global_params() -> list[click.Parameter]:
+    """The global options as a command takes them after its name: hidden from its own help,
+    with no default and no environment variable (the group has read those)."""
+    holder: Any = global_options(lambda: None)
+    params = []
+    for param in reversed(holder.__click_params__):
+        late = shallow_copy(param)
+        late.envvar = None
+        late.default = False if getattr(param, "is_flag", False) else None
+        late.hidden = True
+        params.append(late)
+    return params
+
+
+def accept_global_options(command: click.Command) -> None:
+    """Let ``command`` (and a group's subcommands) take the global options after its name as
+    well (``snapvol ls --db x.db``), where they win over those before it; an option of the
+    command's own of the same name (``ls --repo``) keeps its meaning."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
+    callback = command.callback
+    if callback is None:
+        return
+    taken = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+    late = [p for p in _late_global_params() if not taken.intersection(p.opts)]
+    command.params.extend(late)
+    names = [p.name for p in late]
+
+    @functools.wraps(callback)
+    def accepting(*args: Any, **kwargs: Any) -> Any:
+        given = {n: v for n in names if (v := kwargs.pop(n)) not in (None, False)}
+        if given:
+            from snapvol.cli.context import AppContext
+
+            app = click.get_current_context().find_object(AppContext)
+            if app is not None:
+                app.override(**given)
+        return callback(*args, **kwargs)
+
+    command.callback = accepting
+
+
 class SnapvolGroup(click.Group):
     """The one place an anticipated failure becomes ``Error: ...`` on stderr and an exit code.
 
@@ -131,6 +177,7 @@ class SnapvolGroup(click.Group):
         entry = COMMANDS.get(cmd_name)
         if entry is not None and cmd_name not in self.commands:
             command = getattr(importlib.import_module(entry.module), entry.attribute)
+            accept_global_options(command)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -173,7 +220,10 @@ class SnapvolGroup(click.Group):
 @global_options
 @click.pass_context
 def cli(ctx: click.Context, **options: Any) -> None:
-    """Fast, verified snapshots and safe restores of stateful Docker services."""
+    """Fast, verified snapshots and safe restores of stateful Docker services.
+
+    The options above may also follow the command's name (`snapvol ls --db FILE`).
+    """
     from snapvol.cli.context import AppContext  # the store and the adapters: not for --help
 
     ctx.obj = AppContext.from_options(**options)

@@ -49,6 +49,8 @@ class AppContext:
     # the location may hold credentials, so it is never printed (see ``Repository.display``).
     repo: str | None = dataclasses.field(default=None, repr=False)
     password_file: Path | None = None
+    # The global options as given (for ``override``): the location may hold credentials.
+    given: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
     def from_options(
@@ -59,6 +61,7 @@ class AppContext:
         repo: str | None = None,
         password_file: Path | None = None,
     ) -> AppContext:
+        given_db, given_backup_dir = db, backup_dir
         # Absolute from the start: the store does not move with the current directory, and the
         # default backup directory goes with the store (a copied store and backups/ stay a pair).
         db = (db or data_dir() / "manifests.db").absolute()
@@ -70,7 +73,23 @@ class AppContext:
             console=Console(),
             repo=repo,
             password_file=password_file,
+            given={
+                "db": given_db,
+                "backup_dir": given_backup_dir,
+                "debug": debug,
+                "repo": repo,
+                "password_file": password_file,
+            },
         )
+
+    def override(self, **later: Any) -> None:
+        """Global options given after the command's name: they win over those given before it
+        (and the SNAPVOL_* variables); a store named there brings its own backup directory
+        unless one is given too."""
+        fresh = AppContext.from_options(**{**self.given, **later})
+        for f in dataclasses.fields(self):
+            if f.name != "console":
+                setattr(self, f.name, getattr(fresh, f.name))
 
     def restic(self) -> Restic:
         """The repository given by --repo / SNAPVOL_REPOSITORY, ready to run restic on.

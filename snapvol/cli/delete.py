@@ -9,6 +9,7 @@ import click
 
 from snapvol import lifecycle, retention
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
+from snapvol.cli.confirm import answering
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import decisions_table
 from snapvol.cli.options import dry_run_option, json_option, stacked, yes_option
@@ -198,10 +199,8 @@ def _delete(
             f"Delete {len(snaps)} snapshot(s) and {human_bytes(_archived(snaps))} of "
             f"archives{also}?"
         )
-        try:
+        with answering("nothing was deleted"):
             agreed = click.confirm(question, default=False, err=True)
-        except (click.Abort, EOFError, KeyboardInterrupt):
-            agreed = False
         if not agreed:
             raise Cancelled("cancelled; nothing was deleted")
     forgotten: list[CopyDecision] = []

@@ -97,7 +97,9 @@ helper_image_option = click.option(
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
-yes_option = click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+yes_option = click.option(
+    "--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation."
+)
 
 dry_run_option = click.option(
     "--dry-run",

@@ -7,6 +7,7 @@ import sys
 import click
 
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
+from snapvol.cli.confirm import answering
 from snapvol.cli.format import choices_table
 from snapvol.errors import Cancelled, NotFoundError, SnapvolError, UsageError
 from snapvol.names import MIN_ID_PREFIX
@@ -34,15 +35,13 @@ def pick_snapshot(store: Store, console: Console) -> Snapshot:
         raise NotFoundError("no complete snapshot to restore (see `snapvol ls`)")
     console.err.print(choices_table(snaps), soft_wrap=True)
     while True:
-        try:
+        with answering():
             answer = click.prompt(
                 f"Snapshot to restore (1-{len(snaps)}, an id or a name; Enter cancels)",
                 default="",
                 show_default=False,
                 err=True,
             ).strip()
-        except (click.Abort, EOFError, KeyboardInterrupt):
-            raise Cancelled("cancelled; nothing was changed") from None
         if not answer:
             raise Cancelled("cancelled; nothing was changed")
         if answer.isdigit() and len(answer) < MIN_ID_PREFIX:

@@ -86,7 +86,7 @@ def command(
     reader: str,
     as_json: bool,
 ) -> None:
-    """Restore snapshot REF (an id, a unique id prefix of 4+ digits, or a name), or a dump file.
+    """Restore snapshot REF (an id, a unique prefix of 4+ hex digits, or a name), or a dump file.
 
     Without REF on a terminal, lists the snapshots and asks which one.
     """

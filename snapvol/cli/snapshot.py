@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 @click.command("snapshot")
-@click.option("--volume", "mode", flag_value="volume", help="Cold snapshot of the named volume.")
-@click.option("--logical", "mode", flag_value="logical", help="pg_dump of a running database.")
+@click.option("--volume", "volume", is_flag=True, help="Cold snapshot of the named volume.")
+@click.option("--logical", "logical", is_flag=True, help="pg_dump of a running database.")
 @click.option("--name", help="A unique name (letters, digits, '.', '_', '-').")
 @click.option(
     "--level",
@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 @with_app
 def command(
     app: AppContext,
-    mode: str | None,
+    volume: bool,
+    logical: bool,
     name: str | None,
     level: int,
     helper_image: str | None,
@@ -69,11 +70,14 @@ def command(
     as_json: bool,
 ) -> None:
     """Take a snapshot of a container's data and record it in the manifest store."""
-    if mode is None:
-        raise UsageError("choose --volume (cold, whole volume) or --logical (pg_dump)")
+    if volume == logical:
+        raise UsageError(
+            "choose one of --volume (cold, whole volume) and --logical (pg_dump)"
+            + ("; one snapshot takes one kind" if volume else "")
+        )
     restic = _copy_target(app, copy_to_repo)
     options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
-    if mode == "logical":
+    if logical:
         _refuse_volume_flags(volume_name=volume_name, helper_image=helper_image)
         from snapvol.pg.logical import DumpOptions
 

@@ -189,7 +189,7 @@ def test_bad_input_gets_one_clear_line(bed: TestBed, cmd, tmp_path: Path, monkey
 
     assert "no snapshot with id or name 'zzzz'" in error("restore", "zzzz", "--yes", code=3)
     assert "matches several snapshots" in error("restore", "abcd", "--yes", code=2)
-    assert "4 or more digits" in error("restore", "abc", "--yes", code=3)
+    assert "4 or more hex digits" in error("restore", "abc", "--yes", code=3)
     assert "is in_progress, not complete" in error("restore", "abcd0001", "--yes", code=7)
     assert "invalid snapshot name" in error("snapshot", "--volume", "--name", "../x", code=2)
     assert "invalid snapshot name" in error("snapshot", "--volume", "--name", ".hidden", code=2)

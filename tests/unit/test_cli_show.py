@@ -67,7 +67,7 @@ def test_show_json_is_ls_json_with_when_and_why_of_each_copy(store_file: Path, c
     ("ref", "code", "said"),
     [
         ("nope", 3, "no snapshot with id or name 'nope'"),
-        ("90c", 3, "4 or more digits"),
+        ("90c", 3, "4 or more hex digits"),
         ("90c0", 2, "matches several snapshots"),
     ],
 )

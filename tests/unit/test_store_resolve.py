@@ -34,7 +34,7 @@ def test_finds_by_id_name_or_prefix(store: Store, ref: str, found: str) -> None:
 
 @pytest.mark.parametrize("ref", ["1", "12", "123", "9"])
 def test_a_prefix_shorter_than_four_digits_matches_nothing(store: Store, ref: str) -> None:
-    with pytest.raises(NotFoundError, match="4 or more digits"):
+    with pytest.raises(NotFoundError, match="4 or more hex digits"):
         store.resolve(ref)
 
 

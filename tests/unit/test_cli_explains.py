@@ -1,0 +1,127 @@
+"""The command line as a new user meets it (issue 13): where global options may go, `-y`,
+Ctrl-C at a question, one kind of snapshot at a time. Over a real store file (no Docker)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from snapvol.adapters.store import Snapshot, Store
+
+
+@pytest.fixture
+def store_file(tmp_path: Path) -> Path:
+    """A store (at SNAPVOL_DB) holding one complete volume snapshot, `uno`, and its archive."""
+    path = Path(os.environ["SNAPVOL_DB"])
+    archive = Path(os.environ["SNAPVOL_BACKUP_DIR"]) / "uno.1234abcd.tar.zst"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(b"not really an archive")
+    store = Store.open(path)
+    try:
+        snap = store.add(Snapshot(id="1234abcd", name="uno", kind="volume", container="db"))
+        store.complete(snap.id, path=str(archive), sha256="a" * 64, size_bytes=21)
+    finally:
+        store.close()
+    return path
+
+
+def test_global_options_may_follow_the_command(store_file: Path, tmp_path: Path, cmd) -> None:
+    other = tmp_path / "other.db"
+    missing = cmd("ls", "--db", str(other), exit_code=6)
+    assert f"no manifest store at {other}" in missing.stderr
+    # after the command wins over before it, and over SNAPVOL_DB
+    again = cmd("--db", str(tmp_path / "before.db"), "ls", "--db", str(other), exit_code=6)
+    assert f"no manifest store at {other}" in again.stderr
+    assert [s["id"] for s in cmd.json("ls", "--db", str(store_file))] == ["1234abcd"]
+
+
+def test_a_store_named_after_the_command_brings_its_own_backup_dir(
+    store_file: Path, tmp_path: Path, cmd
+) -> None:
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "manifests.db").write_bytes(store_file.read_bytes())
+    env_dir = os.environ.pop("SNAPVOL_BACKUP_DIR")
+    try:
+        gone = cmd("rm", "uno", "-y", "--db", str(moved / "manifests.db"), "--json")
+    finally:
+        os.environ["SNAPVOL_BACKUP_DIR"] = env_dir
+    assert [s["id"] for s in cmd.json("ls", "--db", str(moved / "manifests.db"))] == []
+    assert '"1234abcd"' in gone.stdout
+    # the archive lives outside the moved store's backups/: snapvol did not write it there,
+    # so it was not deleted
+    assert (Path(env_dir) / "uno.1234abcd.tar.zst").exists()
+
+
+def test_a_commands_own_option_keeps_its_meaning(store_file: Path, cmd) -> None:
+    refused = cmd("ls", "--repo", exit_code=2)  # ls --repo: list the repository (none given)
+    assert "no repository" in refused.stderr
+
+
+def test_snapshot_refuses_two_kinds_at_once(store_file: Path, cmd) -> None:
+    both = cmd("snapshot", "--volume", "--logical", exit_code=2)
+    assert "choose one of --volume" in both.stderr and "one snapshot takes one kind" in both.stderr
+    neither = cmd("snapshot", exit_code=2)
+    assert "choose one of --volume" in neither.stderr
+
+
+def test_rm_and_prune_take_dash_y(store_file: Path, cmd) -> None:
+    planned = cmd("prune", "--keep-last", "1", "-y", "--dry-run")
+    assert "dry run" in planned.stderr
+    cmd("rm", "uno", "-y")
+    assert cmd.json("ls") == []
+
+
+def _prompt_then(signal_bytes: bytes, *args: str) -> tuple[int, str]:
+    """Run the real CLI on a terminal, wait for its question, type ``signal_bytes``."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapvol", *args],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        start_new_session=True,  # its own session, so the terminal is its controlling one
+        preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0),
+    )
+    os.close(child)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"?" not in seen and b"cancels" not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.5)
+        if ready:
+            seen += os.read(main, 4096)
+    assert b"?" in seen or b"cancels" in seen, seen
+    os.write(main, signal_bytes)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(main, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=30)
+    os.close(main)
+    return code, seen.decode(errors="replace")
+
+
+def test_ctrl_c_at_a_question_is_an_interruption_on_its_own_line(store_file: Path) -> None:
+    code, seen = _prompt_then(b"\x03", "rm", "uno")
+    assert code == 130, seen
+    assert "\nError: interrupted; nothing was deleted" in seen.replace("\r\n", "\n")
+    code, seen = _prompt_then(b"\x04", "rm", "uno")  # Ctrl-D: the input ended
+    assert code == 10, seen
+    assert "\nError: cancelled; nothing was deleted" in seen.replace("\r\n", "\n")
+    assert Store.open(store_file).snapshots()[0].id == "1234abcd"
