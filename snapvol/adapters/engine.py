@@ -9,6 +9,7 @@ is connected, not with this module: commands that never reach the engine (``ls``
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import socket
 import time
@@ -200,9 +201,28 @@ class Engine:
     # --- containers ---------------------------------------------------------------------------
 
     def container(self, ref: str) -> ContainerInfo:
-        with _translate(f"inspecting container {ref!r}", f"no container named {ref!r}"):
-            container = self.client.containers.get(ref)
+        try:
+            with _translate(f"inspecting container {ref!r}", f"no container named {ref!r}"):
+                container = self.client.containers.get(ref)
+        except NotFoundError as err:
+            close = self._close_names(ref)
+            if close:
+                err.message += f" (did you mean {' or '.join(close)}?)"
+            raise
         return _container_info(container)
+
+    def _close_names(self, ref: str) -> list[str]:
+        """The names of containers here that look like ``ref`` (a typo, ``-`` for ``_``)."""
+        try:
+            with _translate("listing containers"):
+                names = [c["Names"][0].lstrip("/") for c in self.api.containers(all=True)]
+        except (DockerError, NotFoundError):
+            return []
+        folded = {n.lower().replace("-", "_"): n for n in names}
+        exact = folded.get(ref.lower().replace("-", "_"))
+        if exact is not None:
+            return [exact]
+        return difflib.get_close_matches(ref, names, n=2, cutoff=0.75)
 
     def state(self, container_id: str) -> ContainerState:
         """The container's status and when it was last started, inspected now."""

@@ -55,6 +55,25 @@ def choose_lane(engine: Engine, volume: VolumeInfo, reader: str, image: str) -> 
     return endpoint if directory is None else HostLane(directory, fallback=endpoint)
 
 
+def _no_named_volume(info: ContainerInfo, server: cluster.Server | None) -> str:
+    """Why there is nothing to snapshot by default, and what to do about an anonymous volume
+    (an image's VOLUME that no one named: ``docker compose down -v`` or ``docker rm -v``
+    removes it, and a new container gets a new, empty one)."""
+    anonymous = [m for m in info.volumes if m.type == "volume" and m.name]
+    if not anonymous:
+        return f"container {info.name} mounts no named volume"
+    pgdata = server.data_dir if server is not None else None
+    mount = next(
+        (m for m in anonymous if pgdata and (pgdata + "/").startswith(m.destination + "/")),
+        anonymous[0],
+    )
+    return (
+        f"container {info.name} keeps {mount.destination} in an anonymous volume, which a new "
+        "container would not get back: give it a name in your compose file or `docker run -v`, "
+        f"or name this one with --volume-name {mount.name}"
+    )
+
+
 def resolve_volume_target(
     engine: Engine,
     container_ref: str,
@@ -77,7 +96,7 @@ def resolve_volume_target(
         mount = matches[0]
     else:
         if not volumes:
-            raise UsageError(f"container {info.name} mounts no named volume")
+            raise UsageError(_no_named_volume(info, server))
         pgdata = server.data_dir if server is not None else None
         at_data = [
             m

@@ -265,7 +265,8 @@ def test_postgres_major_version_mismatch_is_refused(bed: TestBed, cmd, tmp_path:
 
 def test_target_resolution_errors(bed: TestBed, cmd) -> None:
     result = cmd("snapshot", "--volume", "--container", "snapvol-test-does-not-exist", exit_code=3)
-    assert result.stderr.strip() == "Error: no container named 'snapvol-test-does-not-exist'"
+    # (other tests' containers may be close enough to be suggested)
+    assert result.stderr.startswith("Error: no container named 'snapvol-test-does-not-exist'")
     second = bed.volume()
     container, first = bed.plain(mount="/a")
     container.remove(force=True, v=True)
@@ -275,6 +276,23 @@ def test_target_resolution_errors(bed: TestBed, cmd) -> None:
     snap = snapshot(cmd, container.name, "--volume-name", second)
     assert snap["volume"] == second
     assert json.loads(cmd("ls", "--json").stdout)[0]["volume"] == second
+
+
+def test_an_anonymous_volume_and_a_mistyped_name_are_explained(bed: TestBed, cmd) -> None:
+    """The image's VOLUME, never named: the error says so and names the way forward; a name
+    with '-' for '_' (or a typo) gets the container's real name suggested."""
+    container = bed.sleeper({})  # the image declares VOLUME /var/lib/postgresql/data
+    container.reload()
+    [mount] = [m for m in container.attrs["Mounts"] if m["Type"] == "volume"]
+    result = cmd("snapshot", "--volume", "--container", container.name, exit_code=2)
+    assert "anonymous volume" in result.stderr and "/var/lib/postgresql/data" in result.stderr
+    assert f"--volume-name {mount['Name']}" in result.stderr
+    snap = snapshot(cmd, container.name, "--volume-name", mount["Name"])
+    assert snap["volume"] == mount["Name"]
+
+    mistyped = container.name.replace("snapvol-test-", "snapvol_test_")
+    result = cmd("snapshot", "--volume", "--container", mistyped, exit_code=3)
+    assert f"no container named {mistyped!r} (did you mean {container.name}?)" in result.stderr
 
 
 def test_a_volume_another_running_container_uses_is_refused(bed: TestBed, cmd) -> None:
