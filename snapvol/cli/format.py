@@ -6,9 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from snapvol.adapters.restic import display_location
@@ -21,8 +20,35 @@ if TYPE_CHECKING:  # imported when a restore runs, not for every command
     from snapvol.volume.restore import VolumeRestorePlan, VolumeRestoreResult
 
 
-def local_time(value: datetime) -> str:
-    return as_utc(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+def local_time(value: datetime, seconds: bool = True) -> str:
+    """The time in this machine's zone, which it names (``2026-12-03 19:07:26 UTC``)."""
+    return as_utc(value).astimezone().strftime(f"%Y-%m-%d %H:%M{':%S' if seconds else ''} %Z")
+
+
+class Fields:
+    """Labelled rows (a record, a plan): labels bold and aligned, a long value wrapped under
+    itself on a terminal, and no trailing spaces (rich's Table pads every row to the widest)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Text, Text]] = []
+
+    def add_row(self, label: str, value: str | Text) -> None:
+        """``label``, and ``value`` when a str, are rich markup; a Text is data, kept as it is."""
+        shown = value if isinstance(value, Text) else Text.from_markup(value)
+        self.rows.append((Text.from_markup(label, style="bold"), shown))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        indent = max((label.cell_len for label, _ in self.rows), default=0) + 2
+        room = max(options.max_width - indent, 20) if console.is_terminal else None
+        for label, value in self.rows:
+            lines = value.wrap(console, room) if room is not None else [value]
+            for n, line in enumerate(lines):
+                out = Text(no_wrap=True, overflow="ignore")
+                out.append_text(label if n == 0 else Text())
+                out.append(" " * (indent - (label.cell_len if n == 0 else 0)))
+                out.append_text(line)
+                out.rstrip()
+                yield out
 
 
 def snapshot_summary(snap: Snapshot) -> str:
@@ -52,16 +78,29 @@ Cell = str | Text
 
 
 def aligned(
-    header: Sequence[str], rows: Iterable[Sequence[Cell]], right: Sequence[str] = ()
+    header: Sequence[str],
+    rows: Iterable[Sequence[Cell]],
+    right: Sequence[str] = (),
+    fit: tuple[str, int] | None = None,
 ) -> Text:
     """Columns padded to their widest cell, as one Text; ``right`` names right-aligned columns.
+    ``fit``: (a column, a width): cut that column's cells (with "…", never below 12 cells) so
+    that the lines fit the width (a terminal's); else lines are never wrapped or cropped.
 
     rich's Table measures and lays out every cell, which took over a second for 3,000 snapshots;
-    this is linear and about ten times faster. Lines are never wrapped or cropped.
+    this is linear and about ten times faster.
     """
     table = [[Text(c) if isinstance(c, str) else c for c in row] for row in rows]
     heads = [Text(h, style="bold") for h in header]
     widths = [max([h.cell_len, *(row[i].cell_len for row in table)]) for i, h in enumerate(heads)]
+    if fit is not None:
+        column, width = header.index(fit[0]), fit[1]
+        over = sum(widths) + 2 * (len(widths) - 1) - width
+        cut = max(widths[column] - over, 12, heads[column].cell_len)
+        if over > 0 and cut < widths[column]:
+            widths[column] = cut
+            for row in table:
+                row[column].truncate(cut, overflow="ellipsis")
     out = Text(no_wrap=True, overflow="ignore")
     for row in [heads, *table]:
         for i, cell in enumerate(row):
@@ -87,26 +126,29 @@ def _status(status: str) -> Text:
 
 
 def snapshots_table(
-    snaps: list[Snapshot], copies: Mapping[str, Sequence[Copy]] | None = None
+    snaps: list[Snapshot],
+    copies: Mapping[str, Sequence[Copy]] | None = None,
+    width: int | None = None,
 ) -> Text:
-    """`ls`'s table; with ``copies`` (each snapshot's, by its id) a COPIES column too."""
-    header: tuple[str, ...] = ("ID", "NAME", "KIND", "CONTAINER", "VOLUME/DB", "CREATED", "SIZE")
+    """`ls`'s table; with ``copies`` (each snapshot's, by its id) a COPIES column too. SOURCE
+    is the container and its volume or database; ``width`` (a terminal's): names are cut to fit."""
+    header: tuple[str, ...] = ("ID", "NAME", "KIND", "SOURCE", "CREATED", "SIZE")
     header += ("STATUS",) if copies is None else ("STATUS", "COPIES")
     rows = (
         (
             s.id,
             s.name,
             s.kind,
-            s.container,
-            s.volume or s.database or "-",
-            local_time(s.created_at),
+            f"{s.container}:{s.volume or s.database or '-'}",
+            local_time(s.created_at, seconds=False),
             human_bytes(s.size_bytes),
             _status(s.status),
             *(() if copies is None else (copies_cell(copies.get(s.id, ())),)),
         )
         for s in snaps
     )
-    return aligned(header, rows, right=("SIZE", "COPIES"))
+    fit = ("NAME", width) if width is not None else None
+    return aligned(header, rows, right=("SIZE", "COPIES"), fit=fit)
 
 
 def copies_cell(copies: Sequence[Copy]) -> Text:
@@ -122,9 +164,7 @@ def copies_cell(copies: Sequence[Copy]) -> Text:
 
 def snapshot_details(snap: Snapshot, copies: Sequence[Copy]) -> Group:
     """`show`: one snapshot's whole record, then its copies in restic repositories."""
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table = Fields()
 
     def row(label: str, value: str | Text) -> None:  # values are data, never markup
         table.add_row(label, value if isinstance(value, Text) else Text(value))
@@ -179,7 +219,7 @@ def copies_table(copies: Sequence[Copy]) -> Text:
         (
             display_location(c.repository),  # stored without credentials; said twice is safe
             (c.data_snapshot or "-")[:8],
-            local_time(c.completed_at or c.created_at),
+            local_time(c.completed_at or c.created_at, seconds=False),
             "-" if c.bytes_added is None else human_bytes(c.bytes_added),
             _status(c.status).append(f": {c.error}" if c.error else ""),
         )
@@ -204,7 +244,7 @@ def choices_table(snaps: list[Snapshot]) -> Text:
             s.name,
             s.kind,
             f"{s.container}:{s.volume or s.database or '-'}",
-            local_time(s.created_at),
+            local_time(s.created_at, seconds=False),
             human_bytes(s.size_bytes),
         )
         for n, s in enumerate(snaps, 1)
@@ -220,7 +260,7 @@ def decisions_table(decisions: list[Decision]) -> Text:
             d.snapshot.id,
             d.snapshot.name,
             str(source_of(d.snapshot)),
-            local_time(d.snapshot.created_at),
+            local_time(d.snapshot.created_at, seconds=False),
             human_bytes(d.snapshot.size_bytes),
             d.snapshot.status,
             ", ".join(d.reasons),
@@ -235,12 +275,10 @@ def decisions_table(decisions: list[Decision]) -> Text:
 MAX_TABLES_SHOWN = 12
 
 
-def volume_plan_table(plan: VolumeRestorePlan, safety: bool) -> Table:
+def volume_plan_table(plan: VolumeRestorePlan, safety: bool) -> Fields:
     """A volume restore's plan: the snapshot, what it overwrites, the way back."""
     snap, target = plan.snapshot, plan.target
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table = Fields()
     table.add_row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
     table.add_row("Taken", f"{local_time(snap.created_at)} from {snap.container}:{snap.volume}")
     table.add_row(
@@ -289,12 +327,10 @@ def tables_text(tables: dict[str, int] | list[str] | None, estimated: bool = Fal
     return f"{len(names)}: {', '.join(shown)}{more}"
 
 
-def logical_plan_table(plan: LogicalRestorePlan) -> Table:
+def logical_plan_table(plan: LogicalRestorePlan) -> Fields:
     """A logical restore's plan: the dump, the database it replaces or creates, and how."""
     source, target, current = plan.source, plan.target, plan.current
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table = Fields()
     snap = source.snapshot
     if snap is not None:
         table.add_row("Snapshot", f"{snap.id}  {snap.name}  (logical, {snap.format} format)")

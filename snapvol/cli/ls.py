@@ -50,7 +50,9 @@ def command(
     elif not snaps:
         app.console.info("No snapshots yet. Take one with `snapvol snapshot --volume`.")
     else:
-        app.console.out.print(snapshots_table(snaps, copies), soft_wrap=True)
+        out = app.console.out
+        width = out.width if out.is_terminal else None
+        out.print(snapshots_table(snaps, copies, width), soft_wrap=True)
 
 
 def _list_repository(

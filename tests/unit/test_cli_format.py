@@ -316,8 +316,8 @@ def test_details_of_a_logical_snapshot_and_its_copies() -> None:
     header = lines.index(next(ln for ln in lines if ln.startswith("REPOSITORY")))
     assert lines[header].split() == ["REPOSITORY", "RESTIC", "SNAPSHOT", "TIME", "ADDED", "STATUS"]
     failed, done = lines[header + 1], lines[header + 2]
-    started = format.local_time(copies[0].created_at).split()
-    finished = format.local_time(copies[1].completed_at).split()
+    started = format.local_time(copies[0].created_at, seconds=False).split()
+    finished = format.local_time(copies[1].completed_at, seconds=False).split()
     assert failed.split() == [
         "rest:https://host:8000/repo",
         "-",
@@ -334,3 +334,25 @@ def test_details_of_a_logical_snapshot_and_its_copies() -> None:
         [*finished, "1.5", "MB", "complete"],
     )
     assert "secret" not in "\n".join(lines)
+
+
+def test_times_name_their_zone_and_tables_end_without_padding() -> None:
+    snaps = [snapshot(), snapshot(id="ef56", name="a-much-longer-name-than-the-others-have")]
+    table = format.snapshots_table(snaps, {}).plain
+    zone = datetime.now().astimezone().strftime("%Z")
+    assert all(line.split()[6] == zone for line in table.splitlines()[1:])
+    assert table.splitlines()[0].split()[:4] == ["ID", "NAME", "KIND", "SOURCE"]
+    assert "db:pgdata" in table
+    plan = text(format.volume_plan_table(volume_plan(), True))
+    assert all(line == line.rstrip() for line in plan.splitlines())
+    assert f"{zone} from db:pgdata" in plan
+
+
+def test_ls_cuts_names_to_fit_a_terminal_and_only_there() -> None:
+    snaps = [snapshot(), snapshot(id="ef56", name="n" * 60)]
+    full = format.snapshots_table(snaps, {}).plain.splitlines()
+    assert "n" * 60 in full[2]
+    fitted = format.snapshots_table(snaps, {}, width=100).plain.splitlines()
+    assert max(len(line) for line in fitted) <= 100
+    assert "n" * 20 + "…" in fitted[2] and "n" * 60 not in fitted[2]
+    assert fitted[1].split()[0] == "ab12cd34"
