@@ -135,6 +135,7 @@ class ExecStream:
         self._line_buf = b""
         self._feeder: threading.Thread | None = None
         self._feed_error: BaseException | None = None
+        self._feed_stopped = False
         self.fed_bytes = 0
 
     # --- output ---
@@ -230,12 +231,24 @@ class ExecStream:
                         progress(len(chunk))
                 self.close_stdin()
             except BaseException as err:  # handed to join_feed
-                self._feed_error = err
+                if not (self._feed_stopped and isinstance(err, OSError)):
+                    self._feed_error = err
                 with contextlib.suppress(OSError):
                     self._raw.shutdown(socket.SHUT_RDWR)
 
         self._feeder = threading.Thread(target=pump, name="snapvol-exec-stdin", daemon=True)
         self._feeder.start()
+
+    def stop_feed(self) -> None:
+        """The command has read what it wanted and ended (``pg_restore --list`` reads a dump's
+        table of contents only): wake a ``feed`` blocked writing what no one reads any more,
+        and wait for it. The rest is dropped, not an error; an error of ``chunks`` itself (a
+        damaged archive) is still handed to ``join_feed``."""
+        self._feed_stopped = True
+        with contextlib.suppress(OSError):
+            self._raw.shutdown(socket.SHUT_RDWR)
+        if self._feeder is not None:
+            self._feeder.join()
 
     def join_feed(self) -> BaseException | None:
         """Wait for the stdin thread; returns its error (None when every byte was written)."""

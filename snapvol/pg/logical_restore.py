@@ -189,6 +189,7 @@ def check_custom(ws: Workspace, target: PgTarget, source: DumpSource) -> None:
         stream.feed(source.chunks())
         for chunk in stream.chunks():
             listing.append(chunk)
+        stream.stop_feed()  # its output ended: it read the table of contents and no more
         error = stream.join_feed()
         code = stream.exit_code()
     if isinstance(error, SnapvolError):
