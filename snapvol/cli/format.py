@@ -52,7 +52,7 @@ class Fields:
 
 
 def snapshot_summary(snap: Snapshot) -> str:
-    """One line: what was made, how big, how fast, how long the service was down."""
+    """What was made, how big, how fast, how long the service was down; where it is."""
     ratio = (snap.raw_bytes or 0) / snap.size_bytes if snap.size_bytes else 0.0
     speed = (snap.raw_bytes or 0) / snap.duration_s / 1e6 if snap.duration_s else 0.0
     parts = [
@@ -62,7 +62,7 @@ def snapshot_summary(snap: Snapshot) -> str:
     ]
     if snap.downtime_s is not None:
         parts.append(f"downtime {snap.downtime_s:.1f} s")
-    return ", ".join(parts)
+    return ", ".join(parts) + (f"\nArchive: {snap.path}" if snap.path else "")
 
 
 def logical_summary(snap: Snapshot) -> str:

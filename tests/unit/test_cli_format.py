@@ -356,3 +356,9 @@ def test_ls_cuts_names_to_fit_a_terminal_and_only_there() -> None:
     assert max(len(line) for line in fitted) <= 100
     assert "n" * 20 + "…" in fitted[2] and "n" * 60 not in fitted[2]
     assert fitted[1].split()[0] == "ab12cd34"
+
+
+def test_the_snapshot_summary_says_where_the_archive_is() -> None:
+    lines = format.snapshot_summary(snapshot(duration_s=2.0, downtime_s=1.0)).splitlines()
+    assert lines[0].startswith("Snapshot ab12cd34 (nightly): 2.0 MB, from 8.0 MB")
+    assert lines[1] == "Archive: /b/nightly.ab12cd34.tar.zst"
