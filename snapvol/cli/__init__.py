@@ -40,6 +40,18 @@ COMMANDS = {
         "command",
         "Copy snapshots to the repository (default: every complete one not copied there yet).",
     ),
+    "diff": Entry(
+        "snapvol.cli.diff",
+        "command",
+        "List the files added (+), removed (-) and changed (M, and what changed) from volume "
+        "snapshot A to volume snapshot B, from the files the store recorded: no archive is read.",
+    ),
+    "extract": Entry(
+        "snapvol.cli.extract",
+        "command",
+        "Write files out of snapshot REF into a directory, checked, without touching any "
+        "container.",
+    ),
     "ls": Entry(
         "snapvol.cli.ls",
         "command",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -13,6 +15,7 @@ from rich.text import Text
 from snapvol.adapters.restic import display_location
 from snapvol.adapters.store import COMPLETE, FAILED, Copy, Snapshot, as_utc
 from snapvol.output import human_bytes
+from snapvol.pipeline.members import Member
 from snapvol.retention import Decision, source_of
 
 if TYPE_CHECKING:  # imported when a restore runs, not for every command
@@ -212,6 +215,28 @@ def snapshot_details(snap: Snapshot, copies: Sequence[Copy]) -> Group:
     return Group(table, Text(), copies_table(copies))
 
 
+def shown_path(path: str) -> str:
+    """A member's path for a line of text: undecodable bytes and control characters escaped,
+    so that one path is one line whatever its name."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def files_table(members: Sequence[Member]) -> Text:
+    """A volume snapshot's files as ``tar -tv`` lists them: mode, owner, size, time, path."""
+    rows = (
+        (
+            stat.filemode(m.mode | _TYPE_BITS.get(m.type, 0)),
+            f"{m.uid}/{m.gid}",
+            str(m.size),
+            local_time(datetime.fromtimestamp(m.mtime, UTC), seconds=False),
+            shown_path(m.path) + (f" -> {shown_path(m.linkname)}" if m.linkname else ""),
+        )
+        for m in members
+    )
+    return aligned(("MODE", "OWNER", "SIZE", "MODIFIED", "PATH"), rows, right=("SIZE",))
+
+
 def copies_table(copies: Sequence[Copy]) -> Text:
     """A snapshot's copies, newest first: where, which restic snapshot, when, what it added."""
     header = ("REPOSITORY", "RESTIC SNAPSHOT", "TIME", "ADDED", "STATUS")
@@ -273,6 +298,16 @@ def decisions_table(decisions: list[Decision]) -> Text:
 # --- what a restore will do, shown before the user is asked -------------------------------------
 
 MAX_TABLES_SHOWN = 12
+
+_TYPE_BITS = {
+    "file": 0o100000,
+    "hardlink": 0o100000,
+    "dir": 0o040000,
+    "symlink": 0o120000,
+    "fifo": 0o010000,
+    "chardev": 0o020000,
+    "blockdev": 0o060000,
+}
 
 
 def volume_plan_table(plan: VolumeRestorePlan, safety: bool) -> Fields:

@@ -520,13 +520,22 @@ class _Extractor:
     """Creates each member under ``root`` as the stream goes by; never follows a symbolic link."""
 
     def __init__(
-        self, root: Path, check: Callable[[Member], None], written: Callable[[str], None]
+        self,
+        root: Path,
+        check: Callable[[Member], None],
+        written: Callable[[str], None],
+        wanted: Callable[[Member], bool] | None = None,
+        owners: bool = True,
     ) -> None:
         self.root = root
         self.check = check
         self.written = written  # told the path of each regular file once it is complete
+        self.wanted = wanted  # None: every member, the root included (a restore)
+        self.owners = owners  # False: files get the user's owner, and no system attributes
+        self._skipping = False  # the current member is not wanted: its data passes by
         self.root_fd = os.open(root, _NOFOLLOW_DIR)
-        _clear_xattrs(self.root_fd)
+        if wanted is None:
+            _clear_xattrs(self.root_fd)
         self._cached: tuple[str, int] | None = None  # the last parent directory opened
         self._file = -1  # the regular file being written
         self._end = 0  # how far it was written (a sparse file may end in a hole)
@@ -574,8 +583,16 @@ class _Extractor:
         parent, _, name = path.rpartition("/")
         return self._dir(parent), name
 
+    def _attributes(self, xattrs: Xattrs) -> Xattrs:
+        """What of ``xattrs`` this extraction writes: without owners, the user namespace only
+        (the others need privileges, and an ACL names owners that mean nothing here)."""
+        return xattrs if self.owners else tuple(kv for kv in xattrs if kv[0].startswith("user."))
+
     def header(self, member: Member) -> None:
         self.check(member)  # raises before anything is created
+        self._skipping = self.wanted is not None and (member.path == "." or not self.wanted(member))
+        if self._skipping:
+            return
         if member.path == ".":
             self._dirs.append(member)
             return
@@ -609,6 +626,8 @@ class _Extractor:
             raise IntegrityError(f"archive member {member.path!r} is a {member.type}: refused")
 
     def data(self, view: memoryview, offset: int) -> None:
+        if self._skipping:
+            return
         while view:
             done = os.pwrite(self._file, view, offset)
             view, offset = view[done:], offset + done
@@ -617,22 +636,26 @@ class _Extractor:
     def member(self, member: Member) -> None:
         """The member's data has all passed: give it its owner, mode, attributes and time,
         in tar's order (chown may clear set-id bits and capabilities)."""
+        if self._skipping:
+            return
         if member.type == REGULAR:
             if self._end < member.size:  # a sparse file that ends in a hole
                 os.ftruncate(self._file, member.size)
-            os.fchown(self._file, member.uid, member.gid)
+            if self.owners:
+                os.fchown(self._file, member.uid, member.gid)
             os.fchmod(self._file, member.mode)
-            _write_xattrs(self._file, member.xattrs)
+            _write_xattrs(self._file, self._attributes(member.xattrs))
             _set_time(self._file, member.mtime_ns)
             self._close_file()
             self.written(member.path)
         elif member.type != DIRECTORY and member.type != HARDLINK:
             fd, name = self._place(member.path)
-            os.chown(name, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
+            if self.owners:
+                os.chown(name, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
             if member.type != SYMLINK:
                 os.chmod(name, member.mode, dir_fd=fd)
-            if member.xattrs:
-                _write_xattrs(_at(fd, name), member.xattrs)
+            if self._attributes(member.xattrs):
+                _write_xattrs(_at(fd, name), self._attributes(member.xattrs))
             _set_time(name, member.mtime_ns, fd)
 
     def finish(self) -> None:
@@ -640,9 +663,10 @@ class _Extractor:
         for member in reversed(self._dirs):
             fd = self.root_fd if member.path == "." else self._open_dir(member.path)
             try:
-                os.fchown(fd, member.uid, member.gid)
+                if self.owners:
+                    os.fchown(fd, member.uid, member.gid)
                 os.fchmod(fd, member.mode)
-                _write_xattrs(fd, member.xattrs)
+                _write_xattrs(fd, self._attributes(member.xattrs))
                 _set_time(fd, member.mtime_ns)
             finally:
                 if fd != self.root_fd:
@@ -683,19 +707,32 @@ def _set_time(target: int | str, mtime_ns: int, dir_fd: int | None = None) -> No
 
 
 def extract(
-    root: Path, chunks: Iterable[bytes], check: Callable[[Member], None], workers: int = 2
+    root: Path,
+    chunks: Iterable[bytes],
+    check: Callable[[Member], None],
+    workers: int = 2,
+    *,
+    wanted: Callable[[Member], bool] | None = None,
+    owners: bool = True,
 ) -> dict[str, str]:
     """Extract a tar stream into the (empty) directory ``root``, keeping owners, modes and times.
 
     ``check`` sees every member before anything of it is created and raises to refuse it. Each
     regular file is read back from disk and hashed on ``workers`` threads as soon as it is
     closed, so that the restore's read-back check overlaps the extraction: returns those
-    SHA-256 digests by path (for ``scan``).
+    SHA-256 digests by path (for ``scan``). ``wanted``: only the members it accepts are
+    written (each checked all the same), and ``root`` keeps its own mode, owner and
+    attributes; ``owners=False``: nothing is given an owner or system attributes (for a user's
+    directory, not a volume).
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapvol-readback")
     pending: dict[str, Future[str]] = {}
     extractor = _Extractor(
-        root, check, lambda path: pending.__setitem__(path, pool.submit(_sha256, root, path))
+        root,
+        check,
+        lambda path: pending.__setitem__(path, pool.submit(_sha256, root, path)),
+        wanted,
+        owners,
     )
     scanner = TarScanner(
         extractor.member, hash_files=False, on_header=extractor.header, on_data=extractor.data
