@@ -133,6 +133,9 @@ def error_line(
     return line
 
 
+RAN = "snapvol.ran"  # in click's context meta: a command's own code ran (not only --help)
+
+
 def _late_global_params() -> list[click.Parameter]:
     """The global options as a command takes them after its name: hidden from its own help,
     with no default and no environment variable (the group has read those)."""
@@ -164,11 +167,13 @@ def accept_global_options(command: click.Command) -> None:
 
     @functools.wraps(callback)
     def accepting(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        ctx.meta[RAN] = True  # (not for --help, which ends before any callback)
         given = {n: v for n in names if (v := kwargs.pop(n)) not in (None, False)}
         if given:
             from snapvol.cli.context import AppContext
 
-            app = click.get_current_context().find_object(AppContext)
+            app = ctx.find_object(AppContext)
             if app is not None:
                 app.override(**given)
         return callback(*args, **kwargs)
@@ -214,17 +219,38 @@ class SnapvolGroup(click.Group):
         return {p.name for p in command.params if p.name} if command else None
 
     def invoke(self, ctx: click.Context) -> Any:
+        ok, why = False, "ended unexpectedly"
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            ok = True
+            return result
         except SnapvolError as err:
             if ctx.obj is not None and ctx.obj.debug:
+                why = err.message
                 raise
             command = getattr(ctx.obj, "command", None)
-            click.echo(f"Error: {error_line(err, self._params(ctx), command)}", err=True)
+            why = error_line(err, self._params(ctx), command)
+            click.echo(f"Error: {why}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
+            why = "interrupted"
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
+        except click.exceptions.Exit as done:
+            ok, why = done.exit_code == 0, f"exited {done.exit_code}"
+            raise
+        finally:
+            _after_run(ctx, ok, why)
+
+
+def _after_run(ctx: click.Context, ok: bool, why: str) -> None:
+    """Metrics and notifications for the run, when they are configured (never for --help)."""
+    app, name = ctx.obj, ctx.invoked_subcommand
+    if app is None or name is None or not ctx.meta.get(RAN) or not app.monitoring.wanted(name):
+        return
+    from snapvol.monitor.report import after_run
+
+    after_run(app.monitoring, app.db, name, ok, why, app.console)
 
 
 @click.group(cls=SnapvolGroup, context_settings={"help_option_names": ["-h", "--help"]})

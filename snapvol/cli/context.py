@@ -19,6 +19,7 @@ from snapvol.adapters.engine import Engine
 from snapvol.adapters.restic import Repository, Restic
 from snapvol.adapters.store import Store
 from snapvol.errors import StoreError
+from snapvol.monitor.report import Monitoring
 from snapvol.output import Console
 from snapvol.recovery import recover_helpers, recover_store
 from snapvol.repo.copy import recover_copies
@@ -49,6 +50,7 @@ class AppContext:
     # the location may hold credentials, so it is never printed (see ``Repository.display``).
     repo: str | None = dataclasses.field(default=None, repr=False)
     password_file: Path | None = None
+    monitoring: Monitoring = dataclasses.field(default_factory=Monitoring)
     # The global options as given (for ``override``): the location may hold credentials.
     given: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -60,6 +62,9 @@ class AppContext:
         debug: bool,
         repo: str | None = None,
         password_file: Path | None = None,
+        metrics_file: Path | None = None,
+        notify_config: Path | None = None,
+        notify_success: bool = False,
     ) -> AppContext:
         given_db, given_backup_dir = db, backup_dir
         # Absolute from the start: the store does not move with the current directory, and the
@@ -73,12 +78,20 @@ class AppContext:
             console=Console(),
             repo=repo,
             password_file=password_file,
+            monitoring=Monitoring(
+                metrics_file.absolute() if metrics_file else None,
+                notify_config.absolute() if notify_config else None,
+                notify_success,
+            ),
             given={
                 "db": given_db,
                 "backup_dir": given_backup_dir,
                 "debug": debug,
                 "repo": repo,
                 "password_file": password_file,
+                "metrics_file": metrics_file,
+                "notify_config": notify_config,
+                "notify_success": notify_success,
             },
         )
 

@@ -60,6 +60,28 @@ global_options = stacked(
         help="The repository's password, in an owner-only file (else restic's "
         "RESTIC_PASSWORD_FILE, RESTIC_PASSWORD_COMMAND or RESTIC_PASSWORD).",
     ),
+    click.option(
+        "--metrics-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        envvar="SNAPVOL_METRICS_FILE",
+        help="Write Prometheus metrics here after each snapshot, copy, restore, verify, prune "
+        "or rm (node_exporter's textfile collector: a *.prom file in its directory).",
+    ),
+    click.option(
+        "--notify-config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        envvar="SNAPVOL_NOTIFY_CONFIG",
+        help="An Apprise configuration file (owner-only) of where to send a message when such a "
+        "run fails; also SNAPVOL_NOTIFY: Apprise URLs, space-separated.",
+    ),
+    click.option(
+        "--notify-success",
+        is_flag=True,
+        envvar="SNAPVOL_NOTIFY_SUCCESS",
+        help="Also send a message when such a run succeeds.",
+    ),
     click.option("--debug", is_flag=True, help="Show tracebacks for anticipated errors."),
 )
 """Options accepted before the command name (and read from SNAPVOL_* variables)."""

@@ -1,0 +1,1 @@
+"""Watching snapvol run unattended: a Prometheus textfile and notifications."""

@@ -1,0 +1,64 @@
+"""After a command that works on snapshots: the metrics file written again, and a notification
+sent when the run failed (or, when asked, succeeded). Neither ever changes the command's own
+outcome: a problem here is one warning line."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapvol.adapters.store import Store
+from snapvol.errors import SnapvolError
+from snapvol.monitor import metrics, notify
+from snapvol.output import Reporter
+
+REPORTED = frozenset({"snapshot", "copy", "restore", "verify", "prune", "rm", "drill"})
+"""The commands whose runs count: those that make, check, move or delete snapshots."""
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    metrics_file: Path | None = None
+    notify_config: Path | None = None
+    notify_success: bool = False
+
+    def wanted(self, command: str | None) -> bool:
+        return command in REPORTED and (
+            self.metrics_file is not None
+            or self.notify_config is not None
+            or bool(notify.urls_from_env())
+        )
+
+
+def after_run(
+    monitoring: Monitoring, db: Path, command: str, ok: bool, why: str, reporter: Reporter
+) -> None:
+    """Write the metrics and notify, as ``monitoring`` asks; warn (once each) on a failure."""
+    if monitoring.metrics_file is not None:
+        try:
+            _write_metrics(monitoring.metrics_file, db, metrics.Run(command, ok, time.time()))
+        except (OSError, SnapvolError) as err:
+            reporter.warn(f"the metrics file {monitoring.metrics_file} was not written: {err}")
+    urls = notify.urls_from_env()
+    if (urls or monitoring.notify_config is not None) and (not ok or monitoring.notify_success):
+        host = socket.gethostname()
+        title = f"snapvol {command} {'succeeded' if ok else 'FAILED'} on {host}"
+        body = "done" if ok else why
+        try:
+            missed = notify.send(urls, monitoring.notify_config, title, body, failed=not ok)
+        except SnapvolError as err:
+            reporter.warn(f"no notification was sent: {err.message}")
+            return
+        if missed:
+            reporter.warn(f"{missed} notification target(s) could not be reached")
+
+
+def _write_metrics(path: Path, db: Path, run: metrics.Run) -> None:
+    store = Store.open(db, create=False) if db.exists() else None
+    try:
+        metrics.update(path, store, run)
+    finally:
+        if store is not None:
+            store.close()
