@@ -5,6 +5,8 @@ Snapshots are judged per source (a container's volume or database, per kind), in
 - the user's complete snapshots: restic's ``forget`` rules (``--keep-last``, ``--keep-hourly`` ...
   ``--keep-yearly``), and, whatever those say, the newest one whose last ``snapvol verify``
   succeeded (reason "newest verified"), so the last known-good backup never goes;
+- suspect snapshots (flagged empty or much smaller than the one before, meta ``suspect``):
+  kept, and never counted as one of the good snapshots the rules keep (reason "suspect");
 - safety snapshots (a restore's automatic copy of what it replaced, meta ``safety_for``): their
   own rule, the newest ``safety`` of them (at least the newest, the undo of the last restore),
   never counted against the user's snapshots;
@@ -40,6 +42,7 @@ _RULES: tuple[tuple[str, Bucket, str], ...] = (
 )
 
 NEWEST_VERIFIED = "newest verified"
+SUSPECT_REASON = "suspect: not counted (much smaller or empty; `snapvol rm` it once checked)"
 SAFETY = "safety snapshot"
 IN_PROGRESS_REASON = "in progress"
 FAILED_REASON = "failed"
@@ -111,6 +114,14 @@ def source_of(snap: Snapshot) -> Source:
     return Source(snap.container, snap.kind, snap.volume or snap.database or "")
 
 
+SUSPECT = "suspect"  # the key in a snapshot's meta: why it was flagged (see plausibility)
+
+
+def is_suspect(snap: Snapshot) -> bool:
+    """A snapshot flagged empty or much smaller than the one before it of its source."""
+    return bool(snap.meta.get(SUSPECT))
+
+
 def is_safety(snap: Snapshot) -> bool:
     """A restore's automatic copy of what it replaced (volume or logical)."""
     return "safety_for" in snap.meta
@@ -161,13 +172,17 @@ def _time_reasons(snaps: list[Snapshot], policy: Policy, tz: tzinfo | None) -> l
 
 def _judge_source(snaps: list[Snapshot], policy: Policy, tz: tzinfo | None) -> list[Decision]:
     decisions = []
-    users = [s for s in snaps if s.status == COMPLETE and not is_safety(s)]
-    safeties = [s for s in snaps if s.status == COMPLETE and is_safety(s)]
+    complete = [s for s in snaps if s.status == COMPLETE]
+    suspects = [s for s in complete if is_suspect(s) and not is_safety(s)]
+    users = [s for s in complete if not is_safety(s) and s not in suspects]
+    safeties = [s for s in complete if is_safety(s)]
     verified = next((s for s in users if s.verify_ok), None)
     for snap, reasons in zip(users, _time_reasons(users, policy, tz), strict=True):
         if snap is verified:
             reasons.append(NEWEST_VERIFIED)
         decisions.append(Decision(snap, bool(reasons), tuple(reasons) or (UNMATCHED,)))
+    for snap in suspects:  # never one of the policy's good snapshots; left for a person
+        decisions.append(Decision(snap, True, (SUSPECT_REASON,)))
     for nr, snap in enumerate(safeties):
         kept = policy.safety == UNLIMITED or nr < policy.safety
         decisions.append(Decision(snap, kept, (SAFETY if kept else OLDER_SAFETY,)))

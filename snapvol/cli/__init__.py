@@ -250,7 +250,7 @@ def _after_run(ctx: click.Context, ok: bool, why: str) -> None:
         return
     from snapvol.monitor.report import after_run
 
-    after_run(app.monitoring, app.db, name, ok, why, app.console)
+    after_run(app.monitoring, app.db, name, ok, why, app.console, app.alerts)
 
 
 @click.group(cls=SnapvolGroup, context_settings={"help_option_names": ["-h", "--help"]})

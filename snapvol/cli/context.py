@@ -51,6 +51,8 @@ class AppContext:
     repo: str | None = dataclasses.field(default=None, repr=False)
     password_file: Path | None = None
     monitoring: Monitoring = dataclasses.field(default_factory=Monitoring)
+    # What the run found wrong without failing (a suspect snapshot): notified like a failure.
+    alerts: list[str] = dataclasses.field(default_factory=list)
     # The global options as given (for ``override``): the location may hold credentials.
     given: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -101,7 +103,7 @@ class AppContext:
         unless one is given too."""
         fresh = AppContext.from_options(**{**self.given, **later})
         for f in dataclasses.fields(self):
-            if f.name != "console":
+            if f.name not in ("console", "alerts"):
                 setattr(self, f.name, getattr(fresh, f.name))
 
     def restic(self) -> Restic:

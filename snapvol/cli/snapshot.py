@@ -43,6 +43,15 @@ if TYPE_CHECKING:
 @click.option("--database", help="--logical: the database (default: the container's POSTGRES_DB).")
 @click.option("--user", help="--logical: the role (default: the container's POSTGRES_USER).")
 @click.option(
+    "--max-shrink",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    envvar="SNAPVOL_MAX_SHRINK",
+    help="Flag (warn, alert, and never count as a good snapshot) one whose data is smaller "
+    "than the one before it of the same source by more than this fraction, or empty.",
+)
+@click.option(
     "--copy/--no-copy",
     "copy_to_repo",
     default=None,
@@ -66,6 +75,7 @@ def command(
     user: str | None,
     container: str,
     volume_name: str | None,
+    max_shrink: float,
     copy_to_repo: bool | None,
     as_json: bool,
 ) -> None:
@@ -86,6 +96,7 @@ def command(
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
         snap = _volume(app, options, container, volume_name, reader, helper_image)
+    snap = _judged(app, snap, max_shrink)
     failure: SnapvolError | None = None
     copies: list[Copy] = []
     if restic is not None:
@@ -100,6 +111,24 @@ def command(
             app.console.info(copied_line(snap, copy))
     if failure is not None:
         raise failure
+
+
+def _judged(app: AppContext, snap: Snapshot, max_shrink: float) -> Snapshot:
+    """The new snapshot, flagged (warned and alerted) if it is empty or much smaller."""
+    from snapvol import plausibility
+    from snapvol.retention import SUSPECT
+
+    with app.store() as store:
+        snap = plausibility.flag(store, snap, max_shrink)
+    reason = snap.meta.get(SUSPECT)
+    if reason:
+        message = (
+            f"snapshot {snap.id} ({snap.name}) is suspect: {reason}; it is kept, and not "
+            "counted as a good snapshot by prune"
+        )
+        app.console.warn(message)
+        app.alerts.append(message)
+    return snap
 
 
 def _copy_target(app: AppContext, copy_to_repo: bool | None) -> Restic | None:

@@ -18,16 +18,16 @@ from datetime import datetime
 from pathlib import Path
 
 from snapvol.adapters.store import COMPLETE, FAILED, Snapshot, Store, as_utc
-from snapvol.retention import is_safety, source_of
+from snapvol.retention import is_safety, is_suspect, source_of
 
 PREFIX = "snapvol"
 _HELP = {
-    "last_success_timestamp_seconds": "When the newest complete snapshot of the source was taken.",
+    "last_success_timestamp_seconds": "When the newest good snapshot of the source was taken.",
     "last_duration_seconds": "How long the newest complete snapshot took.",
     "last_size_bytes": "The newest complete snapshot's archive size.",
     "last_raw_bytes": "The newest complete snapshot's data, uncompressed.",
     "last_downtime_seconds": "How long the newest complete snapshot stopped the service.",
-    "last_snapshot_suspect": "1 when the newest snapshot is flagged as empty or much smaller.",
+    "last_snapshot_suspect": "1 when the newest snapshot is flagged empty or much smaller.",
     "snapshots": "Snapshots recorded, by status.",
     "last_failure_timestamp_seconds": "When the newest failed snapshot of the source was taken.",
     "last_copy_timestamp_seconds": "When the newest complete copy of the source's snapshots ended.",
@@ -101,7 +101,10 @@ def render(store: Store | None, runs: Mapping[str, Run]) -> str:
             counts[s.status] = counts.get(s.status, 0) + 1
         for status, n in sorted(counts.items()):
             add("snapshots", _labels(container=container, kind=kind, source=item, status=status), n)
-        good = next((s for s in snaps if s.status == COMPLETE), None)
+        newest = next((s for s in snaps if s.status == COMPLETE), None)
+        if newest is not None:
+            add("last_snapshot_suspect", labels, 1 if is_suspect(newest) else 0)
+        good = next((s for s in snaps if s.status == COMPLETE and not is_suspect(s)), None)
         if good is not None:
             add("last_success_timestamp_seconds", labels, _ts(good.created_at))
             add("last_duration_seconds", labels, good.duration_s or 0.0)
@@ -109,7 +112,6 @@ def render(store: Store | None, runs: Mapping[str, Run]) -> str:
             add("last_raw_bytes", labels, good.raw_bytes or 0)
             if good.downtime_s is not None:
                 add("last_downtime_seconds", labels, good.downtime_s)
-            add("last_snapshot_suspect", labels, 1 if good.meta.get("suspect") else 0)
         failed = next((s for s in snaps if s.status == FAILED), None)
         if failed is not None:
             add("last_failure_timestamp_seconds", labels, _ts(failed.created_at))

@@ -36,8 +36,9 @@ def check_config(path: Path) -> None:
         )
 
 
-def send(urls: Sequence[str], config: Path | None, title: str, body: str, failed: bool) -> int:
-    """Send the message to every target; returns how many targets it did not reach."""
+def send(urls: Sequence[str], config: Path | None, title: str, body: str, kind: str) -> int:
+    """Send the message (``kind``: failure, warning or success) to every target; returns how
+    many targets it did not reach."""
     import apprise
 
     quiet = logging.getLogger("apprise")
@@ -54,9 +55,12 @@ def send(urls: Sequence[str], config: Path | None, title: str, body: str, failed
     total = len(targets)
     if total == 0:
         return len(urls) + (1 if config is not None else 0)  # none could be read
-    kind = apprise.NotifyType.FAILURE if failed else apprise.NotifyType.SUCCESS
+    notify_type = {
+        "failure": apprise.NotifyType.FAILURE,
+        "warning": apprise.NotifyType.WARNING,
+    }.get(kind, apprise.NotifyType.SUCCESS)
     missed = 0
     for target in targets:
-        if not target.notify(body=body, title=title, notify_type=kind):
+        if not target.notify(body=body, title=title, notify_type=notify_type):
             missed += 1
     return missed

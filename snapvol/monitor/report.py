@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,21 +34,33 @@ class Monitoring:
 
 
 def after_run(
-    monitoring: Monitoring, db: Path, command: str, ok: bool, why: str, reporter: Reporter
+    monitoring: Monitoring,
+    db: Path,
+    command: str,
+    ok: bool,
+    why: str,
+    reporter: Reporter,
+    alerts: Sequence[str] = (),
 ) -> None:
-    """Write the metrics and notify, as ``monitoring`` asks; warn (once each) on a failure."""
+    """Write the metrics and notify, as ``monitoring`` asks; warn (once each) on a failure.
+    ``alerts``: what the run found wrong though it succeeded, notified as a warning."""
     if monitoring.metrics_file is not None:
         try:
             _write_metrics(monitoring.metrics_file, db, metrics.Run(command, ok, time.time()))
         except (OSError, SnapvolError) as err:
             reporter.warn(f"the metrics file {monitoring.metrics_file} was not written: {err}")
     urls = notify.urls_from_env()
-    if (urls or monitoring.notify_config is not None) and (not ok or monitoring.notify_success):
+    alerted = ok and bool(alerts)
+    if (urls or monitoring.notify_config is not None) and (
+        not ok or alerted or monitoring.notify_success
+    ):
         host = socket.gethostname()
-        title = f"snapvol {command} {'succeeded' if ok else 'FAILED'} on {host}"
-        body = "done" if ok else why
+        outcome = "FAILED" if not ok else "needs a look" if alerted else "succeeded"
+        title = f"snapvol {command} {outcome} on {host}"
+        body = why if not ok else "\n".join(alerts) if alerted else "done"
+        kind = "failure" if not ok else "warning" if alerted else "success"
         try:
-            missed = notify.send(urls, monitoring.notify_config, title, body, failed=not ok)
+            missed = notify.send(urls, monitoring.notify_config, title, body, kind)
         except SnapvolError as err:
             reporter.warn(f"no notification was sent: {err.message}")
             return

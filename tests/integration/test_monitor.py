@@ -9,11 +9,19 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.docker_helpers import TestBed
+
+
+def filled(bed: TestBed) -> tuple[Any, str]:
+    """A running container whose volume holds a file (an empty one is flagged suspect)."""
+    container, vol = bed.plain(mount="/srv/data")
+    (Path(bed.client.volumes.get(vol).attrs["Mountpoint"]) / "data").write_bytes(b"x" * 4096)
+    return container, vol
 
 
 def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -62,7 +70,7 @@ def receiver() -> Iterator[Receiver]:
 def test_metrics_say_when_each_source_last_succeeded_and_how_runs_went(
     bed: TestBed, cmd, tmp_path: Path
 ) -> None:
-    container, vol = bed.plain(mount="/srv/data")
+    container, vol = filled(bed)
     prom = tmp_path / "textfile" / "snapvol.prom"
     cmd("snapshot", "--volume", "--container", container.name, "--metrics-file", str(prom))
     snap = cmd.json("ls")[0]
@@ -104,7 +112,7 @@ def test_a_failed_run_notifies_and_a_good_one_only_when_asked(
 ) -> None:
     secret = "s3cr3t-token"
     monkeypatch.setenv("SNAPVOL_NOTIFY", f"json://user:{secret}@127.0.0.1:{receiver.port}/hook")
-    container, _vol = bed.plain(mount="/srv/data")
+    container, _vol = filled(bed)
     cmd("snapshot", "--volume", "--container", container.name)
     assert receiver.received == []  # success: silent by default
 
@@ -123,7 +131,7 @@ def test_a_failed_run_notifies_and_a_good_one_only_when_asked(
 def test_notification_problems_are_one_warning_and_never_the_runs_outcome(
     bed: TestBed, cmd, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    container, _vol = bed.plain(mount="/srv/data")
+    container, _vol = filled(bed)
     cmd("snapshot", "--volume", "--container", container.name)
     config = tmp_path / "apprise.txt"
     config.write_text(f"json://127.0.0.1:{receiver.port}/from-config\n")
@@ -137,3 +145,41 @@ def test_notification_problems_are_one_warning_and_never_the_runs_outcome(
     monkeypatch.setenv("SNAPVOL_NOTIFY", "json://127.0.0.1:9/nobody-listens")
     gone = cmd("snapshot", "--volume", "--container", "snapvol-test-gone", exit_code=3)
     assert "1 notification target(s) could not be reached" in gone.stderr
+
+
+def test_an_empty_or_much_smaller_snapshot_is_flagged_alerted_and_never_the_good_one(
+    bed: TestBed, cmd, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SNAPVOL_NOTIFY", f"json://127.0.0.1:{receiver.port}/hook")
+    container, vol = bed.plain(mount="/srv/data")
+    root = Path(bed.client.volumes.get(vol).attrs["Mountpoint"])
+    (root / "data").write_bytes(os.urandom(2_000_000))
+    prom = tmp_path / "snapvol.prom"
+    take = ("snapshot", "--volume", "--container", container.name, "--metrics-file", str(prom))
+    cmd(*take)
+    good = cmd.json("ls")[0]
+    assert receiver.received == [] and "suspect" not in good["meta"]
+
+    (root / "data").write_bytes(os.urandom(500_000))  # three quarters gone
+    shrunk = cmd(*take)
+    bad = cmd.json("ls")[0]
+    assert f"snapshot {bad['id']} ({bad['name']}) is suspect" in shrunk.stderr
+    assert f"less than {good['id']} before it" in bad["meta"]["suspect"]
+    [alert] = receiver.received
+    assert alert["type"] == "warning" and "needs a look" in alert["title"]
+    assert bad["id"] in alert["message"]
+    src = (("container", container.name), ("kind", "volume"), ("source", vol))
+    got = samples(prom)
+    assert got[("snapvol_last_snapshot_suspect", src)] == 1
+    assert got[("snapvol_last_size_bytes", src)] == good["size_bytes"]  # the good one's
+
+    planned = cmd.json("prune", "--keep-last", "1", "--dry-run")
+    plan = {d["id"]: d for d in planned["snapshots"]}
+    assert plan[good["id"]]["action"] == "keep" and plan[bad["id"]]["action"] == "keep"
+    assert plan[bad["id"]]["reasons"][0].startswith("suspect")
+
+    (root / "data").unlink()
+    cmd(*take, "--max-shrink", "1")  # whatever the fraction
+    assert cmd.json("ls")[0]["meta"]["suspect"].startswith("the volume was empty, and held 1 ")
+    cmd(*take)
+    assert "suspect" not in cmd.json("ls")[0]["meta"]  # empty after empty: no drop

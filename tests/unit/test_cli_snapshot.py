@@ -30,6 +30,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
 
     monkeypatch.setattr(snapshot, "_volume", lane("volume"))
     monkeypatch.setattr(snapshot, "_logical", lane("logical"))
+    monkeypatch.setattr(snapshot, "_judged", lambda _app, snap, _max_shrink: snap)
     return seen
 
 

@@ -315,3 +315,14 @@ def test_rm_removes_what_is_named_once_and_refuses_a_running_one() -> None:
     running = snap("2026-11-01 11:00", status=IN_PROGRESS, name="running")
     with pytest.raises(LockedError, match="nothing was deleted"):
         named([("a", a), ("running", running)])
+
+
+def test_a_suspect_snapshot_is_kept_but_never_counted_as_a_good_one() -> None:
+    good = snap("2026-01-01 10:00", name="good")
+    older = snap("2025-12-31 10:00", name="older")
+    bad = snap("2026-01-02 10:00", name="bad")
+    bad.meta_json = json.dumps({"suspect": "it holds 1 KB, 99% less than good before it"})
+    decisions = {d.snapshot.name: d for d in apply([older, good, bad], Policy(last=1), tz=UTC)}
+    assert decisions["good"].keep and decisions["good"].reasons == ("last snapshot",)
+    assert not decisions["older"].keep
+    assert decisions["bad"].keep and decisions["bad"].reasons[0].startswith("suspect")
