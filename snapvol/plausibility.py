@@ -26,10 +26,8 @@ def suspicion(snap: Snapshot, previous: Snapshot | None, max_shrink: float) -> s
     if previous is None or not previous.raw_bytes:
         return None
     if snap.kind == "volume" and (snap.file_count or 0) <= 1 < (previous.file_count or 0):
-        return (
-            f"the volume was empty, and held {(previous.file_count or 1) - 1} entries in {previous.id} "
-            "before it"
-        )
+        held = (previous.file_count or 1) - 1
+        return f"the volume was empty, and held {held} entries in {previous.id} before it"
     if size < (1 - max_shrink) * previous.raw_bytes:
         return (
             f"it holds {human_bytes(size)}, {100 * (1 - size / previous.raw_bytes):.0f}% less "
