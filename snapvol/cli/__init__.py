@@ -73,7 +73,17 @@ COMMANDS = {
         "Restore snapshot REF (an id, a unique prefix of 4+ hex digits, or a name), "
         "or a dump file.",
     ),
+    "run": Entry(
+        "snapvol.cli.schedule",
+        "run",
+        "Run the configuration's jobs, each when its schedule says (until SIGTERM), or one now.",
+    ),
     "rm": Entry("snapvol.cli.delete", "rm", "Delete snapshots: archives and records."),
+    "schedule": Entry(
+        "snapvol.cli.schedule",
+        "schedule",
+        "Print (or write) what runs the configuration's jobs on their schedules.",
+    ),
     "show": Entry(
         "snapvol.cli.show",
         "command",

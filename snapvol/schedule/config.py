@@ -1,0 +1,171 @@
+"""The configuration file (TOML): where the store and the repository are, what to snapshot, and
+when each job runs. Every job is a snapvol command line; the settings reach it through the
+SNAPVOL_* environment, so that no secret is ever in a process's arguments.
+
+    db = "/var/lib/snapvol/manifests.db"          # optional, as --db
+    backup_dir = "/var/lib/snapvol/backups"       # optional, as --backup-dir
+    repository = "sftp:backup@host:/srv/restic"   # optional, as --repo (then snapshots are copied)
+    password_file = "/etc/snapvol/restic-pass"    # as --password-file
+    metrics_file = "/var/lib/node_exporter/textfile/snapvol.prom"
+    notify_config = "/etc/snapvol/apprise.yml"
+
+    [[target]]                  # one per service: a snapshot job
+    container = "pc_db"
+    kind = "volume"             # or "logical"
+    schedule = "0 3 * * *"      # cron (local time), @daily..., or "@every 6h"
+
+    [prune]                     # retention, as `snapvol prune` (keep_last, keep_daily, ...)
+    schedule = "30 4 * * *"
+    keep_daily = 7
+    keep_weekly = 4
+
+    [verify]                    # `snapvol verify`; read_data_subset checks the repository too
+    schedule = "0 5 * * 0"
+    read_data_subset = "5%"
+
+    [copy]                      # `snapvol copy`: what a failed copy left (snapshots copy anyway)
+    schedule = "15 * * * *"
+
+    [drill]                     # `snapvol drill`: restore the newest snapshot somewhere throwaway
+    schedule = "0 6 * * 0"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snapvol.errors import UsageError
+from snapvol.schedule import cron
+
+_SETTINGS = {
+    "db": "SNAPVOL_DB",
+    "backup_dir": "SNAPVOL_BACKUP_DIR",
+    "repository": "SNAPVOL_REPOSITORY",
+    "password_file": "SNAPVOL_PASSWORD_FILE",
+    "metrics_file": "SNAPVOL_METRICS_FILE",
+    "notify_config": "SNAPVOL_NOTIFY_CONFIG",
+}
+_KEEP = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+_JOB_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scheduled run: its name (systemd unit and `run --once`), schedule and arguments."""
+
+    name: str
+    schedule: cron.Schedule
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    env: dict[str, str] = field(repr=False)  # the SNAPVOL_* settings its jobs run with
+    jobs: tuple[Job, ...]
+
+    def job(self, name: str) -> Job:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        names = ", ".join(j.name for j in self.jobs) or "none"
+        raise UsageError(f"{self.path} has no job {name!r} (its jobs: {names})")
+
+
+def load(path: Path) -> Config:
+    """Read and check the configuration; UsageError naming the file and the problem."""
+    path = path.absolute()
+    try:
+        raw = path.read_bytes()
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise UsageError(f"configuration {path}: {err.strerror or err}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"configuration {path} is not TOML: {err}") from None
+    if "repository" in doc and mode & 0o077:
+        raise UsageError(
+            f"configuration {path} names a repository (its location may hold credentials) and "
+            f"others can read it: chmod 600 {path}"
+        )
+    known = {*_SETTINGS, "target", "prune", "verify", "copy", "drill"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise UsageError(f"configuration {path}: unknown setting {unknown[0]!r}")
+    env = {}
+    for key, var in _SETTINGS.items():
+        if key in doc:
+            env[var] = str(_text(doc, key, path))
+    jobs = [*_targets(doc, path, "repository" in doc)]
+    for section, args in (("prune", ("prune", "--yes")), ("verify", ("verify",))):
+        if section in doc:
+            jobs.append(_job(doc[section], section, path, args + _extra(section, doc, path)))
+    for section in ("copy", "drill"):
+        if section in doc:
+            jobs.append(_job(doc[section], section, path, (section,)))
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"configuration {path}: two jobs are named alike ({sorted(names)})")
+    if not jobs:
+        raise UsageError(f"configuration {path} schedules nothing: add a [[target]]")
+    return Config(path, env, tuple(jobs))
+
+
+def _text(doc: dict[str, Any], key: str, path: Path) -> str:
+    value = doc[key]
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"configuration {path}: {key} must be a non-empty string")
+    return value
+
+
+def _targets(doc: dict[str, Any], path: Path, copies: bool) -> list[Job]:
+    targets = doc.get("target", [])
+    if not isinstance(targets, list):
+        raise UsageError(f"configuration {path}: target must be a list ([[target]])")
+    jobs = []
+    for t in targets:
+        container = _text(t, "container", path) if "container" in t else None
+        if container is None:
+            raise UsageError(f"configuration {path}: a [[target]] has no container")
+        kind = t.get("kind", "volume")
+        if kind not in ("volume", "logical"):
+            raise UsageError(f"configuration {path}: target {container}: kind is volume or logical")
+        name = t.get("name", f"snapshot-{container}-{kind}")
+        args: tuple[str, ...] = ("snapshot", f"--{kind}", "--container", container)
+        if "database" in t and kind == "logical":
+            args += ("--database", _text(t, "database", path))
+        jobs.append(_job(t, name, path, args + (("--copy",) if copies else ())))
+    return jobs
+
+
+def _extra(section: str, doc: dict[str, Any], path: Path) -> tuple[str, ...]:
+    body = doc[section]
+    if section == "prune":
+        keep = [(k, body[k]) for k in _KEEP if k in body]
+        if not keep:
+            raise UsageError(f"configuration {path}: [prune] needs a keep_* rule")
+        return tuple(a for k, v in keep for a in (f"--{k.replace('_', '-')}", str(v)))
+    if "read_data_subset" in body:
+        return ("--repo", "--read-data-subset", str(body["read_data_subset"]))
+    return ()
+
+
+def _job(body: Any, name: str, path: Path, args: tuple[str, ...]) -> Job:
+    if not isinstance(body, dict) or "schedule" not in body:
+        raise UsageError(f"configuration {path}: job {name!r} has no schedule")
+    if not _JOB_NAME.fullmatch(name):
+        raise UsageError(f"configuration {path}: {name!r} cannot name a job (a-z, 0-9, . _ -)")
+    return Job(name, cron.parse(_text(body, "schedule", path)), args)
+
+
+def job_env(
+    config: Config, base: dict[str, str] | os._Environ[str] | None = None
+) -> dict[str, str]:
+    """The environment a job runs in: this one, with the configuration's settings over it."""
+    return {**(os.environ if base is None else base), **config.env}

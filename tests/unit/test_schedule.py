@@ -1,0 +1,136 @@
+"""Cron schedules, the configuration file and the units made from it (no Docker)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from snapvol.errors import UsageError
+from snapvol.schedule import config, cron, units
+
+
+@pytest.mark.parametrize(
+    ("spec", "after", "expected"),
+    [
+        ("0 3 * * *", "2026-12-03 02:59", "2026-12-03 03:00"),
+        ("0 3 * * *", "2026-12-03 03:00", "2026-12-04 03:00"),
+        ("*/15 * * * *", "2026-12-03 10:07", "2026-12-03 10:15"),
+        ("30 4 * * 0", "2026-12-03 10:00", "2026-12-06 04:30"),  # a Thursday: next Sunday
+        ("30 4 * * 7", "2026-12-03 10:00", "2026-12-06 04:30"),  # 7 is Sunday too
+        ("0 0 1 * *", "2026-12-03 10:00", "2027-01-01 00:00"),
+        ("0 12 29 2 *", "2026-03-01 00:00", "2028-02-29 12:00"),  # the next leap day
+        ("0 0 13 * 5", "2026-12-03 00:00", "2026-12-04 00:00"),  # cron: the 13th OR a Friday
+        ("@daily", "2026-12-03 10:00", "2026-12-04 00:00"),
+        ("@every 90s", "2026-12-03 10:00", "2026-12-03 10:01:30"),
+    ],
+)
+def test_next_time(spec: str, after: str, expected: str) -> None:
+    got = cron.parse(spec).next_after(datetime.fromisoformat(after))
+    assert got == datetime.fromisoformat(expected)
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "* * * *", "61 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"]
+)
+def test_unreadable_schedules_are_refused(spec: str) -> None:
+    with pytest.raises(UsageError):
+        cron.parse(spec)
+
+
+def test_systemd_calendars_say_exactly_what_cron_says() -> None:
+    assert cron.on_calendar(cron.parse("0 3 * * *")) == "*-*-* 03:00:00"
+    assert cron.on_calendar(cron.parse("*/20 8-9 * * 1-5")) == (
+        "Mon,Tue,Wed,Thu,Fri *-*-* 08,09:00,20,40:00"
+    )
+    assert cron.on_calendar(cron.parse("@every 1h")) is None
+    with pytest.raises(UsageError, match="either"):
+        cron.on_calendar(cron.parse("0 0 13 * 5"))
+
+
+GOOD = """
+repository = "sftp:user@host:/srv/restic"
+password_file = "/etc/snapvol/pass"
+metrics_file = "/var/lib/node_exporter/snapvol.prom"
+
+[[target]]
+container = "pc_db"
+schedule = "0 3 * * *"
+
+[[target]]
+container = "pc_db"
+kind = "logical"
+database = "shop"
+schedule = "@every 6h"
+
+[prune]
+schedule = "30 4 * * *"
+keep_daily = 7
+keep_weekly = 4
+
+[verify]
+schedule = "0 5 * * 0"
+read_data_subset = "5%"
+"""
+
+
+def write(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "snapvol.toml"
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_a_configuration_becomes_jobs_and_an_environment(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, GOOD))
+    assert {j.name: j.args for j in loaded.jobs} == {
+        "snapshot-pc_db-volume": ("snapshot", "--volume", "--container", "pc_db", "--copy"),
+        "snapshot-pc_db-logical": (
+            "snapshot", "--logical", "--container", "pc_db", "--database", "shop", "--copy"
+        ),
+        "prune": ("prune", "--yes", "--keep-daily", "7", "--keep-weekly", "4"),
+        "verify": ("verify", "--repo", "--read-data-subset", "5%"),
+    }  # fmt: skip
+    assert loaded.env == {
+        "SNAPVOL_REPOSITORY": "sftp:user@host:/srv/restic",
+        "SNAPVOL_PASSWORD_FILE": "/etc/snapvol/pass",
+        "SNAPVOL_METRICS_FILE": "/var/lib/node_exporter/snapvol.prom",
+    }
+    service = units.systemd(loaded)["snapvol-prune.service"]
+    assert f"run --config {loaded.path} --once prune" in service
+    assert "sftp:" not in "".join(units.systemd(loaded).values())  # never in a command line
+    assert "OnUnitActiveSec=21600s" in units.systemd(loaded)["snapvol-snapshot-pc_db-logical.timer"]
+    with pytest.raises(UsageError, match="cron cannot run"):
+        units.crontab(loaded)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[[target]]\ncontainer = 'a'\n", "has no schedule"),
+        ("[[target]]\nschedule = '@daily'\n", "has no container"),
+        ("[[target]]\ncontainer='a'\nkind='disk'\nschedule='@daily'\n", "volume or logical"),
+        ("[prune]\nschedule = '@daily'\n", "keep_"),
+        ("colour = 'blue'\n", "unknown setting 'colour'"),
+        ("this is not toml", "is not TOML"),
+        ("", "schedules nothing"),
+    ],
+)
+def test_a_bad_configuration_is_one_clear_error(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(UsageError, match=problem):
+        config.load(write(tmp_path, text))
+
+
+def test_a_repository_in_a_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="chmod 600"):
+        config.load(write(tmp_path, GOOD, 0o644))
+
+
+def test_crontab_lines(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, "[[target]]\ncontainer='db'\nschedule='0 3 * * *'\n"))
+    lines = units.crontab(loaded).splitlines()
+    assert lines[1].startswith("0 3 * * * ") and lines[1].endswith(
+        f"run --config {loaded.path} --once snapshot-db-volume"
+    )
