@@ -395,6 +395,11 @@ def logical_plan_table(plan: LogicalRestorePlan) -> Fields:
         )
         table.add_row("Checked", "[green]whole and readable[/] (nothing changed yet)")
     table.add_row("Contains", "tables " + tables_text(source.tables or source.listed))
+    if plan.partial:
+        parts = [f"table {t}" for t in plan.only_tables] + [
+            f"schema {n}" for n in plan.only_schemas
+        ]
+        table.add_row("[yellow]Only[/]", ", ".join(parts) + " (a partial restore)")
     where = f"container {target.container.name}, PostgreSQL {plan.server_version}"
     if current.exists:
         table.add_row("[red]Replaces[/]", f"database {target.database} ({where})")

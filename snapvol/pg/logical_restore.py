@@ -103,6 +103,10 @@ class RestoreOptions:
     # A plain SQL dump file may create the roles it needs (never superusers, never a change
     # to an existing role).
     allow_roles: bool = False
+    # A partial restore (custom format, into a database that does not exist yet): only these
+    # tables (pg_restore --table: by name, in any schema) and the tables of these schemas.
+    tables: tuple[str, ...] = ()
+    schemas: tuple[str, ...] = ()
 
 
 def snapshot_source(ws: Workspace, snapshot: Snapshot) -> DumpSource:
@@ -274,6 +278,19 @@ class LogicalRestorePlan:
     # and the schemas made for them (given to the load role; the dump's CREATE SCHEMA skipped).
     extensions: list[sqlscript.Extension] = field(default_factory=list)
     schemas_made: list[str] = field(default_factory=list)
+    only_tables: tuple[str, ...] = ()  # a partial restore: these tables (any schema)...
+    only_schemas: tuple[str, ...] = ()  # ... and these schemas' (none: the whole dump)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.only_tables or self.only_schemas)
+
+    def selects(self, table: str) -> bool:
+        """Whether the restore brings ``table`` (``schema.table``, as the store names it)."""
+        if not self.partial:
+            return True
+        schema, _, name = table.partition(".")
+        return name in self.only_tables or schema in self.only_schemas
 
     @property
     def db_owner(self) -> str:
@@ -398,7 +415,11 @@ def plan_restore(
         no_owner=options.no_owner,
         safety=options.safety,
         allow_roles=options.allow_roles,
+        only_tables=options.tables,
+        only_schemas=options.schemas,
     )
+    if plan.partial:
+        _check_partial(plan)
     names = list(dict.fromkeys(name for name, _ in source.roles))
     if names:
         present = {
@@ -435,6 +456,24 @@ def plan_restore(
             + (" (their writes wait from the safety snapshot on)" if plan.takes_safety else "")
         )
     return plan
+
+
+def _check_partial(plan: LogicalRestorePlan) -> None:
+    """A partial restore reads a custom-format dump and makes a new database: it never
+    replaces a database with a part of one. What it selects must be in the dump."""
+    if plan.source.format != CUSTOM:
+        raise UsageError("--table and --schema need a custom-format dump (pg_restore's)")
+    if plan.current.exists:
+        raise UsageError(
+            f"a partial restore creates a new database, and {plan.target.database} exists: "
+            "name a new one with --database; nothing was changed"
+        )
+    known = set(plan.source.tables or {}) | set(plan.source.listed or [])
+    if known and not any(plan.selects(t) for t in known):
+        raise UsageError(
+            "the dump holds no table that --table / --schema select "
+            f"(it holds {', '.join(sorted(known)[:5])}{'...' if len(known) > 5 else ''})"
+        )
 
 
 def _plan_extensions(engine: Engine, plan: LogicalRestorePlan) -> None:
@@ -509,6 +548,8 @@ def _pg_restore_script(
     argv = ["pg_restore", "-f", "-"]
     if plan.no_owner:
         argv += ["--no-owner", "--no-privileges"]
+    argv += [f"--table={t}" for t in plan.only_tables]
+    argv += [f"--schema={n}" for n in plan.only_schemas]
     with engine.exec_stream(
         target.container.id,
         pgexec.shell(argv, shell_script),
@@ -588,7 +629,7 @@ def restore_logical(ws: Workspace, plan: LogicalRestorePlan) -> LogicalRestoreRe
         _load(ws, plan)
         reporter.step("checking the restored tables and row counts")
         counts = pgexec.table_counts(engine, target, plan.scratch)
-        check_counts(plan.source, counts)
+        check_counts(plan.source, counts, plan.selects)
         if current.exists:  # after the load, so no setting of the database's can hinder it
             reporter.step(f"giving {plan.scratch} the grants and settings of {target.database}")
             _give_props(engine, plan, current.props.statements(plan.scratch, owner))
@@ -967,17 +1008,24 @@ def _check_database_untouched(engine: Engine, plan: LogicalRestorePlan) -> None:
         )
 
 
-def check_counts(source: DumpSource, counts: dict[str, int]) -> None:
-    """The restored copy must hold every recorded table, with the recorded number of rows."""
+def check_counts(
+    source: DumpSource, counts: dict[str, int], selects: Callable[[str], bool] = lambda _t: True
+) -> None:
+    """The restored copy must hold every recorded table it ``selects`` (a partial restore's),
+    with the recorded number of rows."""
     what = f"snapshot {source.snapshot.id}" if source.snapshot else source.path.name
     problems: list[str] = []
     for table, rows in sorted((source.tables or {}).items()):
+        if not selects(table):
+            continue
         if table not in counts:
             problems.append(f"table {table} is missing")
         elif counts[table] != rows:
             problems.append(f"table {table} has {counts[table]} rows, {what} recorded {rows}")
     if source.tables is None:
-        problems += [f"table {t} is missing" for t in source.listed or [] if t not in counts]
+        problems += [
+            f"table {t} is missing" for t in source.listed or [] if selects(t) and t not in counts
+        ]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise IntegrityError(
