@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 ENSURE_IMAGE = bash scripts/ensure-pg-image.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv engine restic image test test-unit lint format bench demo hooks clean distclean
+.PHONY: podman help venv engine restic image test test-unit lint format bench demo hooks clean distclean
 
 help:
 	@echo "make test       all tests (unit, integration, faults): venv, Docker engine, restic, PG image"
@@ -62,6 +62,10 @@ engine:
 restic:
 	bash scripts/ensure-restic.sh
 
+# Podman from apt (the Podman tests start its API service themselves, on a socket of their own).
+podman:
+	bash scripts/ensure-podman.sh
+
 image: engine
 	$(ENSURE_IMAGE)
 
@@ -69,7 +73,7 @@ image: engine
 # instead of running the tests with an empty SNAPVOL_PG_IMAGE. --durations: CI prints the 25 slowest.
 # scripts/run-tests.sh: the parallel part on TEST_WORKERS (default 2) workers, then the serial one.
 TEST_WORKERS ?= 2
-test: venv engine restic
+test: venv engine restic podman
 	img=$$($(ENSURE_IMAGE)) && SNAPVOL_PG_IMAGE=$$img PYTHON=$(PY) TEST_WORKERS=$(TEST_WORKERS) \
 	    bash scripts/run-tests.sh $(PYTEST_ARGS)
 

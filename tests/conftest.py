@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests import servers
-from tests.docker_helpers import TestBed, testbed
+from tests.docker_helpers import TestBed, pg_image, testbed
+from tests.podman import Podman
+from tests.podman import started as podman_started
 from tests.servers import RepoServer
 
 
@@ -145,3 +148,26 @@ def rest_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo
 def repo_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoServer]:
     """Each repository backend in turn (local, sftp, s3, rest), for tests that hold for all."""
     yield from _serve(request.param, request, tmp_path / f"repo-{request.param}")
+
+
+@pytest.fixture(scope="session")
+def podman_service(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Podman]:
+    """Podman's Docker-compatible API (rootful), on a socket of the tests' own."""
+    if shutil.which("podman") is None:  # a missing engine is a failure, as Docker's is
+        pytest.fail(
+            "the Podman tests need podman (`bash scripts/ensure-podman.sh`; make test does)"
+        )
+    yield from podman_started(tmp_path_factory.mktemp("podman"), pg_image(docker_client))
+
+
+@pytest.fixture
+def pbed(podman_service: Podman, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestBed]:
+    """A test bed on Podman; snapvol, run by ``cmd``, talks to Podman (DOCKER_HOST)."""
+    monkeypatch.setenv("DOCKER_HOST", podman_service.docker_host)
+    bed = TestBed(client=podman_service.client, image=podman_service.image)
+    try:
+        yield bed
+    finally:
+        bed.cleanup()
