@@ -406,11 +406,14 @@ def _check_is_store(path: Path) -> None:
 def peek_refs(path: Path) -> list[tuple[str, str, str]]:
     """The snapshots of the store at ``path``, newest first, as (id, name, what it is), read
     without writing anything (for shell completion): no store is created, tightened or
-    migrated, and a missing, linked or unreadable one has none."""
+    migrated, and a missing, linked or unreadable one has none.
+
+    Read as an immutable file: SQLite then creates no -wal or -shm file beside it, and what
+    a running snapvol has not checkpointed yet (its store closed) is not seen."""
     if path.is_symlink() or not path.is_file():
         return []
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
         try:
             rows = conn.execute(
                 "SELECT id, name, kind, status, container, created_at FROM snapshots "
