@@ -8,7 +8,7 @@ Plain data and the standard library only: `snapvol --help` reads it and imports 
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
+from typing import NamedTuple
 
 WIDTH = 78  # what a line of an epilog may take, with click's indent of 2
 
@@ -74,14 +74,12 @@ _REPOSITORY = (
 _ENGINE = ("SNAPVOL_CONTAINER", "SNAPVOL_READER", "SNAPVOL_RUN_DIR", "DOCKER_HOST")
 
 
-@dataclass(frozen=True)
-class Example:
+class Example(NamedTuple):
     command: str  # a command line as typed
     does: str  # what it does
 
 
-@dataclass(frozen=True)
-class CommandHelp:
+class CommandHelp(NamedTuple):
     examples: tuple[Example, ...]
     environment: tuple[str, ...]  # keys of ENVIRONMENT
     exit_codes: tuple[int, ...]  # keys of EXIT_CODES
