@@ -149,7 +149,7 @@ HELP = {
             ("snapvol --repo /mnt/usb/restic repo init", "Create a repository on a USB disk."),
             ("snapvol --repo sftp:nas:/srv/restic repo import", "Record what a repository holds."),
         ],
-        _REPOSITORY,
+        _STORE + _REPOSITORY,
         "0 2 6 7 14 130",
     ),
     "repo init": _help(
