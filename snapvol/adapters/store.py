@@ -424,7 +424,7 @@ def peek_refs(path: Path) -> list[tuple[str, str, str]]:
     except sqlite3.Error:
         return []
     return [
-        (sid, name, f"{kind} of {container}, {str(created)[:16]}, {status}")
+        (sid, name, f"{kind} of {container}, {str(created)[:16]} UTC, {status}")
         for sid, name, kind, status, container, created in rows
     ]
 

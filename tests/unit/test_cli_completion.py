@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from snapvol.adapters.store import Snapshot, Store
-from snapvol.cli import COMMANDS
+from snapvol.cli import COMMANDS, cli
+from snapvol.cli.complete import SnapshotRef
 
 # Runs the CLI as `snapvol` would, then writes the modules it imported to argv[1].
 PROBE = """
@@ -73,6 +76,22 @@ def store_file() -> Path:
     return path
 
 
+def test_every_snapshot_argument_completes() -> None:
+    """Every REF argument (as its usage shows it) completes from the store."""
+    ctx = click.Context(cli)
+    found = []
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        subs = command.commands.values() if isinstance(command, click.Group) else [command]
+        for sub in subs:
+            for param in sub.params:
+                if isinstance(param, click.Argument) and "REF" in param.human_readable_name:
+                    assert isinstance(param.type, SnapshotRef), f"{sub.name} {param.name}"
+                    found.append(sub.name)
+    assert sorted(found) == ["copy", "restore", "rm", "show", "verify"]
+
+
 def test_command_names_complete_without_importing_any_command(tmp_path: Path) -> None:
     values, modules = complete(tmp_path, "snapvol s")
     assert values == ["show", "snapshot"]
@@ -121,7 +140,8 @@ def test_refs_complete_to_the_ids_and_names_in_the_store(tmp_path: Path, store_f
     assert values == []
     # zsh shows what each is
     values, _ = complete(tmp_path, "snapvol copy un", shell="zsh")
-    assert values[:2] == ["plain", "uno"] and values[2].startswith("volume of db, ")
+    assert values[:2] == ["plain", "uno"]
+    assert re.fullmatch(r"volume of db, \d{4}-\d\d-\d\d \d\d:\d\d UTC, in_progress", values[2])
     after = {p.name: p.read_bytes() for p in store_file.parent.iterdir() if p.is_file()}
     assert after == before  # read, never written
 
