@@ -255,7 +255,7 @@ class SnapvolGroup(click.Group):
 def cli(ctx: click.Context, **options: Any) -> None:
     """Fast, verified snapshots and safe restores of stateful Docker services.
 
-    The options above may also follow the command's name (`snapvol ls --db FILE`).
+    The options below may also follow the command's name (`snapvol ls --db FILE`).
     """
     from snapvol.cli.context import AppContext  # the store and the adapters: not for --help
 
