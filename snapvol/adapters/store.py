@@ -403,6 +403,32 @@ def _check_is_store(path: Path) -> None:
         )
 
 
+def peek_refs(path: Path) -> list[tuple[str, str, str]]:
+    """The snapshots of the store at ``path``, newest first, as (id, name, what it is), read
+    without writing anything (for shell completion): no store is created, tightened or
+    migrated, and a missing, linked or unreadable one has none.
+
+    Read as an immutable file: SQLite then creates no -wal or -shm file beside it, and what
+    a running snapvol has not checkpointed yet (its store closed) is not seen."""
+    if path.is_symlink() or not path.is_file():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT id, name, kind, status, container, created_at FROM snapshots "
+                "ORDER BY created_at DESC"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    return [
+        (sid, name, f"{kind} of {container}, {str(created)[:16]} UTC, {status}")
+        for sid, name, kind, status, container, created in rows
+    ]
+
+
 def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

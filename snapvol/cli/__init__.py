@@ -18,8 +18,11 @@ from copy import copy as shallow_copy  # (``import copy`` would lose to the ``co
 from typing import Any, NamedTuple
 
 import click
+from click.shell_completion import CompletionItem
 
 from snapvol import __version__
+from snapvol.cli import helptext
+from snapvol.cli.complete import complete_refs
 from snapvol.cli.options import global_options
 from snapvol.errors import SnapvolError, snapvol_command
 
@@ -191,6 +194,16 @@ def accept_global_options(command: click.Command) -> None:
     command.callback = accepting
 
 
+def explain(command: click.Command, path: str) -> None:
+    """Give ``command`` (and a group's subcommands) its examples, environment and exit codes
+    (``helptext``), after its options in ``--help``."""
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            explain(sub, f"{path} {name}")
+    if path in helptext.HELP:
+        command.epilog = helptext.epilog(path)
+
+
 class SnapvolGroup(click.Group):
     """The one place an anticipated failure becomes ``Error: ...`` on stderr and an exit code.
 
@@ -205,8 +218,24 @@ class SnapvolGroup(click.Group):
         if entry is not None and cmd_name not in self.commands:
             command = getattr(importlib.import_module(entry.module), entry.attribute)
             accept_global_options(command)
+            explain(command, cmd_name)
+            complete_refs(command)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """The commands (named by ``COMMANDS``: completing them imports none), then the
+        options, as click completes a group."""
+        items = [
+            CompletionItem(name, help=self._listed(name).get_short_help_str())
+            for name in self.list_commands(ctx)
+            if name.startswith(incomplete) and not self._listed(name).hidden
+        ]
+        return items + super(click.Group, self).shell_complete(ctx, incomplete)
+
+    def _listed(self, name: str) -> click.Command:
+        """The command as listed: itself once imported, else a stand-in with its short help."""
+        return self.commands.get(name) or click.Command(name, help=COMMANDS[name].short_help)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The commands and their short help, as click lists them, without importing any: a
@@ -215,7 +244,7 @@ class SnapvolGroup(click.Group):
         limit = formatter.width - 6 - max(map(len, names), default=0)
         rows = []
         for name in names:
-            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name].short_help)
+            command = self._listed(name)
             if not command.hidden:
                 rows.append((name, command.get_short_help_str(limit)))
         if rows:
@@ -263,14 +292,18 @@ def _after_run(ctx: click.Context, ok: bool, why: str) -> None:
     after_run(app.monitoring, app.db, name, ok, why, app.console, app.alerts)
 
 
-@click.group(cls=SnapvolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=SnapvolGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=helptext.epilog(""),
+)
 @click.version_option(__version__, prog_name="snapvol")
 @global_options
 @click.pass_context
 def cli(ctx: click.Context, **options: Any) -> None:
     """Fast, verified snapshots and safe restores of stateful Docker services.
 
-    The options above may also follow the command's name (`snapvol ls --db FILE`).
+    The options below may also follow the command's name (`snapvol ls --db FILE`).
     """
     from snapvol.cli.context import AppContext  # the store and the adapters: not for --help
 

@@ -98,6 +98,7 @@ def test_help_lists_the_commands_as_click_lists_the_real_ones(width: int) -> Non
         params=cli.params,
         callback=cli.callback,
         help=cli.help,
+        epilog=cli.epilog,
         context_settings=cli.context_settings,
         commands=[real(name) for name in COMMANDS],
     )
