@@ -40,6 +40,11 @@ COMMANDS = {
         "command",
         "Copy snapshots to the repository (default: every complete one not copied there yet).",
     ),
+    "drill": Entry(
+        "snapvol.cli.drill",
+        "command",
+        "Restore a snapshot into a throwaway server and check it (default: the newest one).",
+    ),
     "ls": Entry(
         "snapvol.cli.ls",
         "command",

@@ -7,16 +7,16 @@ from typing import Any
 import click
 
 from snapvol.adapters.restic import display_location
-from snapvol.adapters.store import Copy, Snapshot, iso_seconds
+from snapvol.adapters.store import Copy, Drill, Snapshot, iso_seconds
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import snapshot_details
 from snapvol.cli.options import json_option
 
 
-def show_dict(snap: Snapshot, copies: list[Copy]) -> dict[str, Any]:
-    """``ls --json``'s object for the snapshot; each copy also says when it started and, when
-    it failed, why."""
-    data = snap.to_dict(copies)
+def show_dict(snap: Snapshot, copies: list[Copy], drill: Drill | None = None) -> dict[str, Any]:
+    """``ls --json``'s object for the snapshot (its ``last_drill`` included); each copy also
+    says when it started and, when it failed, why."""
+    data = {**snap.to_dict(copies), "last_drill": None if drill is None else drill.to_dict()}
     for row, copy in zip(data["copies"], copies, strict=True):
         row["repository"] = display_location(row["repository"])
         row["started_at"] = iso_seconds(copy.created_at)
@@ -33,7 +33,8 @@ def command(app: AppContext, ref: str, as_json: bool) -> None:
     with app.store() as store:
         snap = store.resolve(ref)
         copies = store.copies(snapshot_id=snap.id)
+        drill = store.last_drills().get(snap.id)
     if as_json:
-        app.console.json(show_dict(snap, copies))
+        app.console.json(show_dict(snap, copies, drill))
     else:
-        app.console.out.print(snapshot_details(snap, copies), soft_wrap=True)
+        app.console.out.print(snapshot_details(snap, copies, drill), soft_wrap=True)
