@@ -168,3 +168,27 @@ def test_refuses_a_snapshot_without_postgres(bed: TestBed, cmd) -> None:
         "PostgreSQL snapshots (volume or logical)"
     )
     assert cmd.json("show", snap["id"])["last_drill"] is None
+
+
+def test_prune_keeps_the_newest_snapshot_whose_last_drill_passed(
+    bed: TestBed, cmd, tmp_path: Path
+) -> None:
+    pg = bed.postgres()
+    _fill(pg)
+    uno = cmd.json("snapshot", "--logical", "--container", pg.name, "--name", "uno")
+    dos = cmd.json("snapshot", "--logical", "--container", pg.name, "--name", "dos")
+    tres = cmd.json("snapshot", "--logical", "--container", pg.name, "--name", "tres")
+    cmd("drill", "uno")
+    false_sql = tmp_path / "false.sql"
+    false_sql.write_text("SELECT false")
+    cmd("drill", "dos", "--check-sql", str(false_sql), exit_code=7)  # failed: not kept for it
+
+    plan = cmd.json("prune", "--keep-last", "1", "-n")["snapshots"]
+    assert {p["name"]: (p["action"], p["reasons"]) for p in plan} == {
+        "tres": ("keep", ["last snapshot"]),
+        "dos": ("remove", ["matches no keep rule"]),
+        "uno": ("keep", ["newest drilled"]),
+    }
+    cmd("prune", "--keep-last", "1", "--yes")
+    assert [s["id"] for s in cmd.json("ls")] == [tres["id"], uno["id"]]
+    assert Path(uno["path"]).exists() and not Path(dos["path"]).exists()
