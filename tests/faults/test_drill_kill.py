@@ -15,7 +15,7 @@ DRILL_LABEL = "org.snapvol.drill"
 
 
 def _drill_containers(bed: TestBed) -> list:
-    return bed.client.containers.list(all=True, filters={"label": DRILL_LABEL})
+    return bed.client.containers.list(all=True, filters={"label": DRILL_LABEL}, ignore_removed=True)
 
 
 def _leftovers(bed: TestBed) -> tuple[list[str], list[str]]:

@@ -27,7 +27,9 @@ EXPECTED = {"public.empty_one": 0, "public.items": 3000, "shop.orders": 120}
 
 
 def _leftovers(client: docker.DockerClient) -> tuple[list[str], list[str]]:
-    containers = client.containers.list(all=True, filters={"label": DRILL_LABEL})
+    containers = client.containers.list(
+        all=True, filters={"label": DRILL_LABEL}, ignore_removed=True
+    )
     volumes = client.volumes.list(filters={"label": DRILL_LABEL})
     return [str(c.name) for c in containers], [str(v.name) for v in volumes]
 
