@@ -166,3 +166,16 @@ def test_leftovers_of_drills_whose_process_is_gone_are_removed(
     assert reporter.warnings == [
         "removed the container and volume of 2 drill(s) left by an interrupted run"
     ]
+
+
+# --- the command's refusals (before any store or engine) ---------------------------------------
+
+
+def test_database_goes_with_check_sql_and_the_query_file_must_hold_sql(cmd, tmp_path: Path) -> None:
+    refused = cmd("drill", "--database", "app", exit_code=2)
+    assert refused.stderr == "Error: --database says where --check-sql runs: give --check-sql too\n"
+    empty = tmp_path / "empty.sql"
+    empty.write_text("  \n")
+    refused = cmd("drill", "--check-sql", str(empty), exit_code=2)
+    assert refused.stderr == f"Error: {empty} holds no SQL\n"
+    assert not (tmp_path / "manifests.db").exists()
