@@ -4,7 +4,9 @@ Snapshots are judged per source (a container's volume or database, per kind), in
 
 - the user's complete snapshots: restic's ``forget`` rules (``--keep-last``, ``--keep-hourly`` ...
   ``--keep-yearly``), and, whatever those say, the newest one whose last ``snapvol verify``
-  succeeded (reason "newest verified"), so the last known-good backup never goes;
+  succeeded (reason "newest verified"), so the last known-good backup never goes, and the
+  newest one whose last ``snapvol drill`` passed (reason "newest drilled"): the last backup
+  proven to restore never goes either;
 - suspect snapshots (flagged empty or much smaller than the one before, meta ``suspect``):
   kept, and never counted as one of the good snapshots the rules keep (reason "suspect");
 - safety snapshots (a restore's automatic copy of what it replaced, meta ``safety_for``): their
@@ -20,7 +22,7 @@ Like restic, buckets are read in local time (``tz=None``); pass a zone to choose
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, tzinfo
 
@@ -43,6 +45,7 @@ _RULES: tuple[tuple[str, Bucket, str], ...] = (
 
 NEWEST_VERIFIED = "newest verified"
 SUSPECT_REASON = "suspect: not counted (much smaller or empty; `snapvol rm` it once checked)"
+NEWEST_DRILLED = "newest drilled"
 SAFETY = "safety snapshot"
 IN_PROGRESS_REASON = "in progress"
 FAILED_REASON = "failed"
@@ -93,7 +96,8 @@ class Policy:
         ]
         safety = "all" if self.safety == UNLIMITED else f"the newest {self.safety}"
         return (
-            f"keep per source: {', '.join(counts)}; the newest verified; {safety} safety "
+            f"keep per source: {', '.join(counts)}; the newest verified; the newest drilled; "
+            f"{safety} safety "
             "snapshot(s); those in progress. Failed records go."
         )
 
@@ -170,16 +174,21 @@ def _time_reasons(snaps: list[Snapshot], policy: Policy, tz: tzinfo | None) -> l
     return reasons
 
 
-def _judge_source(snaps: list[Snapshot], policy: Policy, tz: tzinfo | None) -> list[Decision]:
+def _judge_source(
+    snaps: list[Snapshot], policy: Policy, tz: tzinfo | None, drilled: Collection[str]
+) -> list[Decision]:
     decisions = []
     complete = [s for s in snaps if s.status == COMPLETE]
     suspects = [s for s in complete if is_suspect(s) and not is_safety(s)]
     users = [s for s in complete if not is_safety(s) and s not in suspects]
     safeties = [s for s in complete if is_safety(s)]
     verified = next((s for s in users if s.verify_ok), None)
+    proven = next((s for s in users if s.id in drilled), None)
     for snap, reasons in zip(users, _time_reasons(users, policy, tz), strict=True):
         if snap is verified:
             reasons.append(NEWEST_VERIFIED)
+        if snap is proven:
+            reasons.append(NEWEST_DRILLED)
         decisions.append(Decision(snap, bool(reasons), tuple(reasons) or (UNMATCHED,)))
     for snap in suspects:  # never one of the policy's good snapshots; left for a person
         decisions.append(Decision(snap, True, (SUSPECT_REASON,)))
@@ -195,17 +204,25 @@ def _judge_source(snaps: list[Snapshot], policy: Policy, tz: tzinfo | None) -> l
     return decisions
 
 
-def apply(snaps: Sequence[Snapshot], policy: Policy, tz: tzinfo | None = None) -> list[Decision]:
+def apply(
+    snaps: Sequence[Snapshot],
+    policy: Policy,
+    tz: tzinfo | None = None,
+    drilled: Collection[str] = (),
+) -> list[Decision]:
     """Every snapshot with its fate under ``policy``, newest first.
 
     ``tz`` is the zone the hour/day/week/month/year buckets are read in; None: local time.
+    ``drilled``: the ids of the snapshots whose last restore drill passed.
     """
     by_source: dict[Source, list[Snapshot]] = {}
     ordered = newest_first(snaps)
     for snap in ordered:
         by_source.setdefault(source_of(snap), []).append(snap)
     judged = {
-        d.snapshot.id: d for group in by_source.values() for d in _judge_source(group, policy, tz)
+        d.snapshot.id: d
+        for group in by_source.values()
+        for d in _judge_source(group, policy, tz, drilled)
     }
     return [judged[s.id] for s in ordered]
 

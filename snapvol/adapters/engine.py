@@ -54,6 +54,7 @@ class ContainerInfo:
     entrypoint: tuple[str, ...]
     health: str | None
     _env: dict[str, str] = field(repr=False)  # never stored or printed: it may hold passwords
+    user: str = ""  # the user its processes run as ("": the image's default)
 
     @property
     def running(self) -> bool:
@@ -425,6 +426,84 @@ class Engine:
         with _translate("listing helper containers"):
             return list(self.api.containers(all=True, filters={"label": HELPER_LABEL}))
 
+    # --- throwaway servers (restore drills) ------------------------------------------------------
+
+    def image_env(self, ref: str) -> dict[str, str] | None:
+        """The environment image ``ref`` (a name or an id) sets; None when it is not here
+        (nothing is pulled)."""
+        try:
+            with _translate(f"inspecting image {ref!r}"):
+                attrs = self.api.inspect_image(ref)
+        except NotFoundError:
+            return None
+        env = (attrs.get("Config") or {}).get("Env") or []
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+
+    def logs_tail(self, container_id: str, lines: int = 5) -> str:
+        """The last ``lines`` lines a container wrote (for an error message)."""
+        with _translate("reading the container's logs"):
+            out = self.api.logs(container_id, stdout=True, stderr=True, tail=lines)
+        return bytes(out).decode("utf-8", "replace").strip()
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        with _translate(f"creating volume {name!r}"):
+            self.api.create_volume(name, labels=labels)
+
+    def remove_volume(self, name: str) -> None:
+        """Remove volume ``name`` (one already gone is fine)."""
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.NotFound), _translate(f"removing volume {name!r}"):
+            self.api.remove_volume(name, force=True)
+
+    def create_server(
+        self,
+        image: str,
+        *,
+        name: str,
+        volume: str,
+        mount: str,
+        env: dict[str, str],
+        user: str,
+        labels: dict[str, str],
+    ) -> str:
+        """A container of ``image`` (its own command) with ``volume`` at ``mount`` and no
+        network, created but not started. ``env`` goes in the request body, never in argv."""
+        host_config = self.api.create_host_config(
+            binds={volume: {"bind": mount, "mode": "rw"}}, network_mode="none"
+        )
+        with _translate(f"creating a container from {image}"):
+            created = self.api.create_container(
+                image,
+                name=name,
+                environment=env,
+                user=user,
+                labels=labels,
+                host_config=host_config,
+                network_disabled=True,
+                detach=True,
+            )
+        return str(created["Id"])
+
+    def labelled_containers(self, label: str) -> list[dict[str, Any]]:
+        """Every container (running or not) that carries ``label``."""
+        with _translate(f"listing containers labelled {label}"):
+            return list(self.api.containers(all=True, filters={"label": label}))
+
+    def labelled_volumes(self, label: str) -> list[VolumeInfo]:
+        """Every volume that carries ``label``."""
+        with _translate(f"listing volumes labelled {label}"):
+            found = self.api.volumes(filters={"label": label}).get("Volumes") or []
+        return [
+            VolumeInfo(
+                name=v["Name"],
+                mountpoint=v.get("Mountpoint", ""),
+                driver=v.get("Driver", ""),
+                labels=v.get("Labels") or {},
+            )
+            for v in found
+        ]
+
     # --- streaming exec (logical snapshots and restores) ----------------------------------------
 
     def exec_stream(
@@ -524,4 +603,5 @@ def _container_info(container: Container) -> ContainerInfo:
         entrypoint=tuple(config.get("Entrypoint") or ()),
         health=health,
         _env=env,
+        user=str(config.get("User") or ""),
     )

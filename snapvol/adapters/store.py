@@ -193,6 +193,45 @@ class RepoCheck(SQLModel, table=True):
         }
 
 
+class Drill(SQLModel, table=True):
+    """One `snapvol drill`: a snapshot restored into a throwaway server and checked there.
+
+    ``ok`` is None while it runs (``pid`` and ``host`` say whose run it is); ``counts`` are the
+    rows per table per database the drilled server held (JSON), ``detail`` what was checked.
+    """
+
+    __tablename__ = "drills"
+
+    id: str = Field(primary_key=True)
+    snapshot_id: str = Field(index=True)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    ok: bool | None = None
+    error: str | None = None
+    counts_json: str | None = None
+    detail: str = ""
+    pid: int | None = None
+    host: str | None = None
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]] | None:
+        return None if self.counts_json is None else dict(json.loads(self.counts_json))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape of a drill (``drill --json``, ``ls --json``'s ``last_drill``)."""
+        done = self.finished_at
+        return {
+            "id": self.id,
+            "snapshot_id": self.snapshot_id,
+            "started_at": iso_seconds(self.started_at),
+            "finished_at": None if done is None else iso_seconds(done),
+            "ok": self.ok,
+            "error": self.error,
+            "detail": self.detail,
+            "counts": self.counts,
+        }
+
+
 def _file_row(snapshot_id: str, m: Member) -> dict[str, Any]:
     return {"snapshot_id": snapshot_id, **as_row(m)}
 
@@ -320,12 +359,33 @@ def _m005_repo_checks(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_repo_checks_checked_at ON repo_checks (checked_at)"))
 
 
+def _m006_drills(conn: Connection) -> None:
+    """The results of `snapvol drill` (restore drills), which retention also keeps by."""
+    conn.execute(
+        text("""
+        CREATE TABLE drills (
+            id TEXT PRIMARY KEY,
+            snapshot_id TEXT NOT NULL,
+            started_at DATETIME NOT NULL,
+            finished_at DATETIME,
+            ok BOOLEAN,
+            error TEXT,
+            counts_json TEXT,
+            detail TEXT NOT NULL DEFAULT '',
+            pid INTEGER,
+            host TEXT
+        )""")
+    )
+    conn.execute(text("CREATE INDEX ix_drills_snapshot_id ON drills (snapshot_id)"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_verify_result", _m002_verify_result),
     ("003_fidelity", _m003_fidelity),
     ("004_copies", _m004_copies),
     ("005_repo_checks", _m005_repo_checks),
+    ("006_drills", _m006_drills),
 ]
 
 _MARKER_TABLE = "snapvol_migrations"
@@ -771,3 +831,55 @@ class Store:
             if repository_id is not None:
                 query = query.where(RepoCheck.repository_id == repository_id)
             return list(session.exec(query).all())
+
+    # --- restore drills -----------------------------------------------------------------------
+
+    def add_drill(self, drill: Drill) -> Drill:
+        """Record a drill as it starts (``ok`` None, with this run's pid and host)."""
+        with self._session() as session:
+            session.add(drill)
+            session.commit()
+            session.refresh(drill)
+            return drill
+
+    def finish_drill(
+        self,
+        drill_id: str,
+        *,
+        ok: bool,
+        error: str | None = None,
+        counts: Mapping[str, Mapping[str, int]] | None = None,
+        detail: str = "",
+    ) -> Drill:
+        """Record how drill ``drill_id`` ended, now."""
+        with self._session() as session:
+            drill = session.get(Drill, drill_id)
+            if drill is None:
+                raise NotFoundError(f"no drill {drill_id}")
+            drill.ok, drill.error, drill.detail = ok, error, detail
+            drill.counts_json = None if counts is None else json.dumps(counts, sort_keys=True)
+            drill.finished_at = utcnow()
+            drill.pid = None
+            session.add(drill)
+            session.commit()
+            session.refresh(drill)
+            return drill
+
+    def drills(self, *, snapshot_id: str | None = None, running: bool | None = None) -> list[Drill]:
+        """Drills, newest first; only those of ``snapshot_id``, and (``running``) those still
+        unfinished or finished."""
+        with self._session() as session:
+            query = select(Drill).order_by(col(Drill.started_at).desc(), col(Drill.id))
+            if snapshot_id is not None:
+                query = query.where(Drill.snapshot_id == snapshot_id)
+            if running is not None:
+                finished = col(Drill.finished_at)
+                query = query.where(finished.is_(None) if running else finished.is_not(None))
+            return list(session.exec(query).all())
+
+    def last_drills(self) -> dict[str, Drill]:
+        """Each snapshot's last finished drill, by snapshot id."""
+        last: dict[str, Drill] = {}
+        for drill in self.drills(running=False):
+            last.setdefault(drill.snapshot_id, drill)
+        return last

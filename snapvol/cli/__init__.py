@@ -55,6 +55,11 @@ COMMANDS = {
         "Write files out of snapshot REF into a directory, checked, without touching any "
         "container.",
     ),
+    "drill": Entry(
+        "snapvol.cli.drill",
+        "command",
+        "Restore a snapshot into a throwaway server and check it (default: the newest one).",
+    ),
     "ls": Entry(
         "snapvol.cli.ls",
         "command",

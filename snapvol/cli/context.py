@@ -18,6 +18,7 @@ from snapvol import locking
 from snapvol.adapters.engine import Engine
 from snapvol.adapters.restic import Repository, Restic
 from snapvol.adapters.store import Store
+from snapvol.drill.recovery import recover_drill_records, recover_drills
 from snapvol.errors import StoreError
 from snapvol.monitor.report import Monitoring
 from snapvol.output import Console
@@ -148,6 +149,7 @@ class AppContext:
         needs the engine, in one store session."""
         with self.engine() as engine:
             recover_helpers(engine, self.console)
+            recover_drills(engine, self.console)
             yield Workspace(engine, store, self.backup_dir, self.console)
 
     @contextlib.contextmanager
@@ -180,6 +182,7 @@ class AppContext:
         try:
             recover_store(store, self.backup_dir, self.console)
             recover_copies(store, self.console)
+            recover_drill_records(store, self.console)
             yield store
         finally:
             store.close()

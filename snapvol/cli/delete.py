@@ -310,7 +310,8 @@ def prune(
     """
     policy = retention.Policy(**counts)
     with app.store() as store, contextlib.ExitStack() as held:
-        decisions = retention.apply(store.snapshots(), policy)
+        drilled = {sid for sid, drill in store.last_drills().items() if drill.ok}
+        decisions = retention.apply(store.snapshots(), policy, drilled=drilled)
         repo, failure = _repo_plan(app, store, policy, held)
         if not as_json:
             app.console.info(f"Policy: {policy.describe()}")

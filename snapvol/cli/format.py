@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from snapvol.adapters.restic import display_location
-from snapvol.adapters.store import COMPLETE, FAILED, Copy, Snapshot, as_utc
+from snapvol.adapters.store import COMPLETE, FAILED, Copy, Drill, Snapshot, as_utc
 from snapvol.output import human_bytes
 from snapvol.pipeline.members import Member
 from snapvol.retention import Decision, source_of
@@ -165,8 +165,9 @@ def copies_cell(copies: Sequence[Copy]) -> Text:
     return Text("-")
 
 
-def snapshot_details(snap: Snapshot, copies: Sequence[Copy]) -> Group:
-    """`show`: one snapshot's whole record, then its copies in restic repositories."""
+def snapshot_details(snap: Snapshot, copies: Sequence[Copy], drill: Drill | None = None) -> Group:
+    """`show`: one snapshot's whole record (``drill``: its last restore drill), then its
+    copies in restic repositories."""
     table = Fields()
 
     def row(label: str, value: str | Text) -> None:  # values are data, never markup
@@ -208,6 +209,7 @@ def snapshot_details(snap: Snapshot, copies: Sequence[Copy]) -> Group:
         row("Verified", Text(f"{local_time(snap.verified_at)}: ").append_text(verdict))
     if snap.kind == "logical":
         row("Tables", tables_text(snap.meta.get("tables")))
+    row("Drilled", drill_text(snap, drill))
     if not copies:
         row("Copies", f"none (`snapvol copy {snap.id}` sends it to the repository)")
         return Group(table)
@@ -235,6 +237,15 @@ def files_table(members: Sequence[Member]) -> Text:
         for m in members
     )
     return aligned(("MODE", "OWNER", "SIZE", "MODIFIED", "PATH"), rows, right=("SIZE",))
+
+
+def drill_text(snap: Snapshot, drill: Drill | None) -> Text:
+    """A snapshot's last restore drill: when, and whether it passed (and why not)."""
+    if drill is None:
+        return Text(f"never (`snapvol drill {snap.id}` proves it restores)")
+    verdict = Text("passed", style="green") if drill.ok else Text("FAILED", style="red")
+    text = Text(f"{local_time(drill.finished_at or drill.started_at)}: ").append_text(verdict)
+    return text.append(f" ({drill.error})" if drill.error else f" (drill {drill.id})")
 
 
 def copies_table(copies: Sequence[Copy]) -> Text:

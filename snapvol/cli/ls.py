@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Copy
+from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Copy, Drill
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import snapshots_table
 from snapvol.cli.options import json_option
@@ -41,10 +43,16 @@ def command(
         copies: dict[str, list[Copy]] = {}
         for copy in store.copies():
             copies.setdefault(copy.snapshot_id, []).append(copy)
+        drills = store.last_drills() if as_json else {}
     if not as_json:  # --json stays a bare list: its consumers index it
         app.console.info(f"Store {app.db}, archives in {app.backup_dir}")
     if as_json:
-        app.console.json([s.to_dict(copies.get(s.id, ())) for s in snaps])
+        app.console.json(
+            [
+                {**s.to_dict(copies.get(s.id, ())), "last_drill": _drill_dict(drills.get(s.id))}
+                for s in snaps
+            ]
+        )
     elif not snaps and (container or kind or status):
         app.console.info("No snapshots match.")
     elif not snaps:
@@ -77,3 +85,7 @@ def _list_repository(
     else:
         table = snapshots_table([found.manifest.snapshot for found in listed])
         app.console.out.print(table, soft_wrap=True)
+
+
+def _drill_dict(drill: Drill | None) -> dict[str, Any] | None:
+    return None if drill is None else drill.to_dict()

@@ -8,17 +8,17 @@ import click
 from rich.text import Text
 
 from snapvol.adapters.restic import display_location
-from snapvol.adapters.store import Copy, Snapshot, iso_seconds
+from snapvol.adapters.store import Copy, Drill, Snapshot, iso_seconds
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import files_table, snapshot_details
 from snapvol.cli.options import json_option
 from snapvol.pipeline.members import Member
 
 
-def show_dict(snap: Snapshot, copies: list[Copy]) -> dict[str, Any]:
-    """``ls --json``'s object for the snapshot; each copy also says when it started and, when
-    it failed, why."""
-    data = snap.to_dict(copies)
+def show_dict(snap: Snapshot, copies: list[Copy], drill: Drill | None = None) -> dict[str, Any]:
+    """``ls --json``'s object for the snapshot (its ``last_drill`` included); each copy also
+    says when it started and, when it failed, why."""
+    data = {**snap.to_dict(copies), "last_drill": None if drill is None else drill.to_dict()}
     for row, copy in zip(data["copies"], copies, strict=True):
         row["repository"] = display_location(row["repository"])
         row["started_at"] = iso_seconds(copy.created_at)
@@ -53,13 +53,14 @@ def command(app: AppContext, ref: str, files: bool, as_json: bool) -> None:
         snap = store.resolve(ref)
         copies = store.copies(snapshot_id=snap.id)
         members = store.members(snap.id) if files else []
+        drill = store.last_drills().get(snap.id)
     if as_json:
-        shown = show_dict(snap, copies)
+        shown = show_dict(snap, copies, drill)
         if files:
             shown["files"] = [file_dict(m) for m in members]
         app.console.json(shown)
         return
-    app.console.out.print(snapshot_details(snap, copies), soft_wrap=True)
+    app.console.out.print(snapshot_details(snap, copies, drill), soft_wrap=True)
     if files:
         app.console.out.print(Text())
         app.console.out.print(files_table(members), soft_wrap=True)

@@ -50,6 +50,12 @@ def _find_program(var: str, program: str, first: str = "") -> str:
     )
 
 
+def find_program(var: str, program: str) -> str:
+    """Shell that sets ``$var`` to PostgreSQL's ``program``: on PATH, else in a server's bin
+    directory (else the bare name)."""
+    return _find_program(var, program)
+
+
 def starts_postgres(info: ContainerInfo) -> bool:
     """Whether the container's own entrypoint or command is the server program (the official
     image's way); a wrapper script of its own is found by ``detect`` instead."""

@@ -312,3 +312,16 @@ def _left_to_them(taken: str, snap: Snapshot, safety: Snapshot | None) -> str:
         f"{taken}, while its volume was being rewritten: it may have run on half-written data "
         f"and was left as it is{before}. Once it is stopped, to restore again"
     )
+
+
+def write_snapshot(
+    target: VolumeTarget, snapshot: Snapshot, members: list[Member], reporter: Reporter
+) -> None:
+    """Write volume snapshot ``snapshot`` (checked: ``lifecycle.check_archive`` and
+    ``lifecycle.restore_refusal``) into ``target``'s volume, whose container is not running,
+    through the restore's own path: each member checked before it is written, every file read
+    back and compared. For volumes that are snapvol's own (a restore drill's)."""
+    warning = target.lane.refuse_unwritable(members)
+    if warning is not None:
+        reporter.warn(warning)
+    _write_back(target, snapshot, members, reporter)

@@ -326,3 +326,29 @@ def test_a_suspect_snapshot_is_kept_but_never_counted_as_a_good_one() -> None:
     assert decisions["good"].keep and decisions["good"].reasons == ("last snapshot",)
     assert not decisions["older"].keep
     assert decisions["bad"].keep and decisions["bad"].reasons[0].startswith("suspect")
+
+
+# --- drilled -----------------------------------------------------------------------------------
+
+
+def test_the_newest_snapshot_whose_last_drill_passed_is_always_kept() -> None:
+    old = snap("2026-11-01 09:00", name="drilled-old")
+    good = snap("2026-11-02 09:00", name="drilled")
+    failed = snap("2026-11-03 09:00", name="drill-failed")
+    new = snap("2026-11-04 09:00", name="new")
+    other = snap("2026-11-02 10:00", container="other", name="other-drilled")
+    drilled = {old.id, good.id, other.id}
+    decisions = apply([old, good, failed, new, other], Policy(last=1), tz=UTC, drilled=drilled)
+    assert reasons(decisions) == {
+        "new": ("last snapshot",),
+        "drill-failed": ("matches no keep rule",),
+        "other-drilled": ("last snapshot", "newest drilled"),
+        "drilled": ("newest drilled",),
+        "drilled-old": ("matches no keep rule",),
+    }
+    # Without drills the same policy keeps only the last of each source.
+    assert removed(apply([old, good, failed, new], Policy(last=1), tz=UTC)) == [
+        "drill-failed",
+        "drilled",
+        "drilled-old",
+    ]

@@ -60,4 +60,5 @@ def test_an_old_store_gains_the_verification_columns_and_keeps_its_rows(tmp_path
         "003_fidelity",
         "004_copies",
         "005_repo_checks",
+        "006_drills",
     ]

@@ -1,0 +1,212 @@
+"""One restore drill, from start to recorded result.
+
+The drill is recorded as it starts (with this process's pid and host, so a recovery can tell an
+interrupted one) and its result when it ends, whatever ends it. The snapshot is restored into a
+``sandbox`` through the restore's own code (a volume archive through the lanes, each member checked
+and read back; a dump through the logical restore's loader, which checks the recorded tables and
+row counts), the server started, and the ``checks`` run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from snapvol import lifecycle
+from snapvol.adapters.engine import ContainerInfo, Engine
+from snapvol.adapters.store import Drill, Snapshot, Store
+from snapvol.drill import checks, sandbox
+from snapvol.errors import IntegrityError, NotFoundError, OperationFailed, SnapvolError, UsageError
+from snapvol.names import new_id
+from snapvol.pg import cluster, logical_restore, pgexec
+from snapvol.pg.dumpfile import CUSTOM
+from snapvol.pg.logical import KIND as LOGICAL
+from snapvol.pg.pgexec import PgTarget
+from snapvol.workspace import Workspace
+
+READY_TIMEOUT = 120.0  # seconds for the drill's server to accept connections
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    check_sql: str | None = None  # a query whose single result must be true
+    database: str | None = None  # where it runs (default: the snapshot's, else the server's)
+
+
+def check_drillable(snap: Snapshot) -> None:
+    """Drills check PostgreSQL snapshots: a logical one, or a volume holding a data directory."""
+    lifecycle.check_restorable(snap)
+    if snap.kind == "volume" and not snap.meta.get("is_postgres"):
+        raise UsageError(
+            f"snapshot {snap.id} holds no PostgreSQL data directory: drills check PostgreSQL "
+            "snapshots (volume or logical)"
+        )
+
+
+def drill(ws: Workspace, snap: Snapshot, options: DrillOptions = DrillOptions()) -> Drill:
+    """Restore ``snap`` into a throwaway server, check it, and record the result (returned:
+    ``ok`` False when the snapshot did not restore or a check failed).
+
+    Any other failure (the engine, an interruption) is recorded and raised. The drill's
+    container and volume are removed however it ends."""
+    check_drillable(snap)
+    record = ws.store.add_drill(
+        Drill(id=new_id(), snapshot_id=snap.id, pid=os.getpid(), host=socket.gethostname())
+    )
+    done: list[str] = []
+    try:
+        counts = _run(ws, snap, record.id, options, done)
+    except (IntegrityError, OperationFailed) as err:
+        return ws.store.finish_drill(record.id, ok=False, error=err.message, detail=_said(done))
+    except BaseException as err:
+        message = err.message if isinstance(err, SnapvolError) else f"interrupted ({err!r})"
+        with contextlib.suppress(SnapvolError):
+            ws.store.finish_drill(record.id, ok=False, error=message, detail=_said(done))
+        raise
+    return ws.store.finish_drill(record.id, ok=True, counts=counts, detail=_said(done))
+
+
+def _said(done: list[str]) -> str:
+    return "; ".join(done)
+
+
+def _run(
+    ws: Workspace, snap: Snapshot, drill_id: str, options: DrillOptions, done: list[str]
+) -> checks.Counts:
+    engine, reporter = ws.engine, ws.reporter
+    with _restored(ws, snap, drill_id) as target:
+        done.append("restored and started")
+        reporter.step("checking every database with pg_amcheck (heap and B-tree indexes)")
+        checks.amcheck(engine, target)
+        done.append("pg_amcheck passed")
+        reporter.step("counting the rows of every table")
+        counts = checks.count_all(engine, target)
+        expected, recorded_by = _expected(ws.store, snap)
+        if expected is not None:
+            checks.compare(expected, counts, recorded_by)
+            done.append(f"tables and rows match {recorded_by}")
+        else:
+            done.append("tables and rows recorded (the first drill of this snapshot)")
+        if options.check_sql is not None:
+            database = options.database or snap.database or target.database
+            reporter.step(f"running the check query in {database}")
+            checks.check_sql(engine, target, database, options.check_sql)
+            done.append("check query true")
+    return counts
+
+
+def _expected(store: Store, snap: Snapshot) -> tuple[dict[str, dict[str, int]] | None, str]:
+    """The tables and rows the drilled server must hold, and who recorded them: a logical
+    snapshot's own count of its database; for a volume snapshot, its first passed drill's."""
+    if snap.kind == LOGICAL:
+        tables = snap.meta.get("tables")
+        if not isinstance(tables, dict) or not snap.database:
+            return None, ""
+        return {snap.database: {str(k): int(v) for k, v in tables.items()}}, f"snapshot {snap.id}"
+    passed = [d for d in store.drills(snapshot_id=snap.id, running=False) if d.ok and d.counts]
+    if not passed:
+        return None, ""
+    first = passed[-1]
+    return first.counts, f"drill {first.id}"
+
+
+def _image(engine: Engine, snap: Snapshot, source: ContainerInfo | None) -> str:
+    """The snapshot's image as recorded (its id, else its name), else the source container's."""
+    candidates = [snap.image_id, snap.image]
+    if source is not None:
+        candidates += [source.image_id]
+    for ref in candidates:
+        if ref and engine.image_env(ref) is not None:
+            return ref
+    raise NotFoundError(
+        f"the image of snapshot {snap.id} ({snap.image or snap.image_id}) is not here, and "
+        "neither is its container: pull it to drill the snapshot"
+    )
+
+
+def _source(engine: Engine, snap: Snapshot) -> ContainerInfo | None:
+    """The snapshot's container, if it still exists (only read: its image, user and names)."""
+    for ref in (snap.container_id, snap.container):
+        if ref:
+            with contextlib.suppress(NotFoundError):
+                return engine.container(ref)
+    return None
+
+
+def _ready_command(tcp: bool) -> list[str]:
+    """pg_isready in the container; ``tcp``: on 127.0.0.1, which the official image's first
+    start (its initialisation server listens on the socket only) never answers."""
+    where = " -h 127.0.0.1" if tcp else ""
+    return ["sh", "-c", cluster.find_program("c", "pg_isready") + f'; exec "$c" -q -t 2{where}']
+
+
+@contextlib.contextmanager
+def _restored(ws: Workspace, snap: Snapshot, drill_id: str) -> Iterator[PgTarget]:
+    """The snapshot restored into a sandbox whose server accepts connections."""
+    if snap.kind == LOGICAL:
+        with _logical(ws, snap, drill_id) as target:
+            yield target
+    else:
+        with _volume(ws, snap, drill_id) as target:
+            yield target
+
+
+@contextlib.contextmanager
+def _volume(ws: Workspace, snap: Snapshot, drill_id: str) -> Iterator[PgTarget]:
+    from snapvol.volume import restore as volume_restore
+    from snapvol.volume.target import resolve_volume_target
+
+    engine, reporter = ws.engine, ws.reporter
+    lifecycle.check_archive(snap, reporter)
+    members = ws.store.members(snap.id)
+    refusal = lifecycle.restore_refusal(members, holds_postgres=True, pg_version=snap.pg_version)
+    if refusal is not None:
+        raise IntegrityError(f"snapshot {snap.id} cannot be restored: {refusal}")
+    source = _source(engine, snap)
+    image = _image(engine, snap, source)
+    meta = snap.meta
+    mount = str(meta.get("mount") or cluster.DEFAULT_PGDATA)
+    env = {"PGDATA": posixpath.normpath(posixpath.join(mount, str(meta.get("pg_subdir", "."))))}
+    for key in ("POSTGRES_USER", "POSTGRES_DB"):
+        value = source.env(key) if source is not None else None
+        if value:
+            env[key] = value
+    user = source.user if source is not None else ""
+    with sandbox.sandbox(engine, drill_id, image, mount=mount, env=env, user=user) as box:
+        reporter.step(f"restoring {snap.name} into drill volume {box.volume}")
+        target = resolve_volume_target(engine, box.container_id, box.volume, helper_image=image)
+        volume_restore.write_snapshot(target, snap, members, reporter)
+        reporter.step(f"starting the drill's server ({box.name}, no network)")
+        engine.start(box.container_id)
+        sandbox.wait_started(engine, box.container_id, _ready_command(tcp=False), READY_TIMEOUT)
+        yield pgexec.resolve_pg_target(engine, box.container_id, snap.database)
+
+
+@contextlib.contextmanager
+def _logical(ws: Workspace, snap: Snapshot, drill_id: str) -> Iterator[PgTarget]:
+    engine, reporter = ws.engine, ws.reporter
+    source = logical_restore.snapshot_source(ws, snap)  # its SHA-256 checked
+    owner = _source(engine, snap)
+    image = _image(engine, snap, owner)
+    mount = (engine.image_env(image) or {}).get("PGDATA") or cluster.DEFAULT_PGDATA
+    role = str(snap.meta.get("user") or "postgres")
+    # A fresh cluster: its superuser is the role that dumped; its password is random and goes
+    # through the container's environment (never an argument), which the drill's tools read.
+    env = {"POSTGRES_USER": role, "POSTGRES_PASSWORD": secrets.token_urlsafe(24)}
+    user = owner.user if owner is not None else ""
+    with sandbox.sandbox(engine, drill_id, image, mount=mount, env=env, user=user) as box:
+        reporter.step(f"starting a fresh server for the drill ({box.name}, no network)")
+        engine.start(box.container_id)
+        sandbox.wait_started(engine, box.container_id, _ready_command(tcp=True), READY_TIMEOUT)
+        target = pgexec.resolve_pg_target(engine, box.container_id, snap.database, role)
+        # The drill proves the data restores; the roles owning it need not exist in a fresh
+        # cluster, so a custom dump is loaded without its owners (as --no-owner does).
+        options = logical_restore.RestoreOptions(no_owner=source.format == CUSTOM, safety=False)
+        plan = logical_restore.plan_restore(ws, target, source, options)
+        logical_restore.restore_logical(ws, plan)
+        yield target
