@@ -30,7 +30,17 @@ ENVIRONMENT = {
     "--copy / --no-copy).",
     "SNAPVOL_RUN_DIR": "Where watchdog logs go (default: $XDG_RUNTIME_DIR/snapvol, else "
     "/tmp/snapvol-<uid>).",
-    "DOCKER_HOST": "The Docker engine to use (default: unix:///var/run/docker.sock).",
+    "DOCKER_HOST": "The Docker engine to use (default: unix:///var/run/docker.sock); Podman's "
+    "API socket works too.",
+    "SNAPVOL_METRICS_FILE": "A Prometheus textfile written after each snapshot, copy, restore, "
+    "verify, prune, rm or drill, as --metrics-file.",
+    "SNAPVOL_NOTIFY": "Apprise URLs (space-separated) told when such a run fails or a snapshot "
+    "is suspect.",
+    "SNAPVOL_NOTIFY_CONFIG": "An Apprise configuration file (owner-only), as --notify-config.",
+    "SNAPVOL_NOTIFY_SUCCESS": "Tell the Apprise targets of good runs too, as --notify-success.",
+    "SNAPVOL_MAX_SHRINK": "snapshot: the fraction by which a snapshot may be smaller than the one "
+    "before it unflagged, as --max-shrink (default 0.5).",
+    "SNAPVOL_CONFIG": "schedule and run: the configuration file, as --config.",
 }
 """Every variable snapvol reads, and what for. restic's own backend variables (AWS_*, B2_*,
 ...) reach restic untouched."""
@@ -72,6 +82,12 @@ _REPOSITORY = (
     "RESTIC_PASSWORD",
 )
 _ENGINE = ("SNAPVOL_CONTAINER", "SNAPVOL_READER", "SNAPVOL_RUN_DIR", "DOCKER_HOST")
+_MONITOR = (
+    "SNAPVOL_METRICS_FILE",
+    "SNAPVOL_NOTIFY",
+    "SNAPVOL_NOTIFY_CONFIG",
+    "SNAPVOL_NOTIFY_SUCCESS",
+)
 
 
 class Example(NamedTuple):
@@ -232,8 +248,68 @@ HELP = {
                 "Do not copy it to the repository now (a later `snapvol copy` will).",
             ),
         ],
-        _STORE + _REPOSITORY + ("SNAPVOL_COPY", *_ENGINE),
+        _STORE + _REPOSITORY + ("SNAPVOL_COPY", "SNAPVOL_MAX_SHRINK", *_ENGINE, *_MONITOR),
         "0 2 3 4 5 6 7 8 9 11 12 13 14 130",
+    ),
+    "diff": _help(
+        [
+            ("snapvol diff nightly-mon nightly-tue", "What changed in the volume in a day."),
+            ("snapvol diff 3fa9 7c01 --json", "The same as JSON: added, removed, changed."),
+        ],
+        _STORE,
+        "0 2 3 6 130",
+    ),
+    "drill": _help(
+        [
+            ("snapvol drill", "Restore the newest snapshot into a throwaway server; check it."),
+            (
+                "snapvol drill before-upgrade --json",
+                "Drill that snapshot; print the result (tables, counts, checks) as JSON.",
+            ),
+        ],
+        _STORE + _ENGINE + _MONITOR,
+        "0 2 3 4 5 6 7 11 130",
+    ),
+    "extract": _help(
+        [
+            ("snapvol extract 3fa9 --to /tmp/all", "Every file of the snapshot, checked."),
+            (
+                "snapvol extract 3fa9 base/16384 --to /tmp/db",
+                "Only that directory (and those above it).",
+            ),
+            ("snapvol extract nightly-dump --to /tmp/dumps", "A logical snapshot's dump file."),
+        ],
+        _STORE,
+        "0 2 3 6 7 11 12 130",
+    ),
+    "run": _help(
+        [
+            (
+                "snapvol run --config /etc/snapvol/snapvol.toml",
+                "Every job on its schedule, until SIGTERM (a compose sidecar).",
+            ),
+            (
+                "snapvol run --config /etc/snapvol/snapvol.toml --once prune",
+                "The job named prune, now (what a systemd unit runs).",
+            ),
+        ],
+        ("SNAPVOL_CONFIG",),
+        "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 130",
+    ),
+    "schedule": _help(
+        [
+            (
+                "snapvol schedule --config /etc/snapvol/snapvol.toml",
+                "Print a systemd service and timer for each job.",
+            ),
+            (
+                "snapvol schedule --config snapvol.toml --systemd /etc/systemd/system",
+                "Write them there.",
+            ),
+            ("snapvol schedule --config snapvol.toml --cron", "Crontab lines instead."),
+        ],
+        ("SNAPVOL_CONFIG",),
+        "0 2 130",
     ),
     "verify": _help(
         [

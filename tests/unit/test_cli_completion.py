@@ -89,12 +89,12 @@ def test_every_snapshot_argument_completes() -> None:
                 if isinstance(param, click.Argument) and "REF" in param.human_readable_name:
                     assert isinstance(param.type, SnapshotRef), f"{sub.name} {param.name}"
                     found.append(sub.name)
-    assert sorted(found) == ["copy", "restore", "rm", "show", "verify"]
+    assert sorted(found) == ["copy", "drill", "extract", "restore", "rm", "show", "verify"]
 
 
 def test_command_names_complete_without_importing_any_command(tmp_path: Path) -> None:
     values, modules = complete(tmp_path, "snapvol s")
-    assert values == ["show", "snapshot"]
+    assert values == ["schedule", "show", "snapshot"]
     assert not COMMAND_MODULES & modules
     assert not {"docker", "sqlmodel", "sqlalchemy", "rich"} & modules
 
