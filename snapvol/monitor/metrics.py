@@ -32,6 +32,8 @@ _HELP = {
     "last_failure_timestamp_seconds": "When the newest failed snapshot of the source was taken.",
     "last_copy_timestamp_seconds": "When the newest complete copy of the source's snapshots ended.",
     "last_verify_ok": "1 when the newest verified snapshot of the source passed `snapvol verify`.",
+    "last_drill_ok": "1 when the source's last restore drill passed.",
+    "last_drill_timestamp_seconds": "When the source's last restore drill ended.",
     "last_run_success": "1 when the command's last run succeeded.",
     "last_run_timestamp_seconds": "When the command last ran.",
 }
@@ -94,6 +96,7 @@ def render(store: Store | None, runs: Mapping[str, Run]) -> str:
         if copy.completed_at is not None:
             at = _ts(copy.completed_at)
             newest_copy[copy.snapshot_id] = max(at, newest_copy.get(copy.snapshot_id, 0.0))
+    drills = store.last_drills() if store is not None else {}
     for (container, kind, item), snaps in sorted(by_source.items()):
         labels = _labels(container=container, kind=kind, source=item)
         counts: dict[str, int] = {}
@@ -118,6 +121,11 @@ def render(store: Store | None, runs: Mapping[str, Run]) -> str:
         copied = [newest_copy[s.id] for s in snaps if s.id in newest_copy]
         if copied:
             add("last_copy_timestamp_seconds", labels, max(copied))
+        drilled = [drills[s.id] for s in snaps if s.id in drills]
+        if drilled:
+            last = max(drilled, key=lambda d: as_utc(d.finished_at or d.started_at))
+            add("last_drill_ok", labels, 1 if last.ok else 0)
+            add("last_drill_timestamp_seconds", labels, _ts(last.finished_at or last.started_at))
         verified = next((s for s in snaps if s.verified_at is not None), None)
         if verified is not None:
             add("last_verify_ok", labels, 1 if verified.verify_ok else 0)

@@ -51,7 +51,10 @@ def test_volume_drill_passes_records_counts_and_compares_them_later(
     started = _started_at(pg)
     before = pg.dump()
 
-    first = cmd.json("drill", snap["id"])
+    prom = tmp_path / "snapvol.prom"
+    first = cmd.json("drill", snap["id"], "--metrics-file", str(prom))
+    src = f'container="{pg.name}",kind="volume",source="{pg.volume}"'
+    assert f"snapvol_last_drill_ok{{{src}}} 1\n" in prom.read_text()
     assert _detail_and_times(first) == {
         "snapshot_id": snap["id"],
         "ok": True,
@@ -88,7 +91,9 @@ def test_volume_drill_passes_records_counts_and_compares_them_later(
                 first["id"],
             ),
         )
-    failed = cmd("drill", snap["id"], exit_code=7)
+    failed = cmd("drill", snap["id"], "--metrics-file", str(prom), exit_code=7)
+    assert f"snapvol_last_drill_ok{{{src}}} 0\n" in prom.read_text()
+    assert 'snapvol_last_run_success{command="drill"} 0' in prom.read_text()
     assert failed.stderr.strip().endswith(
         f"failed: the restored tables do not match drill {first['id']}: "
         f"pc_db.public.items has 3000 rows, drill {first['id']} recorded 2999"
@@ -150,7 +155,9 @@ def test_a_corrupted_heap_page_fails_the_drill(bed: TestBed, cmd) -> None:
     _corrupt_middle_of(Path(mountpoint) / relpath, page=3)
     snap = cmd.json("snapshot", "--volume", "--container", pg.name)
 
-    failed = cmd("drill", snap["id"], exit_code=7)
+    failed = cmd("drill", snap["id"], "--metrics-file", str(prom), exit_code=7)
+    assert f"snapvol_last_drill_ok{{{src}}} 0\n" in prom.read_text()
+    assert 'snapvol_last_run_success{command="drill"} 0' in prom.read_text()
     line = failed.stderr.strip()
     assert line.startswith("Error: drill ") and "pg_amcheck found corruption" in line, line
     last = cmd.json("show", snap["id"])["last_drill"]
