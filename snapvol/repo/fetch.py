@@ -1,8 +1,9 @@
-"""Bringing a snapshot back from a restic repository: its archive fetched into the backup
-directory, checked against the store's record of the copy (or, when the store has none there,
-the copy's manifest) before it is renamed into place, so that the normal local restore (with
-all its checks) can run on it; and the store rebuilt from the repository's manifests
-(``import_manifests``).
+"""Bringing a snapshot back from a restic repository: its data streamed out of the repository,
+checked against the store's record of the copy (or, when the store has none there, the copy's
+manifest), either into the backup directory (``fetch``: renamed into place once checked, so that
+the normal local restore, with all its checks, can run on it) or to a caller that trusts what
+it made only once the stream ended (``read_checked``: the staged volume restore); and the store
+rebuilt from the repository's manifests (``import_manifests``).
 
 Nothing here runs restic itself (``adapters.restic`` does) and nothing touches a container: a
 fetch that fails leaves no file and no change in the store, and the restore never starts.
@@ -11,11 +12,11 @@ fetch that fails leaves no file and no change in the store, and the restore neve
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, Copy, Snapshot, Store
@@ -30,6 +31,9 @@ from snapvol.repo.manifest import Manifest
 
 _SUFFIXES = {".tar": ".tar.zst", ".dump": ".dump.zst", ".sql": ".sql.zst"}
 """The local archive's suffix for each data file's ending in the repository."""
+
+_R = TypeVar("_R")
+_MISSING = object()  # restic found no such snapshot: the store's record is out of date
 
 
 def manifest_for(restic: Restic, snapshot_id: str) -> Manifest:
@@ -120,6 +124,34 @@ def fetch(
     place only once restic ended without error and the raw SHA-256, the raw size and (volume)
     every member match the store's records. Then the record's path, SHA-256 and size name the
     new archive, so ``verify`` and the restore's own checks accept it.
+    """
+
+    def write(data: manifests.DataRef, checked: Iterable[bytes]) -> Fetched:
+        destination = LocalDirectory(backup_dir)
+        destination.prepare()
+        dest = Path(destination.location(_archive_filename(snap, data.filename)))
+        with reporter.transfer("fetching", data.raw_bytes) as advance:
+            result = archive.write_compressed(checked, dest, progress=advance)
+        updated = store.update(
+            snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
+        )
+        return Fetched(updated, result.raw_bytes, result.size_bytes)
+
+    return read_checked(restic, store, snap, reporter, write)
+
+
+def read_checked(
+    restic: Restic,
+    store: Store,
+    snap: Snapshot,
+    reporter: Reporter,
+    consume: Callable[[manifests.DataRef, Iterable[bytes]], _R],
+) -> _R:
+    """Hand snapshot ``snap``'s data, as ``restic dump`` streams it, to ``consume`` (with where
+    it comes from and what it must be), checked as it passes: the stream ends with an
+    ``IntegrityError`` unless restic ended without error and the raw SHA-256, the raw size
+    and (volume) every member match. ``consume`` must trust nothing it made from the stream
+    until the stream has ended; it may raise before reading (a full disk), which stops restic.
 
     When this store recorded a complete copy at this location, that copy's data is dumped
     straight away: one restic process, the store's record the authority. Only if restic finds
@@ -132,10 +164,10 @@ def fetch(
     recorded = _recorded_data(store, snap, restic.repo.display, filename)
     if recorded is not None:
         _check_size(snap, recorded.raw_bytes, "the recorded copy")
-        fetched = _fetch_data(restic, store, snap, backup_dir, reporter, recorded, by_store=True)
-        if fetched is not None:
-            return fetched
-    return _fetch_by_manifest(restic, store, snap, backup_dir, reporter)
+        done = _read_data(restic, store, snap, recorded, consume, by_store=True)
+        if done is not _MISSING:
+            return cast(_R, done)
+    return _read_by_manifest(restic, store, snap, consume)
 
 
 def _recorded_data(
@@ -149,10 +181,13 @@ def _recorded_data(
     return None
 
 
-def _fetch_by_manifest(
-    restic: Restic, store: Store, snap: Snapshot, backup_dir: Path, reporter: Reporter
-) -> Fetched:
-    """The fetch when the store knows of no copy there, or restic did not find it: the newest
+def _read_by_manifest(
+    restic: Restic,
+    store: Store,
+    snap: Snapshot,
+    consume: Callable[[manifests.DataRef, Iterable[bytes]], _R],
+) -> _R:
+    """The read when the store knows of no copy there, or restic did not find it: the newest
     manifest says where the copy is."""
     made = manifest_for(restic, snap.id)
     data = made.data
@@ -167,9 +202,9 @@ def _fetch_by_manifest(
     _check_size(snap, data.raw_bytes, "the manifest")
     if snap.kind == "volume":
         _check_same_members(snap.id, made.members, store.members(snap.id))
-    fetched = _fetch_data(restic, store, snap, backup_dir, reporter, data, by_store=False)
-    assert fetched is not None
-    return fetched
+    done = _read_data(restic, store, snap, data, consume, by_store=False)
+    assert done is not _MISSING
+    return cast(_R, done)
 
 
 def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
@@ -180,31 +215,27 @@ def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
         )
 
 
-def _fetch_data(
+def _read_data(
     restic: Restic,
     store: Store,
     snap: Snapshot,
-    backup_dir: Path,
-    reporter: Reporter,
     data: manifests.DataRef,
+    consume: Callable[[manifests.DataRef, Iterable[bytes]], _R],
     *,
     by_store: bool,
-) -> Fetched | None:
-    """Dump ``data`` into the snapshot's archive, checked against ``data`` (``by_store``: the
-    store's record of the copy, else the manifest's word) and, for a volume, the store's
-    members. ``by_store``: None, nothing written, when restic finds no such snapshot or file
+) -> _R | object:
+    """Dump ``data`` into ``consume``, checked against ``data`` (``by_store``: the store's
+    record of the copy, else the manifest's word) and, for a volume, the store's members.
+    ``by_store``: ``_MISSING``, nothing consumed, when restic finds no such snapshot or file
     (it says so before any byte); every other failure raises."""
     recorded = store.members(snap.id) if snap.kind == "volume" else []
-    destination = LocalDirectory(backup_dir)
-    destination.prepare()
-    dest = Path(destination.location(_archive_filename(snap, data.filename)))
     try:
         stream = restic.dump(data.restic_snapshot, data.filename)
     except RepositorySnapshotMissingError:
         if by_store:
-            return None
+            return _MISSING
         raise
-    with stream, reporter.transfer("fetching", data.raw_bytes) as advance:
+    with stream:
         checked = _Checked(
             stream,
             snap,
@@ -213,11 +244,7 @@ def _fetch_data(
             recorded,
             "the store's record" if by_store else "its manifest",
         )
-        result = archive.write_compressed(checked, dest, progress=advance)
-    updated = store.update(
-        snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
-    )
-    return Fetched(updated, result.raw_bytes, result.size_bytes)
+        return consume(data, checked)
 
 
 def _archive_filename(snap: Snapshot, data_filename: str) -> str:
