@@ -132,11 +132,18 @@ def test_volume_snapshot_restores_from_a_local_repository(
         assert f"it was copied to {restic.repo.display}: give --repo" in result.stderr
         assert result.stderr.count("\n") == 1
 
-    result = cmd("restore", snap["id"], "--yes", "--json")  # the archive is missing: fetched
+    result = cmd("restore", snap["id"], "--yes", "--json")  # the archive is missing: read
+    assert f"read from {restic.repo.display} in one pass" in result.stderr  # the host lane
+    assert json.loads(result.stdout)["one_pass"] is True
+    assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
+    assert not Path(snap["path"]).exists()  # no local archive kept
+
+    # Through the archive endpoint (two passes): the archive is fetched, and kept.
+    result = cmd("restore", snap["id"], "--yes", "--json", "--reader", "endpoint")
     assert f"Fetched snapshot {snap['id']} ({snap['name']}) from {restic.repo.display}" in (
         result.stderr
     )
-    assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
+    assert json.loads(result.stdout)["one_pass"] is False
     fetched = Path(snap["path"])
     assert fetched.is_file() and fetched.stat().st_mode & 0o777 == 0o600
     [again] = [s for s in cmd.json("ls") if s["id"] == snap["id"]]

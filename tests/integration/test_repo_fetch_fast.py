@@ -82,8 +82,22 @@ def test_a_recorded_copy_is_fetched_by_one_restic_process(
     result = cmd("restore", snap["id"], "--from-repo", "--yes", "--no-safety-snapshot")
     data_id = made["restic_snapshot"][:8] if short_ids else made["restic_snapshot"]
     assert restic_runs.lines() == [f"dump -- {data_id} /{snap['name']}.{snap['id']}.tar"]
-    assert f"Fetched snapshot {snap['id']}" in result.stderr
+    assert "in one pass" in result.stderr  # the host lane: staged beside the volume
     assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
+
+    # Through the archive endpoint, the archive is fetched first: the same one restic run.
+    restic_runs.clear()
+    result = cmd(
+        "restore",
+        snap["id"],
+        "--from-repo",
+        "--yes",
+        "--no-safety-snapshot",
+        "--reader",
+        "endpoint",
+    )
+    assert restic_runs.lines() == [f"dump -- {data_id} /{snap['name']}.{snap['id']}.tar"]
+    assert f"Fetched snapshot {snap['id']}" in result.stderr
     fetched = Path(snap["path"])
     assert fetched.is_file() and fetched.stat().st_mode & 0o777 == 0o600
     assert not list(fetched.parent.glob("*.partial"))
