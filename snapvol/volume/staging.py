@@ -108,10 +108,34 @@ def exchange(first: Path, second: Path) -> None:
         raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
+def _unescaped(field: str) -> str:
+    """A path as /proc/self/mountinfo writes it (space, tab, newline, backslash as octal)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def mounts_at_or_below(directory: Path) -> list[str]:
+    """The mount points at ``directory`` or below it, in this process's view. ``os.path.ismount``
+    misses a bind mount from the same filesystem, and whatever is mounted below the volume's
+    previous contents would be removed with them."""
+    top = os.path.realpath(directory)
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+            for line in info:
+                fields = line.split(" ")
+                if len(fields) > 4:
+                    point = _unescaped(fields[4])
+                    if point == top or point.startswith(top.rstrip("/") + "/"):
+                        found.append(point)
+    except OSError:
+        return [top]  # cannot tell: as if it were one
+    return found
+
+
 def usable_beside(directory: Path) -> bool:
-    """Whether a staged copy can replace ``directory``: it is a real directory, not a mount
-    point, on the same filesystem as its parent, the parent is writable here and the exchange
-    works there (tried on two empty directories of this process)."""
+    """Whether a staged copy can replace ``directory``: it is a real directory with no mount at
+    or below it, on the same filesystem as its parent, the parent is writable here and the
+    exchange works there (tried on two empty directories of this process)."""
     parent = directory.parent
     try:
         info, parent_info = os.lstat(directory), os.lstat(parent)
@@ -119,7 +143,9 @@ def usable_beside(directory: Path) -> bool:
         return False
     if not stat.S_ISDIR(info.st_mode) or info.st_dev != parent_info.st_dev:
         return False
-    if os.path.ismount(directory) or not os.access(parent, os.W_OK | os.X_OK):
+    if os.path.ismount(directory) or mounts_at_or_below(directory):
+        return False
+    if not os.access(parent, os.W_OK | os.X_OK):
         return False
     try:
         staged = Staging.create(parent)
