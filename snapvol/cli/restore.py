@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,34 +203,46 @@ def _restore_volume(
     """``from_repo``: the snapshot is read from the repository, in one pass beside the volume
     when its lane allows it (``volume.staged``), else fetched into the backup directory first
     and restored from there as a local archive is."""
+    from snapvol.repo import fetch
     from snapvol.volume import restore as volume_restore
     from snapvol.volume import staged
     from snapvol.volume.target import resolve_volume_target
 
     target_ref = container or snap.container
     one_pass = False
-    if from_repo:
-        volume = snap.volume if container is None else None
-        found = resolve_volume_target(ws.engine, target_ref, volume, reader, helper_image)
-        one_pass = staged.staged_directory(found) is not None
-        if not one_pass:
-            snap = _fetched(app, ws.store, snap)
-    with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
-        plan = volume_restore.plan_volume_restore(
-            ws,
-            snap,
-            container,
-            reader=reader,
-            helper_image=helper_image,
-            local_archive=not one_pass,
-        )
-        app.console.err.print(volume_plan_table(plan, not no_safety_snapshot))
-        confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
-        if one_pass:
-            restic = app.restic()
-            result = staged.restore_staged(ws, plan, restic, safety_snapshot=not no_safety_snapshot)
-        else:
-            result = volume_restore.restore_volume(ws, plan, safety_snapshot=not no_safety_snapshot)
+    with contextlib.ExitStack() as open_stream:
+        if from_repo:
+            volume = snap.volume if container is None else None
+            found = resolve_volume_target(ws.engine, target_ref, volume, reader, helper_image)
+            one_pass = staged.staged_directory(found) is not None
+            if one_pass:
+                # Opened before the plan is shown: a wrong password or a copy that does not
+                # match the store is one line, as the fetch says it.
+                restic = app.restic()
+                source = open_stream.enter_context(
+                    fetch.opened(restic, ws.store, snap, app.console)
+                )
+            else:
+                snap = _fetched(app, ws.store, snap)
+        with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
+            plan = volume_restore.plan_volume_restore(
+                ws,
+                snap,
+                container,
+                reader=reader,
+                helper_image=helper_image,
+                local_archive=not one_pass,
+            )
+            app.console.err.print(volume_plan_table(plan, not no_safety_snapshot))
+            confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
+            if one_pass:
+                result = staged.restore_staged(
+                    ws, plan, source, safety_snapshot=not no_safety_snapshot
+                )
+            else:
+                result = volume_restore.restore_volume(
+                    ws, plan, safety_snapshot=not no_safety_snapshot
+                )
     line = volume_restored_line(plan, result)
     if one_pass:
         line += f"; read from {restic.repo.display} in one pass, checked, no local archive kept"

@@ -2,7 +2,7 @@
 checked against the store's record of the copy (or, when the store has none there, the copy's
 manifest), either into the backup directory (``fetch``: renamed into place once checked, so that
 the normal local restore, with all its checks, can run on it) or to a caller that trusts what
-it made only once the stream ended (``read_checked``: the staged volume restore); and the store
+it made only once the stream ended (``opened``: the staged volume restore); and the store
 rebuilt from the repository's manifests (``import_manifests``).
 
 Nothing here runs restic itself (``adapters.restic`` does) and nothing touches a container: a
@@ -11,14 +11,15 @@ fetch that fails leaves no file and no change in the store, and the restore neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from snapvol.adapters.restic import Restic
+from snapvol.adapters.restic import DumpStream, Restic
 from snapvol.adapters.store import COMPLETE, Copy, Snapshot, Store
 from snapvol.errors import IntegrityError, NotFoundError, RepositorySnapshotMissingError
 from snapvol.names import archive_filename, new_id
@@ -31,9 +32,6 @@ from snapvol.repo.manifest import Manifest
 
 _SUFFIXES = {".tar": ".tar.zst", ".dump": ".dump.zst", ".sql": ".sql.zst"}
 """The local archive's suffix for each data file's ending in the repository."""
-
-_R = TypeVar("_R")
-_MISSING = object()  # restic found no such snapshot: the store's record is out of date
 
 
 def manifest_for(restic: Restic, snapshot_id: str) -> Manifest:
@@ -126,32 +124,28 @@ def fetch(
     new archive, so ``verify`` and the restore's own checks accept it.
     """
 
-    def write(data: manifests.DataRef, checked: Iterable[bytes]) -> Fetched:
+    with opened(restic, store, snap, reporter) as (data, checked):
         destination = LocalDirectory(backup_dir)
         destination.prepare()
         dest = Path(destination.location(_archive_filename(snap, data.filename)))
         with reporter.transfer("fetching", data.raw_bytes) as advance:
             result = archive.write_compressed(checked, dest, progress=advance)
-        updated = store.update(
-            snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
-        )
-        return Fetched(updated, result.raw_bytes, result.size_bytes)
-
-    return read_checked(restic, store, snap, reporter, write)
+    updated = store.update(
+        snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
+    )
+    return Fetched(updated, result.raw_bytes, result.size_bytes)
 
 
-def read_checked(
-    restic: Restic,
-    store: Store,
-    snap: Snapshot,
-    reporter: Reporter,
-    consume: Callable[[manifests.DataRef, Iterable[bytes]], _R],
-) -> _R:
-    """Hand snapshot ``snap``'s data, as ``restic dump`` streams it, to ``consume`` (with where
-    it comes from and what it must be), checked as it passes: the stream ends with an
-    ``IntegrityError`` unless restic ended without error and the raw SHA-256, the raw size
-    and (volume) every member match. ``consume`` must trust nothing it made from the stream
-    until the stream has ended; it may raise before reading (a full disk), which stops restic.
+@contextlib.contextmanager
+def opened(
+    restic: Restic, store: Store, snap: Snapshot, reporter: Reporter
+) -> Iterator[tuple[manifests.DataRef, Iterable[bytes]]]:
+    """Snapshot ``snap``'s data as ``restic dump`` streams it, with where it comes from and what
+    it must be, checked as it passes: the stream ends with an ``IntegrityError`` unless restic
+    ended without error and the raw SHA-256, the raw size and (volume) every member match.
+    Trust nothing made from the stream until it has ended. Every failure restic reports before
+    the first byte (a wrong password, no such copy, a manifest that does not match the store)
+    raises here, on entry; leaving the block stops restic.
 
     When this store recorded a complete copy at this location, that copy's data is dumped
     straight away: one restic process, the store's record the authority. Only if restic finds
@@ -162,12 +156,15 @@ def read_checked(
     filename = manifests.data_filename(snap)
     reporter.step(f"fetching {filename} from {restic.repo.display}")
     recorded = _recorded_data(store, snap, restic.repo.display, filename)
+    found = None
     if recorded is not None:
         _check_size(snap, recorded.raw_bytes, "the recorded copy")
-        done = _read_data(restic, store, snap, recorded, consume, by_store=True)
-        if done is not _MISSING:
-            return cast(_R, done)
-    return _read_by_manifest(restic, store, snap, consume)
+        found = _dumped(restic, store, snap, recorded, by_store=True)
+    if found is None:
+        found = _dumped_by_manifest(restic, store, snap)
+    data, stream, checked = found
+    with stream:
+        yield data, checked
 
 
 def _recorded_data(
@@ -181,13 +178,11 @@ def _recorded_data(
     return None
 
 
-def _read_by_manifest(
-    restic: Restic,
-    store: Store,
-    snap: Snapshot,
-    consume: Callable[[manifests.DataRef, Iterable[bytes]], _R],
-) -> _R:
-    """The read when the store knows of no copy there, or restic did not find it: the newest
+_Dumped = tuple[manifests.DataRef, DumpStream, "_Checked"]
+
+
+def _dumped_by_manifest(restic: Restic, store: Store, snap: Snapshot) -> _Dumped:
+    """The dump when the store knows of no copy there, or restic did not find it: the newest
     manifest says where the copy is."""
     made = manifest_for(restic, snap.id)
     data = made.data
@@ -202,9 +197,9 @@ def _read_by_manifest(
     _check_size(snap, data.raw_bytes, "the manifest")
     if snap.kind == "volume":
         _check_same_members(snap.id, made.members, store.members(snap.id))
-    done = _read_data(restic, store, snap, data, consume, by_store=False)
-    assert done is not _MISSING
-    return cast(_R, done)
+    found = _dumped(restic, store, snap, data, by_store=False)
+    assert found is not None
+    return found
 
 
 def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
@@ -215,36 +210,29 @@ def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
         )
 
 
-def _read_data(
-    restic: Restic,
-    store: Store,
-    snap: Snapshot,
-    data: manifests.DataRef,
-    consume: Callable[[manifests.DataRef, Iterable[bytes]], _R],
-    *,
-    by_store: bool,
-) -> _R | object:
-    """Dump ``data`` into ``consume``, checked against ``data`` (``by_store``: the store's
-    record of the copy, else the manifest's word) and, for a volume, the store's members.
-    ``by_store``: ``_MISSING``, nothing consumed, when restic finds no such snapshot or file
-    (it says so before any byte); every other failure raises."""
+def _dumped(
+    restic: Restic, store: Store, snap: Snapshot, data: manifests.DataRef, *, by_store: bool
+) -> _Dumped | None:
+    """``restic dump`` of ``data`` started, its stream checked against ``data`` (``by_store``:
+    the store's record of the copy, else the manifest's word) and, for a volume, the store's
+    members. ``by_store``: None when restic finds no such snapshot or file (it says so before
+    any byte); every other failure raises."""
     recorded = store.members(snap.id) if snap.kind == "volume" else []
     try:
         stream = restic.dump(data.restic_snapshot, data.filename)
     except RepositorySnapshotMissingError:
         if by_store:
-            return _MISSING
+            return None
         raise
-    with stream:
-        checked = _Checked(
-            stream,
-            snap,
-            data.raw_sha256,
-            data.raw_bytes,
-            recorded,
-            "the store's record" if by_store else "its manifest",
-        )
-        return consume(data, checked)
+    checked = _Checked(
+        stream,
+        snap,
+        data.raw_sha256,
+        data.raw_bytes,
+        recorded,
+        "the store's record" if by_store else "its manifest",
+    )
+    return data, stream, checked
 
 
 def _archive_filename(snap: Snapshot, data_filename: str) -> str:

@@ -2,7 +2,7 @@
 
 On the host lane, when the volume's directory can be swapped with a sibling
 (``snapvol.volume.staging.usable_beside``), the snapshot is streamed out of the repository
-(``snapvol.repo.fetch.read_checked``: the raw SHA-256, the size and every member checked against
+(``snapvol.repo.fetch.opened``: the raw SHA-256, the size and every member checked against
 the store's record of the copy or its manifest) into a new directory beside the volume's while
 the container keeps running; each member is checked before it is written, and the copy is read
 back and compared file by file, as a local restore does. Only then is the container stopped,
@@ -21,12 +21,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from snapvol.adapters.restic import Restic
 from snapvol.errors import DiskFullError, OperationFailed
 from snapvol.options import DEFAULT_LEVEL
 from snapvol.output import Reporter
 from snapvol.pipeline.members import Member
-from snapvol.repo import fetch
 from snapvol.repo.manifest import DataRef
 from snapvol.volume import staging
 from snapvol.volume.host_lane import HostLane
@@ -52,13 +50,14 @@ def staged_directory(target: VolumeTarget) -> Path | None:
 def restore_staged(
     ws: Workspace,
     plan: VolumeRestorePlan,
-    restic: Restic,
+    source: tuple[DataRef, Iterable[bytes]],
     *,
     safety_snapshot: bool = True,
     level: int = DEFAULT_LEVEL,
 ) -> VolumeRestoreResult:
-    """Stream, check and stage the snapshot while the container runs; then stop it, take a
-    safety snapshot, swap the staged copy in, start it. Any failure before the swap removes
+    """Stage the snapshot's checked stream ``source`` (``fetch.opened``: where it comes from,
+    what it must be, and its bytes) while the container runs; then stop it, take a safety
+    snapshot, swap the staged copy in, start it. Any failure before the swap removes
     the copy and leaves the volume (and, if it ran, the running container) as it was."""
     started = time.monotonic()
     target, snap, reporter = plan.target, plan.snapshot, ws.reporter
@@ -75,19 +74,14 @@ def restore_staged(
     try:
         staging.keep_host_label(directory, staged.path)
         reporter.step(f"restoring {snap.name} beside volume {target.volume}, the service running")
-        fetch.read_checked(
-            restic,
-            ws.store,
-            snap,
+        data, chunks = source
+        _fill(
+            HostLane(staged.path, fallback=lane.fallback),
+            data,
+            chunks,
+            plan.members,
+            target.volume,
             reporter,
-            lambda data, chunks: _fill(
-                HostLane(staged.path, fallback=lane.fallback),
-                data,
-                chunks,
-                plan.members,
-                target.volume,
-                reporter,
-            ),
         )
         check_sole_user(ws.engine, target, restore=True)  # again: time has passed
         with stopped_container(ws.engine, target, reporter, ws.watchdog) as down:
