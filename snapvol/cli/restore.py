@@ -220,7 +220,7 @@ def _restore_volume(
                 # match the store is one line, as the fetch says it.
                 restic = app.restic()
                 source = open_stream.enter_context(
-                    fetch.opened(restic, ws.store, snap, app.console)
+                    fetch.opened(restic, ws.store, snap, app.console, members_read_back=True)
                 )
             else:
                 snap = _fetched(app, ws.store, snap)

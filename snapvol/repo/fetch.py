@@ -138,7 +138,12 @@ def fetch(
 
 @contextlib.contextmanager
 def opened(
-    restic: Restic, store: Store, snap: Snapshot, reporter: Reporter
+    restic: Restic,
+    store: Store,
+    snap: Snapshot,
+    reporter: Reporter,
+    *,
+    members_read_back: bool = False,
 ) -> Iterator[tuple[manifests.DataRef, Iterable[bytes]]]:
     """Snapshot ``snap``'s data as ``restic dump`` streams it, with where it comes from and what
     it must be, checked as it passes: the stream ends with an ``IntegrityError`` unless restic
@@ -152,6 +157,10 @@ def opened(
     no such snapshot there (forgotten, the repository made anew, an ambiguous short id) is the
     repository's manifest looked up instead; a copy this store recorded in this repository must
     then be the one the manifest describes.
+
+    ``members_read_back``: the caller checks each member against the store before it writes
+    it and reads every file back from what it wrote and compares it (the staged restore), so
+    the stream's own scan of the members, a second SHA-256 of every file, is left out.
     """
     filename = manifests.data_filename(snap)
     reporter.step(f"fetching {filename} from {restic.repo.display}")
@@ -159,9 +168,9 @@ def opened(
     found = None
     if recorded is not None:
         _check_size(snap, recorded.raw_bytes, "the recorded copy")
-        found = _dumped(restic, store, snap, recorded, by_store=True)
+        found = _dumped(restic, store, snap, recorded, by_store=True, scan=not members_read_back)
     if found is None:
-        found = _dumped_by_manifest(restic, store, snap)
+        found = _dumped_by_manifest(restic, store, snap, scan=not members_read_back)
     data, stream, checked = found
     with stream:
         yield data, checked
@@ -181,7 +190,7 @@ def _recorded_data(
 _Dumped = tuple[manifests.DataRef, DumpStream, "_Checked"]
 
 
-def _dumped_by_manifest(restic: Restic, store: Store, snap: Snapshot) -> _Dumped:
+def _dumped_by_manifest(restic: Restic, store: Store, snap: Snapshot, *, scan: bool) -> _Dumped:
     """The dump when the store knows of no copy there, or restic did not find it: the newest
     manifest says where the copy is."""
     made = manifest_for(restic, snap.id)
@@ -197,7 +206,7 @@ def _dumped_by_manifest(restic: Restic, store: Store, snap: Snapshot) -> _Dumped
     _check_size(snap, data.raw_bytes, "the manifest")
     if snap.kind == "volume":
         _check_same_members(snap.id, made.members, store.members(snap.id))
-    found = _dumped(restic, store, snap, data, by_store=False)
+    found = _dumped(restic, store, snap, data, by_store=False, scan=scan)
     assert found is not None
     return found
 
@@ -211,13 +220,19 @@ def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
 
 
 def _dumped(
-    restic: Restic, store: Store, snap: Snapshot, data: manifests.DataRef, *, by_store: bool
+    restic: Restic,
+    store: Store,
+    snap: Snapshot,
+    data: manifests.DataRef,
+    *,
+    by_store: bool,
+    scan: bool = True,
 ) -> _Dumped | None:
     """``restic dump`` of ``data`` started, its stream checked against ``data`` (``by_store``:
-    the store's record of the copy, else the manifest's word) and, for a volume, the store's
-    members. ``by_store``: None when restic finds no such snapshot or file (it says so before
-    any byte); every other failure raises."""
-    recorded = store.members(snap.id) if snap.kind == "volume" else []
+    the store's record of the copy, else the manifest's word) and, for a volume with ``scan``,
+    the store's members. ``by_store``: None when restic finds no such snapshot or file (it says
+    so before any byte); every other failure raises."""
+    recorded = store.members(snap.id) if snap.kind == "volume" and scan else None
     try:
         stream = restic.dump(data.restic_snapshot, data.filename)
     except RepositorySnapshotMissingError:
@@ -262,8 +277,8 @@ def _check_same_members(
 
 class _Checked:
     """The dumped stream, checked as it passes: at its end (restic ended without error), the
-    raw SHA-256 and size and, for a volume, every member must match, or it raises, which leaves
-    the archive partial and removed."""
+    raw SHA-256 and size and, for a volume (given its ``members``), every member must match, or
+    it raises, which leaves the archive partial and removed."""
 
     def __init__(
         self,
@@ -271,7 +286,7 @@ class _Checked:
         snap: Snapshot,
         raw_sha256: str,
         raw_bytes: int,
-        members: Sequence[Member],
+        members: Sequence[Member] | None,
         source: str,
     ) -> None:
         self._stream = stream
@@ -279,7 +294,7 @@ class _Checked:
         self._snap = snap
         self._raw_sha256 = raw_sha256
         self._raw_bytes = raw_bytes
-        self._members = list(members)
+        self._members = list(members) if members is not None else None
         self._seen: list[Member] = []
         self._aborted = False
 
@@ -289,7 +304,9 @@ class _Checked:
     def __iter__(self) -> Iterator[bytes]:
         sha = hashlib.sha256()
         size = 0
-        scanner = tarscan.TarScanner(self._seen.append) if self._snap.kind == "volume" else None
+        scanner = None  # no members to compare: a logical dump, or the caller reads them back
+        if self._snap.kind == "volume" and self._members is not None:
+            scanner = tarscan.TarScanner(self._seen.append)
         for chunk in self._stream:
             if self._aborted:
                 return
@@ -315,6 +332,7 @@ class _Checked:
             self._check_members()
 
     def _check_members(self) -> None:
+        assert self._members is not None
         if len(self._seen) != len(self._members):
             raise self._mismatch(
                 f"holds {len(self._seen)} files, the store records {len(self._members)}"

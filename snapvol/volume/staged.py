@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from snapvol.errors import DiskFullError, OperationFailed
+from snapvol.errors import DiskFullError, IntegrityError, OperationFailed
 from snapvol.options import DEFAULT_LEVEL
 from snapvol.output import Reporter
 from snapvol.pipeline.members import Member
@@ -80,6 +80,7 @@ def restore_staged(
             data,
             chunks,
             plan.members,
+            f"the repository's copy of snapshot {snap.id}",
             target.volume,
             reporter,
         )
@@ -120,10 +121,13 @@ def _fill(
     data: DataRef,
     chunks: Iterable[bytes],
     members: list[Member],
+    copy: str,
     volume: str,
     reporter: Reporter,
 ) -> None:
-    """Extract the checked stream into the staging directory (``lane``) and read it back."""
+    """Extract the checked stream into the staging directory (``lane``), each member checked
+    against the store before it is written, and read it back: every file's content is compared
+    with the store's record here (the stream's own check of the raw SHA-256 and size ends it)."""
     staging.check_space(lane.directory.parent, data.raw_bytes, len(members), volume)
     try:
         write_checked(
@@ -137,6 +141,13 @@ def _fill(
     except DiskFullError as err:
         raise DiskFullError(
             f"no space left beside volume {volume} for the restored copy; nothing was changed"
+        ) from err
+    except IntegrityError as err:
+        if err.message.startswith(copy):  # the stream's own check: it says so already
+            raise
+        raise IntegrityError(
+            f"{copy} does not match the store's record ({err.message}); it was not used and "
+            "nothing was changed"
         ) from err
 
 
