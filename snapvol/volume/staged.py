@@ -17,6 +17,7 @@ next command (``staging.remove_leftovers``). No local archive is kept.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ def restore_staged(
     assert isinstance(lane, HostLane)
     staging.remove_strays(directory.parent, reporter)
     staged = staging.Staging.create(directory.parent)
+    remover: threading.Thread | None = None
     try:
         staging.keep_host_label(directory, staged.path)
         reporter.step(f"restoring {snap.name} beside volume {target.volume}, the service running")
@@ -106,14 +108,25 @@ def restore_staged(
                     f"({err.strerror or err}); the volume was not changed"
                 ) from err
             down.release()  # the volume is whole: the service may start now
+            # The previous contents, now at the staging name, go while the service starts.
+            remover = threading.Thread(
+                target=_remove, args=(staged, reporter), name="snapvol-remove-previous"
+            )
+            remover.start()
     finally:
-        # Before the swap: the copy; after it, the volume's previous contents.
-        reporter.step(f"removing {staged.path}")
-        try:
-            staged.remove()
-        except OSError as err:
-            reporter.warn(f"could not remove {staged.path}: {err}; the next command will")
+        if remover is None:
+            _remove(staged, reporter)  # the copy, never swapped in
+        else:
+            remover.join()
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)
+
+
+def _remove(staged: staging.Staging, reporter: Reporter) -> None:
+    reporter.step(f"removing {staged.path}")
+    try:
+        staged.remove()
+    except OSError as err:
+        reporter.warn(f"could not remove {staged.path}: {err}; the next command will")
 
 
 def _fill(
