@@ -115,7 +115,7 @@ def restore_staged(
             remover.start()
     finally:
         if remover is None:
-            _remove(staged, reporter)  # the copy, never swapped in
+            _remove(staged, reporter)  # the copy, or (swapped but not started) the previous
         else:
             remover.join()
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)

@@ -316,3 +316,50 @@ def test_a_mount_point_and_the_endpoint_lane_take_the_two_pass_path(
     assert again["sha256"] == hashlib.sha256(fetched.read_bytes()).hexdigest()
     assert again["size_bytes"] == fetched.stat().st_size
     cmd("verify", snap["id"])  # the fetched archive passes verify as it is
+
+
+def test_an_exchange_that_fails_changes_nothing_and_starts_the_container_again(
+    bed: TestBed,
+    cmd: Any,
+    restic_local: RepoServer,
+    repo_env: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel refuses the swap itself (EBUSY: something was mounted on the volume's
+    directory after it was checked): one line, the volume as it was, the service running."""
+    import errno
+
+    from snapvol.volume import staging
+
+    repo_env(restic_local)
+    container, vol = bed.plain()
+    root = _volume_dir(bed, vol)
+    fidelity_tree.build(root, socket_too=False, deep=False)
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    cmd("copy", snap["id"])
+    (root / "added-later").write_text("not in the snapshot")
+    current = fidelity_tree.fingerprint(root, skip_root=False)
+    real = staging.exchange
+
+    def busy(first: Path, second: Path) -> None:
+        if second == root:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(first), None, str(second))
+        real(first, second)  # the probe of two empty directories
+
+    monkeypatch.setattr(staging, "exchange", busy)
+    result = cmd(
+        "restore", snap["id"], "--from-repo", "--yes", "--no-safety-snapshot", exit_code=11
+    )
+
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
+    assert line == (
+        f"Error: swapping the restored copy in as volume {vol} failed "
+        f"({os.strerror(errno.EBUSY)}); the volume was not changed"
+    )
+    assert (
+        fidelity_tree.differences(current, fidelity_tree.fingerprint(root, skip_root=False)) == []
+    )
+    container.reload()
+    assert container.status == "running"
+    assert _staging_dirs(root) == [] and _markers(tmp_path) == []
