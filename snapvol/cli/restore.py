@@ -233,7 +233,8 @@ def _restore_volume(
                 helper_image=helper_image,
                 local_archive=not one_pass,
             )
-            app.console.err.print(volume_plan_table(plan, not no_safety_snapshot))
+            shown_from = restic.repo.display if one_pass else None
+            app.console.err.print(volume_plan_table(plan, not no_safety_snapshot, shown_from))
             confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
             if one_pass:
                 result = staged.restore_staged(

@@ -49,7 +49,7 @@ def test_postgres_comes_back_whole_and_runs_while_its_copy_is_staged(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    repo_env(restic_local)
+    restic = repo_env(restic_local)
     pg = bed.postgres()
     fill_demo(pg)
     before = pg.dump()
@@ -79,6 +79,9 @@ def test_postgres_comes_back_whole_and_runs_while_its_copy_is_staged(
     assert len(seen["staging"]) == 1
     assert json.loads(result.stdout)["one_pass"] is True
     assert "in one pass, checked, no local archive kept" in result.stderr
+    # The plan shows where it is read from, not a local archive's SHA-256 as verified.
+    assert f"{restic.repo.display}: checked as it is read" in result.stderr
+    assert "verified" not in result.stderr
     assert _started_at(pg.container) != started  # stopped and started for the swap
     pg.wait_ready()
     assert pg.dump() == before
