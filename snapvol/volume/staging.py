@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapvol.errors import DiskFullError
+from snapvol.errors import DiskFullError, OperationFailed
 from snapvol.output import Reporter, human_bytes
 from snapvol.runtime import pid_alive, run_dir, started_after
 
@@ -215,8 +215,8 @@ def remove_leftovers(reporter: Reporter) -> None:
     is gone names a staging directory (and its probe), which is removed with the marker."""
     try:
         markers = sorted(run_dir().glob(f"{PREFIX}*{_MARKER_SUFFIX}"))
-    except OSError:
-        return
+    except (OSError, OperationFailed):
+        return  # no runtime directory of ours: no marker either (and no reason to fail here)
     for marker in markers:
         name = marker.name.removesuffix(_MARKER_SUFFIX)
         found = _NAME.fullmatch(name)

@@ -149,3 +149,20 @@ def test_markers_name_what_the_recovery_removes(
     assert other.exists()
     assert mine.path.exists() and mine.marker.exists()
     assert sorted(os.listdir(data)) == ["old"]
+
+
+@needs_root
+def test_a_runtime_directory_not_ours_does_not_stop_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recovery runs at the start of every command: a runtime directory owned by someone
+    else (which the watchdog refuses) is left alone, and nothing in it is read or removed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f"snapvol-staging-{_dead_pid()}-0123abcd.staging").write_text(f"{tmp_path}\n")
+    os.chown(run, 1234, 1234)
+    monkeypatch.setenv("SNAPVOL_RUN_DIR", str(run))
+
+    staging.remove_leftovers(Reporter())
+
+    assert len(list(run.iterdir())) == 1 and tmp_path.exists()
