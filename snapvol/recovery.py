@@ -84,6 +84,14 @@ def _owner(store: Store, partial: str) -> Snapshot | None:
     return None
 
 
+def recover_staging(reporter: Reporter) -> None:
+    """Remove what staged restores killed on this host left beside their volumes: only the
+    directories their markers name, once their process is gone (``volume.staging``)."""
+    from snapvol.volume import staging  # light, but only needed here
+
+    staging.remove_leftovers(reporter)
+
+
 def recover_helpers(engine: Engine, reporter: Reporter) -> int:
     """Remove helper containers whose snapvol process is gone."""
     removed = 0

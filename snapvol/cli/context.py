@@ -22,7 +22,7 @@ from snapvol.drill.recovery import recover_drill_records, recover_drills
 from snapvol.errors import StoreError
 from snapvol.monitor.report import Monitoring
 from snapvol.output import Console
-from snapvol.recovery import recover_helpers, recover_store
+from snapvol.recovery import recover_helpers, recover_staging, recover_store
 from snapvol.repo.copy import recover_copies
 from snapvol.volume.watchdog import WatchdogConfig
 from snapvol.workspace import Workspace
@@ -181,6 +181,7 @@ class AppContext:
             raise StoreError(f"{err}; {old} is the store of snapvol's old default") from err
         try:
             recover_store(store, self.backup_dir, self.console)
+            recover_staging(self.console)
             recover_copies(store, self.console)
             recover_drill_records(store, self.console)
             yield store

@@ -321,8 +321,11 @@ _TYPE_BITS = {
 }
 
 
-def volume_plan_table(plan: VolumeRestorePlan, safety: bool) -> Fields:
-    """A volume restore's plan: the snapshot, what it overwrites, the way back."""
+def volume_plan_table(
+    plan: VolumeRestorePlan, safety: bool, one_pass_from: str | None = None
+) -> Fields:
+    """A volume restore's plan: the snapshot, what it overwrites, the way back.
+    ``one_pass_from``: the repository it is read from in one pass (no local archive)."""
     snap, target = plan.snapshot, plan.target
     table = Fields()
     table.add_row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
@@ -336,7 +339,14 @@ def volume_plan_table(plan: VolumeRestorePlan, safety: bool) -> Fields:
         table.add_row(
             "PostgreSQL", f"{snap.pg_version} (target runs {plan.target_pg_major or '?'})"
         )
-    table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")
+    if one_pass_from is None:
+        table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")
+    else:
+        table.add_row(
+            "Source",
+            f"{one_pass_from}: checked as it is read (SHA-256, every file), beside the volume, "
+            "before the volume changes",
+        )
     table.add_row(
         "[red]Overwrites[/]",
         f"volume {target.volume} of container {target.container.name} ({target.container.status})",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,10 @@ from snapvol.workspace import Workspace
 @click.option(
     "--from-repo",
     is_flag=True,
-    help="Fetch the snapshot's archive from the repository (--repo) first, and check it; "
-    "done anyway when the archive is missing here and a repository is given.",
+    help="Read the snapshot from the repository (--repo), checked before anything changes; "
+    "done anyway when the archive is missing here and a repository is given. A volume on the "
+    "host lane is restored in one pass beside it (no local archive kept); otherwise the "
+    "archive is fetched first.",
 )
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
@@ -97,7 +100,7 @@ def command(
     # One store session. A dump file needs no store of its own: --file may create one, to
     # record what it does.
     with app.store(create=file is not None) as store:
-        snap = None if file is not None else _chosen(app, store, ref, from_repo)
+        snap, read_repo = (None, False) if file is not None else _chosen(app, store, ref, from_repo)
         logical = restoring.is_logical(snap)
         if not logical and (database is not None or user is not None or no_owner or allow_roles):
             raise UsageError(
@@ -121,7 +124,15 @@ def command(
             else:
                 assert snap is not None
                 done = _restore_volume(
-                    app, ws, snap, container, assume_yes, no_safety_snapshot, helper_image, reader
+                    app,
+                    ws,
+                    snap,
+                    container,
+                    assume_yes,
+                    no_safety_snapshot,
+                    helper_image,
+                    reader,
+                    from_repo=read_repo,
                 )
     # Said once the store is closed, after the line saying it was created (if it was).
     app.console.info(done.line)
@@ -137,14 +148,21 @@ class _Restored:
     summary: dict[str, Any]  # --json
 
 
-def _chosen(app: AppContext, store: Store, ref: str | None, from_repo: bool) -> Snapshot:
+def _chosen(
+    app: AppContext, store: Store, ref: str | None, from_repo: bool
+) -> tuple[Snapshot, bool]:
     """The snapshot REF names (or the user picks), refused if it cannot be restored: before
-    its container is looked up. Its archive is fetched from the repository first with
-    ``from_repo``, or when it is missing here and a repository is given."""
+    its container is looked up; and whether it is to be read from the repository (with
+    ``from_repo``, or when its archive is missing here and a repository is given). A logical
+    snapshot's archive is fetched now; a volume snapshot is read once its target is known
+    (``_restore_volume``: in one pass when the target allows it)."""
     snap = store.resolve(ref) if ref is not None else picker.pick_snapshot(store, app.console)
     missing = restoring.archive_missing(snap, app.backup_dir)
     if from_repo or (app.repo is not None and missing):
-        snap = _fetched(app, store, restoring.restorable(snap, app.backup_dir))
+        snap = restoring.restorable(snap, app.backup_dir)
+        if not restoring.is_logical(snap):
+            return snap, True
+        snap = _fetched(app, store, snap)
     elif missing:
         copies = store.copies(snapshot_id=snap.id, status=COMPLETE)
         if copies:
@@ -153,7 +171,7 @@ def _chosen(app: AppContext, store: Store, ref: str | None, from_repo: bool) -> 
                 f"{copies[0].repository}: give --repo (or SNAPVOL_REPOSITORY) to restore from "
                 "there; nothing was changed"
             )
-    return restoring.restorable(snap, app.backup_dir)
+    return restoring.restorable(snap, app.backup_dir), False
 
 
 def _fetched(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
@@ -179,19 +197,58 @@ def _restore_volume(
     no_safety_snapshot: bool,
     helper_image: str | None,
     reader: str = "auto",
+    *,
+    from_repo: bool = False,
 ) -> _Restored:
+    """``from_repo``: the snapshot is read from the repository, in one pass beside the volume
+    when its lane allows it (``volume.staged``), else fetched into the backup directory first
+    and restored from there as a local archive is."""
+    from snapvol.repo import fetch
     from snapvol.volume import restore as volume_restore
+    from snapvol.volume import staged
+    from snapvol.volume.target import resolve_volume_target
 
     target_ref = container or snap.container
-    with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
-        plan = volume_restore.plan_volume_restore(
-            ws, snap, container, reader=reader, helper_image=helper_image
-        )
-        app.console.err.print(volume_plan_table(plan, not no_safety_snapshot))
-        confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
-        result = volume_restore.restore_volume(ws, plan, safety_snapshot=not no_safety_snapshot)
+    one_pass = False
+    with contextlib.ExitStack() as open_stream:
+        if from_repo:
+            volume = snap.volume if container is None else None
+            found = resolve_volume_target(ws.engine, target_ref, volume, reader, helper_image)
+            one_pass = staged.staged_directory(found) is not None
+            if one_pass:
+                # Opened before the plan is shown: a wrong password or a copy that does not
+                # match the store is one line, as the fetch says it.
+                restic = app.restic()
+                source = open_stream.enter_context(
+                    fetch.opened(restic, ws.store, snap, app.console, members_read_back=True)
+                )
+            else:
+                snap = _fetched(app, ws.store, snap)
+        with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
+            plan = volume_restore.plan_volume_restore(
+                ws,
+                snap,
+                container,
+                reader=reader,
+                helper_image=helper_image,
+                local_archive=not one_pass,
+            )
+            shown_from = restic.repo.display if one_pass else None
+            app.console.err.print(volume_plan_table(plan, not no_safety_snapshot, shown_from))
+            confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
+            if one_pass:
+                result = staged.restore_staged(
+                    ws, plan, source, safety_snapshot=not no_safety_snapshot
+                )
+            else:
+                result = volume_restore.restore_volume(
+                    ws, plan, safety_snapshot=not no_safety_snapshot
+                )
+    line = volume_restored_line(plan, result)
+    if one_pass:
+        line += f"; read from {restic.repo.display} in one pass, checked, no local archive kept"
     return _Restored(
-        volume_restored_line(plan, result),
+        line,
         result.safety,
         {
             "restored": result.snapshot.to_dict(),
@@ -200,6 +257,7 @@ def _restore_volume(
             "volume": plan.target.volume,
             "downtime_s": round(result.downtime_s, 3),
             "duration_s": round(result.duration_s, 3),
+            "one_pass": one_pass,
         },
     )
 

@@ -1,8 +1,9 @@
-"""Bringing a snapshot back from a restic repository: its archive fetched into the backup
-directory, checked against the store's record of the copy (or, when the store has none there,
-the copy's manifest) before it is renamed into place, so that the normal local restore (with
-all its checks) can run on it; and the store rebuilt from the repository's manifests
-(``import_manifests``).
+"""Bringing a snapshot back from a restic repository: its data streamed out of the repository,
+checked against the store's record of the copy (or, when the store has none there, the copy's
+manifest), either into the backup directory (``fetch``: renamed into place once checked, so that
+the normal local restore, with all its checks, can run on it) or to a caller that trusts what
+it made only once the stream ended (``opened``: the staged volume restore); and the store
+rebuilt from the repository's manifests (``import_manifests``).
 
 Nothing here runs restic itself (``adapters.restic`` does) and nothing touches a container: a
 fetch that fails leaves no file and no change in the store, and the restore never starts.
@@ -10,6 +11,7 @@ fetch that fails leaves no file and no change in the store, and the restore neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from snapvol.adapters.restic import Restic
+from snapvol.adapters.restic import DumpStream, Restic
 from snapvol.adapters.store import COMPLETE, Copy, Snapshot, Store
 from snapvol.errors import IntegrityError, NotFoundError, RepositorySnapshotMissingError
 from snapvol.names import archive_filename, new_id
@@ -120,22 +122,58 @@ def fetch(
     place only once restic ended without error and the raw SHA-256, the raw size and (volume)
     every member match the store's records. Then the record's path, SHA-256 and size name the
     new archive, so ``verify`` and the restore's own checks accept it.
+    """
+
+    with opened(restic, store, snap, reporter) as (data, checked):
+        destination = LocalDirectory(backup_dir)
+        destination.prepare()
+        dest = Path(destination.location(_archive_filename(snap, data.filename)))
+        with reporter.transfer("fetching", data.raw_bytes) as advance:
+            result = archive.write_compressed(checked, dest, progress=advance)
+    updated = store.update(
+        snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
+    )
+    return Fetched(updated, result.raw_bytes, result.size_bytes)
+
+
+@contextlib.contextmanager
+def opened(
+    restic: Restic,
+    store: Store,
+    snap: Snapshot,
+    reporter: Reporter,
+    *,
+    members_read_back: bool = False,
+) -> Iterator[tuple[manifests.DataRef, Iterable[bytes]]]:
+    """Snapshot ``snap``'s data as ``restic dump`` streams it, with where it comes from and what
+    it must be, checked as it passes: the stream ends with an ``IntegrityError`` unless restic
+    ended without error and the raw SHA-256, the raw size and (volume) every member match.
+    Trust nothing made from the stream until it has ended. Every failure restic reports before
+    the first byte (a wrong password, no such copy, a manifest that does not match the store)
+    raises here, on entry; leaving the block stops restic.
 
     When this store recorded a complete copy at this location, that copy's data is dumped
     straight away: one restic process, the store's record the authority. Only if restic finds
     no such snapshot there (forgotten, the repository made anew, an ambiguous short id) is the
     repository's manifest looked up instead; a copy this store recorded in this repository must
     then be the one the manifest describes.
+
+    ``members_read_back``: the caller checks each member against the store before it writes
+    it and reads every file back from what it wrote and compares it (the staged restore), so
+    the stream's own scan of the members, a second SHA-256 of every file, is left out.
     """
     filename = manifests.data_filename(snap)
     reporter.step(f"fetching {filename} from {restic.repo.display}")
     recorded = _recorded_data(store, snap, restic.repo.display, filename)
+    found = None
     if recorded is not None:
         _check_size(snap, recorded.raw_bytes, "the recorded copy")
-        fetched = _fetch_data(restic, store, snap, backup_dir, reporter, recorded, by_store=True)
-        if fetched is not None:
-            return fetched
-    return _fetch_by_manifest(restic, store, snap, backup_dir, reporter)
+        found = _dumped(restic, store, snap, recorded, by_store=True, scan=not members_read_back)
+    if found is None:
+        found = _dumped_by_manifest(restic, store, snap, scan=not members_read_back)
+    data, stream, checked = found
+    with stream:
+        yield data, checked
 
 
 def _recorded_data(
@@ -149,10 +187,11 @@ def _recorded_data(
     return None
 
 
-def _fetch_by_manifest(
-    restic: Restic, store: Store, snap: Snapshot, backup_dir: Path, reporter: Reporter
-) -> Fetched:
-    """The fetch when the store knows of no copy there, or restic did not find it: the newest
+_Dumped = tuple[manifests.DataRef, DumpStream, "_Checked"]
+
+
+def _dumped_by_manifest(restic: Restic, store: Store, snap: Snapshot, *, scan: bool) -> _Dumped:
+    """The dump when the store knows of no copy there, or restic did not find it: the newest
     manifest says where the copy is."""
     made = manifest_for(restic, snap.id)
     data = made.data
@@ -167,9 +206,9 @@ def _fetch_by_manifest(
     _check_size(snap, data.raw_bytes, "the manifest")
     if snap.kind == "volume":
         _check_same_members(snap.id, made.members, store.members(snap.id))
-    fetched = _fetch_data(restic, store, snap, backup_dir, reporter, data, by_store=False)
-    assert fetched is not None
-    return fetched
+    found = _dumped(restic, store, snap, data, by_store=False, scan=scan)
+    assert found is not None
+    return found
 
 
 def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
@@ -180,44 +219,35 @@ def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
         )
 
 
-def _fetch_data(
+def _dumped(
     restic: Restic,
     store: Store,
     snap: Snapshot,
-    backup_dir: Path,
-    reporter: Reporter,
     data: manifests.DataRef,
     *,
     by_store: bool,
-) -> Fetched | None:
-    """Dump ``data`` into the snapshot's archive, checked against ``data`` (``by_store``: the
-    store's record of the copy, else the manifest's word) and, for a volume, the store's
-    members. ``by_store``: None, nothing written, when restic finds no such snapshot or file
-    (it says so before any byte); every other failure raises."""
-    recorded = store.members(snap.id) if snap.kind == "volume" else []
-    destination = LocalDirectory(backup_dir)
-    destination.prepare()
-    dest = Path(destination.location(_archive_filename(snap, data.filename)))
+    scan: bool = True,
+) -> _Dumped | None:
+    """``restic dump`` of ``data`` started, its stream checked against ``data`` (``by_store``:
+    the store's record of the copy, else the manifest's word) and, for a volume with ``scan``,
+    the store's members. ``by_store``: None when restic finds no such snapshot or file (it says
+    so before any byte); every other failure raises."""
+    recorded = store.members(snap.id) if snap.kind == "volume" and scan else None
     try:
         stream = restic.dump(data.restic_snapshot, data.filename)
     except RepositorySnapshotMissingError:
         if by_store:
             return None
         raise
-    with stream, reporter.transfer("fetching", data.raw_bytes) as advance:
-        checked = _Checked(
-            stream,
-            snap,
-            data.raw_sha256,
-            data.raw_bytes,
-            recorded,
-            "the store's record" if by_store else "its manifest",
-        )
-        result = archive.write_compressed(checked, dest, progress=advance)
-    updated = store.update(
-        snap.id, path=str(dest), sha256=result.sha256, size_bytes=result.size_bytes
+    checked = _Checked(
+        stream,
+        snap,
+        data.raw_sha256,
+        data.raw_bytes,
+        recorded,
+        "the store's record" if by_store else "its manifest",
     )
-    return Fetched(updated, result.raw_bytes, result.size_bytes)
+    return data, stream, checked
 
 
 def _archive_filename(snap: Snapshot, data_filename: str) -> str:
@@ -247,8 +277,8 @@ def _check_same_members(
 
 class _Checked:
     """The dumped stream, checked as it passes: at its end (restic ended without error), the
-    raw SHA-256 and size and, for a volume, every member must match, or it raises, which leaves
-    the archive partial and removed."""
+    raw SHA-256 and size and, for a volume (given its ``members``), every member must match, or
+    it raises, which leaves the archive partial and removed."""
 
     def __init__(
         self,
@@ -256,7 +286,7 @@ class _Checked:
         snap: Snapshot,
         raw_sha256: str,
         raw_bytes: int,
-        members: Sequence[Member],
+        members: Sequence[Member] | None,
         source: str,
     ) -> None:
         self._stream = stream
@@ -264,7 +294,7 @@ class _Checked:
         self._snap = snap
         self._raw_sha256 = raw_sha256
         self._raw_bytes = raw_bytes
-        self._members = list(members)
+        self._members = list(members) if members is not None else None
         self._seen: list[Member] = []
         self._aborted = False
 
@@ -274,7 +304,9 @@ class _Checked:
     def __iter__(self) -> Iterator[bytes]:
         sha = hashlib.sha256()
         size = 0
-        scanner = tarscan.TarScanner(self._seen.append) if self._snap.kind == "volume" else None
+        scanner = None  # no members to compare: a logical dump, or the caller reads them back
+        if self._snap.kind == "volume" and self._members is not None:
+            scanner = tarscan.TarScanner(self._seen.append)
         for chunk in self._stream:
             if self._aborted:
                 return
@@ -300,6 +332,7 @@ class _Checked:
             self._check_members()
 
     def _check_members(self) -> None:
+        assert self._members is not None
         if len(self._seen) != len(self._members):
             raise self._mismatch(
                 f"holds {len(self._seen)} files, the store records {len(self._members)}"

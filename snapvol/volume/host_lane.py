@@ -46,17 +46,17 @@ class HostLane:
     def usage(self) -> tuple[int | None, int | None]:
         return hostpath.usage(self.directory)
 
-    def _writes_here(self) -> bool:
+    def writes_here(self) -> bool:
         """Whether this host writes the directory itself (else the fallback lane writes it)."""
         return os.access(self.directory, os.W_OK)
 
     def refuse_unwritable(self, members: Sequence[Member]) -> str | None:
-        return None if self._writes_here() else self.fallback.refuse_unwritable(members)
+        return None if self.writes_here() else self.fallback.refuse_unwritable(members)
 
     def replace(self, tar: Iterable[bytes], check: Callable[[Member], None]) -> dict[str, str]:
         """The host lane reads each file back as soon as it is written, beside the
         extraction: the digests it returns spare ``landed`` a second read."""
-        if not self._writes_here():
+        if not self.writes_here():
             return self.fallback.replace(tar, check)
         hostpath.empty_dir(self.directory)
         return hosttar.extract(self.directory, tar, check)
@@ -69,7 +69,7 @@ class HostLane:
         return list(found.values())
 
     def carried(self, member: Member) -> Member:
-        return member if self._writes_here() else self.fallback.carried(member)
+        return member if self.writes_here() else self.fallback.carried(member)
 
     def host_path(self, relative: str) -> Path | None:
         return self.directory / relative

@@ -11,7 +11,7 @@ content included. Any failure after the volume was touched puts the safety snaps
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from snapvol.pg import cluster
 from snapvol.pipeline import archive
 from snapvol.pipeline.members import Member, MemberCheck, same_file
 from snapvol.volume import archiving
+from snapvol.volume.lane import Lane
 from snapvol.volume.target import (
     VolumeTarget,
     check_sole_user,
@@ -60,11 +61,14 @@ def plan_volume_restore(
     *,
     reader: str = "auto",
     helper_image: str | None = None,
+    local_archive: bool = True,
 ) -> VolumeRestorePlan:
     """Everything checked before anything is touched: archive integrity, safety, versions.
 
     ``container_ref``: the container to restore into (None: the snapshot's own, and its
-    volume); ``reader`` and ``helper_image`` as for ``resolve_volume_target``."""
+    volume); ``reader`` and ``helper_image`` as for ``resolve_volume_target``. Without
+    ``local_archive`` (a staged restore streams the snapshot from a repository and checks it
+    there, ``snapvol.volume.staged``) every check but the local archive's is made."""
     if snapshot.kind != "volume":
         raise UsageError(f"snapshot {snapshot.id} is a {snapshot.kind} snapshot, not a volume one")
     engine = ws.engine
@@ -76,7 +80,10 @@ def plan_volume_restore(
         helper_image,
     )
     check_sole_user(engine, target, restore=True)
-    lifecycle.check_archive(snapshot, ws.reporter)
+    if local_archive:
+        lifecycle.check_archive(snapshot, ws.reporter)
+    else:
+        lifecycle.check_restorable(snapshot)
     members = ws.store.members(snapshot.id)
     refusal = lifecycle.restore_refusal(
         members,
@@ -174,22 +181,44 @@ def _write_back(
 ) -> None:
     """Replace the volume's contents with ``snapshot`` (already verified): empty the volume,
     stream the archive into it, then read it back and compare every file."""
-    path, raw_bytes = Path(snapshot.path), snapshot.raw_bytes
+    path = Path(snapshot.path)
+    write_checked(
+        target.lane,
+        lambda advance: archive.decompressed_chunks(path, advance),
+        members,
+        snapshot.raw_bytes,
+        path.name,
+        reporter,
+    )
+
+
+def write_checked(
+    lane: Lane,
+    chunks: Callable[[Callable[[int], None]], Iterable[bytes]],
+    members: list[Member],
+    raw_bytes: int | None,
+    source: str,
+    reporter: Reporter,
+) -> None:
+    """Replace what ``lane`` writes with the tar stream ``chunks(advance)`` (named ``source``),
+    each member checked against ``members`` before it is written, then read it all back and
+    compare every file."""
     expected = {m.path: m for m in members}
     check = _HeaderCheck(expected)
     with reporter.transfer("restoring", raw_bytes) as advance:
-        # Decompression runs ahead on its own thread; members are checked in order.
-        tar = archive.prefetch(archive.decompressed_chunks(path, advance))
-        read_back = target.lane.replace(tar, check)
-    check.finish(path.name)
+        # The stream is read on its own thread (decompression, or restic and the repository
+        # checks); members are checked in order.
+        tar = archive.prefetch(chunks(advance))
+        read_back = lane.replace(tar, check)
+    check.finish(source)
     reporter.step("reading the volume back to check every file")
     with reporter.transfer("checking", raw_bytes) as advance:
-        landed = {m.path: m for m in target.lane.landed(advance, read_back)}
+        landed = {m.path: m for m in lane.landed(advance, read_back)}
     for key, want in expected.items():
         got = landed.get(key)
         if key == ".":
             continue  # the volume's root keeps its own owner and mode
-        if got is None or not same_file(target.lane.carried(got), target.lane.carried(want)):
+        if got is None or not same_file(lane.carried(got), lane.carried(want)):
             raise IntegrityError(f"after extraction {key!r} does not match the snapshot")
     extra = set(landed) - set(expected)
     if extra:
@@ -206,7 +235,7 @@ class VolumeRestoreResult:
     duration_s: float
 
 
-def _take_safety_snapshot(
+def take_safety_snapshot(
     ws: Workspace,
     target: VolumeTarget,
     *,
@@ -258,7 +287,7 @@ def restore_volume(
     snap = plan.snapshot
     with stopped_container(ws.engine, target, reporter, ws.watchdog) as down:
         if safety_snapshot:
-            safety = _take_safety_snapshot(
+            safety = take_safety_snapshot(
                 ws, target, level=level, restoring=snap, still_stopped=down.check_still_stopped
             )
         down.rewriting(
