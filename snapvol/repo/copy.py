@@ -250,10 +250,20 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
             host=socket.gethostname(),
         )
     )
+    # The manifest's restic starts beside the data's: it opens the repository (key derivation,
+    # index, lock) while the data flows, and is given its bytes (which name the data snapshot)
+    # only once the data is in and the archive checked; otherwise it is cancelled, unsaved.
+    pending: restic_api.PendingBackup | None = None
     try:
         members = store.members(snap.id)  # before restic runs: nothing changes while it does
         compressed = _Hashing(file_chunks(archive))
         raw = _Hashing(unzstd(compressed, f"archive {archive.name}"))
+        pending = target.restic.start_backup_stream(
+            manifest.manifest_filename(snap),
+            tags=manifest.tags_for(snap, manifest.MANIFEST),
+            host=snap.host or None,
+            time=snap.created_at,
+        )
         with reporter.transfer(f"copying {snap.name}", snap.raw_bytes) as progress:
             data = target.restic.backup_stream(
                 raw,
@@ -264,23 +274,18 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
                 progress=progress,
                 full_id=False,
             )
-        _check_source(snap, compressed, raw, data.snapshot_id, target)
+        _check_source(snap, compressed, raw, data.snapshot_id, target, pending)
         ref = DataRef(data.snapshot_id, filename, raw.sha.hexdigest(), raw.size)
-        written = target.restic.backup_stream(
-            [manifest.encode(snap, members, ref)],
-            manifest.manifest_filename(snap),
-            tags=manifest.tags_for(snap, manifest.MANIFEST),
-            host=snap.host or None,
-            time=snap.created_at,
-            full_id=False,
-        )
+        written = pending.finish([manifest.encode(snap, members, ref)], full_id=False)
     except OSError as err:  # reading the archive: one line, not a traceback
+        _cancel(pending)
         store.fail_copy(record.id, describe(err))
         raise OperationFailed(
             f"snapshot {snap.id} was not copied: reading {archive.name} failed "
             f"({err.strerror or err}); the local snapshot is unchanged"
         ) from err
     except BaseException as err:
+        _cancel(pending)
         store.fail_copy(record.id, describe(err))
         raise
     return store.complete_copy(
@@ -293,11 +298,23 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
     )
 
 
+def _cancel(pending: restic_api.PendingBackup | None) -> None:
+    """Stop the manifest's restic unsaved (nothing if it was given its manifest already)."""
+    if pending is not None:
+        pending.cancel()
+
+
 def _check_source(
-    snap: Snapshot, compressed: _Hashing, raw: _Hashing, data_snapshot: str, target: Target
+    snap: Snapshot,
+    compressed: _Hashing,
+    raw: _Hashing,
+    data_snapshot: str,
+    target: Target,
+    pending: restic_api.PendingBackup,
 ) -> None:
-    """The archive read must be the one the record describes; otherwise the data snapshot just
-    written is removed again (it has no manifest, so it never counted as a copy)."""
+    """The archive read must be the one the record describes; otherwise the manifest's restic
+    is stopped unsaved and the data snapshot just written is removed again (it has no
+    manifest, so it never counted as a copy)."""
     problem = None
     if not (compressed.done and raw.done):
         problem = "restic ended before the archive was read to its end"
@@ -310,6 +327,7 @@ def _check_source(
         )
     if problem is None:
         return
+    pending.cancel()  # first: its lock would keep `restic forget` from removing the data
     with contextlib.suppress(RepositoryError):  # no manifest: not a copy either way
         target.restic.forget([data_snapshot], prune=False)
     raise IntegrityError(f"snapshot {snap.id} was not copied: {problem}")

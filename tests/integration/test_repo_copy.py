@@ -16,8 +16,10 @@ import pytest
 
 from snapvol.adapters.store import Store
 from snapvol.pipeline.archive import decompressed_chunks
+from snapvol.repo import copy as copy_module
 from snapvol.repo import manifest
 from tests.docker_helpers import PgContainer, TestBed
+from tests.integration.test_repo_copy_archive import restic_alive
 from tests.servers import RepoServer, ResticLog, use_repository, write_password_file
 
 
@@ -111,13 +113,25 @@ def test_a_copy_opens_the_repository_four_times_and_no_more(
     bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each restic process opens the repository (key derivation: ~0.6 s here), so a copy runs
-    only those it needs: the repository's id, its listing, the data, the manifest."""
+    only those it needs: the repository's id, its listing, the data, the manifest; and the
+    manifest's is started beside the data's, so that it opens the repository meanwhile."""
     use(restic_local, monkeypatch)
     cmd("repo", "init")
     container, _vol = bed.plain()
     snap = cmd.json("snapshot", "--volume", "--container", container.name)
     calls = ResticLog(tmp_path / "wrapper", monkeypatch)
+    real = copy_module._check_source
+    waiting: list[bytes] = []
+
+    def checked(*args: Any) -> None:  # the data is in: which restic runs still?
+        for pid in restic_alive(os.getpid()):
+            waiting.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        real(*args)
+
+    monkeypatch.setattr(copy_module, "_check_source", checked)
     [made] = cmd.json("copy", snap["id"])
+    [manifest_backup] = waiting
+    assert b"backup\0" in manifest_backup and b"--tag=snapvol-manifest\0" in manifest_backup
     assert calls.subcommands() == ["cat", "snapshots", "backup", "backup"]
     # reading needs no lock (restic 0.14 waits 200 ms after taking one)
     assert [ln.split()[0] for ln in calls.lines()] == ["--no-lock", "--no-lock", "backup", "backup"]
