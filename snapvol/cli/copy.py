@@ -10,12 +10,11 @@ from snapvol.adapters.store import Copy, Snapshot
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.options import json_option
 from snapvol.repo.copy import (
+    Opening,
     copy_all,
-    listing,
     locked,
     mark_lost,
     missing,
-    open_target,
     raise_failures,
 )
 
@@ -49,11 +48,11 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
     The repository's own list of snapshots decides what is there: a copy the store recorded
     but the repository lost is made again. One copy (or prune) per repository at a time.
     """
-    restic = app.restic()
+    opening = Opening(app.restic())  # restic opens the repository while the store opens
     with app.store() as store:
-        target = open_target(restic)
-        with locked(target, "copy"):
-            present = listing(target)
+        target = opening.target()
+        with locked(target, "copy") as last_held:
+            present = opening.listing(target, last_held)
             mark_lost(store, target, present, app.console)
             snaps = [store.resolve(ref) for ref in refs] if refs else missing(store, target)
             run = copy_all(store, target, snaps, app.console, present)

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from snapvol import locking
 from snapvol.adapters import restic as restic_api
 from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, IN_PROGRESS, LOST, Copy, Snapshot, Store
+from snapvol.background import Background
 from snapvol.errors import (
     IntegrityError,
     NotFoundError,
@@ -54,17 +56,55 @@ def open_target(restic: Restic) -> Target:
 
 
 @contextlib.contextmanager
-def locked(target: Target, operation: str) -> Iterator[None]:
+def locked(target: Target, operation: str) -> Iterator[float]:
     """This machine's lock on ``target`` (whatever the store): one copy or prune at a time, so
     two runs never send the same snapshot and prune never takes a copy's data, written but not
-    yet given its manifest, for a leftover. A second run is refused (LockedError) at once."""
+    yet given its manifest, for a leftover. A second run is refused (LockedError) at once.
+
+    Yields when a run last held the lock (the lock file's mtime as we took it: each holder
+    writes it when it takes the lock and touches it when it lets go), for ``Opening``.
+    """
     lock = locking.acquire(
         f"repository-{target.repository_id}", f"repository {target.display}", operation
     )
     try:
-        yield
+        yield lock.last_written
     finally:
+        with contextlib.suppress(OSError):  # another user's file we may only read: not touched
+            os.utime(lock.fd)
         lock.release()
+
+
+_CLOCK_SLACK = 1.0
+"""Seconds by which a file's mtime (the kernel's coarse clock) may lag ``time.time()``."""
+
+
+class Opening:
+    """``restic cat config`` and the listing of the repository's snapvol snapshots, started side
+    by side at once, on threads, while the caller opens the store: each restic process spends
+    most of its time opening the repository (key derivation), one core each.
+
+    The listing is made before the repository's lock is held (its key is the id ``cat config``
+    reads): ``listing`` takes it only if no run held the lock since it started, and lists
+    again (under the lock) otherwise, so a copy or prune that ended meanwhile is seen.
+    """
+
+    def __init__(self, restic: Restic) -> None:
+        self.restic = restic
+        self.started = time.time()
+        self._listing = Background(lambda: _list(restic), name="snapvol-restic-list")
+        self._target = Background(lambda: open_target(restic), name="snapvol-restic-config")
+
+    def target(self) -> Target:
+        """The repository's id and display (raises restic's error opening it)."""
+        return self._target.result()
+
+    def listing(self, target: Target, last_held: float) -> Listing:
+        """The listing, for a caller that holds ``locked(target)``, which yielded
+        ``last_held``."""
+        if last_held < self.started - _CLOCK_SLACK:
+            return self._listing.result()
+        return listing(target)  # another run held the lock since: what it did is seen now
 
 
 @dataclass(frozen=True)
@@ -117,7 +157,11 @@ class Listing:
 
 
 def listing(target: Target) -> Listing:
-    return Listing(tuple(target.restic.snapshots(tags=[manifest.TAG])))
+    return _list(target.restic)
+
+
+def _list(restic: Restic) -> Listing:
+    return Listing(tuple(restic.snapshots(tags=[manifest.TAG])))
 
 
 def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter) -> list[Copy]:

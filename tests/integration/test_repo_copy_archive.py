@@ -239,3 +239,38 @@ def test_ctrl_c_mid_copy_leaves_no_manifest_and_no_lock(
     assert made["status"] == "complete"
     tags = [set(s["tags"]) for s in snapshots(restic_local)]
     assert sum("snapvol-manifest" in t for t in tags) == 1 and len(tags) == 2
+
+
+def test_a_copy_that_ended_while_the_repository_was_listed_is_seen(
+    restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing starts before the repository's lock is held: when another run copies (and
+    lets the lock go) after the listing was taken, the copy lists again under the lock, and
+    neither takes that copy for lost nor sends it again."""
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    recorded_archive(tmp_path, os.urandom(1 << 20))
+    real_list, real_open = copy_module._list, copy_module.open_target
+    listed: list[int] = []
+
+    def first_listing(restic: Any) -> Any:
+        present = real_list(restic)
+        listed.append(len(present.snapshots))
+        return present
+
+    def meanwhile(restic: Any) -> Any:
+        wait_for(lambda: listed, "the first listing")
+        other = subprocess.run(
+            [sys.executable, "-m", "snapvol", "copy"], capture_output=True, text=True
+        )
+        assert other.returncode == 0, other.stderr
+        return real_open(restic)
+
+    monkeypatch.setattr(copy_module, "_list", first_listing)
+    monkeypatch.setattr(copy_module, "open_target", meanwhile)
+    result = cmd("copy")
+    assert listed == [0, 2]  # empty first, then both restic snapshots of the other run's copy
+    assert "nothing to copy" in result.stderr and "no longer in" not in result.stderr
+    [snap] = cmd.json("ls")
+    assert [c["status"] for c in snap["copies"]] == ["complete"]
+    assert len(snapshots(restic_local)) == 2
