@@ -10,20 +10,19 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from snapvol import locking
-from snapvol.adapters.engine import Engine
 from snapvol.adapters.restic import Repository, Restic
-from snapvol.adapters.store import Store
 from snapvol.errors import StoreError
 from snapvol.output import Console
-from snapvol.recovery import recover_helpers, recover_store
-from snapvol.repo.copy import recover_copies
-from snapvol.volume.watchdog import WatchdogConfig
-from snapvol.workspace import Workspace
+
+if TYPE_CHECKING:  # imported where used: `copy` starts restic before the store is imported
+    from snapvol.adapters.engine import Engine
+    from snapvol.adapters.store import Store
+    from snapvol.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,6 +111,9 @@ class AppContext:
         """A workspace over an open store: the engine connected (and closed after), helpers an
         interrupted run left behind recovered. For a command that reads the store before it
         needs the engine, in one store session."""
+        from snapvol.recovery import recover_helpers
+        from snapvol.workspace import Workspace
+
         with self.engine() as engine:
             recover_helpers(engine, self.console)
             yield Workspace(engine, store, self.backup_dir, self.console)
@@ -123,6 +125,8 @@ class AppContext:
         ``operation`` says what runs, for whoever is refused meanwhile (``rm`` and ``prune``
         take their locks in ``lifecycle.remove``, through the same ``locking.holding``).
         """
+        from snapvol.volume.watchdog import WatchdogConfig
+
         info = ws.engine.container(container)
         with locking.holding([(info.id, info.name)], operation) as (held,):
             yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fd=held.fd))
@@ -136,6 +140,10 @@ class AppContext:
         ``Error:`` line). Any other command refuses a missing store (exit 6), so a mistyped --db
         or another current directory never looks like an empty history.
         """
+        from snapvol.adapters.store import Store
+        from snapvol.recovery import recover_store
+        from snapvol.repo.copy import recover_copies
+
         old = self._old_default_store()
         try:
             store = Store.open(self.db, create=create)
@@ -167,6 +175,8 @@ class AppContext:
 
     @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:
+        from snapvol.adapters.engine import Engine
+
         engine = Engine.connect()
         try:
             yield engine

@@ -14,16 +14,12 @@ import functools
 import hashlib
 import os
 import socket
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol import locking
 from snapvol.adapters import restic as restic_api
-from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, IN_PROGRESS, LOST, Copy, Snapshot, Store
-from snapvol.background import Background
 from snapvol.errors import (
     IntegrityError,
     NotFoundError,
@@ -37,74 +33,11 @@ from snapvol.output import Reporter
 from snapvol.pipeline.archive import file_chunks, unzstd
 from snapvol.repo import manifest
 from snapvol.repo.manifest import DataRef
+from snapvol.repo.opening import Opening as Opening
+from snapvol.repo.opening import Target as Target
+from snapvol.repo.opening import locked as locked
+from snapvol.repo.opening import open_target as open_target
 from snapvol.runtime import pid_alive, started_after
-
-
-@dataclass(frozen=True)
-class Target:
-    """A repository opened for copying: restic on it, its id (``restic cat config``, the
-    store's key for it) and its display form (no credentials)."""
-
-    restic: Restic
-    repository_id: str
-    display: str
-
-
-def open_target(restic: Restic) -> Target:
-    """Open the repository (this checks that it exists, answers and takes the password)."""
-    return Target(restic, restic.config().id, restic.repo.display)
-
-
-@contextlib.contextmanager
-def locked(target: Target, operation: str) -> Iterator[float]:
-    """This machine's lock on ``target`` (whatever the store): one copy or prune at a time, so
-    two runs never send the same snapshot and prune never takes a copy's data, written but not
-    yet given its manifest, for a leftover. A second run is refused (LockedError) at once.
-
-    Yields when a run last held the lock (the lock file's mtime as we took it: each holder
-    writes it when it takes the lock and touches it when it lets go), for ``Opening``.
-    """
-    lock = locking.acquire(
-        f"repository-{target.repository_id}", f"repository {target.display}", operation
-    )
-    try:
-        yield lock.last_written
-    finally:
-        with contextlib.suppress(OSError):  # another user's file we may only read: not touched
-            os.utime(lock.fd)
-        lock.release()
-
-
-_CLOCK_SLACK = 1.0
-"""Seconds by which a file's mtime (the kernel's coarse clock) may lag ``time.time()``."""
-
-
-class Opening:
-    """``restic cat config`` and the listing of the repository's snapvol snapshots, started side
-    by side at once, on threads, while the caller opens the store: each restic process spends
-    most of its time opening the repository (key derivation), one core each.
-
-    The listing is made before the repository's lock is held (its key is the id ``cat config``
-    reads): ``listing`` takes it only if no run held the lock since it started, and lists
-    again (under the lock) otherwise, so a copy or prune that ended meanwhile is seen.
-    """
-
-    def __init__(self, restic: Restic) -> None:
-        self.restic = restic
-        self.started = time.time()
-        self._listing = Background(lambda: _list(restic), name="snapvol-restic-list")
-        self._target = Background(lambda: open_target(restic), name="snapvol-restic-config")
-
-    def target(self) -> Target:
-        """The repository's id and display (raises restic's error opening it)."""
-        return self._target.result()
-
-    def listing(self, target: Target, last_held: float) -> Listing:
-        """The listing, for a caller that holds ``locked(target)``, which yielded
-        ``last_held``."""
-        if last_held < self.started - _CLOCK_SLACK:
-            return self._listing.result()
-        return listing(target)  # another run held the lock since: what it did is seen now
 
 
 @dataclass(frozen=True)
@@ -157,11 +90,12 @@ class Listing:
 
 
 def listing(target: Target) -> Listing:
-    return _list(target.restic)
+    return Listing(tuple(target.restic.snapshots(tags=[manifest.TAG])))
 
 
-def _list(restic: Restic) -> Listing:
-    return Listing(tuple(restic.snapshots(tags=[manifest.TAG])))
+def listed(opening: Opening, target: Target, last_held: float) -> Listing:
+    """The listing ``opening`` made (see ``Opening.snapshots``), for a holder of ``locked``."""
+    return Listing(tuple(opening.snapshots(target, last_held)))
 
 
 def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter) -> list[Copy]:

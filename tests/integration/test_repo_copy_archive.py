@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import zstandard
 
+from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
 from snapvol.pipeline.archive import file_sha256
 from snapvol.repo import copy as copy_module
+from snapvol.repo import opening as opening_module
 from tests.archives import flip_middle_byte
 from tests.integration.test_restic_adapter import reading_stdin, wait_for
 from tests.servers import RepoServer
@@ -250,15 +252,15 @@ def test_a_copy_that_ended_while_the_repository_was_listed_is_seen(
     use(restic_local, monkeypatch)
     cmd("repo", "init")
     recorded_archive(tmp_path, os.urandom(1 << 20))
-    real_list, real_open = copy_module._list, copy_module.open_target
+    real_list, real_open = Restic.snapshots, opening_module.open_target
     listed: list[int] = []
 
-    def first_listing(restic: Any) -> Any:
-        present = real_list(restic)
-        listed.append(len(present.snapshots))
+    def first_listing(restic: Restic, *args: Any, **kwargs: Any) -> Any:
+        present = real_list(restic, *args, **kwargs)
+        listed.append(len(present))
         return present
 
-    def meanwhile(restic: Any) -> Any:
+    def meanwhile(restic: Restic) -> Any:
         wait_for(lambda: listed, "the first listing")
         other = subprocess.run(
             [sys.executable, "-m", "snapvol", "copy"], capture_output=True, text=True
@@ -266,8 +268,8 @@ def test_a_copy_that_ended_while_the_repository_was_listed_is_seen(
         assert other.returncode == 0, other.stderr
         return real_open(restic)
 
-    monkeypatch.setattr(copy_module, "_list", first_listing)
-    monkeypatch.setattr(copy_module, "open_target", meanwhile)
+    monkeypatch.setattr(Restic, "snapshots", first_listing)
+    monkeypatch.setattr(opening_module, "open_target", meanwhile)
     result = cmd("copy")
     assert listed == [0, 2]  # empty first, then both restic snapshots of the other run's copy
     assert "nothing to copy" in result.stderr and "no longer in" not in result.stderr
