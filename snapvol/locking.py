@@ -46,6 +46,7 @@ _ATTEMPTS = 10  # a reader probing the lock holds it for microseconds: retry bef
 class ContainerLock:
     path: Path
     fd: int
+    last_written: float = 0.0  # when a holder last wrote the file, as we took it (0: never)
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -90,9 +91,11 @@ def acquire(container_id: str, container_name: str, operation: str) -> Container
             os.close(fd)  # someone removed or replaced the file: lock the one that is there now
         else:
             raise OperationFailed(f"lock file {path} keeps being replaced; refusing to go on")
+    info = os.fstat(fd)
+    last_written = info.st_mtime if info.st_size else 0.0  # empty: no holder wrote it yet
     if writable:
         _describe_self(fd, container_name, operation)
-    return ContainerLock(path, fd)
+    return ContainerLock(path, fd, last_written)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import IO, Any
 
+from snapvol.background import Background
 from snapvol.errors import (
     RepositoryAuthError,
     RepositoryDamagedError,
@@ -556,6 +557,85 @@ class DumpStream:
         self.close()
 
 
+class PendingBackup:
+    """A ``restic backup --stdin`` that runs and waits for its stream (``start_backup_stream``).
+
+    Its stdin stays open until ``finish`` fed the stream: restic takes the end of its stdin for
+    the end of the stream, so ``cancel`` interrupts it (SIGINT: it removes its lock and writes
+    no snapshot) *before* its stdin is closed. Its output is read from the start, on threads:
+    restic must never block on a full pipe while it waits.
+    """
+
+    def __init__(self, restic: Restic, proc: Popen[bytes]) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self._restic = restic
+        self._proc = proc
+        self._stderr = _Tail(proc.stderr)
+        stdout = proc.stdout
+        self._summary = Background(lambda: parse_backup_summary(stdout), name="snapvol-restic-out")
+        self.pid = proc.pid
+        self._done = False
+
+    def finish(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        progress: Callable[[int], None] | None = None,
+        full_id: bool = True,
+    ) -> BackupSummary:
+        """Feed ``chunks`` to restic and wait for its snapshot (see ``Restic.backup_stream``)."""
+        if self._done:
+            raise RuntimeError("this backup was finished or cancelled already")
+        self._done = True
+        proc, repo = self._proc, self._restic.repo
+        feeder = _Feeder(proc, chunks, progress)
+        try:
+            summary = self._summary.result()
+            returncode = proc.wait()
+        finally:
+            _stop(proc)
+        # The feeder is joined only once restic succeeded (it then read the stream to its end):
+        # after a failure it may be blocked in the caller's source, which the caller will close.
+        if feeder.source_error is not None:
+            raise feeder.source_error
+        if returncode != 0:
+            raise translate(repo, self._stderr.text(5.0), returncode, "copying to the repository")
+        feeder.join()
+        if feeder.source_error is not None:
+            raise feeder.source_error
+        if summary is None or not summary.get("snapshot_id"):
+            raise RepositoryError(
+                f"restic backup to {repo.display} ended without naming its snapshot"
+            )
+        if feeder.pipe_error is not None:  # restic said it succeeded yet stopped reading
+            raise RepositoryError(f"restic stopped reading the stream: {feeder.pipe_error}")
+        snapshot_id = str(summary["snapshot_id"])
+        if full_id and len(snapshot_id) < 64:  # restic 0.14 prints the short id
+            found = self._restic.snapshots(ids=[snapshot_id])
+            if len(found) != 1:
+                raise RepositoryError(f"restic's new snapshot {snapshot_id} cannot be listed")
+            snapshot_id = found[0].id
+        return BackupSummary(
+            snapshot_id=snapshot_id,
+            data_added=int(summary.get("data_added", 0)),
+            total_bytes=int(summary.get("total_bytes_processed", feeder.fed)),
+        )
+
+    def cancel(self) -> None:
+        """Stop restic without a snapshot (nothing once ``finish`` was called)."""
+        if self._done:
+            return
+        self._done = True
+        _stop(self._proc)
+        self._stderr.text(5.0)
+
+    def __enter__(self) -> PendingBackup:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.cancel()
+
+
 class Restic:
     """restic operations on one repository. Every failure is a RepositoryError (or UsageError)."""
 
@@ -687,6 +767,22 @@ class Restic:
         or with ``full_id=False`` the id as restic printed it (restic 0.14 prints its first 8
         hex digits, a prefix every restic command accepts), which spares a restic process.
         """
+        pending = self.start_backup_stream(filename, tags=tags, host=host, time=time)
+        return pending.finish(chunks, progress=progress, full_id=full_id)
+
+    def start_backup_stream(
+        self,
+        filename: str,
+        *,
+        tags: Sequence[str] = (),
+        host: str | None = None,
+        time: datetime | None = None,
+    ) -> PendingBackup:
+        """Start ``restic backup --stdin`` for ``/<filename>`` before its bytes are known: restic
+        opens the repository (key derivation, index, lock) while the caller prepares them.
+        Then ``finish(chunks)`` as ``backup_stream`` does, or ``cancel()``: no snapshot is
+        made. Start and finish (or cancel) it on one thread: restic dies with the thread that
+        started it (see ``_spawn``)."""
         name = _checked_filename(filename)
         args = ["backup", "--stdin", f"--stdin-filename={name}", "--json"]
         args += [f"--tag={tag}" for tag in _checked_tags(tags)]
@@ -695,41 +791,7 @@ class Restic:
         if time is not None:
             stamp = time.astimezone(UTC) if time.tzinfo else time
             args.append(f"--time={stamp:%Y-%m-%d %H:%M:%S}")
-        proc = self._spawn(args, stdin=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        stderr = _Tail(proc.stderr)
-        feeder = _Feeder(proc, chunks, progress)
-        try:
-            summary = parse_backup_summary(proc.stdout)
-            returncode = proc.wait()
-        finally:
-            _stop(proc)
-        # The feeder is joined only once restic succeeded (it then read the stream to its end):
-        # after a failure it may be blocked in the caller's source, which the caller will close.
-        if feeder.source_error is not None:
-            raise feeder.source_error
-        if returncode != 0:
-            raise translate(self.repo, stderr.text(5.0), returncode, "copying to the repository")
-        feeder.join()
-        if feeder.source_error is not None:
-            raise feeder.source_error
-        if summary is None or not summary.get("snapshot_id"):
-            raise RepositoryError(
-                f"restic backup to {self.repo.display} ended without naming its snapshot"
-            )
-        if feeder.pipe_error is not None:  # restic said it succeeded yet stopped reading
-            raise RepositoryError(f"restic stopped reading the stream: {feeder.pipe_error}")
-        snapshot_id = str(summary["snapshot_id"])
-        if full_id and len(snapshot_id) < 64:  # restic 0.14 prints the short id
-            found = self.snapshots(ids=[snapshot_id])
-            if len(found) != 1:
-                raise RepositoryError(f"restic's new snapshot {snapshot_id} cannot be listed")
-            snapshot_id = found[0].id
-        return BackupSummary(
-            snapshot_id=snapshot_id,
-            data_added=int(summary.get("data_added", 0)),
-            total_bytes=int(summary.get("total_bytes_processed", feeder.fed)),
-        )
+        return PendingBackup(self, self._spawn(args, stdin=subprocess.PIPE))
 
     def dump(self, snapshot_id: str, filename: str) -> DumpStream:
         """Stream ``/<filename>`` of a snapshot back: ``with restic.dump(id, name) as s: for

@@ -10,22 +10,20 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from snapvol import locking
-from snapvol.adapters.engine import Engine
 from snapvol.adapters.restic import Repository, Restic
-from snapvol.adapters.store import Store
-from snapvol.drill.recovery import recover_drill_records, recover_drills
 from snapvol.errors import StoreError
-from snapvol.monitor.report import Monitoring
+from snapvol.monitor.settings import Monitoring
 from snapvol.output import Console
-from snapvol.recovery import recover_helpers, recover_staging, recover_store
-from snapvol.repo.copy import recover_copies
-from snapvol.volume.watchdog import WatchdogConfig
-from snapvol.workspace import Workspace
+
+if TYPE_CHECKING:  # imported where used: `copy` starts restic before the store is imported
+    from snapvol.adapters.engine import Engine
+    from snapvol.adapters.store import Store
+    from snapvol.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,6 +145,10 @@ class AppContext:
         """A workspace over an open store: the engine connected (and closed after), helpers an
         interrupted run left behind recovered. For a command that reads the store before it
         needs the engine, in one store session."""
+        from snapvol.drill.recovery import recover_drills
+        from snapvol.recovery import recover_helpers
+        from snapvol.workspace import Workspace
+
         with self.engine() as engine:
             recover_helpers(engine, self.console)
             recover_drills(engine, self.console)
@@ -159,6 +161,8 @@ class AppContext:
         ``operation`` says what runs, for whoever is refused meanwhile (``rm`` and ``prune``
         take their locks in ``lifecycle.remove``, through the same ``locking.holding``).
         """
+        from snapvol.volume.watchdog import WatchdogConfig
+
         info = ws.engine.container(container)
         with locking.holding([(info.id, info.name)], operation) as (held,):
             yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fd=held.fd))
@@ -172,6 +176,11 @@ class AppContext:
         ``Error:`` line). Any other command refuses a missing store (exit 6), so a mistyped --db
         or another current directory never looks like an empty history.
         """
+        from snapvol.adapters.store import Store
+        from snapvol.drill.recovery import recover_drill_records
+        from snapvol.recovery import recover_staging, recover_store
+        from snapvol.repo.copy import recover_copies
+
         old = self._old_default_store()
         try:
             store = Store.open(self.db, create=create)
@@ -205,6 +214,8 @@ class AppContext:
 
     @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:
+        from snapvol.adapters.engine import Engine
+
         engine = Engine.connect()
         try:
             yield engine

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from snapvol.adapters.store import Copy, Snapshot
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.options import json_option
-from snapvol.repo.copy import (
-    copy_all,
-    listing,
-    locked,
-    mark_lost,
-    missing,
-    open_target,
-    raise_failures,
-)
+from snapvol.repo.opening import Opening, locked
+
+if TYPE_CHECKING:
+    from snapvol.adapters.store import Copy, Snapshot
 
 
 def copy_dict(snap: Snapshot, copy: Copy) -> dict[str, Any]:
@@ -49,11 +43,14 @@ def command(app: AppContext, refs: tuple[str, ...], as_json: bool) -> None:
     The repository's own list of snapshots decides what is there: a copy the store recorded
     but the repository lost is made again. One copy (or prune) per repository at a time.
     """
-    restic = app.restic()
+    # restic opens the repository (two processes) while the store is imported and opened
+    opening = Opening(app.restic())
+    from snapvol.repo.copy import copy_all, listed, mark_lost, missing, raise_failures
+
     with app.store() as store:
-        target = open_target(restic)
-        with locked(target, "copy"):
-            present = listing(target)
+        target = opening.target()
+        with locked(target, "copy") as last_held:
+            present = listed(opening, target, last_held)
             mark_lost(store, target, present, app.console)
             snaps = [store.resolve(ref) for ref in refs] if refs else missing(store, target)
             run = copy_all(store, target, snaps, app.console, present)

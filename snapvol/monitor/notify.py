@@ -8,7 +8,6 @@ they nor Apprise's own log lines (which name them) are ever printed.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from collections.abc import Sequence
@@ -39,6 +38,8 @@ def check_config(path: Path) -> None:
 def send(urls: Sequence[str], config: Path | None, title: str, body: str, kind: str) -> int:
     """Send the message (``kind``: failure, warning or success) to every target; returns how
     many targets it did not reach."""
+    import logging
+
     import apprise
 
     quiet = logging.getLogger("apprise")

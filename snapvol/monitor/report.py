@@ -7,30 +7,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from snapvol.adapters.store import Store
 from snapvol.errors import SnapvolError
 from snapvol.monitor import metrics, notify
+from snapvol.monitor.settings import Monitoring
 from snapvol.output import Reporter
-
-REPORTED = frozenset({"snapshot", "copy", "restore", "verify", "prune", "rm", "drill"})
-"""The commands whose runs count: those that make, check, move or delete snapshots."""
-
-
-@dataclass(frozen=True)
-class Monitoring:
-    metrics_file: Path | None = None
-    notify_config: Path | None = None
-    notify_success: bool = False
-
-    def wanted(self, command: str | None) -> bool:
-        return command in REPORTED and (
-            self.metrics_file is not None
-            or self.notify_config is not None
-            or bool(notify.urls_from_env())
-        )
 
 
 def after_run(

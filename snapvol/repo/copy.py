@@ -18,9 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol import locking
 from snapvol.adapters import restic as restic_api
-from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, IN_PROGRESS, LOST, Copy, Snapshot, Store
 from snapvol.errors import (
     IntegrityError,
@@ -35,36 +33,11 @@ from snapvol.output import Reporter
 from snapvol.pipeline.archive import file_chunks, unzstd
 from snapvol.repo import manifest
 from snapvol.repo.manifest import DataRef
+from snapvol.repo.opening import Opening as Opening
+from snapvol.repo.opening import Target as Target
+from snapvol.repo.opening import locked as locked
+from snapvol.repo.opening import open_target as open_target
 from snapvol.runtime import pid_alive, started_after
-
-
-@dataclass(frozen=True)
-class Target:
-    """A repository opened for copying: restic on it, its id (``restic cat config``, the
-    store's key for it) and its display form (no credentials)."""
-
-    restic: Restic
-    repository_id: str
-    display: str
-
-
-def open_target(restic: Restic) -> Target:
-    """Open the repository (this checks that it exists, answers and takes the password)."""
-    return Target(restic, restic.config().id, restic.repo.display)
-
-
-@contextlib.contextmanager
-def locked(target: Target, operation: str) -> Iterator[None]:
-    """This machine's lock on ``target`` (whatever the store): one copy or prune at a time, so
-    two runs never send the same snapshot and prune never takes a copy's data, written but not
-    yet given its manifest, for a leftover. A second run is refused (LockedError) at once."""
-    lock = locking.acquire(
-        f"repository-{target.repository_id}", f"repository {target.display}", operation
-    )
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 @dataclass(frozen=True)
@@ -118,6 +91,11 @@ class Listing:
 
 def listing(target: Target) -> Listing:
     return Listing(tuple(target.restic.snapshots(tags=[manifest.TAG])))
+
+
+def listed(opening: Opening, target: Target, last_held: float) -> Listing:
+    """The listing ``opening`` made (see ``Opening.snapshots``), for a holder of ``locked``."""
+    return Listing(tuple(opening.snapshots(target, last_held)))
 
 
 def mark_lost(store: Store, target: Target, present: Listing, reporter: Reporter) -> list[Copy]:
@@ -250,10 +228,20 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
             host=socket.gethostname(),
         )
     )
+    # The manifest's restic starts beside the data's: it opens the repository (key derivation,
+    # index, lock) while the data flows, and is given its bytes (which name the data snapshot)
+    # only once the data is in and the archive checked; otherwise it is cancelled, unsaved.
+    pending: restic_api.PendingBackup | None = None
     try:
         members = store.members(snap.id)  # before restic runs: nothing changes while it does
         compressed = _Hashing(file_chunks(archive))
         raw = _Hashing(unzstd(compressed, f"archive {archive.name}"))
+        pending = target.restic.start_backup_stream(
+            manifest.manifest_filename(snap),
+            tags=manifest.tags_for(snap, manifest.MANIFEST),
+            host=snap.host or None,
+            time=snap.created_at,
+        )
         with reporter.transfer(f"copying {snap.name}", snap.raw_bytes) as progress:
             data = target.restic.backup_stream(
                 raw,
@@ -264,23 +252,18 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
                 progress=progress,
                 full_id=False,
             )
-        _check_source(snap, compressed, raw, data.snapshot_id, target)
+        _check_source(snap, compressed, raw, data.snapshot_id, target, pending)
         ref = DataRef(data.snapshot_id, filename, raw.sha.hexdigest(), raw.size)
-        written = target.restic.backup_stream(
-            [manifest.encode(snap, members, ref)],
-            manifest.manifest_filename(snap),
-            tags=manifest.tags_for(snap, manifest.MANIFEST),
-            host=snap.host or None,
-            time=snap.created_at,
-            full_id=False,
-        )
+        written = pending.finish([manifest.encode(snap, members, ref)], full_id=False)
     except OSError as err:  # reading the archive: one line, not a traceback
+        _cancel(pending)
         store.fail_copy(record.id, describe(err))
         raise OperationFailed(
             f"snapshot {snap.id} was not copied: reading {archive.name} failed "
             f"({err.strerror or err}); the local snapshot is unchanged"
         ) from err
     except BaseException as err:
+        _cancel(pending)
         store.fail_copy(record.id, describe(err))
         raise
     return store.complete_copy(
@@ -293,11 +276,23 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
     )
 
 
+def _cancel(pending: restic_api.PendingBackup | None) -> None:
+    """Stop the manifest's restic unsaved (nothing if it was given its manifest already)."""
+    if pending is not None:
+        pending.cancel()
+
+
 def _check_source(
-    snap: Snapshot, compressed: _Hashing, raw: _Hashing, data_snapshot: str, target: Target
+    snap: Snapshot,
+    compressed: _Hashing,
+    raw: _Hashing,
+    data_snapshot: str,
+    target: Target,
+    pending: restic_api.PendingBackup,
 ) -> None:
-    """The archive read must be the one the record describes; otherwise the data snapshot just
-    written is removed again (it has no manifest, so it never counted as a copy)."""
+    """The archive read must be the one the record describes; otherwise the manifest's restic
+    is stopped unsaved and the data snapshot just written is removed again (it has no
+    manifest, so it never counted as a copy)."""
     problem = None
     if not (compressed.done and raw.done):
         problem = "restic ended before the archive was read to its end"
@@ -310,6 +305,7 @@ def _check_source(
         )
     if problem is None:
         return
+    pending.cancel()  # first: its lock would keep `restic forget` from removing the data
     with contextlib.suppress(RepositoryError):  # no manifest: not a copy either way
         target.restic.forget([data_snapshot], prune=False)
     raise IntegrityError(f"snapshot {snap.id} was not copied: {problem}")

@@ -41,12 +41,12 @@ from typing import Any
 from snapvol.adapters.store import Snapshot, as_utc
 from snapvol.errors import IntegrityError
 from snapvol.pipeline.members import ROW_COLUMNS, Member, as_row, from_row
+from snapvol.repo import TAG as TAG
 
 FORMAT = 2
 """Format 2: ``data.restic_snapshot`` may be a prefix; format 1 (always the full id) is still
 read. A snapvol that reads format 1 only refuses a format 2 manifest by its number."""
 _READABLE = frozenset({1, FORMAT})
-TAG = "snapvol"
 DATA_TAG = "snapvol-data"
 MANIFEST_TAG = "snapvol-manifest"
 ID_TAG_PREFIX = "snapvol-id-"

@@ -14,10 +14,14 @@ from typing import Any
 
 import pytest
 
+from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import Store
 from snapvol.pipeline.archive import decompressed_chunks
+from snapvol.repo import copy as copy_module
 from snapvol.repo import manifest
 from tests.docker_helpers import PgContainer, TestBed
+from tests.integration.test_repo_copy_archive import restic_alive
+from tests.integration.test_restic_adapter import wait_for
 from tests.servers import RepoServer, ResticLog, use_repository, write_password_file
 
 
@@ -111,16 +115,46 @@ def test_a_copy_opens_the_repository_four_times_and_no_more(
     bed: TestBed, restic_local: RepoServer, cmd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each restic process opens the repository (key derivation: ~0.6 s here), so a copy runs
-    only those it needs: the repository's id, its listing, the data, the manifest."""
+    only those it needs: the repository's id, its listing, the data, the manifest; and the
+    manifest's is started beside the data's, so that it opens the repository meanwhile."""
     use(restic_local, monkeypatch)
     cmd("repo", "init")
     container, _vol = bed.plain()
     snap = cmd.json("snapshot", "--volume", "--container", container.name)
     calls = ResticLog(tmp_path / "wrapper", monkeypatch)
+    real = copy_module._check_source
+    waiting: list[bytes] = []
+
+    def cmdlines() -> list[bytes]:
+        found = []
+        for pid in restic_alive(os.getpid()):
+            with contextlib.suppress(OSError):
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        return found
+
+    def checked(*args: Any) -> None:  # the data is in: which restic runs still?
+        waiting.extend(cmdlines())
+        real(*args)
+
+    monkeypatch.setattr(copy_module, "_check_source", checked)
+    real_config = Restic.config
+
+    def config(self: Restic) -> Any:  # runs only beside the listing's restic
+        wait_for(lambda: any(b"snapshots" in c for c in cmdlines()), "the listing's restic")
+        return real_config(self)
+
+    monkeypatch.setattr(Restic, "config", config)
     [made] = cmd.json("copy", snap["id"])
-    assert calls.subcommands() == ["cat", "snapshots", "backup", "backup"]
+    [manifest_backup] = waiting
+    assert b"backup\0" in manifest_backup and b"--tag=snapvol-manifest\0" in manifest_backup
+    assert sorted(calls.subcommands()) == ["backup", "backup", "cat", "snapshots"]
     # reading needs no lock (restic 0.14 waits 200 ms after taking one)
-    assert [ln.split()[0] for ln in calls.lines()] == ["--no-lock", "--no-lock", "backup", "backup"]
+    assert sorted(ln.split()[0] for ln in calls.lines()) == [
+        "--no-lock",
+        "--no-lock",
+        "backup",
+        "backup",
+    ]
     [listed] = cmd.json("ls")
     check_copy(restic_local, listed, tmp_path / "manifests.db")
     assert made["restic_snapshot"] == listed["copies"][0]["restic_snapshot"]

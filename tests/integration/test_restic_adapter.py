@@ -444,3 +444,40 @@ def test_an_unreachable_sftp_server(tmp_path: Path) -> None:
     )
     with pytest.raises(RepositoryUnreachableError, match="cannot reach repository sftp:nobody@"):
         restic.exists()
+
+
+def reading_stdin(pid: int) -> bool:
+    """Whether a thread of ``pid`` waits in read(0, ...) (x86-64: syscall 0)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "syscall").read_text().split()[:2] == ["0", "0x0"]:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_a_backup_started_ahead_is_finished_or_cancelled_without_a_trace(
+    restic: Restic, repo_dir: Path
+) -> None:
+    """``start_backup_stream`` opens the repository before the stream is known: cancelled
+    while it waits for its stdin, restic saves nothing and leaves no lock; finished, it saves
+    exactly the stream."""
+    pending = restic.start_backup_stream("manifest.json", tags=["t"])
+    wait_for(lambda: reading_stdin(pending.pid), "restic to wait for its stream")
+    assert any((repo_dir / "locks").iterdir())
+    pending.cancel()
+    pending.cancel()  # once is enough
+    assert restic_children() == []
+    assert restic.snapshots() == [] and list((repo_dir / "locks").iterdir()) == []
+    with pytest.raises(RuntimeError):
+        pending.finish([b"too late"])
+
+    with restic.start_backup_stream("manifest.json", tags=["t"]) as pending:
+        wait_for(lambda: reading_stdin(pending.pid), "restic to wait for its stream")
+        summary = pending.finish(stream(3 * MiB), full_id=True)
+    assert restic_children() == []
+    [snap] = restic.snapshots()
+    assert snap.id == summary.snapshot_id and snap.tags == ("t",)
+    with restic.dump(summary.snapshot_id, "manifest.json") as out:
+        assert digest(iter(out)) == digest(stream(3 * MiB))

@@ -3,6 +3,9 @@ SDK: they never talk to the engine, and its import was a tenth of their start-up
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,42 @@ def test_repository_commands_do_not_import_the_docker_sdk(
     assert code == 0, done.stderr
     assert "structure checked: no errors" in done.stderr
     assert "docker" not in modules
+
+
+# Runs `snapvol copy`, noting at each restic process it starts whether the store was imported.
+SPAWN_PROBE = """
+import json, subprocess, sys
+seen = []
+real = subprocess.Popen.__init__
+
+def spawn(self, args, *rest, **kwargs):
+    seen.append([" ".join(map(str, args)), "snapvol.adapters.store" in sys.modules])
+    real(self, args, *rest, **kwargs)
+
+subprocess.Popen.__init__ = spawn
+from snapvol.cli import cli
+try:
+    cli.main(["copy"], prog_name="snapvol")
+except SystemExit as done:
+    code = done.code
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": code, "seen": seen}, f)
+"""
+
+
+def test_copy_starts_restic_before_it_imports_the_store(
+    restic_local: RepoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Opening the repository (key derivation, in two restic processes) takes about as long as
+    importing the store (SQLModel, SQLAlchemy): copy runs them side by side."""
+    use_repository(restic_local, monkeypatch)
+    for args in (("repo", "init"), ("repo", "import")):  # the latter creates the store
+        done, code, _modules = run(tmp_path, *args)
+        assert code == 0, done.stderr
+    out = tmp_path / "spawned.json"
+    subprocess.run([sys.executable, "-c", SPAWN_PROBE, str(out)], check=True)
+    probe = json.loads(out.read_text())
+    assert probe["code"] == 0
+    [config, listing] = sorted(probe["seen"], key=lambda s: "snapshots" in s[0])
+    assert config[0].endswith(" cat config") and config[1] is False
+    assert listing[0].endswith(" snapshots --json --tag=snapvol") and listing[1] is False

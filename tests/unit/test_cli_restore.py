@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from snapvol import recovery
 from snapvol.adapters.store import COMPLETE, FAILED, Snapshot, Store
-from snapvol.cli import context
 from snapvol.cli.context import AppContext
 from snapvol.errors import Cancelled
 
@@ -36,7 +36,7 @@ def session(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     locking cancels the command (nothing past it runs)."""
     seen: list[str] = []
     open_store = Store.open.__func__  # type: ignore[attr-defined]
-    recover = context.recover_store
+    recover = recovery.recover_store
 
     def opened(cls: type[Store], path: Path, **kwargs: Any) -> Store:
         seen.append("open store")
@@ -56,7 +56,7 @@ def session(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         raise Cancelled("stopped by the test")
 
     monkeypatch.setattr(Store, "open", classmethod(opened))
-    monkeypatch.setattr(context, "recover_store", recovered)
+    monkeypatch.setattr(recovery, "recover_store", recovered)  # imported where used
     monkeypatch.setattr(AppContext, "connected", connected)
     monkeypatch.setattr(AppContext, "locked", locked)
     return seen
