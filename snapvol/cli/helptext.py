@@ -208,6 +208,10 @@ HELP = {
                 "snapvol restore --file dump.sql.zst --database app",
                 "Replace database app of pc_db with a dump file's content.",
             ),
+            (
+                "snapvol restore nightly --table orders --database recovered",
+                "Only table orders of a logical snapshot, into a new database.",
+            ),
         ],
         _STORE + _REPOSITORY + _ENGINE,
         "0 2 3 4 5 6 7 8 9 10 11 12 13 14 130",

@@ -69,6 +69,22 @@ from snapvol.workspace import Workspace
     help="Logical, SQL file: let the dump create the roles it needs (CREATE ROLE and ALTER "
     "ROLE of those roles; never a superuser, never an existing role).",
 )
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    metavar="NAME",
+    help="Logical, custom format: restore only this table (repeatable; any schema), into a new "
+    "database (--database): a partial restore never replaces a database.",
+)
+@click.option(
+    "--schema",
+    "schemas",
+    multiple=True,
+    metavar="NAME",
+    help="Logical, custom format: restore only this schema's objects (repeatable), into a new "
+    "database, as --table.",
+)
 @helper_image_option
 @reader_option
 @json_option
@@ -85,6 +101,8 @@ def command(
     no_safety_snapshot: bool,
     no_owner: bool,
     allow_roles: bool,
+    tables: tuple[str, ...],
+    schemas: tuple[str, ...],
     helper_image: str | None,
     reader: str,
     as_json: bool,
@@ -102,9 +120,12 @@ def command(
     with app.store(create=file is not None) as store:
         snap, read_repo = (None, False) if file is not None else _chosen(app, store, ref, from_repo)
         logical = restoring.is_logical(snap)
-        if not logical and (database is not None or user is not None or no_owner or allow_roles):
+        if not logical and (
+            database is not None or user is not None or no_owner or allow_roles or tables or schemas
+        ):
             raise UsageError(
-                "--database, --user, --no-owner and --allow-roles go with logical restores"
+                "--database, --user, --no-owner, --allow-roles, --table and --schema go with "
+                "logical restores"
             )
         with app.connected(store) as ws:
             if logical:
@@ -120,6 +141,8 @@ def command(
                     no_owner,
                     safety=not no_safety_snapshot,
                     allow_roles=allow_roles,
+                    tables=tables,
+                    schemas=schemas,
                 )
             else:
                 assert snap is not None
@@ -275,12 +298,14 @@ def _restore_logical(
     *,
     safety: bool = True,
     allow_roles: bool = False,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
 ) -> _Restored:
     from snapvol.pg import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
     options = logical_restore.RestoreOptions(
-        no_owner=no_owner, safety=safety, allow_roles=allow_roles
+        no_owner=no_owner, safety=safety, allow_roles=allow_roles, tables=tables, schemas=schemas
     )
     with app.locked(ws, container, operation=operation) as ws:
         if snap is not None:

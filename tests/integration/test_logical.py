@@ -246,6 +246,27 @@ def test_restore_into_a_database_that_does_not_exist_creates_it(
     demo.psql('DROP DATABASE "copia"', database="postgres")
 
 
+def test_a_partial_restore_brings_only_what_it_names_into_a_new_database(
+    demo: PgContainer, cmd: Any
+) -> None:
+    snap = logical(cmd, demo)
+    rows = "SELECT md5(string_agg(u::text, ',' ORDER BY u::text)) FROM usuarios u"
+    result = cmd.json("restore", snap["id"], "--table", "usuarios", "--database", "parte", "--yes")
+    assert result["replaced_existing"] is False
+    assert result["tables"] == {"public.usuarios": 500}  # and nothing else
+    assert demo.psql(rows, database="parte") == demo.psql(rows)
+
+    # never over a database that exists, never a table the dump does not hold
+    refused = cmd("restore", snap["id"], "--table", "usuarios", "--yes", exit_code=2)
+    assert "creates a new database" in refused.stderr and "pc_db exists" in refused.stderr
+    unknown = cmd(
+        "restore", snap["id"], "--table", "nope", "--database", "otra", "--yes", exit_code=2
+    )
+    assert "holds no table that --table / --schema select" in unknown.stderr
+    assert databases(demo) - BASE_DATABASES == {"pc_db", "parte"}
+    demo.psql('DROP DATABASE "parte"', database="postgres")
+
+
 @pytest.mark.parametrize("kind", [".sql", ".sql.zst", ".dump", ".dump.zst"])
 def test_restore_from_file(demo: PgContainer, cmd: Any, tmp_path: Path, kind: str) -> None:
     before = demo.dump()

@@ -244,7 +244,7 @@ def test_prune_skips_a_copy_whose_manifest_is_malformed_and_prunes_the_rest(
     assert restic_ids(restic_local) == {a: before[a], c: before[c]}
     assert {s["id"] for s in cmd.json("ls")} == {c}
     again = cmd.json("prune", "--keep-last", "1", "--dry-run", exit_code=7)
-    assert set(again) == {"snapshots", "copies"} and again["copies"][0]["id"] == c
+    assert set(again) == {"snapshots", "copies", "leftovers"} and again["copies"][0]["id"] == c
 
 
 @pytest.mark.private_server
@@ -278,7 +278,8 @@ def test_an_unreachable_repository_does_not_stop_the_local_prune(
     # Without a repository the JSON has the same keys, copies null.
     monkeypatch.delenv("SNAPVOL_REPOSITORY")
     plan = cmd.json("prune", "--keep-last", "1", "--dry-run")
-    assert set(plan) == {"snapshots", "copies"} and plan["copies"] is None
+    assert set(plan) == {"snapshots", "copies", "leftovers"}
+    assert plan["copies"] is None and plan["leftovers"] is None
     assert [(p["id"], p["action"]) for p in plan["snapshots"]] == [(b, "keep")]
 
 
