@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tests.docker_helpers import PgContainer, TestBed
+
+
+def interruptible() -> None:
+    """A child's SIGINT as a shell gives it. A pytest-xdist worker ignores SIGINT, children
+    inherit an ignored signal, and Python then installs no KeyboardInterrupt handler: Ctrl-C
+    would do nothing. (``preexec_fn``; a person's shell never ignores it.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def snapvol_process(*args: str) -> subprocess.Popen[str]:
@@ -18,6 +26,7 @@ def snapvol_process(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
+        preexec_fn=interruptible,
     )
 
 

@@ -20,6 +20,7 @@ from snapvol.pipeline.archive import file_sha256
 from snapvol.repo import copy as copy_module
 from snapvol.repo import opening as opening_module
 from tests.archives import flip_middle_byte
+from tests.faults.procs import interruptible
 from tests.integration.test_restic_adapter import reading_stdin, wait_for
 from tests.servers import RepoServer
 
@@ -223,6 +224,7 @@ def test_ctrl_c_mid_copy_leaves_no_manifest_and_no_lock(
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == "fed\n"

@@ -114,7 +114,7 @@ def test_a_configured_repository_copies_and_show_and_ls_say_so(
     assert row == [
         restic_local.repo,
         copy["restic_snapshot"][:8],
-        *local_time(datetime.fromisoformat(copy["completed_at"])).split(),
+        *local_time(datetime.fromisoformat(copy["completed_at"]), seconds=False).split(),
         *human_bytes(added).split(),
         "complete",
     ]
@@ -226,7 +226,7 @@ def test_a_copy_cut_off_mid_stream_is_recorded_failed_and_shown(
     shown = cmd("show", snap["name"]).stdout
     assert fields(shown)["Copies"] == "0 complete of 1"
     [row] = copy_rows(shown, sftp_server.repo)
-    assert row[1] == "-" and row[5] == "failed:"  # no restic snapshot; then why
+    assert row[1] == "-" and row[6] == "failed:"  # no restic snapshot; then why
     [shown_copy] = cmd.json("show", snap["name"])["copies"]
     assert shown_copy["status"] == "failed" and shown_copy["error"]
 

@@ -4,6 +4,8 @@ container id, all fresh per test."""
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,23 @@ import pytest
 
 from snapvol import locking
 from snapvol.adapters.store import Store
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has just ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def live_pid() -> Iterator[int]:
+    """The pid of a process that runs throughout the test."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
 
 
 @pytest.fixture

@@ -3,17 +3,20 @@ Ctrl-C at a question, one kind of snapshot at a time. Over a real store file (no
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
 import pytest
 
 from snapvol.adapters.store import Snapshot, Store
+from tests.faults.procs import interruptible
 
 
 @pytest.fixture
@@ -79,6 +82,12 @@ def test_rm_and_prune_take_dash_y(store_file: Path, cmd) -> None:
     assert cmd.json("ls") == []
 
 
+def _on_the_terminal() -> None:
+    """In the child: the pty is its controlling terminal, and SIGINT is as a shell gives it."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    interruptible()
+
+
 def _wait_reading_stdin(pid: int) -> None:
     """Until ``pid`` is blocked in read(0, ...): a Ctrl-C between input() writing its prompt and
     starting to read would wait for the next line (CPython checks signals only when read()
@@ -102,7 +111,7 @@ def _prompt_then(signal_bytes: bytes, *args: str) -> tuple[int, str]:
         stdout=child,
         stderr=child,
         start_new_session=True,  # its own session, so the terminal is its controlling one
-        preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0),
+        preexec_fn=_on_the_terminal,
     )
     os.close(child)
     seen = b""

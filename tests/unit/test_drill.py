@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,30 +17,7 @@ from snapvol.drill import checks
 from snapvol.drill.recovery import recover_drill_records, recover_drills
 from snapvol.drill.sandbox import DRILL_LABEL, HOST_LABEL
 from snapvol.errors import IntegrityError
-from snapvol.output import Reporter
-
-
-class Warnings(Reporter):
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-
-@pytest.fixture
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-@pytest.fixture
-def live_pid() -> Iterator[int]:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
+from tests.reporters import Said
 
 
 @pytest.fixture
@@ -109,7 +84,7 @@ def test_only_drills_whose_process_is_gone_from_this_host_are_recorded_interrupt
     store.add_drill(Drill(id="live", snapshot_id="s", pid=live_pid, host=here))
     store.add_drill(Drill(id="ours", snapshot_id="s", pid=os.getpid(), host=here))
     store.add_drill(Drill(id="away", snapshot_id="s", pid=dead_pid, host=here + "-other"))
-    reporter = Warnings()
+    reporter = Said()
     assert recover_drill_records(store, reporter) == 1
     assert reporter.warnings == ["drill dead of snapshot s was interrupted"]
     [dead] = [d for d in store.drills() if d.id == "dead"]
@@ -160,7 +135,7 @@ def test_leftovers_of_drills_whose_process_is_gone_are_removed(
             VolumeInfo("v-live", "", "local", tags("b", live_pid)),
         ],
     )
-    reporter = Warnings()
+    reporter = Said()
     assert recover_drills(engine, reporter) == 2  # type: ignore[arg-type]
     assert engine.removed == ["c-dead", "v-dead", "v-only"]
     assert reporter.warnings == [

@@ -5,45 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from snapvol import locking, recovery
 from snapvol.adapters.store import COMPLETE, FAILED, IN_PROGRESS, Snapshot, Store
 from snapvol.names import archive_filename, new_id
-from snapvol.output import Reporter
-
-
-class Said(Reporter):
-    """A reporter that keeps its warnings."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-
-@pytest.fixture
-def dead_pid() -> int:
-    """The pid of a process that has just ended."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-@pytest.fixture
-def live_pid() -> Iterator[int]:
-    """The pid of a process that runs throughout the test."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
+from tests.reporters import Said
 
 
 def add(
