@@ -22,7 +22,7 @@ from snapvol.output import Reporter
 from snapvol.pipeline import archive
 from snapvol.pipeline.members import BLOCKDEV, CHARDEV, HARDLINK, REGULAR, Member, normalize
 from snapvol.volume import hostpath, hosttar
-from snapvol.volume.restore import _HeaderCheck
+from snapvol.volume.restore import HeaderCheck
 
 _DUMP_SUFFIX = {"custom": ".dump", "plain": ".sql"}
 
@@ -93,7 +93,7 @@ def extract_volume(
         )
     lifecycle.check_archive(snap, reporter)
     made = _empty_dir(to)
-    check = _HeaderCheck({m.path: m for m in members})
+    check = HeaderCheck({m.path: m for m in members})
     try:
         with reporter.transfer("extracting", snap.raw_bytes) as advance:
             chunks = archive.prefetch(archive.decompressed_chunks(Path(snap.path), advance))

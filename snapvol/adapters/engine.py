@@ -106,6 +106,17 @@ class VolumeInfo:
     options: dict[str, str] = field(default_factory=dict, repr=False)
 
 
+def _volume_info(attrs: dict[str, Any]) -> VolumeInfo:
+    """A volume as the engine describes it (an inspection, or an entry of a listing)."""
+    return VolumeInfo(
+        name=attrs["Name"],
+        mountpoint=attrs.get("Mountpoint", ""),
+        driver=attrs.get("Driver", ""),
+        labels=attrs.get("Labels") or {},
+        options=attrs.get("Options") or {},
+    )
+
+
 @contextlib.contextmanager
 def _translate(what: str, not_found: str | None = None) -> Iterator[None]:
     """Turn the SDK's errors into ours; ``not_found`` replaces the message for a 404."""
@@ -288,14 +299,7 @@ class Engine:
 
     def volume(self, name: str) -> VolumeInfo:
         with _translate(f"inspecting volume {name!r}", f"no volume named {name!r}"):
-            attrs = self.api.inspect_volume(name)
-        return VolumeInfo(
-            name=attrs["Name"],
-            mountpoint=attrs.get("Mountpoint", ""),
-            driver=attrs.get("Driver", ""),
-            labels=attrs.get("Labels") or {},
-            options=attrs.get("Options") or {},
-        )
+            return _volume_info(self.api.inspect_volume(name))
 
     # --- helper containers --------------------------------------------------------------------
 
@@ -494,15 +498,7 @@ class Engine:
         """Every volume that carries ``label``."""
         with _translate(f"listing volumes labelled {label}"):
             found = self.api.volumes(filters={"label": label}).get("Volumes") or []
-        return [
-            VolumeInfo(
-                name=v["Name"],
-                mountpoint=v.get("Mountpoint", ""),
-                driver=v.get("Driver", ""),
-                labels=v.get("Labels") or {},
-            )
-            for v in found
-        ]
+        return [_volume_info(v) for v in found]
 
     # --- streaming exec (logical snapshots and restores) ----------------------------------------
 

@@ -132,7 +132,7 @@ def plan_volume_restore(
     return plan
 
 
-class _HeaderCheck:
+class HeaderCheck:
     """Checks each member against the store before any of it is written: nothing unrecorded,
     nothing twice, nothing outside the volume. Contents are checked by the read-back."""
 
@@ -204,7 +204,7 @@ def write_checked(
     each member checked against ``members`` before it is written, then read it all back and
     compare every file."""
     expected = {m.path: m for m in members}
-    check = _HeaderCheck(expected)
+    check = HeaderCheck(expected)
     with reporter.transfer("restoring", raw_bytes) as advance:
         # The stream is read on its own thread (decompression, or restic and the repository
         # checks); members are checked in order.

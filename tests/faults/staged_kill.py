@@ -24,17 +24,17 @@ def _die() -> None:
 
 
 def _kill_while_staging() -> None:
-    check = restore._HeaderCheck.__call__
+    check = restore.HeaderCheck.__call__
     seen = 0
 
-    def killing(self: restore._HeaderCheck, member: Member) -> None:
+    def killing(self: restore.HeaderCheck, member: Member) -> None:
         nonlocal seen
         seen += 1
         if seen > 100:  # a hundred members extracted: really mid-way
             _die()
         check(self, member)
 
-    restore._HeaderCheck.__call__ = killing  # type: ignore[method-assign]
+    restore.HeaderCheck.__call__ = killing  # type: ignore[method-assign]
 
 
 def _kill_once_swapped() -> None:
