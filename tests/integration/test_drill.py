@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import docker
 from tests.docker_helpers import PgContainer, TestBed
 
 DRILL_LABEL = "org.snapvol.drill"
+OWNER_LABEL = "org.snapvol.owner-pid"
 
 
 def _fill(pg: PgContainer) -> None:
@@ -27,10 +29,11 @@ EXPECTED = {"public.empty_one": 0, "public.items": 3000, "shop.orders": 120}
 
 
 def _leftovers(client: docker.DockerClient) -> tuple[list[str], list[str]]:
-    containers = client.containers.list(
-        all=True, filters={"label": DRILL_LABEL}, ignore_removed=True
-    )
-    volumes = client.volumes.list(filters={"label": DRILL_LABEL})
+    """The drill containers and volumes this process's snapvol runs (``cmd`` runs in process)
+    left; another test worker's drill, running meanwhile, is not this test's."""
+    mine = [DRILL_LABEL, f"{OWNER_LABEL}={os.getpid()}"]
+    containers = client.containers.list(all=True, filters={"label": mine}, ignore_removed=True)
+    volumes = client.volumes.list(filters={"label": mine})
     return [str(c.name) for c in containers], [str(v.name) for v in volumes]
 
 
