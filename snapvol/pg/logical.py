@@ -48,6 +48,7 @@ class Held:
 
     session: PsqlSession
     app: str  # its application_name (pg_dump's is this with ``-dump``)
+    pid: int  # its server process: the swap ends it last, once no other session is left
 
     def release(self) -> None:
         self.session.close()
@@ -75,11 +76,12 @@ def hold_still(engine: Engine, target: PgTarget, app: str, reporter: Reporter) -
         session = PsqlSession(engine, target, target.database, app)
         try:
             tables = json.loads(session.query(_TABLES_SQL)[0][0])
+            pid = int(session.query("SELECT pg_backend_pid()")[0][0])
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ")
             if tables:
                 session.query(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'")
                 session.query(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
-            return Held(session, app)
+            return Held(session, app, pid)
         except SnapvolError as err:
             session.close()
             if "lock timeout" not in err.message or attempt == _LOCK_ATTEMPTS - 1:

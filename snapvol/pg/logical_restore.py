@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,7 @@ class CurrentDb:
     tables: dict[str, int] = field(default_factory=dict)  # estimated live rows
     sessions: int = 0
     props: DatabaseProps = field(default_factory=DatabaseProps)  # grants, settings, comment
+    reopened: bool = False  # an interrupted restore had left it closed to sessions
 
 
 @dataclass
@@ -328,7 +329,7 @@ def _derived_name(database: str, suffix: str) -> str:
     return base + suffix
 
 
-def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
+def current_db(engine: Engine, target: PgTarget, *, reopened: bool = False) -> CurrentDb:
     rows = pgexec.psql(
         engine,
         target,
@@ -341,6 +342,13 @@ def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
         return CurrentDb(exists=False)
     owner, encoding, size, raw, sessions, props = rows[0]
     attrs = json.loads(raw)
+    if not attrs.get("datallowconn", True):
+        if not reopened and reopen_if_interrupted(engine, target):
+            return replace(current_db(engine, target, reopened=True), reopened=True)
+        raise OperationFailed(
+            f"database {target.database} does not allow connections (ALLOW_CONNECTIONS false); "
+            "nothing was changed"
+        )
     options = [
         f"LC_COLLATE {literal(attrs['datcollate'])}",
         f"LC_CTYPE {literal(attrs['datctype'])}",
@@ -418,6 +426,11 @@ def plan_restore(
         only_tables=options.tables,
         only_schemas=options.schemas,
     )
+    if plan.current.reopened:
+        plan.warnings.append(
+            f"database {target.database} was left closed to new sessions by an interrupted "
+            "restore; it takes them again"
+        )
     if plan.partial:
         _check_partial(plan)
     names = list(dict.fromkeys(name for name, _ in source.roles))
@@ -636,7 +649,7 @@ def restore_logical(ws: Workspace, plan: LogicalRestorePlan) -> LogicalRestoreRe
         if plan.takes_safety:
             held, safety = _safety_snapshot(ws, plan)
         reporter.step(f"swapping {plan.scratch} in as {target.database}")
-        _swap(engine, plan)  # which disconnects the held session with the rest
+        _swap(engine, plan, held)  # which ends the held session last
     except BaseException as err:
         with contextlib.suppress(Exception):
             _drop(engine, plan, plan.scratch)
@@ -658,6 +671,13 @@ def restore_logical(ws: Workspace, plan: LogicalRestorePlan) -> LogicalRestoreRe
             _drop(engine, plan, plan.retired)
         except SnapvolError as err:
             kept = plan.retired
+            with contextlib.suppress(SnapvolError):  # the swap had closed it
+                pgexec.psql(
+                    engine,
+                    target,
+                    f"ALTER DATABASE {ident(kept)} ALLOW_CONNECTIONS true",
+                    database=target.maintenance_db,
+                )
             reporter.warn(
                 f"the replaced database was kept as {plan.retired} ({err}); drop it when done"
             )
@@ -1033,18 +1053,26 @@ def check_counts(
         )
 
 
-def _swap(engine: Engine, plan: LogicalRestorePlan) -> None:
-    """Two renames in one transaction, after disconnecting the current database's sessions.
+def _swap(engine: Engine, plan: LogicalRestorePlan, held: logical.Held | None) -> None:
+    """Two renames in one transaction, once nobody can write to the current database any more.
 
-    Renaming takes the database's lock, so sessions arriving meanwhile wait, then find it gone;
-    one that slips in between the disconnect and the lock makes the rename fail: try again.
+    In one psql, so that a killed snapvol does not stop it halfway: the database stops taking
+    new sessions (``ALLOW_CONNECTIONS false``, which binds superusers too), its sessions are ended
+    while ``held`` still holds their writes back, then ``held`` itself, and only then is it
+    renamed away. Ending ``held`` first, or letting sessions in after it, would let a write land
+    in the database being replaced, after its safety snapshot: acknowledged, then dropped. A
+    failure before the renames committed lets sessions in again.
     """
-    target = plan.target
-    statements: list[str] = []
-    if plan.current.exists:
-        statements.append(pgexec.disconnect_sql(f"datname = {literal(target.database)}"))
+    target, current = plan.target, plan.current
+    name = literal(target.database)
+    statements = [_swap_lock(target)]
+    if current.exists:
+        statements.append(f"ALTER DATABASE {ident(target.database)} ALLOW_CONNECTIONS false")
+        if held is not None:
+            statements.append(pgexec.end_sessions_sql(f"datname = {name} AND pid <> {held.pid}"))
+        statements.append(pgexec.end_sessions_sql(f"datname = {name}"))
     statements.append("BEGIN")
-    if plan.current.exists:
+    if current.exists:
         statements.append(
             f"ALTER DATABASE {ident(target.database)} RENAME TO {ident(plan.retired)}"
         )
@@ -1052,16 +1080,48 @@ def _swap(engine: Engine, plan: LogicalRestorePlan) -> None:
         f"ALTER DATABASE {ident(plan.scratch)} RENAME TO {ident(target.database)}",
         "COMMIT",
     ]
-    for attempt in range(5):
-        try:
-            pgexec.psql(engine, target, statements, database=target.maintenance_db)
+    try:
+        pgexec.psql(engine, target, statements, database=target.maintenance_db)
+    except BaseException:
+        if current.exists:
+            with contextlib.suppress(SnapvolError):
+                reopen_if_interrupted(engine, target)
+        if _swapped(engine, plan):  # the answer was lost, not the commit
             return
-        except SnapvolError as err:
-            if _swapped(engine, plan):  # the answer was lost, not the commit
-                return
-            if "being accessed by other users" not in str(err) or attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+        raise
+
+
+def _swap_lock(target: PgTarget) -> str:
+    """Held by the swap's psql until it exits: what lets a database in again waits for it
+    (an interrupted snapvol does not interrupt the psql running in the container)."""
+    key = literal(f"snapvol swap {target.database}")
+    return f"SELECT pg_advisory_lock(hashtext({key}))"
+
+
+def reopen_if_interrupted(engine: Engine, target: PgTarget) -> bool:
+    """Let sessions into ``target``'s database again if a swap closed it and did not finish (a
+    new copy of it is left); waits for a swap still running. Whether it had been closed."""
+    tag = f"$snapvol_{secrets.token_hex(4)}$"
+    db = literal(target.database)
+    leftover = "substring(datname from '^(.*)__snapvol_[0-9a-f]{8}$')"
+    rows = pgexec.psql(
+        engine,
+        target,
+        [
+            _swap_lock(target),
+            f"SELECT count(*) FROM pg_database WHERE datname = {db} AND NOT datallowconn",
+            f"""DO {tag}
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_database WHERE datname = {db} AND NOT datallowconn)
+     AND EXISTS (SELECT 1 FROM pg_database WHERE {leftover} <> ''
+                 AND left({db}, length({leftover})) = {leftover}) THEN
+    EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', {db});
+  END IF;
+END {tag}""",
+        ],
+        database=target.maintenance_db,
+    )
+    return rows == [["1"]]
 
 
 def _swapped(engine: Engine, plan: LogicalRestorePlan) -> bool:

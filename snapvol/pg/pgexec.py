@@ -303,6 +303,28 @@ def disconnect_sql(where: str) -> str:
     )
 
 
+def end_sessions_sql(where: str, within_s: float = 5.0) -> str:
+    """A statement that ends every other server session ``where`` selects and returns only once
+    they are gone (``pg_terminate_backend`` only signals), or fails after ``within_s``."""
+    tag = f"$snapvol_{secrets.token_hex(4)}$"
+    rounds = max(1, int(within_s / 0.02))
+    return f"""DO {tag}
+DECLARE
+  alive int;
+BEGIN
+  FOR round IN 1..{rounds} LOOP
+    PERFORM pg_stat_clear_snapshot();
+    SELECT count(pg_terminate_backend(pid)) INTO alive FROM pg_stat_activity
+      WHERE {where} AND pid <> pg_backend_pid();
+    EXIT WHEN alive = 0;
+    PERFORM pg_sleep(0.02);
+  END LOOP;
+  IF alive > 0 THEN
+    RAISE EXCEPTION 'sessions that would not end: %', alive;
+  END IF;
+END {tag}"""
+
+
 def terminate_sessions(engine: Engine, target: PgTarget, app: str) -> None:
     """Best effort: end the server sessions of our own aborted pg_dump (it would run on)."""
     with contextlib.suppress(Exception):

@@ -760,6 +760,121 @@ def test_writes_until_the_swap_are_in_the_safety_snapshot(demo: PgContainer, cmd
     assert set(acked) <= after | safety, sorted(set(acked) - after - safety)
 
 
+def _waiting_on_a_lock(demo: PgContainer) -> int:
+    return int(
+        demo.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            f"AND datname = '{demo.database}'"
+        )
+    )
+
+
+def test_no_write_reaches_the_replaced_database_while_it_is_swapped_out(
+    demo: PgContainer, cmd: Any
+) -> None:
+    """Forced interleaving: when the swap starts, one write is already waiting on the safety
+    snapshot's hold; the test makes the swap pause 1 s after each time it ended the database's
+    sessions, and new sessions keep writing all through it. Every acknowledged write is in the
+    restored database or in the safety snapshot."""
+    from snapvol.pg import logical_restore, pgexec
+
+    demo.psql("CREATE TABLE marcas (n int PRIMARY KEY)")
+    demo.psql("INSERT INTO marcas VALUES (0)")
+    snap = logical(cmd, demo)
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def write(numbers: range) -> None:
+        for n in numbers:
+            if stop.is_set():
+                return
+            try:
+                demo.psql(f"INSERT INTO marcas VALUES ({n})")
+            except AssertionError:  # refused, or ended by the swap
+                continue
+            acked.append(n)
+
+    threads = [
+        threading.Thread(target=write, args=(range(1, 2),)),  # blocked on the hold
+        threading.Thread(target=write, args=(range(100, 100_000),)),  # new sessions throughout
+    ]
+    ending = pgexec.end_sessions_sql
+    swap = logical_restore._swap
+
+    def swap_under_writes(*args: Any) -> None:
+        threads[0].start()
+        deadline = time.monotonic() + 30
+        while _waiting_on_a_lock(demo) < 1:
+            assert time.monotonic() < deadline, "the write never waited on the hold"
+            time.sleep(0.05)
+        threads[1].start()
+        time.sleep(0.3)
+        swap(*args)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                pgexec, "end_sessions_sql", lambda where: f"{ending(where)}; SELECT pg_sleep(1)"
+            )
+            patch.setattr(logical_restore, "_swap", swap_under_writes)
+            result = cmd.json("restore", snap["id"], "--yes")
+        count = len(acked)
+        deadline = time.monotonic() + 30
+        while len(acked) < count + 3:  # writes after the swap land in the restored database
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join()
+    after = {int(n) for n in demo.psql("SELECT n FROM marcas").split()}
+    cmd("restore", result["safety_snapshot"]["id"], "--yes")
+    safety = {int(n) for n in demo.psql("SELECT n FROM marcas").split()}
+    assert 1 not in acked  # it waited on the hold, and was ended with the other sessions
+    assert set(acked) <= after | safety, sorted(set(acked) - after - safety)
+    assert (
+        demo.psql("SELECT datallowconn FROM pg_database WHERE datname = current_database()") == "t"
+    )
+
+
+def test_a_swap_that_fails_lets_sessions_in_again_and_changes_nothing(
+    demo: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snapvol.pg import pgexec
+
+    demo.psql("CREATE TABLE marcas (n int PRIMARY KEY); INSERT INTO marcas VALUES (1)")
+    snap = logical(cmd, demo)
+    demo.psql("INSERT INTO marcas VALUES (2)")
+    monkeypatch.setattr(pgexec, "end_sessions_sql", lambda where: "SELECT 1/0")
+    result = cmd("restore", snap["id"], "--yes", exit_code=11)
+    assert "division by zero" in result.stderr and "was not changed" in result.stderr
+    assert demo.psql("SELECT n FROM marcas ORDER BY n") == "1\n2"
+    assert databases(demo) - BASE_DATABASES == {demo.database}
+
+
+def test_a_database_a_killed_swap_left_closed_is_opened_by_the_next_restore(
+    demo: PgContainer, cmd: Any
+) -> None:
+    """What a swap killed with its psql leaves: the database closed to sessions and the new copy
+    beside it. Closed by its owner instead (no copy left), it is refused, not opened."""
+    demo.psql("CREATE TABLE marcas (n int PRIMARY KEY); INSERT INTO marcas VALUES (1)")
+    snap = logical(cmd, demo)
+    demo.psql("INSERT INTO marcas VALUES (2)")
+    close = f"ALTER DATABASE {demo.database} ALLOW_CONNECTIONS false"
+    demo.psql(close, database="postgres")
+    refused = cmd("restore", snap["id"], "--yes", exit_code=11)
+    assert "does not allow connections" in refused.stderr, refused.stderr
+    assert "nothing was changed" in refused.stderr
+    demo.psql(f"CREATE DATABASE {demo.database}__snapvol_0123abcd", database="postgres")
+    result = cmd("restore", snap["id"], "--yes", "--json")
+    assert "left closed to new sessions by an interrupted restore" in result.stderr
+    assert demo.psql("SELECT n FROM marcas ORDER BY n") == "1"
+    assert databases(demo) - BASE_DATABASES == {demo.database}
+    cmd("restore", json.loads(result.stdout)["safety_snapshot"]["id"], "--yes")
+    assert demo.psql("SELECT n FROM marcas ORDER BY n") == "1\n2"
+
+
 def test_a_session_idle_in_a_write_transaction_is_disconnected_not_waited_for(
     demo: PgContainer, cmd: Any
 ) -> None:
