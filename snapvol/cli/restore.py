@@ -21,7 +21,7 @@ from snapvol.cli.format import (
     volume_restored_line,
 )
 from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
-from snapvol.errors import NotFoundError, UsageError
+from snapvol.errors import IntegrityError, NotFoundError, UsageError
 from snapvol.output import human_bytes
 from snapvol.workspace import Workspace
 
@@ -267,9 +267,14 @@ def _restore_volume(
                 result = volume_restore.restore_volume(
                     ws, plan, safety_snapshot=not no_safety_snapshot
                 )
+            matched = _compare_with_drill(
+                ws, result.snapshot, plan.target.container.name, result.safety
+            )
     line = volume_restored_line(plan, result)
     if one_pass:
         line += f"; read from {restic.repo.display} in one pass, checked, no local archive kept"
+    if matched:
+        line += f"; {matched}"
     return _Restored(
         line,
         result.safety,
@@ -283,6 +288,24 @@ def _restore_volume(
             "one_pass": one_pass,
         },
     )
+
+
+def _compare_with_drill(
+    ws: Workspace, snap: Snapshot, container: str, safety: Snapshot | None
+) -> str | None:
+    """The restored server against the rows a drill of the snapshot counted (``drill.run``); a
+    mismatch is an error that says how to undo the restore, which is done."""
+    from snapvol.drill.run import check_restored
+
+    try:
+        return check_restored(ws, snap, container)
+    except IntegrityError as err:
+        back = (
+            f"`snapvol restore {safety.id}` puts back what was there"
+            if safety is not None
+            else "no safety snapshot was taken"
+        )
+        raise IntegrityError(f"restored, but {err.message}; {back}") from err
 
 
 def _restore_logical(

@@ -115,6 +115,25 @@ def _expected(store: Store, snap: Snapshot) -> tuple[dict[str, dict[str, int]] |
     return first.counts, f"drill {first.id}"
 
 
+def check_restored(ws: Workspace, snap: Snapshot, container: str) -> str | None:
+    """After a volume snapshot was restored into ``container`` (running again): its tables and
+    rows against what the snapshot's first passed drill counted. None when no drill counted them
+    (or the server could not be asked: a warning says so); what matched; IntegrityError if not."""
+    if snap.kind == LOGICAL:
+        return None  # a logical restore checks its snapshot's own count before its swap
+    expected, recorded_by = _expected(ws.store, snap)
+    if expected is None:
+        return None
+    ws.reporter.step(f"counting the restored rows to compare with {recorded_by}")
+    try:
+        counts = checks.count_all(ws.engine, pgexec.resolve_pg_target(ws.engine, container))
+    except SnapvolError as err:
+        ws.reporter.warn(f"could not compare the restored tables with {recorded_by}: {err}")
+        return None
+    checks.compare(expected, counts, recorded_by)
+    return f"tables and rows match {recorded_by}"
+
+
 def _image(engine: Engine, snap: Snapshot, source: ContainerInfo | None) -> str:
     """The snapshot's image as recorded (its id, else its name), else the source container's."""
     candidates = [snap.image_id, snap.image]

@@ -106,6 +106,40 @@ def test_volume_drill_passes_records_counts_and_compares_them_later(
     assert _leftovers(bed.client) == ([], [])
 
 
+def test_a_volume_restore_compares_the_rows_a_drill_counted(
+    bed: TestBed, cmd, tmp_path: Path
+) -> None:
+    """The first drill of a volume snapshot counts its rows; a restore of it compares: what
+    matches is said, what does not fails the restore, naming the way back."""
+    pg = bed.postgres()
+    _fill(pg)
+    snap = cmd.json("snapshot", "--volume", "--container", pg.name)
+    restored = cmd("restore", snap["id"], "--yes")  # no drill yet: nothing to compare
+    assert "tables and rows match" not in restored.stderr
+    drill = cmd.json("drill", snap["id"])
+    pg.psql("DELETE FROM items WHERE id > 2000")  # undone by the restore
+    restored = cmd("restore", snap["id"], "--yes")
+    assert f"tables and rows match drill {drill['id']}" in restored.stderr
+    assert pg.psql("SELECT count(*) FROM items") == "3000"
+
+    with sqlite3.connect(tmp_path / "manifests.db") as db:  # a drill that counted otherwise
+        db.execute(
+            "UPDATE drills SET counts_json = ? WHERE id = ?",
+            (
+                '{"pc_db": {"public.empty_one": 0, "public.items": 2999, "shop.orders": 120}}',
+                drill["id"],
+            ),
+        )
+    failed = cmd("restore", snap["id"], "--yes", "--json", exit_code=7)
+    safety = next(s for s in cmd.json("ls") if "-safety-" in s["name"])  # the newest first
+    assert failed.stderr.strip().endswith(
+        f"restored, but the restored tables do not match drill {drill['id']}: "
+        f"pc_db.public.items has 3000 rows, drill {drill['id']} recorded 2999; "
+        f"`snapvol restore {safety['id']}` puts back what was there"
+    ), failed.stderr
+    assert pg.status == "running"
+
+
 def test_logical_drill_loads_the_dump_and_checks_the_recorded_counts(
     bed: TestBed, cmd, tmp_path: Path
 ) -> None:
