@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 ENSURE_IMAGE = bash scripts/ensure-pg-image.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv engine restic podman image test test-unit lint format man bench demo hooks clean distclean
+.PHONY: help venv engine restic podman image snapvol-image test test-unit lint format man bench demo hooks clean distclean
 
 help:
 	@echo "make test       all tests (unit, integration, faults): venv, Docker engine, restic, PG image"
@@ -25,6 +25,7 @@ help:
 	@echo "make man        write docs/man/snapvol.1 from the commands' help (commit it)"
 	@echo "make bench      benchmark (BENCH_ARGS=... passed to bench/bench.py)"
 	@echo "make demo       run scripts/demo.sh"
+	@echo "make snapvol-image  the snapvol image of this checkout (the compose sidecar's)"
 	@echo "make venv | engine | restic | image | hooks | clean | distclean"
 
 venv: $(STAMP)
@@ -69,6 +70,10 @@ podman:
 
 image: engine
 	$(ENSURE_IMAGE)
+
+# snapvol/snapvol:dev from this checkout (examples/sidecar/compose.yml runs it).
+snapvol-image: venv engine
+	PYTHON=$(PY) bash scripts/ensure-snapvol-image.sh
 
 # The image is computed here (not passed from a prerequisite) so that a failure stops the run
 # instead of running the tests with an empty SNAPVOL_PG_IMAGE. --durations: CI prints the 25 slowest.
