@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,7 @@ class CurrentDb:
     tables: dict[str, int] = field(default_factory=dict)  # estimated live rows
     sessions: int = 0
     props: DatabaseProps = field(default_factory=DatabaseProps)  # grants, settings, comment
-    reopened: bool = False  # an interrupted restore had left it closed to sessions
+    closed: bool = False  # a killed restore left it closed to sessions: this one opens it
 
 
 @dataclass
@@ -329,7 +329,7 @@ def _derived_name(database: str, suffix: str) -> str:
     return base + suffix
 
 
-def current_db(engine: Engine, target: PgTarget, *, reopened: bool = False) -> CurrentDb:
+def current_db(engine: Engine, target: PgTarget) -> CurrentDb:
     rows = pgexec.psql(
         engine,
         target,
@@ -342,13 +342,34 @@ def current_db(engine: Engine, target: PgTarget, *, reopened: bool = False) -> C
         return CurrentDb(exists=False)
     owner, encoding, size, raw, sessions, props = rows[0]
     attrs = json.loads(raw)
+    current = CurrentDb(
+        exists=True,
+        owner=owner,
+        encoding=encoding,
+        create_options=_create_options(attrs),
+        size_bytes=int(size),
+        sessions=int(sessions),
+        props=DatabaseProps.from_json(props),
+    )
     if not attrs.get("datallowconn", True):
-        if not reopened and reopen_if_interrupted(engine, target):
-            return replace(current_db(engine, target, reopened=True), reopened=True)
-        raise OperationFailed(
-            f"database {target.database} does not allow connections (ALLOW_CONNECTIONS false); "
-            "nothing was changed"
-        )
+        if not _left_closed(engine, target):
+            raise OperationFailed(
+                f"database {target.database} does not allow connections (ALLOW_CONNECTIONS "
+                "false); nothing was changed"
+            )
+        current.closed = True  # by a killed swap: the restore opens it first (no estimates)
+        return current
+    estimates = pgexec.psql(
+        engine,
+        target,
+        "SELECT schemaname, relname, n_live_tup FROM pg_stat_user_tables ORDER BY 1, 2",
+    )
+    current.tables = pgexec.parse_counts(estimates)
+    return current
+
+
+def _create_options(attrs: dict[str, Any]) -> list[str]:
+    """The locale of the database (its ``pg_database`` row) as CREATE DATABASE options."""
     options = [
         f"LC_COLLATE {literal(attrs['datcollate'])}",
         f"LC_CTYPE {literal(attrs['datctype'])}",
@@ -359,21 +380,7 @@ def current_db(engine: Engine, target: PgTarget, *, reopened: bool = False) -> C
         options += ["LOCALE_PROVIDER icu", f"ICU_LOCALE {literal(locale)}"]
     elif attrs.get("datlocprovider") == "b":
         options += ["LOCALE_PROVIDER builtin", f"BUILTIN_LOCALE {literal(locale)}"]
-    estimates = pgexec.psql(
-        engine,
-        target,
-        "SELECT schemaname, relname, n_live_tup FROM pg_stat_user_tables ORDER BY 1, 2",
-    )
-    return CurrentDb(
-        exists=True,
-        owner=owner,
-        encoding=encoding,
-        create_options=options,
-        size_bytes=int(size),
-        tables=pgexec.parse_counts(estimates),
-        sessions=int(sessions),
-        props=DatabaseProps.from_json(props),
-    )
+    return options
 
 
 def plan_restore(
@@ -426,10 +433,10 @@ def plan_restore(
         only_tables=options.tables,
         only_schemas=options.schemas,
     )
-    if plan.current.reopened:
+    if plan.current.closed:
         plan.warnings.append(
             f"database {target.database} was left closed to new sessions by an interrupted "
-            "restore; it takes them again"
+            "restore: this restore opens it again first"
         )
     if plan.partial:
         _check_partial(plan)
@@ -627,6 +634,10 @@ def restore_logical(ws: Workspace, plan: LogicalRestorePlan) -> LogicalRestoreRe
     started = time.monotonic()
     target, current = plan.target, plan.current
     owner = plan.db_owner
+    if current.closed and not reopen_if_interrupted(engine, target):  # before its copy goes
+        raise OperationFailed(
+            f"database {target.database} does not allow connections; nothing was changed"
+        )
     drop_leftovers(ws, plan)
     if plan.takes_safety:
         _check_backup_dir(ws.backup_dir)  # before the load, not after it
@@ -1064,13 +1075,12 @@ def _swap(engine: Engine, plan: LogicalRestorePlan, held: logical.Held | None) -
     failure before the renames committed lets sessions in again.
     """
     target, current = plan.target, plan.current
-    name = literal(target.database)
     statements = [_swap_lock(target)]
     if current.exists:
         statements.append(f"ALTER DATABASE {ident(target.database)} ALLOW_CONNECTIONS false")
         if held is not None:
-            statements.append(pgexec.end_sessions_sql(f"datname = {name} AND pid <> {held.pid}"))
-        statements.append(pgexec.end_sessions_sql(f"datname = {name}"))
+            statements.append(pgexec.end_sessions_sql(target.database, keep_pid=held.pid))
+        statements.append(pgexec.end_sessions_sql(target.database))
     statements.append("BEGIN")
     if current.exists:
         statements.append(
@@ -1080,8 +1090,15 @@ def _swap(engine: Engine, plan: LogicalRestorePlan, held: logical.Held | None) -
         f"ALTER DATABASE {ident(plan.scratch)} RENAME TO {ident(target.database)}",
         "COMMIT",
     ]
+    # Should the psql fail, the database takes sessions again: from the container, so even when
+    # snapvol was killed meanwhile (the renames come last: on any failure none committed).
+    reopen = (
+        f"ALTER DATABASE {ident(target.database)} ALLOW_CONNECTIONS true"
+        if current.exists
+        else None
+    )
     try:
-        pgexec.psql(engine, target, statements, database=target.maintenance_db)
+        pgexec.psql(engine, target, statements, database=target.maintenance_db, on_failure=reopen)
     except BaseException:
         if current.exists:
             with contextlib.suppress(SnapvolError):
@@ -1098,30 +1115,48 @@ def _swap_lock(target: PgTarget) -> str:
     return f"SELECT pg_advisory_lock(hashtext({key}))"
 
 
+_SCRATCH_SUFFIX = "__snapvol_00000000"  # the shape of a new copy's suffix (its token)
+
+
+def _copy_left_sql(target: PgTarget) -> str:
+    """A condition: a new copy of ``target``'s database (``plan.scratch``'s name) is left."""
+    base = literal(_derived_name(target.database, _SCRATCH_SUFFIX)[: -len(_SCRATCH_SUFFIX)])
+    return (
+        f"EXISTS (SELECT 1 FROM pg_database WHERE left(datname, length({base})) = {base} "
+        f"AND substr(datname, length({base}) + 1) ~ '^__snapvol_[0-9a-f]{{8}}$')"
+    )
+
+
+def _left_closed(engine: Engine, target: PgTarget) -> bool:
+    """Whether a new copy of the (closed) database is left: a swap closed it and was killed."""
+    rows = pgexec.psql(
+        engine, target, f"SELECT {_copy_left_sql(target)}", database=target.maintenance_db
+    )
+    return rows == [["t"]]
+
+
 def reopen_if_interrupted(engine: Engine, target: PgTarget) -> bool:
     """Let sessions into ``target``'s database again if a swap closed it and did not finish (a
-    new copy of it is left); waits for a swap still running. Whether it had been closed."""
+    new copy of it is left); waits for a swap still running. Whether it takes sessions now."""
     tag = f"$snapvol_{secrets.token_hex(4)}$"
     db = literal(target.database)
-    leftover = "substring(datname from '^(.*)__snapvol_[0-9a-f]{8}$')"
     rows = pgexec.psql(
         engine,
         target,
         [
             _swap_lock(target),
-            f"SELECT count(*) FROM pg_database WHERE datname = {db} AND NOT datallowconn",
             f"""DO {tag}
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_database WHERE datname = {db} AND NOT datallowconn)
-     AND EXISTS (SELECT 1 FROM pg_database WHERE {leftover} <> ''
-                 AND left({db}, length({leftover})) = {leftover}) THEN
+     AND {_copy_left_sql(target)} THEN
     EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', {db});
   END IF;
 END {tag}""",
+            f"SELECT datallowconn FROM pg_database WHERE datname = {db}",
         ],
         database=target.maintenance_db,
     )
-    return rows == [["1"]]
+    return rows == [["t"]]
 
 
 def _swapped(engine: Engine, plan: LogicalRestorePlan) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -217,14 +218,28 @@ def script_argv(user: str, database: str) -> list[str]:
 
 
 def psql(
-    engine: Engine, target: PgTarget, statements: str | list[str], database: str | None = None
+    engine: Engine,
+    target: PgTarget,
+    statements: str | list[str],
+    database: str | None = None,
+    *,
+    on_failure: str | None = None,
 ) -> list[list[str]]:
-    """Run statements (each its own ``-c``) through psql in the container; returns the rows."""
+    """Run statements (each its own ``-c``) through psql in the container; returns the rows.
+
+    ``on_failure``: a statement run next, in the container, when psql fails: it runs even if
+    snapvol is gone by then (an interrupted ``docker exec`` runs on)."""
     database = database or target.database
     argv = _psql_argv(target, database)
     for statement in [statements] if isinstance(statements, str) else statements:
         argv += ["-c", statement]
-    code, out, err = engine.exec_run(target.container.id, shell(argv), **target.exec_options())
+    script = 'exec "$@"'
+    if on_failure is not None:
+        again = shlex.join([*_psql_argv(target, database), "-c", on_failure])
+        script = f'"$@"; code=$?; [ "$code" -eq 0 ] || {again} >/dev/null 2>&1; exit "$code"'
+    code, out, err = engine.exec_run(
+        target.container.id, shell(argv, script), **target.exec_options()
+    )
     if code != 0:
         raise pg_error(err.decode("utf-8", "replace"), "psql", target, database)
     text = out.decode("utf-8", "replace")
@@ -303,19 +318,30 @@ def disconnect_sql(where: str) -> str:
     )
 
 
-def end_sessions_sql(where: str, within_s: float = 5.0) -> str:
-    """A statement that ends every other server session ``where`` selects and returns only once
-    they are gone (``pg_terminate_backend`` only signals), or fails after ``within_s``."""
+def end_sessions_sql(database: str, keep_pid: int | None = None, within_s: float = 5.0) -> str:
+    """A statement that ends every other session of ``database`` (but ``keep_pid``) and returns
+    only once they are gone (``pg_terminate_backend`` only signals), or fails after ``within_s``.
+
+    Sessions still starting up are not in ``pg_stat_activity`` yet, but hold a lock on the
+    database from before they check that it takes connections until they are listed: they are
+    found in ``pg_locks``."""
     tag = f"$snapvol_{secrets.token_hex(4)}$"
     rounds = max(1, int(within_s / 0.02))
+    name = literal(database)
+    kept = f" AND pid <> {int(keep_pid)}" if keep_pid is not None else ""
     return f"""DO {tag}
 DECLARE
   alive int;
 BEGIN
   FOR round IN 1..{rounds} LOOP
     PERFORM pg_stat_clear_snapshot();
-    SELECT count(pg_terminate_backend(pid)) INTO alive FROM pg_stat_activity
-      WHERE {where} AND pid <> pg_backend_pid();
+    SELECT count(pg_terminate_backend(pid)) INTO alive FROM (
+      SELECT pid FROM pg_stat_activity WHERE datname = {name}
+      UNION
+      SELECT pid FROM pg_locks WHERE locktype = 'object'
+        AND classid = 'pg_database'::regclass
+        AND objid = (SELECT oid FROM pg_database WHERE datname = {name})
+    ) s WHERE pid IS NOT NULL AND pid <> pg_backend_pid(){kept};
     EXIT WHEN alive = 0;
     PERFORM pg_sleep(0.02);
   END LOOP;

@@ -814,7 +814,9 @@ def test_no_write_reaches_the_replaced_database_while_it_is_swapped_out(
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(
-                pgexec, "end_sessions_sql", lambda where: f"{ending(where)}; SELECT pg_sleep(1)"
+                pgexec,
+                "end_sessions_sql",
+                lambda *a, **k: f"{ending(*a, **k)}; SELECT pg_sleep(1)",
             )
             patch.setattr(logical_restore, "_swap", swap_under_writes)
             result = cmd.json("restore", snap["id"], "--yes")
@@ -841,12 +843,15 @@ def test_no_write_reaches_the_replaced_database_while_it_is_swapped_out(
 def test_a_swap_that_fails_lets_sessions_in_again_and_changes_nothing(
     demo: PgContainer, cmd: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from snapvol.pg import pgexec
+    """The swap's psql fails after it closed the database: the psql run next in the container
+    opens it again (snapvol's own attempt, after it, is switched off here: it may be dead)."""
+    from snapvol.pg import logical_restore, pgexec
 
     demo.psql("CREATE TABLE marcas (n int PRIMARY KEY); INSERT INTO marcas VALUES (1)")
     snap = logical(cmd, demo)
     demo.psql("INSERT INTO marcas VALUES (2)")
-    monkeypatch.setattr(pgexec, "end_sessions_sql", lambda where: "SELECT 1/0")
+    monkeypatch.setattr(pgexec, "end_sessions_sql", lambda *_a, **_k: "SELECT 1/0")
+    monkeypatch.setattr(logical_restore, "reopen_if_interrupted", lambda *_a: False)
     result = cmd("restore", snap["id"], "--yes", exit_code=11)
     assert "division by zero" in result.stderr and "was not changed" in result.stderr
     assert demo.psql("SELECT n FROM marcas ORDER BY n") == "1\n2"
@@ -866,6 +871,11 @@ def test_a_database_a_killed_swap_left_closed_is_opened_by_the_next_restore(
     refused = cmd("restore", snap["id"], "--yes", exit_code=11)
     assert "does not allow connections" in refused.stderr, refused.stderr
     assert "nothing was changed" in refused.stderr
+    # A copy of another database whose name begins this one's is not this one's.
+    demo.psql("CREATE DATABASE pc__snapvol_0123abcd", database="postgres")
+    refused = cmd("restore", snap["id"], "--yes", exit_code=11)
+    assert "does not allow connections" in refused.stderr, refused.stderr
+    demo.psql("DROP DATABASE pc__snapvol_0123abcd", database="postgres")
     demo.psql(f"CREATE DATABASE {demo.database}__snapvol_0123abcd", database="postgres")
     result = cmd("restore", snap["id"], "--yes", "--json")
     assert "left closed to new sessions by an interrupted restore" in result.stderr
