@@ -34,7 +34,8 @@ def command(
     match those recorded (a volume snapshot's first drill records them), and --check-sql's
     query must return true. The result is recorded (`show` prints it), and `prune` never
     deletes the newest snapshot of a source whose last drill passed. The container and volume
-    are removed at the end, and by the next command if the drill was killed.
+    are removed at the end, and by the next command if the drill was killed. A snapshot whose
+    archive is only in the repository (--repo) is fetched from it first, and checked.
 
     Exits 0 when the drill passed, 7 when it failed.
     """
@@ -46,6 +47,7 @@ def command(
     with app.store() as store:
         snap = store.resolve(ref) if ref is not None else _newest(store)
         run.check_drillable(snap)
+        snap = _local(app, store, snap)
         with app.connected(store) as ws:
             result = run.drill(ws, snap, run.DrillOptions(check_sql=sql, database=database))
     if as_json:
@@ -64,6 +66,20 @@ def _counted(counts: dict[str, dict[str, int]]) -> str:
     tables = sum(len(t) for t in counts.values())
     rows = sum(sum(t.values()) for t in counts.values())
     return f"{tables} tables, {rows} rows in {len(counts)} databases"
+
+
+def _local(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
+    """The snapshot with its archive here: fetched from the repository (and checked) when only
+    the repository has it."""
+    from snapvol import restoring
+    from snapvol.cli.restore import fetch_archive, refuse_copied_away
+
+    if not restoring.archive_missing(snap, app.backup_dir):
+        return snap
+    if app.repo is not None:
+        return fetch_archive(app, store, snap)
+    refuse_copied_away(store, snap)
+    return snap  # the drill says the archive is missing
 
 
 def _read(path: Path) -> str:

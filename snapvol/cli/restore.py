@@ -185,19 +185,13 @@ def _chosen(
         snap = restoring.restorable(snap, app.backup_dir)
         if not restoring.is_logical(snap):
             return snap, True
-        snap = _fetched(app, store, snap)
+        snap = fetch_archive(app, store, snap)
     elif missing:
-        copies = store.copies(snapshot_id=snap.id, status=COMPLETE)
-        if copies:
-            raise NotFoundError(
-                f"the archive of snapshot {snap.id} is missing here; it was copied to "
-                f"{copies[0].repository}: give --repo (or SNAPVOL_REPOSITORY) to restore from "
-                "there; nothing was changed"
-            )
+        refuse_copied_away(store, snap)
     return restoring.restorable(snap, app.backup_dir), False
 
 
-def _fetched(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
+def fetch_archive(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
     """The snapshot with its archive fetched from the repository and checked: nothing of the
     target has been looked at yet."""
     from snapvol.repo import fetch
@@ -209,6 +203,17 @@ def _fetched(app: AppContext, store: Store, snap: Snapshot) -> Snapshot:
         f"{human_bytes(fetched.raw_bytes)}, checked"
     )
     return fetched.snapshot
+
+
+def refuse_copied_away(store: Store, snap: Snapshot) -> None:
+    """A missing archive of a snapshot that was copied: say where it is and how to use it."""
+    copies = store.copies(snapshot_id=snap.id, status=COMPLETE)
+    if copies:
+        raise NotFoundError(
+            f"the archive of snapshot {snap.id} is missing here; it was copied to "
+            f"{copies[0].repository}: give --repo (or SNAPVOL_REPOSITORY) to read it from "
+            "there; nothing was changed"
+        )
 
 
 def _restore_volume(
@@ -246,7 +251,7 @@ def _restore_volume(
                     fetch.opened(restic, ws.store, snap, app.console, members_read_back=True)
                 )
             else:
-                snap = _fetched(app, ws.store, snap)
+                snap = fetch_archive(app, ws.store, snap)
         with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
             plan = volume_restore.plan_volume_restore(
                 ws,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -365,3 +366,34 @@ def test_ls_repo_and_import_rebuild_a_lost_store(
     cmd("restore", lsnap["id"], "--yes")
     assert pg.dump() == db_before
     assert json.loads(cmd("ls", "--json").stdout)
+
+
+@pytest.mark.parametrize("kind", ["volume", "logical"])
+def test_a_drill_of_a_snapshot_only_the_repository_holds_fetches_it_first(
+    bed: TestBed, cmd: Any, restic_local: RepoServer, repo_env: Any, kind: str
+) -> None:
+    """The archive is gone here (a new machine, a lost disk): without a repository the drill
+    says where the copy is; with one, the archive is fetched, checked, and drilled."""
+    repo_env(restic_local)
+    pg = bed.postgres()
+    fill_demo(pg)
+    snap = cmd.json("snapshot", f"--{kind}", "--container", pg.name)
+    copied(cmd, snap["id"])
+    _gone(snap)
+    without = {k: v for k, v in os.environ.items() if k != "SNAPVOL_REPOSITORY"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "snapvol", "drill", snap["id"]],
+        env=without,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 3, refused.stderr  # not found
+    assert f"it was copied to {restic_local.repo}: give --repo" in refused.stderr
+
+    drill = cmd.json("drill", snap["id"])
+    assert drill["ok"] is True, drill
+    assert drill["counts"]["pc_db"]["public.pedidos"] == int(
+        pg.psql("SELECT count(*) FROM pedidos")
+    )
+    assert Path(snap["path"]).is_file()  # fetched, and the record names it
+    cmd("verify", snap["id"])
