@@ -16,6 +16,9 @@
 # SNAPVOL_PG_REBUILD=1 rebuilds snapvol/postgres:15 from scratch.
 set -euo pipefail
 
+# shellcheck source=need-mmdebstrap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/need-mmdebstrap.sh"
+
 OFFICIAL=postgres:15
 LOCAL=snapvol/postgres:15
 ROOTFS=snapvol/postgres:15-rootfs
@@ -99,16 +102,7 @@ if [[ "${SNAPVOL_PG_REBUILD:-0}" != 1 ]]; then
     fi
 fi
 
-if ! command -v mmdebstrap >/dev/null 2>&1; then
-    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-        log "mmdebstrap is needed to build $LOCAL (Debian: apt-get install mmdebstrap)"
-        exit 1
-    fi
-    log "installing mmdebstrap with apt"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq </dev/null >&2 || log "apt-get update failed; trying the install anyway"
-    apt-get install -y -qq --no-install-recommends mmdebstrap </dev/null >&2
-fi
+need_mmdebstrap "$LOCAL"
 
 start=$(date +%s)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/snapvol-pg-image.XXXXXX")

@@ -11,6 +11,9 @@
 # The wheels of snapvol and its dependencies are made here with the venv's pip (PyPI, pip's cache).
 set -euo pipefail
 
+# shellcheck source=need-mmdebstrap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/need-mmdebstrap.sh"
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE=snapvol/snapvol:dev
 ROOTFS=snapvol/python:3.11-rootfs
@@ -61,16 +64,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/snapvol-image.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 if [[ "$base" == "$ROOTFS" ]] && ! present "$ROOTFS"; then
-    if ! command -v mmdebstrap >/dev/null 2>&1; then
-        if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-            log "mmdebstrap is needed to build $ROOTFS (Debian: apt-get install mmdebstrap)"
-            exit 1
-        fi
-        log "installing mmdebstrap with apt"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq </dev/null >&2 || true
-        apt-get install -y -qq --no-install-recommends mmdebstrap </dev/null >&2
-    fi
+    need_mmdebstrap "$ROOTFS"
     log "building $ROOTFS from Debian bookworm (about a minute)"
     mmdebstrap --quiet --variant=apt --include=python3,python3-venv,restic,zstd,ca-certificates,tzdata \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
