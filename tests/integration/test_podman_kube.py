@@ -170,7 +170,7 @@ def test_a_claim_snapshot_and_restore_by_its_kubernetes_names(kube: KubeApp, cmd
     changed = _dump(pg)
     assert changed != before
     # No --pod: the snapshot's own pod and claim.
-    done = cmd.json("restore", snap["id"], "--yes", "--json")
+    done = cmd.json("restore", snap["id"], "--yes")
     assert done["pod"] == kube.pod and done["claim"] == kube.claim
     pg = kube.container("db")
     pg.wait_ready()
