@@ -157,7 +157,8 @@ def snapshots_table(
 def source_cell(snap: Snapshot) -> str:
     """Where a snapshot was taken: ``container:volume`` (or database), or ``pod/NAME:claim`` for
     a claim of a pod `podman kube play` runs."""
-    pod, claim = snap.meta.get("pod"), snap.meta.get("claim")
+    meta = snap.meta
+    pod, claim = meta.get("pod"), meta.get("claim")
     if pod and claim:
         return f"pod/{pod}:{claim}"
     return f"{snap.container}:{snap.volume or snap.database or '-'}"
