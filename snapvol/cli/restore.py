@@ -255,7 +255,7 @@ def _restore_volume(
     where = kube.restore_where(snap.meta, container, pod, claim)
     in_pod: kube.PodClaim | None = None
     if where is not None:
-        in_pod = kube.find(ws.engine, *where, container if pod is not None else None)
+        in_pod = kube.find(ws.engine, *where)
         target_ref = in_pod.container.id
         container = target_ref
     else:

@@ -23,6 +23,7 @@ from snapvol.volume.target import VolumeTarget, resolve_volume_target
 # A snapshot's record keeps these (``Snapshot.meta``): a restore without --pod goes back there.
 POD_META = "pod"
 CLAIM_META = "claim"
+CONTAINER_META = "pod_container"  # as the manifest names it: a new `kube play` keeps the name
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _mounts(info: ContainerInfo, claim: str) -> list[bool]:
 def _named(pod: PodInfo, infos: list[ContainerInfo], name: str) -> ContainerInfo:
     """The pod's container ``name``: its Podman name, its manifest's name, or an id prefix."""
     for info in infos:
-        if name in (info.name, f"{pod.name}-{name}") or (
+        if info.name in (name, f"{pod.name}-{name}") or (
             len(name) >= 4 and info.id.startswith(name)
         ):
             return info
@@ -93,7 +94,7 @@ def find(engine: Engine, pod_ref: str, claim: str | None, container: str | None 
     mount of it is worked on: ``container`` (named as in the manifest or as Podman names it),
     else the one that mounts it read-write, else the PostgreSQL server whose data it holds."""
     pod = find_pod(engine, pod_ref)
-    infos = [engine.container(m.id) for m in pod.members]
+    infos = sorted((engine.container(m.id) for m in pod.members), key=lambda i: i.name)
     if claim is None:
         claims = sorted({str(m.name) for i in infos for m in i.named_volumes})
         if not claims:
@@ -149,25 +150,33 @@ def recorded_meta(target: VolumeTarget) -> dict[str, str]:
     """What a snapshot of ``target`` records of its pod and claim (nothing for a container)."""
     if target.pod is None:
         return {}
-    return {POD_META: target.pod.name, CLAIM_META: target.volume}
+    return {
+        POD_META: target.pod.name,
+        CLAIM_META: target.volume,
+        CONTAINER_META: _short(target.pod, target.container),
+    }
 
 
 def restore_where(
     meta: dict[str, object], container: str | None, pod: str | None, claim: str | None
-) -> tuple[str, str | None] | None:
-    """The pod and claim a volume restore goes to (None: a container, as before): --pod and
-    --claim as given; else, with no --container, the pod and claim the snapshot was taken of
-    (``meta``, its record's). A --claim alone names a claim of the snapshot's pod."""
+) -> tuple[str, str | None, str | None] | None:
+    """The pod, claim and container of the pod a volume restore goes to (None: a container, as
+    before): --pod, --claim and --container as given; else, with no --container, the pod,
+    claim and container the snapshot was taken of (``meta``, its record's). A --claim alone
+    names a claim of the snapshot's pod."""
     recorded_pod = meta.get(POD_META)
     recorded_claim = meta.get(CLAIM_META)
+    recorded_container = meta.get(CONTAINER_META)
     if pod is None and claim is not None:
         if not isinstance(recorded_pod, str):
             raise UsageError("--claim goes with --pod (the pod, or Deployment, that mounts it)")
         pod = recorded_pod
-    if pod is None:
+    elif pod is None:
         if container is not None or not isinstance(recorded_pod, str):
             return None
         pod = recorded_pod
-    if claim is None and pod == recorded_pod and isinstance(recorded_claim, str):
+    if pod == recorded_pod and claim in (None, recorded_claim) and isinstance(recorded_claim, str):
         claim = recorded_claim
-    return pod, claim
+        if container is None and isinstance(recorded_container, str):
+            container = recorded_container
+    return pod, claim, container

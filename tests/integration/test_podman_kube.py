@@ -5,10 +5,12 @@ compared, not counts."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -72,19 +74,59 @@ spec:
 """
 
 
+# A Pod whose two containers both write to one claim (neither runs PostgreSQL).
+TWO_WRITERS = """\
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {claim}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 1Gi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  containers:
+  - name: left
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+  - name: right
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+  volumes:
+  - name: data
+    persistentVolumeClaim:
+      claimName: {claim}
+"""
+
+
 @dataclass
 class KubeApp:
-    """A Deployment played by `podman kube play` for one test."""
+    """A Deployment (or a Pod) played by `podman kube play` for one test."""
 
     podman: Podman
     manifest: Path
     name: str
     claim: str
-    played: list[str] = field(default_factory=list)
+    kind: str = "Deployment"
 
     @property
     def pod(self) -> str:
-        """Its pod, as Podman 4.3 names a Deployment's (``<name>-pod-0``; later: ``-pod``)."""
+        """Its pod: a Pod's own name; a Deployment's as Podman 4.3 names it (``<name>-pod-0``;
+        later: ``-pod``)."""
+        if self.kind == "Pod":
+            return self.name
         names = self.podman.podman("pod", "ps", "--format", "{{.Name}}").stdout.split()
         return next(n for n in names if n.startswith(f"{self.name}-pod"))
 
@@ -98,33 +140,46 @@ class KubeApp:
         return {str(c.name): str(c.status) for c in found}
 
 
+@contextlib.contextmanager
+def _played(podman: Podman, tmp_path: Path, manifest: str, kind: str) -> Iterator[KubeApp]:
+    """``manifest`` (a template of name, claim, image and password) played, with names of the
+    test's own; the pod and the claim are removed after, whatever happened."""
+    tag = uuid.uuid4().hex[:8]
+    name, claim = f"svk-{tag}", f"svk-data-{tag}"
+    path = tmp_path / f"{name}.yaml"
+    password = secrets.token_hex(8)
+    path.write_text(manifest.format(name=name, claim=claim, image=podman.image, password=password))
+    try:
+        podman.podman("kube", "play", str(path))
+        yield KubeApp(podman, path, name, claim, kind)
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            podman.podman("kube", "down", str(path))
+        pods = podman.podman("pod", "ps", "-q", "--filter", f"name={name}").stdout.split()
+        for pod in pods:
+            podman.podman("pod", "rm", "-f", pod)
+        podman.podman("volume", "rm", "-f", claim)
+
+
 @pytest.fixture
 def kube(
     podman_service: Podman, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[KubeApp]:
-    """A PostgreSQL Deployment with a claim of its own, played and filled; removed after,
-    claim included."""
+    """A PostgreSQL Deployment with a claim of its own and a sidecar reading it, running."""
     monkeypatch.setenv("DOCKER_HOST", podman_service.docker_host)
-    tag = uuid.uuid4().hex[:8]
-    name, claim = f"svk-{tag}", f"svk-data-{tag}"
-    manifest = tmp_path / "app.yaml"
-    manifest.write_text(
-        MANIFEST.format(
-            name=name, claim=claim, image=podman_service.image, password=secrets.token_hex(8)
-        )
-    )
-    app = KubeApp(podman_service, manifest, name, claim)
-    try:
-        podman_service.podman("kube", "play", str(manifest))
+    with _played(podman_service, tmp_path, MANIFEST, "Deployment") as app:
         app.container("db").wait_ready(timeout=120)
         yield app
-    finally:
-        podman_service.podman("kube", "down", str(manifest))
-        for pod in podman_service.podman(
-            "pod", "ps", "-q", "--filter", f"name={name}"
-        ).stdout.split():
-            podman_service.podman("pod", "rm", "-f", pod)
-        podman_service.podman("volume", "rm", "-f", claim)
+
+
+@pytest.fixture
+def writers(
+    podman_service: Podman, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[KubeApp]:
+    """A Pod of two containers writing to one claim."""
+    monkeypatch.setenv("DOCKER_HOST", podman_service.docker_host)
+    with _played(podman_service, tmp_path, TWO_WRITERS, "Pod") as app:
+        yield app
 
 
 def _dump(pg: PgContainer) -> str:
@@ -220,3 +275,46 @@ def test_unknown_pods_and_claims_are_one_line_errors(kube: KubeApp, cmd) -> None
     for err in (missing_pod, missing_claim, unmounted, claim_alone):
         assert len(err.stderr.strip().splitlines()) == 1, err.stderr
     assert _all_running(kube)  # nothing was stopped
+
+
+def _sh(app: KubeApp, script: str) -> str:
+    code, out = app.container("left").container.exec_run(["sh", "-c", script])
+    assert code == 0, out
+    return out.decode()
+
+
+def _tree(app: KubeApp) -> str:
+    """Every path of the claim with its type, size, mode and owner, and every file's SHA-256."""
+    return _sh(
+        app,
+        "cd /data && find . -printf '%p %y %s %m %u:%g %l\\n' | sort && "
+        "find . -type f -exec sha256sum {} + | sort",
+    )
+
+
+def test_a_claim_several_containers_write_is_named_with_container(writers: KubeApp, cmd) -> None:
+    _sh(writers, "mkdir -p /data/sub && seq 1 5000 > /data/sub/a && echo hi > /data/b "
+        "&& ln -s b /data/c && chmod 600 /data/b")  # fmt: skip
+    before = _tree(writers)
+    assert "./sub/a f" in before
+
+    ambiguous = cmd("snapshot", "--volume", "--pod", writers.pod, exit_code=2)
+    assert "mounted read-write by several containers" in ambiguous.stderr
+    assert "(left, right)" in ambiguous.stderr and "--container" in ambiguous.stderr
+    unknown = cmd(
+        "snapshot", "--volume", "--pod", writers.pod, "--container", "middle", exit_code=3
+    )
+    assert f"pod {writers.pod} has no container 'middle'" in unknown.stderr
+
+    cmd("snapshot", "--volume", "--pod", writers.pod, "--container", "left")
+    snap = cmd.json("ls")[0]
+    assert snap["container"] == f"{writers.pod}-left" and not snap["meta"]["is_postgres"]
+    assert snap["meta"]["pod"] == writers.pod and snap["meta"]["claim"] == writers.claim
+    assert snap["meta"]["pod_container"] == "left"  # the restore picks it again
+
+    _sh(writers, "rm /data/b && echo new > /data/new && echo more >> /data/sub/a")
+    assert _tree(writers) != before
+    cmd("restore", snap["id"], "--yes")  # the snapshot's pod and claim
+    assert writers.pod_state() and all(s == "running" for s in writers.pod_state().values())
+    assert len(writers.pod_state()) == 3
+    assert _tree(writers) == before
