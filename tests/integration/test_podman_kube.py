@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -318,3 +321,34 @@ def test_a_claim_several_containers_write_is_named_with_container(writers: KubeA
     assert writers.pod_state() and all(s == "running" for s in writers.pod_state().values())
     assert len(writers.pod_state()) == 3
     assert _tree(writers) == before
+
+
+# snapvol killed (SIGKILL, by itself) right after it stopped the pod: the real code runs, only
+# the point of death is chosen here.
+KILLED_ONCE_STOPPED = """
+import os, signal
+from snapvol.adapters.engine import Engine
+from snapvol.cli import main
+stop = Engine.stop_pod
+def killing(self, pod_id, timeout):
+    stop(self, pod_id, timeout)
+    os.kill(os.getpid(), signal.SIGKILL)
+Engine.stop_pod = killing
+main()
+"""
+
+
+def test_a_pod_snapvol_dies_holding_is_started_whole_by_the_rescue(kube: KubeApp) -> None:
+    reader_started = kube.container("reader").container.attrs["State"]["StartedAt"]
+    died = subprocess.run(
+        [sys.executable, "-c", KILLED_ONCE_STOPPED, "snapshot", "--volume", "--pod", kube.pod],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    deadline = time.monotonic() + 90
+    while not _all_running(kube) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _all_running(kube), kube.pod_state()
+    reader = kube.container("reader").reload()
+    assert reader.container.attrs["State"]["StartedAt"] != reader_started  # stopped, started
+    kube.container("db").wait_ready()
