@@ -34,7 +34,7 @@ class Downtime:
     # How the container was found just before the stop, and a way to inspect it again.
     _before: ContainerState | None = field(default=None, init=False)
     _inspect: Callable[[], ContainerState] | None = field(default=None, init=False)
-    _name: str = field(default="", init=False)
+    _name: str = field(default="", init=False)  # "container NAME", or "pod NAME"
     # Starts the container; set by ``stopped`` while the container is down and was running.
     _start: Callable[[], None] | None = field(default=None, init=False)
     _started: bool = field(default=False, init=False)
@@ -72,7 +72,7 @@ class Downtime:
             return None
         self.taken_over = True
         return (
-            f"container {self._name} was started by someone else (at {now.started_at}, now "
+            f"{self._name} was started by someone else (at {now.started_at}, now "
             f"{now.status}) while snapvol held it stopped"
         )
 
@@ -108,6 +108,14 @@ def wait_healthy(
         cluster.wait_ready(engine, info.id, timeout=timeout, pid_file=pid_file, since=since)
 
 
+def _pod_state(engine: Engine, pod: PodInfo) -> ContainerState:
+    """A pod's containers (its infra container included) as one: running when any of them
+    runs, started again when any of them was (their start times, together)."""
+    states = [engine.state(c.id) for c in pod.containers]
+    status = next((s.status for s in states if s.running), states[0].status if states else "")
+    return ContainerState(status, " ".join(s.started_at for s in states))
+
+
 @contextlib.contextmanager
 def stopped(
     engine: Engine,
@@ -126,15 +134,18 @@ def stopped(
     ``pod`` (the container's Podman pod) the whole pod is stopped, when any of it runs, and
     started again, as ``podman pod stop`` and ``podman pod start`` do.
     """
+
+    def inspect() -> ContainerState:
+        return engine.state(info.id) if pod is None else _pod_state(engine, pod)
+
     # Inspected again here, not taken from ``info``: the baseline against which a start by
     # someone else is detected (``Downtime.check_still_stopped``) must be the state we stop from.
-    before = engine.state(info.id)
+    before = inspect()
     running = before.status in ("running", "restarting")
-    if pod is not None:
-        running = running or engine.pod(pod.id).running
     downtime = Downtime(was_running=running)
-    downtime._before, downtime._name = before, info.name
-    downtime._inspect = lambda: engine.state(info.id)
+    downtime._before = before
+    downtime._name = f"container {info.name}" if pod is None else f"pod {pod.name}"
+    downtime._inspect = inspect
     if running:
         downtime._start = (
             (lambda: engine.start(info.id)) if pod is None else (lambda: engine.start_pod(pod.id))

@@ -352,3 +352,23 @@ def test_a_pod_snapvol_dies_holding_is_started_whole_by_the_rescue(kube: KubeApp
     reader = kube.container("reader").reload()
     assert reader.container.attrs["State"]["StartedAt"] != reader_started  # stopped, started
     kube.container("db").wait_ready()
+
+
+def test_a_pod_container_someone_starts_meanwhile_spoils_the_snapshot(
+    kube: KubeApp, cmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snapvol.adapters.engine import Engine
+
+    stop = Engine.stop_pod
+
+    def stop_then_theirs(self: Engine, pod_id: str, timeout: int) -> None:
+        stop(self, pod_id, timeout)
+        self.start(f"{kube.pod}-reader")  # someone else starts the sidecar, not the server
+
+    monkeypatch.setattr(Engine, "stop_pod", stop_then_theirs)
+    failed = cmd("snapshot", "--volume", "--pod", kube.pod, exit_code=11)
+    assert f"pod {kube.pod} was started by someone else" in failed.stderr
+    assert "not a cold copy" in failed.stderr
+    assert cmd.json("ls")[0]["status"] == "failed"
+    states = kube.pod_state()  # theirs now: left as it is
+    assert states[f"{kube.pod}-reader"] == "running" and states[f"{kube.pod}-db"] == "exited"
