@@ -257,7 +257,6 @@ def _restore_volume(
     if where is not None:
         in_pod = kube.find(ws.engine, *where)
         target_ref = in_pod.container.id
-        container = target_ref
     else:
         target_ref = container or snap.container
     one_pass = False

@@ -73,8 +73,7 @@ def _named(pod: PodInfo, infos: list[ContainerInfo], name: str) -> ContainerInfo
 
 def _short(pod: PodInfo, info: ContainerInfo) -> str:
     """A container as its manifest names it (``db`` for ``<pod>-db``)."""
-    prefix = pod.name + "-"
-    return info.name[len(prefix) :] if info.name.startswith(prefix) else info.name
+    return info.name.removeprefix(pod.name + "-")
 
 
 def _holds_data(engine: Engine, info: ContainerInfo, claim: str) -> bool:
@@ -101,7 +100,7 @@ def find(engine: Engine, pod_ref: str, claim: str | None, container: str | None 
             raise UsageError(f"pod {pod.name} mounts no claim (PersistentVolumeClaim)")
         if len(claims) > 1:
             raise UsageError(
-                f"pod {pod.name} mounts several claims; name one with --claim: {', '.join(claims)}",
+                f"pod {pod.name} mounts several claims; name one: {', '.join(claims)}",
                 retry_with={"claim": ""},
             )
         claim = claims[0]
@@ -129,9 +128,10 @@ def find(engine: Engine, pod_ref: str, claim: str | None, container: str | None 
         servers = [i for i in candidates if _holds_data(engine, i, claim)]
         if len(servers) != 1:
             names = ", ".join(_short(pod, i) for i in candidates)
+            how = "read-write " if writers else ""
             raise UsageError(
-                f"claim {claim} is mounted read-write by several containers of pod {pod.name} "
-                f"({names}); name the one whose data it holds with --container",
+                f"claim {claim} is mounted {how}by several containers of pod {pod.name} "
+                f"({names}); name the one whose data it holds",
                 retry_with={"container": ""},
             )
         candidates = servers

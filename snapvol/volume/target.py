@@ -161,7 +161,8 @@ def stopped_container(
 def retry_args(target: VolumeTarget) -> tuple[str, ...]:
     """The arguments that name ``target`` again, for a command to run (a restore to retry)."""
     if target.pod is not None:
-        return ("--pod", target.pod.name, "--claim", target.volume)
+        name = target.container.name.removeprefix(target.pod.name + "-")
+        return ("--pod", target.pod.name, "--claim", target.volume, "--container", name)
     return ("--container", target.container.name)
 
 

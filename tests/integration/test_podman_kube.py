@@ -303,7 +303,8 @@ def test_a_claim_several_containers_write_is_named_with_container(writers: KubeA
 
     ambiguous = cmd("snapshot", "--volume", "--pod", writers.pod, exit_code=2)
     assert "mounted read-write by several containers" in ambiguous.stderr
-    assert "(left, right)" in ambiguous.stderr and "--container" in ambiguous.stderr
+    assert "(left, right)" in ambiguous.stderr
+    assert "(retry with --container NAME)" in ambiguous.stderr
     unknown = cmd(
         "snapshot", "--volume", "--pod", writers.pod, "--container", "middle", exit_code=3
     )
