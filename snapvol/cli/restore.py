@@ -278,7 +278,8 @@ def _restore_volume(
                 )
             else:
                 snap = fetch_archive(app, ws.store, snap)
-        with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
+        also = kube.others(in_pod) if in_pod is not None else ()
+        with app.locked(ws, target_ref, f"restore {snap.id}", also) as ws:
             plan = volume_restore.plan_volume_restore(
                 ws,
                 snap,

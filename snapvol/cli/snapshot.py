@@ -243,7 +243,8 @@ def _pod_volume(
     in_pod = container if source is click.core.ParameterSource.COMMANDLINE else None
     with app.workspace(create=True) as ws:
         found = kube.find(ws.engine, pod, claim, in_pod)
-        with app.locked(ws, found.container.id, operation="snapshot --volume") as held:
+        operation = "snapshot --volume"
+        with app.locked(ws, found.container.id, operation, kube.others(found)) as held:
             target = kube.target(held.engine, found, reader, helper_image)
             return volume.snapshot_volume(held, target, options)
 

@@ -138,6 +138,11 @@ def find(engine: Engine, pod_ref: str, claim: str | None, container: str | None 
     return PodClaim(pod, claim, candidates[0])
 
 
+def others(found: PodClaim) -> list[tuple[str, str]]:
+    """The pod's other containers, (id, name): stopped with it, so locked with it too."""
+    return [(c.id, c.name) for c in found.pod.members if c.id != found.container.id]
+
+
 def target(
     engine: Engine, found: PodClaim, reader: str = "auto", helper_image: str | None = None
 ) -> VolumeTarget:

@@ -373,3 +373,18 @@ def test_a_pod_container_someone_starts_meanwhile_spoils_the_snapshot(
     assert cmd.json("ls")[0]["status"] == "failed"
     states = kube.pod_state()  # theirs now: left as it is
     assert states[f"{kube.pod}-reader"] == "running" and states[f"{kube.pod}-db"] == "exited"
+
+
+def test_a_pod_is_locked_whole(kube: KubeApp, cmd) -> None:
+    from snapvol import locking
+
+    # Another run holds the sidecar (it would stop and start the same pod): refused, untouched.
+    reader = kube.container("reader").container
+    lock = locking.acquire(str(reader.id), str(reader.name), "snapshot --volume (another run)")
+    try:
+        refused = cmd("snapshot", "--volume", "--pod", kube.pod, exit_code=9)
+    finally:
+        lock.release()
+    assert reader.name in refused.stderr and "another run" in refused.stderr
+    assert _all_running(kube)
+    cmd("snapshot", "--volume", "--pod", kube.pod)  # free again
