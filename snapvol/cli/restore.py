@@ -279,7 +279,7 @@ def _restore_volume(
             else:
                 snap = fetch_archive(app, ws.store, snap)
         also = kube.others(in_pod) if in_pod is not None else ()
-        with app.locked(ws, target_ref, f"restore {snap.id}", also) as ws:
+        with app.locked(ws, target_ref, operation=f"restore {snap.id}", also=also) as ws:
             plan = volume_restore.plan_volume_restore(
                 ws,
                 snap,
