@@ -248,14 +248,14 @@ def _restore_volume(
     and restored from there as a local archive is. ``pod`` and ``claim``: a claim of a pod
     `podman kube play` runs (default: the snapshot's own, when it was taken of one)."""
     from snapvol.repo import fetch
-    from snapvol.volume import kube, staged
+    from snapvol.volume import kubeplay, staged
     from snapvol.volume import restore as volume_restore
     from snapvol.volume.target import resolve_volume_target
 
-    where = kube.restore_where(snap.meta, container, pod, claim)
-    in_pod: kube.PodClaim | None = None
+    where = kubeplay.restore_where(snap.meta, container, pod, claim)
+    in_pod: kubeplay.PodClaim | None = None
     if where is not None:
-        in_pod = kube.find(ws.engine, *where)
+        in_pod = kubeplay.find(ws.engine, *where)
         target_ref = in_pod.container.id
     else:
         target_ref = container or snap.container
@@ -266,7 +266,7 @@ def _restore_volume(
             found = (
                 resolve_volume_target(ws.engine, target_ref, volume, reader, helper_image)
                 if in_pod is None
-                else kube.target(ws.engine, in_pod, reader, helper_image)
+                else kubeplay.target(ws.engine, in_pod, reader, helper_image)
             )
             one_pass = staged.staged_directory(found) is not None
             if one_pass:
@@ -278,7 +278,7 @@ def _restore_volume(
                 )
             else:
                 snap = fetch_archive(app, ws.store, snap)
-        also = kube.others(in_pod) if in_pod is not None else ()
+        also = kubeplay.others(in_pod) if in_pod is not None else ()
         with app.locked(ws, target_ref, operation=f"restore {snap.id}", also=also) as ws:
             plan = volume_restore.plan_volume_restore(
                 ws,
@@ -317,7 +317,7 @@ def _restore_volume(
             **_undo_fields(app, result.safety),
             "container": plan.target.container.name,
             "volume": plan.target.volume,
-            **kube.recorded_meta(plan.target),
+            **kubeplay.recorded_meta(plan.target),
             "downtime_s": round(result.downtime_s, 3),
             "duration_s": round(result.duration_s, 3),
             "one_pass": one_pass,

@@ -230,7 +230,7 @@ def _pod_volume(
     helper_image: str | None,
 ) -> Snapshot:
     """A claim of a pod `podman kube play` runs, with the whole pod stopped for it."""
-    from snapvol.volume import kube
+    from snapvol.volume import kubeplay
     from snapvol.volume import snapshot as volume
 
     if pod is None:
@@ -242,10 +242,10 @@ def _pod_volume(
     container = click.get_current_context().params["container"]
     in_pod = container if source is click.core.ParameterSource.COMMANDLINE else None
     with app.workspace(create=True) as ws:
-        found = kube.find(ws.engine, pod, claim, in_pod)
+        found = kubeplay.find(ws.engine, pod, claim, in_pod)
         operation = "snapshot --volume"
-        with app.locked(ws, found.container.id, operation, kube.others(found)) as held:
-            target = kube.target(held.engine, found, reader, helper_image)
+        with app.locked(ws, found.container.id, operation, kubeplay.others(found)) as held:
+            target = kubeplay.target(held.engine, found, reader, helper_image)
             return volume.snapshot_volume(held, target, options)
 
 

@@ -32,7 +32,7 @@ from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
 from snapvol.pipeline.members import Member, MemberCheck, same_file
-from snapvol.volume import archiving, kube
+from snapvol.volume import archiving, kubeplay
 from snapvol.volume.lane import Lane
 from snapvol.volume.target import (
     VolumeTarget,
@@ -63,7 +63,7 @@ def plan_volume_restore(
     reader: str = "auto",
     helper_image: str | None = None,
     local_archive: bool = True,
-    pod_claim: kube.PodClaim | None = None,
+    pod_claim: kubeplay.PodClaim | None = None,
 ) -> VolumeRestorePlan:
     """Everything checked before anything is touched: archive integrity, safety, versions.
 
@@ -71,13 +71,13 @@ def plan_volume_restore(
     volume); ``reader`` and ``helper_image`` as for ``resolve_volume_target``. Without
     ``local_archive`` (a staged restore streams the snapshot from a repository and checks it
     there, ``snapvol.volume.staged``) every check but the local archive's is made.
-    ``pod_claim``: a claim of a pod `podman kube play` runs (``kube.find``), instead of
+    ``pod_claim``: a claim of a pod `podman kube play` runs (``kubeplay.find``), instead of
     ``container_ref``'s volume."""
     if snapshot.kind != "volume":
         raise UsageError(f"snapshot {snapshot.id} is a {snapshot.kind} snapshot, not a volume one")
     engine = ws.engine
     if pod_claim is not None:
-        target = kube.target(engine, pod_claim, reader, helper_image)
+        target = kubeplay.target(engine, pod_claim, reader, helper_image)
     else:
         target = resolve_volume_target(
             engine,

@@ -35,7 +35,7 @@ class VolumeTarget:
     image: str
     server: cluster.Server | None = None  # the PostgreSQL server found in the container
     # The Podman pod the container is part of, when the target was named by it (--pod,
-    # ``snapvol.volume.kube``): the whole pod is stopped and started, not the container alone.
+    # ``snapvol.volume.kubeplay``): the whole pod is stopped and started, not the container alone.
     pod: PodInfo | None = None
 
     @property

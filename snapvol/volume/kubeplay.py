@@ -6,6 +6,7 @@ each PersistentVolumeClaim in a Podman volume named after the claim. ``find`` tu
 and ``--claim`` into the pod, the claim's volume and the container of the pod whose mount of it
 is worked on; the pod is then stopped and started whole (``snapvol.volume.guard``), as
 ``podman pod stop`` and ``kube play`` do, so that no other container of it writes meanwhile.
+Podman's API only: a Kubernetes cluster's claims are ``snapvol.kube``'s.
 """
 
 from __future__ import annotations

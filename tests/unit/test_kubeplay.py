@@ -1,11 +1,11 @@
-"""Where a volume restore goes when the snapshot was taken of a pod's claim (``kube``)."""
+"""Where a volume restore goes when the snapshot was taken of a pod's claim (``kubeplay``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from snapvol.errors import UsageError
-from snapvol.volume.kube import restore_where
+from snapvol.volume.kubeplay import restore_where
 
 TAKEN = {
     "pod": "app-pod-0",
