@@ -128,7 +128,7 @@ def pods_mounting(kube: Kube, claim: str, namespace: str) -> list[Obj]:
     return [
         pod
         for pod in kube.pods(namespace)
-        if claim in claims_of(pod.get("spec", {}))
+        if claim in claims_of(pod.get("spec", {})).values()
         and not is_helper(pod)
         and (
             pod.get("status", {}).get("phase") not in _DONE

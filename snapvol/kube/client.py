@@ -80,9 +80,9 @@ def api_error(call: Call, status: int, body: object) -> Exception:
     """The snapvol error for an API answer ``status`` to ``call`` (one line each)."""
     said = _status_message(body)
     if status == 404:
-        where = f" in namespace {call.namespace!r}" if call.namespace else ""
+        where = f" in namespace {call.namespace!r} (or no such namespace)" if call.namespace else ""
         if call.name:
-            return NotFoundError(f"no {call.kind} {call.name!r}{where} (or no such namespace)")
+            return NotFoundError(f"no {call.kind} {call.name!r}{where}")
         return NotFoundError(f"the cluster has no {call.resource}{where}")
     if status in (401, 403):
         group = f' in API group "{call.group}"' if call.group else ""

@@ -44,8 +44,10 @@ class Mark:
     def of(cls, workload: Workload) -> Mark | None:
         """The mark on ``workload`` (None: none); one that cannot be read is refused."""
         text = workload.annotations.get(ANNOTATION)
-        if text is None:
-            return None
+        return None if text is None else cls.loads(text, workload.describe())
+
+    @classmethod
+    def loads(cls, text: str, where: str) -> Mark:
         try:
             data = json.loads(text)
             return cls(
@@ -58,7 +60,7 @@ class Mark:
             )
         except (ValueError, KeyError, TypeError) as err:
             raise OperationFailed(
-                f"{workload.describe()} has an annotation {ANNOTATION} that snapvol cannot read "
+                f"{where} has an annotation {ANNOTATION} that snapvol cannot read "
                 f"({text[:80]!r}); scale it by hand and remove the annotation"
             ) from err
 
@@ -115,7 +117,7 @@ def wait_released(
             names = ", ".join(p.get("metadata", {}).get("name", "?") for p in holders[:3])
             raise OperationFailed(
                 f"claim {target.claim!r} is still mounted by pod(s) {names} "
-                f"{timeout:.0f} s after {target.workload.describe()} was scaled down"
+                f"{timeout:g} s after {target.workload.describe()} was scaled down"
             )
         sleep(poll)
 
@@ -154,6 +156,7 @@ def scaled_down(
     operation: str,
     *,
     timeout: float = 300,
+    poll: float = 1.0,
     warn: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Mark]:
@@ -163,7 +166,7 @@ def scaled_down(
     workload = target.workload
     failed: BaseException | None = None
     try:
-        wait_released(kube, target, timeout, sleep=sleep)
+        wait_released(kube, target, timeout, poll=poll, sleep=sleep)
         yield mark
     except BaseException as err:
         failed = err
