@@ -10,6 +10,7 @@ tar is never taken for a whole one. Nothing accumulates: each frame is handed on
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 
 from snapvol.errors import OperationFailed
@@ -17,6 +18,7 @@ from snapvol.kube.client import ExecChannel
 
 STDOUT, STDERR, ERROR = 1, 2, 3  # the exec protocol's channels
 _STDERR_KEPT = 4096  # bytes of stderr kept for the message
+_BOILERPLATE = re.compile(r"Error is not recoverable|Exiting with failure status")
 
 
 def exit_status(text: bytes) -> tuple[int, str]:
@@ -88,8 +90,11 @@ class ExecOutput:
             )
 
     def _stderr_tail(self) -> str:
-        text = self.stderr.decode("utf-8", "replace").strip()
-        return f"; it said: {text.splitlines()[-1][:200]}" if text else ""
+        """The command's last line of stderr that says why (tar's closing lines do not)."""
+        lines = [line for line in self.stderr.decode("utf-8", "replace").splitlines() if line]
+        telling = [line for line in lines if not _BOILERPLATE.search(line)]
+        chosen = (telling or lines)[-1:]
+        return f"; it said: {chosen[0][:200]}" if chosen else ""
 
     def abort(self) -> None:
         self.channel.close()

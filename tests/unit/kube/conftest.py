@@ -103,7 +103,11 @@ def local_path_volume(name: str, node: str = "node-a") -> dict:
                     "nodeSelectorTerms": [
                         {
                             "matchExpressions": [
-                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": [node],
+                                }
                             ]
                         }
                     ]
@@ -215,6 +219,7 @@ class LocalChannel:
     stdout on channel 1, stderr on 2, the API's Status on 3 once it exits."""
 
     def __init__(self, argv: list[str], *, stdin: bool) -> None:
+        self.argv = argv
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

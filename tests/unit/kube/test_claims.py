@@ -74,7 +74,9 @@ async def test_a_statefulset_replica_claim_is_named_from_its_template(cluster):
     cluster.objects[STATEFULSETS, NS, "pg"] = sts
     cluster.objects[PVCS, NS, "data-pg-2"] = claim("data-pg-2", "pv-2")
     cluster.objects[PVS, None, "pv-2"] = local_path_volume("pv-2", node="node-c")
-    cluster.objects[PODS, NS, "pg-2"] = pod("pg-2", "data-pg-2", {"app": "pg"}, ("StatefulSet", "pg"))
+    cluster.objects[PODS, NS, "pg-2"] = pod(
+        "pg-2", "data-pg-2", {"app": "pg"}, ("StatefulSet", "pg")
+    )
 
     with pytest.raises(UsageError) as err:
         await _resolve(cluster, "statefulset", "pg")

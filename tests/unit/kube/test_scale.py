@@ -42,7 +42,8 @@ async def test_scaled_down_records_then_scales_waits_and_scales_back(cluster, co
             seen["inside"] = json.loads(json.dumps(_deployment(cluster)))
             seen["mark"] = mark
             seen["pods"] = [
-                name for (res, _, name), o in cluster.objects.items()
+                name
+                for (res, _, name), o in cluster.objects.items()
                 if res == km.resource(PODS) and not o.deleted
             ]
 
@@ -174,7 +175,10 @@ async def test_recover_scales_back_what_a_dead_run_left(cluster, dead_pid, live_
     cluster.objects[DEPLOYMENTS, NS, "far"] = deployment("far")
     for (res, name), mark in marks.items():
         cluster.objects[res, NS, name].patch(
-            {"spec": {"replicas": mark.scaled_to}, "metadata": {"annotations": {ANNOTATION: mark.dumps()}}}
+            {
+                "spec": {"replicas": mark.scaled_to},
+                "metadata": {"annotations": {ANNOTATION: mark.dumps()}},
+            }
         )
     kube = make_kube(cluster)
 
