@@ -163,7 +163,7 @@ class Controllers:
                 for (_, name), obj in live(self.kmock, DEPLOYMENTS).items()
                 if obj.get("spec", {}).get("replicas") == 0
             }
-            for (ns, name), obj in live(self.kmock, PODS).items():
+            for obj in live(self.kmock, PODS).values():
                 labels = obj.get("metadata", {}).get("labels") or {}
                 if labels.get("app") in scaled_to_zero and not self.keep_pods:
                     obj.delete()
