@@ -200,3 +200,32 @@ async def test_recover_scales_back_what_a_dead_run_left(cluster, dead_pid, live_
     done = await asyncio.to_thread(scale.recover, kube, NS, force=True)
     assert ("deployment shop/far", "scaled back") in {(r.workload, r.action) for r in done}
     assert _deployment(cluster, "far")["spec"]["replicas"] == 2
+
+
+async def test_recovery_deletes_a_dead_runs_helper_then_scales_back(cluster, dead_pid, live_pid):
+    from snapvol.kube import helper_pod, recovery
+
+    here = socket.gethostname()
+    kube = make_kube(cluster)
+    target = await asyncio.to_thread(resolve, kube, "deployment", "db")
+    for op, pid in (("gone", dead_pid), ("going", live_pid)):
+        spec = helper_pod.helper_spec(target, op, read_only=True)
+        spec["metadata"]["annotations"]["snapvol.io/owner"] = f"{here} {pid}"
+        await asyncio.to_thread(kube.create_pod, NS, spec)
+    mark = Mark(1, 0, "gone", here, dead_pid, "t")
+    cluster.objects[DEPLOYMENTS, NS, "db"].patch(
+        {"spec": {"replicas": 0}, "metadata": {"annotations": {ANNOTATION: mark.dumps()}}}
+    )
+
+    done = await asyncio.to_thread(recovery.recover, kube)
+    assert done.helpers_deleted == ["snapvol-read-gone"]
+    assert done.helpers_left == ["snapvol-read-going: its run is still going"]
+    assert [(r.workload, r.action) for r in done.workloads] == [
+        ("deployment shop/db", "scaled back")
+    ]
+    assert cluster.objects[PODS, NS, "snapvol-read-gone"].deleted
+    assert not cluster.objects[PODS, NS, "snapvol-read-going"].deleted
+    assert _deployment(cluster)["spec"]["replicas"] == 1
+    # The helper went before the workload was scaled back.
+    writes = [(r.method, r.resource.plural) for r in cluster if r.method in ("DELETE", "PATCH")]
+    assert writes == [("DELETE", "pods"), ("PATCH", "deployments")]
