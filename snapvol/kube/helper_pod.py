@@ -29,7 +29,9 @@ OWNER_ANNOTATION = "snapvol.io/owner"  # "<host> <pid>": whose run it is
 DEADLINE = 6 * 3600
 """Seconds after which the cluster ends a helper pod by itself (``activeDeadlineSeconds``)."""
 
-READ_CAPS = ("DAC_READ_SEARCH",)  # read every file and search every directory
+# Only capabilities Pod Security's "baseline" level allows (DAC_READ_SEARCH is not one): on a
+# read-only mount DAC_OVERRIDE reads every file and searches every directory.
+READ_CAPS = ("DAC_OVERRIDE",)
 WRITE_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD", "SETFCAP")
 
 # Why a container may never start: waiting reasons that do not go away by waiting.

@@ -67,7 +67,7 @@ async def test_the_read_helper_manifest(cluster):
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]},
+            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]},
         },
     }
     assert set(spec) == {"apiVersion", "kind", "metadata", "spec"}
