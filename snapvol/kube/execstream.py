@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from snapvol.errors import OperationFailed
 from snapvol.kube.client import ExecChannel
 
 STDOUT, STDERR, ERROR = 1, 2, 3  # the exec protocol's channels
+IDLE = 600.0
+"""Seconds of silence on an exec's stdout after which it is given up (tar is never that quiet)."""
 _STDERR_KEPT = 4096  # bytes of stderr kept for the message
 _BOILERPLATE = re.compile(r"Error is not recoverable|Exiting with failure status")
 
@@ -44,10 +47,20 @@ def exit_status(text: bytes) -> tuple[int, str]:
 class ExecOutput:
     """The stdout of an exec, chunk by chunk; fails at its end unless the command exited 0."""
 
-    def __init__(self, channel: ExecChannel, what: str, *, poll: float = 1.0) -> None:
+    def __init__(
+        self,
+        channel: ExecChannel,
+        what: str,
+        *,
+        poll: float = 1.0,
+        idle: float = IDLE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.channel = channel
         self.what = what
         self.poll = poll
+        self.idle = idle
+        self.clock = clock
         self.stderr = b""
         self._status = b""
         self.returncode: int | None = None
@@ -61,14 +74,21 @@ class ExecOutput:
         return out
 
     def __iter__(self) -> Iterator[bytes]:
+        heard = self.clock()
         try:
             while True:
                 self.channel.update(timeout=self.poll)
                 out = self._drain()
                 if out:
+                    heard = self.clock()
                     yield out
                 if not self.channel.is_open():
                     break
+                if self.clock() - heard > self.idle:
+                    raise OperationFailed(
+                        f"{self.what}: no data for {self.idle:g} s; the exec stream was "
+                        "given up (the pod, its node or the API server stopped answering)"
+                    )
             out = self._drain()  # frames that came with the close
             if out:
                 yield out

@@ -92,6 +92,20 @@ def test_a_non_zero_exit_fails_with_the_reason_not_the_boilerplate():
     )
 
 
+def test_a_silent_stream_is_given_up_and_closed():
+    channel = Scripted(*([[(2, b"")]] * 1000))  # open, saying nothing
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 10
+        return now[0]
+
+    with pytest.raises(OperationFailed) as err:
+        list(ExecOutput(channel, "reading", idle=60, clock=clock))
+    assert str(err.value).startswith("reading: no data for 60 s; the exec stream was given up")
+    assert channel.closed and len(channel.batches) > 900
+
+
 def test_exit_status_parsing():
     assert exit_status(SUCCESS) == (0, "")
     assert exit_status(failure(2))[0] == 2
