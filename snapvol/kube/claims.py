@@ -269,7 +269,9 @@ def resolve(
             f"claim {cand.claim!r} is {phase or 'not bound'}: it has no volume yet, so there is "
             "nothing to read; nothing was changed"
         )
-    modes = tuple(pvc.get("status", {}).get("accessModes") or pvc["spec"].get("accessModes") or ())
+    modes = tuple(
+        pvc.get("status", {}).get("accessModes") or pvc.get("spec", {}).get("accessModes") or ()
+    )
     pv = kube.volume(pv_name)
     node = node_of(pv)
     for pod in pods_mounting(kube, cand.claim, workload.namespace):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,10 @@ def _status_message(body: object) -> str:
 def api_error(call: Call, status: int, body: object) -> Exception:
     """The snapvol error for an API answer ``status`` to ``call`` (one line each)."""
     said = _status_message(body)
+    if status == 0:  # the exec websocket's handshake failed: its HTTP status is in the text
+        found = re.search(r"Handshake status (\d{3})", str(body))
+        if found:
+            status = int(found.group(1))
     if status == 404:
         where = f" in namespace {call.namespace!r} (or no such namespace)" if call.namespace else ""
         if call.name:

@@ -116,3 +116,14 @@ async def test_connect_without_a_kubeconfig_says_where_it_looked(
     (tmp_path / "bad").write_text("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")
     with pytest.raises(ClusterUnavailableError, match=r"^no usable kubeconfig at .*bad"):
         kclient.connect(tmp_path / "bad")
+
+
+async def test_an_exec_handshake_refused_is_mapped_by_its_http_status():
+    call = kclient.Call("create", "pods/exec", "", "snapvol-read-1", NS)
+    refused = kclient.api_error(call, 0, "Handshake status 403 Forbidden -+-+- {...}")
+    assert isinstance(refused, ForbiddenError)
+    assert 'verb "create" on "pods/exec" in namespace "shop"' in str(refused)
+    gone = kclient.api_error(call, 0, "Handshake status 404 Not Found")
+    assert isinstance(gone, NotFoundError) and str(gone).startswith("no pod 'snapvol-read-1'")
+    lost = kclient.api_error(call, 0, "Connection refused")
+    assert isinstance(lost, ClusterUnavailableError)
