@@ -289,8 +289,14 @@ def connect(
     """A client for the cluster of ``kubeconfig`` (default: ``$KUBECONFIG`` or ~/.kube/config;
     inside a pod with none of those, the pod's service account) and ``context`` (default: the
     current one). ``namespace`` defaults to the context's, else ``default``."""
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
+    try:
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:
+        raise UsageError(
+            "the kubernetes source needs the official Kubernetes client: "
+            "pip install 'snapvol[kubernetes]'"
+        ) from None
 
     path = os.fspath(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
     default = Path("~/.kube/config").expanduser()
