@@ -1002,6 +1002,16 @@ class Bench:
         def own(timed: Timed) -> str:
             return f"snapvol {timed.own_rss_mb or 0:.0f} MB, with restic {timed.rss_mb:.0f} MB"
 
+        # Speed is graded at --scale, as in the volume part (a fixed second of start-up and
+        # repository opening weighs more on a small stream); bytes added and memory at both.
+        graded = info["scale"] == self.args.scale
+
+        def speed(ok: bool) -> str:
+            return passfail(ok) if graded else "info"
+
+        def speed_target(text: str) -> str:
+            return text if graded else f"({text} at scale {self.args.scale})"
+
         row(
             "snapvol copy (first copy, new repository)",
             t["copy"],
@@ -1012,8 +1022,8 @@ class Bench:
             "zstd -d < archive | restic backup --stdin (same stream)",
             t["stdin"],
             compare=f"snapvol {ratio:.2f}x",
-            target=f"<= {COPY_VS_RESTIC_STDIN}x",
-            verdict=passfail(ratio <= COPY_VS_RESTIC_STDIN),
+            target=speed_target(f"<= {COPY_VS_RESTIC_STDIN}x"),
+            verdict=speed(ratio <= COPY_VS_RESTIC_STDIN),
         )
         snap_added, dir_added = r.get("copy_second_added"), r["dir_second_added"]
         if snap_added is None:
@@ -1044,8 +1054,8 @@ class Bench:
                 "restic dump | tar -x (into an empty directory)",
                 t["dump"],
                 compare=f"snapvol {ratio:.2f}x",
-                target=f"<= {FETCH_VS_RESTIC_DUMP}x",
-                verdict=passfail(ratio <= FETCH_VS_RESTIC_DUMP),
+                target=speed_target(f"<= {FETCH_VS_RESTIC_DUMP}x"),
+                verdict=speed(ratio <= FETCH_VS_RESTIC_DUMP),
             )
         else:
             rep.notes.append(

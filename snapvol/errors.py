@@ -69,6 +69,20 @@ class DockerError(SnapvolError):
     exit_code = 5
 
 
+class ClusterUnavailableError(DockerUnavailableError):
+    """The Kubernetes API server cannot be reached, or no kubeconfig (or context) could be
+    loaded: the orchestrator's counterpart of an engine that does not answer."""
+
+
+class ClusterError(DockerError):
+    """The Kubernetes API answered with an error we did not expect."""
+
+
+class ForbiddenError(ClusterError):
+    """The Kubernetes API refused a request: the message names the RBAC verb and resource the
+    account lacks (docs/kubernetes.md has the Role to apply)."""
+
+
 class StoreError(SnapvolError):
     """The manifest store cannot be opened, is not a snapvol store, or is corrupt."""
 

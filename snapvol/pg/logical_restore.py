@@ -686,7 +686,7 @@ def restore_logical(ws: Workspace, plan: LogicalRestorePlan) -> LogicalRestoreRe
                 pgexec.psql(
                     engine,
                     target,
-                    f"ALTER DATABASE {ident(kept)} ALLOW_CONNECTIONS true",
+                    pgexec.allow_connections_sql(kept),
                     database=target.maintenance_db,
                 )
             reporter.warn(
@@ -1077,7 +1077,7 @@ def _swap(engine: Engine, plan: LogicalRestorePlan, held: logical.Held | None) -
     target, current = plan.target, plan.current
     statements = [_swap_lock(target)]
     if current.exists:
-        statements.append(f"ALTER DATABASE {ident(target.database)} ALLOW_CONNECTIONS false")
+        statements.append(pgexec.allow_connections_sql(target.database, allowed=False))
         if held is not None:
             statements.append(pgexec.end_sessions_sql(target.database, keep_pid=held.pid))
         statements.append(pgexec.end_sessions_sql(target.database))
@@ -1092,11 +1092,7 @@ def _swap(engine: Engine, plan: LogicalRestorePlan, held: logical.Held | None) -
     ]
     # Should the psql fail, the database takes sessions again: from the container, so even when
     # snapvol was killed meanwhile (the renames come last: on any failure none committed).
-    reopen = (
-        f"ALTER DATABASE {ident(target.database)} ALLOW_CONNECTIONS true"
-        if current.exists
-        else None
-    )
+    reopen = pgexec.allow_connections_sql(target.database) if current.exists else None
     try:
         pgexec.psql(engine, target, statements, database=target.maintenance_db, on_failure=reopen)
     except BaseException:
@@ -1138,7 +1134,7 @@ def _left_closed(engine: Engine, target: PgTarget) -> bool:
 def reopen_if_interrupted(engine: Engine, target: PgTarget) -> bool:
     """Let sessions into ``target``'s database again if a swap closed it and did not finish (a
     new copy of it is left); waits for a swap still running. Whether it takes sessions now."""
-    tag = f"$snapvol_{secrets.token_hex(4)}$"
+    tag = pgexec.dollar_tag()
     db = literal(target.database)
     rows = pgexec.psql(
         engine,

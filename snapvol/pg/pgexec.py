@@ -25,7 +25,7 @@ from snapvol.errors import (
     UsageError,
 )
 from snapvol.pg import cluster, dumpfile
-from snapvol.pg.quoting import literal
+from snapvol.pg.quoting import ident, literal
 
 APP_NAME = "snapvol"
 
@@ -318,6 +318,16 @@ def disconnect_sql(where: str) -> str:
     )
 
 
+def dollar_tag() -> str:
+    """A dollar-quoting tag no text inside it can close: ``$snapvol_<random hex>$``."""
+    return f"$snapvol_{secrets.token_hex(4)}$"
+
+
+def allow_connections_sql(database: str, allowed: bool = True) -> str:
+    """The statement that lets sessions into ``database`` again (or keeps new ones out)."""
+    return f"ALTER DATABASE {ident(database)} ALLOW_CONNECTIONS {'true' if allowed else 'false'}"
+
+
 def end_sessions_sql(database: str, keep_pid: int | None = None, within_s: float = 5.0) -> str:
     """A statement that ends every other session of ``database`` (but ``keep_pid``) and returns
     only once they are gone (``pg_terminate_backend`` only signals), or fails after ``within_s``.
@@ -325,7 +335,7 @@ def end_sessions_sql(database: str, keep_pid: int | None = None, within_s: float
     Sessions still starting up are not in ``pg_stat_activity`` yet, but hold a lock on the
     database from before they check that it takes connections until they are listed: they are
     found in ``pg_locks``."""
-    tag = f"$snapvol_{secrets.token_hex(4)}$"
+    tag = dollar_tag()
     rounds = max(1, int(within_s / 0.02))
     name = literal(database)
     kept = f" AND pid <> {int(keep_pid)}" if keep_pid is not None else ""

@@ -28,6 +28,7 @@ def make_tree(root: Path) -> None:
     (root / "empty").write_bytes(b"")
     (root / "deep" / "er").mkdir(parents=True)
     (root / "deep" / "er" / "f").write_bytes(b"x" * 70000)
+    (root / "deep" / "er" / "g").write_bytes(os.urandom(hosttar.LEAD))  # leads, after big.bin
     (root / "a").mkdir()
     (root / "a" / "inner").write_text("in a\n")
     (root / "a.txt").write_text("after a/ in tar's order\n")
@@ -53,10 +54,13 @@ def stream(root: Path) -> tuple[bytes, list[Member]]:
 GNU_TAR_EXACT = ["--format=posix", "--xattrs", "--xattrs-include=*", "--numeric-owner"]
 
 
-def gnu_tar(root: Path) -> bytes:
-    """What GNU tar writes when asked to keep everything (nanosecond times, xattrs)."""
+def gnu_tar(root: Path, names: list[str] | None = None) -> bytes:
+    """What GNU tar writes when asked to keep everything (nanosecond times, xattrs): the tree
+    in name order, or ``names`` alone in their order."""
+    order = ["--sort=name", "."] if names is None else ["--no-recursion", "-T", "-"]
     return subprocess.run(
-        ["tar", "-C", str(root), *GNU_TAR_EXACT, "--sort=name", "-cf", "-", "."],
+        ["tar", "-C", str(root), *GNU_TAR_EXACT, "-cf", "-", *order],
+        input=b"".join(os.fsencode(n) + b"\n" for n in names or ()),
         check=True,
         capture_output=True,
     ).stdout
@@ -103,7 +107,16 @@ def test_streams_are_interchangeable_with_gnu_tar(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src)
     ours, members = stream(src)
-    assert scanned(gnu_tar(src)) == members  # same members, same order, same records
+    paths = [m.path for m in members]
+    by_name = [m.path for m in scanned(gnu_tar(src))]
+    # Depth first in name order, but in each directory the files of LEAD bytes or more, and
+    # the directories holding one, first, biggest first: a small file that grows does not
+    # move them in the stream (restic finds their chunks again).
+    lead = ["big.bin", "hard.bin", "deep", "deep/er", "deep/er/g", "deep/er/f"]
+    assert paths == [".", *lead, *[p for p in by_name if p not in [".", *lead]]]
+    assert members[paths.index("hard.bin")].linkname == "./big.bin"
+    as_gnu = [p if p == "." else f"./{p}" for p in paths]
+    assert scanned(gnu_tar(src, as_gnu)) == members  # same members, same records as GNU tar
 
     by_gnu = tmp_path / "by-gnu"
     by_gnu.mkdir()

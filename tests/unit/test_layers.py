@@ -220,6 +220,11 @@ def test_docker_sdk_only_in_the_engine_adapter() -> None:
     assert not offending, f"only snapvol/adapters/engine.py may import docker:\n{offending}"
 
 
+def test_kubernetes_client_only_in_the_kube_adapter() -> None:
+    offending = only_imported_by(IMPORTS, ("kubernetes",), "snapvol.kube.client")
+    assert not offending, f"only snapvol/kube/client.py may import kubernetes:\n{offending}"
+
+
 def test_sqlmodel_only_in_the_store_adapter() -> None:
     offending = only_imported_by(IMPORTS, ("sqlmodel", "sqlalchemy"), "snapvol.adapters.store")
     assert not offending, (
