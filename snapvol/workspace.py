@@ -25,3 +25,5 @@ class Workspace:
     reporter: Reporter
     # Set while the session holds a container's lock: what a watchdog needs to guard it.
     watchdog: WatchdogConfig | None = None
+    # The seconds a container being stopped gets to shut down cleanly (None: the default).
+    stop_timeout: int | None = None

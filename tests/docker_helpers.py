@@ -201,16 +201,21 @@ class TestBed:
             pg.port = int(container.ports["5432/tcp"][0]["HostPort"])
         return pg
 
-    def plain(self, mount: str = "/srv/data", volume: str | None = None) -> tuple[Container, str]:
-        """A running non-PostgreSQL container (a shell that sleeps) with a named volume."""
+    def plain(
+        self, mount: str = "/srv/data", volume: str | None = None, *, stubborn: bool = False
+    ) -> tuple[Container, str]:
+        """A running non-PostgreSQL container (a shell that sleeps) with a named volume;
+        ``stubborn``: one that ignores the stop signal (only a kill ends it)."""
         vol = volume or self.volume()
-        return self.sleeper({vol: {"bind": mount, "mode": "rw"}}), vol
+        return self.sleeper({vol: {"bind": mount, "mode": "rw"}}, stubborn=stubborn), vol
 
-    def sleeper(self, volumes: dict[str, dict[str, str]]) -> Container:
-        """A running container that only sleeps (and stops at once) with ``volumes`` mounted."""
+    def sleeper(self, volumes: dict[str, dict[str, str]], *, stubborn: bool = False) -> Container:
+        """A running container that only sleeps (and stops at once, unless ``stubborn``) with
+        ``volumes`` mounted."""
+        trap = "trap '' TERM INT" if stubborn else "trap 'exit 0' TERM INT"
         container = self.client.containers.run(
             self.image,
-            ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"],
+            ["sh", "-c", f"{trap}; while :; do sleep 1; done"],
             entrypoint=[],
             name=self.unique(),
             detach=True,

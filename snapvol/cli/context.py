@@ -124,16 +124,22 @@ class AppContext:
 
     @contextlib.contextmanager
     def workspace(
-        self, lock: str | None = None, operation: str = "", *, create: bool = False
+        self,
+        lock: str | None = None,
+        operation: str = "",
+        *,
+        create: bool = False,
+        stop_timeout: int | None = None,
     ) -> Iterator[Workspace]:
         """The store and the engine, opened together, handed to the core as one ``Workspace``
         and always closed.
 
         ``lock`` names the container the command will change: the workspace then holds that
         container's operation lock (see ``locked``; ``operation`` says what runs).
-        ``create``: whether a missing store is created (see ``store``).
+        ``create``: whether a missing store is created (see ``store``); ``stop_timeout``:
+        ``Workspace.stop_timeout``.
         """
-        with self.store(create=create) as store, self.connected(store) as ws:
+        with self.store(create=create) as store, self.connected(store, stop_timeout) as ws:
             if lock is None:
                 yield ws
                 return
@@ -141,10 +147,10 @@ class AppContext:
                 yield held
 
     @contextlib.contextmanager
-    def connected(self, store: Store) -> Iterator[Workspace]:
+    def connected(self, store: Store, stop_timeout: int | None = None) -> Iterator[Workspace]:
         """A workspace over an open store: the engine connected (and closed after), helpers an
         interrupted run left behind recovered. For a command that reads the store before it
-        needs the engine, in one store session."""
+        needs the engine, in one store session. ``stop_timeout``: ``Workspace.stop_timeout``."""
         from snapvol.drill.recovery import recover_drills
         from snapvol.recovery import recover_helpers
         from snapvol.workspace import Workspace
@@ -152,7 +158,7 @@ class AppContext:
         with self.engine() as engine:
             recover_helpers(engine, self.console)
             recover_drills(engine, self.console)
-            yield Workspace(engine, store, self.backup_dir, self.console)
+            yield Workspace(engine, store, self.backup_dir, self.console, stop_timeout=stop_timeout)
 
     @contextlib.contextmanager
     def locked(

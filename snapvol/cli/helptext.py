@@ -26,6 +26,7 @@ ENVIRONMENT = {
     "SNAPVOL_CONTAINER": "The target container, as --container (snapshot: pc_db; restore: the "
     "snapshot's own).",
     "SNAPVOL_READER": "How a volume is read, as --reader: auto, host or endpoint.",
+    "SNAPVOL_STOP_TIMEOUT": "Seconds a stopped container gets to shut down, as --stop-timeout.",
     "SNAPVOL_COPY": "yes or no: whether snapshot copies to a configured repository (as "
     "--copy / --no-copy).",
     "SNAPVOL_RUN_DIR": "Where watchdog logs go (default: $XDG_RUNTIME_DIR/snapvol, else "
@@ -81,7 +82,13 @@ _REPOSITORY = (
     "RESTIC_PASSWORD_COMMAND",
     "RESTIC_PASSWORD",
 )
-_ENGINE = ("SNAPVOL_CONTAINER", "SNAPVOL_READER", "SNAPVOL_RUN_DIR", "DOCKER_HOST")
+_ENGINE = (
+    "SNAPVOL_CONTAINER",
+    "SNAPVOL_READER",
+    "SNAPVOL_STOP_TIMEOUT",
+    "SNAPVOL_RUN_DIR",
+    "DOCKER_HOST",
+)
 _MONITOR = (
     "SNAPVOL_METRICS_FILE",
     "SNAPVOL_NOTIFY",

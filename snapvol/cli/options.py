@@ -130,6 +130,17 @@ reader_option = click.option(
 )
 """How a volume is read: the host lane when possible, or always Docker's archive endpoint."""
 
+stop_timeout_option = click.option(
+    "--stop-timeout",
+    type=click.IntRange(0, 24 * 3600),
+    envvar="SNAPVOL_STOP_TIMEOUT",
+    metavar="SECONDS",
+    help="Volume: the seconds the container (or pod) gets to shut down cleanly when it is "
+    "stopped, before the engine kills it [default: 120 for PostgreSQL, whose shutdown "
+    "checkpoint may take a while; 30 otherwise].",
+)
+"""How long a clean shutdown may take: a process that ignores the stop signal waits it out."""
+
 helper_image_option = click.option(
     "--helper-image", help="Image for helper containers (default: the target's image)."
 )

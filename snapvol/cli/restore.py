@@ -26,6 +26,7 @@ from snapvol.cli.options import (
     json_option,
     pod_options,
     reader_option,
+    stop_timeout_option,
 )
 from snapvol.errors import IntegrityError, NotFoundError, UsageError
 from snapvol.output import human_bytes
@@ -94,6 +95,7 @@ from snapvol.workspace import Workspace
 )
 @helper_image_option
 @reader_option
+@stop_timeout_option
 @json_option
 @with_app
 def command(
@@ -114,6 +116,7 @@ def command(
     schemas: tuple[str, ...],
     helper_image: str | None,
     reader: str,
+    stop_timeout: int | None,
     as_json: bool,
 ) -> None:
     """Restore snapshot REF (an id, a unique prefix of 4+ hex digits, or a name), or a dump file.
@@ -138,7 +141,12 @@ def command(
             )
         if logical and (pod is not None or claim is not None):
             raise UsageError("--pod and --claim go with volume snapshots")
-        with app.connected(store) as ws:
+        typed = click.get_current_context().get_parameter_source("stop_timeout")
+        if logical and typed is click.core.ParameterSource.COMMANDLINE:
+            raise UsageError(
+                "--stop-timeout goes with volume snapshots: a logical restore stops nothing"
+            )
+        with app.connected(store, stop_timeout) as ws:
             if logical:
                 done = _restore_logical(
                     app,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
@@ -16,6 +17,7 @@ from snapvol.cli.options import (
     json_option,
     pod_options,
     reader_option,
+    stop_timeout_option,
     target_options,
 )
 from snapvol.errors import LockedError, SnapvolError, UsageError
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 )
 @helper_image_option
 @reader_option
+@stop_timeout_option
 @click.option(
     "--format",
     "fmt",
@@ -77,6 +80,7 @@ def command(
     level: int,
     helper_image: str | None,
     reader: str,
+    stop_timeout: int | None,
     fmt: str | None,
     database: str | None,
     user: str | None,
@@ -106,10 +110,11 @@ def command(
         snap = _logical(app, options, container, database, user, dump)
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
+        lane = _Lane(reader, helper_image, stop_timeout)
         if pod is not None or claim is not None:
-            snap = _pod_volume(app, options, pod, claim, volume_name, reader, helper_image)
+            snap = _pod_volume(app, options, pod, claim, volume_name, lane)
         else:
-            snap = _volume(app, options, container, volume_name, reader, helper_image)
+            snap = _volume(app, options, container, volume_name, lane)
     snap = _judged(app, snap, max_shrink)
     failure: SnapvolError | None = None
     copies: list[Copy] = []
@@ -194,11 +199,22 @@ def _refuse_logical_flags(**given: str | None) -> None:
             raise UsageError(f"--{'format' if flag == 'fmt' else flag} goes with --logical")
 
 
+@dataclass(frozen=True)
+class _Lane:
+    """How a volume snapshot reads the volume, and stops its container."""
+
+    reader: str
+    helper_image: str | None
+    stop_timeout: int | None
+
+
 def _refuse_volume_flags(**given: str | None) -> None:
-    # Only a --reader typed on this command line is refused: SNAPVOL_READER applies to volumes.
-    source = click.get_current_context().get_parameter_source("reader")
-    if source is click.core.ParameterSource.COMMANDLINE:
-        raise UsageError("--reader goes with --volume")
+    # Only a --reader (--stop-timeout) typed on this command line is refused: SNAPVOL_READER
+    # (SNAPVOL_STOP_TIMEOUT) applies to volumes.
+    for flag in ("reader", "stop_timeout"):
+        source = click.get_current_context().get_parameter_source(flag)
+        if source is click.core.ParameterSource.COMMANDLINE:
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
     for flag, value in given.items():
         if value is not None:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
@@ -209,14 +225,17 @@ def _volume(
     options: SnapshotOptions,
     container: str,
     volume_name: str | None,
-    reader: str,
-    helper_image: str | None,
+    lane: _Lane,
 ) -> Snapshot:
     from snapvol.volume import snapshot as volume
     from snapvol.volume.target import resolve_volume_target
 
-    with app.workspace(lock=container, operation="snapshot --volume", create=True) as ws:
-        target = resolve_volume_target(ws.engine, container, volume_name, reader, helper_image)
+    with app.workspace(
+        lock=container, operation="snapshot --volume", create=True, stop_timeout=lane.stop_timeout
+    ) as ws:
+        target = resolve_volume_target(
+            ws.engine, container, volume_name, lane.reader, lane.helper_image
+        )
         return volume.snapshot_volume(ws, target, options)
 
 
@@ -226,8 +245,7 @@ def _pod_volume(
     pod: str | None,
     claim: str | None,
     volume_name: str | None,
-    reader: str,
-    helper_image: str | None,
+    lane: _Lane,
 ) -> Snapshot:
     """A claim of a pod `podman kube play` runs, with the whole pod stopped for it."""
     from snapvol.volume import kubeplay
@@ -241,11 +259,11 @@ def _pod_volume(
     source = click.get_current_context().get_parameter_source("container")
     container = click.get_current_context().params["container"]
     in_pod = container if source is click.core.ParameterSource.COMMANDLINE else None
-    with app.workspace(create=True) as ws:
+    with app.workspace(create=True, stop_timeout=lane.stop_timeout) as ws:
         found = kubeplay.find(ws.engine, pod, claim, in_pod)
         operation = "snapshot --volume"
         with app.locked(ws, found.container.id, operation, kubeplay.others(found)) as held:
-            target = kubeplay.target(held.engine, found, reader, helper_image)
+            target = kubeplay.target(held.engine, found, lane.reader, lane.helper_image)
             return volume.snapshot_volume(held, target, options)
 
 

@@ -126,8 +126,12 @@ def stopped(
     watchdog: WatchdogConfig | None = None,
     pid_file: Path | None = None,
     pod: PodInfo | None = None,
+    timeout: int | None = None,
 ) -> Iterator[Downtime]:
     """Stop the container (if it runs) for the body, then start it and wait until it is healthy.
+
+    ``timeout``: the seconds a clean shutdown gets before the engine kills the process (None:
+    ``cluster.STOP_TIMEOUT`` for PostgreSQL, whose shutdown checkpoint may take a while, else 30).
 
     A container that was already stopped is left stopped. The restart happens however the body
     ends: exceptions, Ctrl-C and SIGTERM here; SIGKILL or a crash through the watchdog. With
@@ -160,7 +164,8 @@ def stopped(
     stop_requested = time.time()  # a postmaster.pid older than this is not the restarted server's
     restarted = False
     try:
-        timeout = cluster.STOP_TIMEOUT if is_postgres else 30
+        if timeout is None:
+            timeout = cluster.STOP_TIMEOUT if is_postgres else 30
         if running and pod is not None:
             reporter.step(
                 f"stopping pod {pod.name}, its {len(pod.containers)} containers "

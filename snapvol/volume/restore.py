@@ -292,7 +292,7 @@ def restore_volume(
     check_sole_user(ws.engine, target, restore=True)  # again: time has passed since the plan
     safety: Snapshot | None = None
     snap = plan.snapshot
-    with stopped_container(ws.engine, target, reporter, ws.watchdog) as down:
+    with stopped_container(ws.engine, target, reporter, ws.watchdog, ws.stop_timeout) as down:
         if safety_snapshot:
             safety = take_safety_snapshot(
                 ws, target, level=level, restoring=snap, still_stopped=down.check_still_stopped

@@ -29,7 +29,9 @@ def snapshot_volume(
     check_sole_user(ws.engine, target, restore=False)
     started = time.monotonic()
     with archiving.recorded(ws, target, options.name, options.level) as snap:
-        with stopped_container(ws.engine, target, ws.reporter, ws.watchdog) as down:
+        with stopped_container(
+            ws.engine, target, ws.reporter, ws.watchdog, ws.stop_timeout
+        ) as down:
             done = archiving.archive_volume(
                 ws.engine,
                 target,

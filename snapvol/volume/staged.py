@@ -87,7 +87,7 @@ def restore_staged(
             reporter,
         )
         check_sole_user(ws.engine, target, restore=True)  # again: time has passed
-        with stopped_container(ws.engine, target, reporter, ws.watchdog) as down:
+        with stopped_container(ws.engine, target, reporter, ws.watchdog, ws.stop_timeout) as down:
             safety = None
             if safety_snapshot:
                 safety = take_safety_snapshot(

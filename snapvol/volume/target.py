@@ -140,10 +140,14 @@ def resolve_volume_target(
 
 
 def stopped_container(
-    engine: Engine, target: VolumeTarget, reporter: Reporter, watchdog: WatchdogConfig | None
+    engine: Engine,
+    target: VolumeTarget,
+    reporter: Reporter,
+    watchdog: WatchdogConfig | None,
+    timeout: int | None = None,
 ) -> AbstractContextManager[Downtime]:
     """The target's container (its whole pod, for a pod's target) stopped for the body, and
-    restarted (and guarded) after it."""
+    restarted (and guarded) after it; ``timeout`` as for ``guard.stopped``."""
     pid_file = None  # readiness read from the volume only when the cluster is on it
     if target.is_postgres:
         pid_file = target.lane.host_path(posixpath.join(target.pg_subdir, "postmaster.pid"))
@@ -155,6 +159,7 @@ def stopped_container(
         watchdog=watchdog,
         pid_file=pid_file,
         pod=target.pod,
+        timeout=timeout,
     )
 
 

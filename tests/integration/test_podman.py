@@ -64,3 +64,23 @@ def test_a_logical_snapshot_and_restore_through_podman(pbed: TestBed, cmd) -> No
     pg.psql("TRUNCATE items")
     cmd("restore", snap["id"], "--yes")
     assert _dump(pg) == before
+
+
+def test_a_container_that_ignores_its_stop_signal_waits_only_the_stop_timeout(
+    pbed: TestBed, cmd
+) -> None:
+    """Through Podman too: a process that ignores SIGTERM is killed after --stop-timeout (Podman
+    honours the API's timeout), and the volume round-trips."""
+    container, _ = pbed.plain(stubborn=True)
+    fill = "head -c 200000 /dev/urandom > /srv/data/f; echo x > /srv/data/g"
+    assert container.exec_run(["sh", "-c", fill]).exit_code == 0
+    digests = ["sh", "-c", "cd /srv/data && sha256sum * && ls -la --time-style=full-iso"]
+    before = container.exec_run(digests).output
+    snap = cmd.json("snapshot", "--volume", "--container", container.name, "--stop-timeout", "1")
+    assert snap["status"] == "complete" and snap["downtime_s"] < 15
+    container.exec_run(["sh", "-c", "echo changed > /srv/data/f; rm /srv/data/g"])
+
+    restored = cmd.json("restore", snap["id"], "--yes", "--stop-timeout", "1")
+    assert restored["downtime_s"] < 15
+    container.reload()
+    assert container.status == "running" and container.exec_run(digests).output == before

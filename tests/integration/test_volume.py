@@ -334,3 +334,21 @@ def test_the_restart_waits_for_pg_controldata(bed: TestBed, cmd, monkeypatch) ->
     snap = snapshot(cmd, pg.name)
     assert snap["meta"]["postgres"]["cluster_state"] == "shut down"
     assert pg.psql("select 1") == "1"
+
+
+def test_a_container_that_ignores_its_stop_signal_waits_only_the_stop_timeout(
+    bed: TestBed, cmd
+) -> None:
+    """Its process ignores SIGTERM: only the engine's kill ends it, after --stop-timeout (the
+    default would wait 30 s), and the snapshot and the restore still round-trip its volume."""
+    container, vol = bed.plain(stubborn=True)
+    container.exec_run(["sh", "-c", "head -c 200000 /dev/urandom > /srv/data/f"])
+    before = _volume_fingerprint(bed, vol)
+    snap = snapshot(cmd, container.name, "--stop-timeout", "1")
+    assert snap["status"] == "complete" and snap["downtime_s"] < 15
+    container.exec_run(["sh", "-c", "echo changed > /srv/data/f"])
+
+    restored = cmd.json("restore", snap["id"], "--yes", "--stop-timeout", "1")
+    assert restored["downtime_s"] < 15
+    container.reload()
+    assert container.status == "running" and _volume_fingerprint(bed, vol) == before

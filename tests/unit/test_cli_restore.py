@@ -47,7 +47,7 @@ def session(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return recover(*args)
 
     @contextlib.contextmanager
-    def connected(self: AppContext, store: Store) -> Iterator[Any]:
+    def connected(self: AppContext, store: Store, stop_timeout: Any = None) -> Iterator[Any]:
         seen.append("connect engine")
         yield object()
 

@@ -38,8 +38,10 @@ def test_volume_options_are_built_once_and_typed(cmd: Any, calls: list[Any]) -> 
     cmd(
         "snapshot", "--volume", "--name", "n1", "--level", "7", "--container", "c",
         "--volume-name", "v", "--reader", "endpoint", "--helper-image", "img",
+        "--stop-timeout", "9",
     )  # fmt: skip
-    assert calls == [("volume", (SnapshotOptions("n1", 7), "c", "v", "endpoint", "img"))]
+    lane = snapshot._Lane("endpoint", "img", 9)
+    assert calls == [("volume", (SnapshotOptions("n1", 7), "c", "v", lane))]
 
 
 def test_logical_options_default_to_the_custom_format(cmd: Any, calls: list[Any]) -> None:
