@@ -106,6 +106,53 @@ class VolumeInfo:
     options: dict[str, str] = field(default_factory=dict, repr=False)
 
 
+@dataclass(frozen=True)
+class PodMember:
+    id: str
+    name: str
+    status: str
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """A Podman pod (``podman kube play`` makes one per Pod, or per Deployment replica)."""
+
+    id: str
+    name: str
+    status: str  # Podman's: Running, Degraded (some containers stopped), Exited, Created...
+    infra_id: str  # its infra (pause) container, which holds the pod's namespaces
+    containers: tuple[PodMember, ...]
+    labels: dict[str, str]
+
+    @property
+    def members(self) -> list[PodMember]:
+        """The pod's own containers: its infra container aside."""
+        return [c for c in self.containers if c.id != self.infra_id]
+
+    @property
+    def running(self) -> bool:
+        return any(c.status in ("running", "restarting", "paused") for c in self.containers)
+
+
+def _pod_info(attrs: dict[str, Any]) -> PodInfo:
+    """A pod as libpod's inspection (``/libpod/pods/{name}/json``) describes it."""
+    return PodInfo(
+        id=str(attrs["Id"]),
+        name=str(attrs["Name"]),
+        status=str(attrs.get("State") or attrs.get("Status") or ""),
+        infra_id=str(attrs.get("InfraContainerID") or attrs.get("InfraId") or ""),
+        containers=tuple(
+            PodMember(
+                str(c["Id"]),
+                str(c.get("Name") or c.get("Names") or ""),
+                str(c.get("State") or c.get("Status") or ""),
+            )
+            for c in attrs.get("Containers") or []
+        ),
+        labels=dict(attrs.get("Labels") or {}),
+    )
+
+
 def _volume_info(attrs: dict[str, Any]) -> VolumeInfo:
     """A volume as the engine describes it (an inspection, or an entry of a listing)."""
     return VolumeInfo(
@@ -133,6 +180,13 @@ def _translate(what: str, not_found: str | None = None) -> Iterator[None]:
         raise DockerUnavailableError(f"{what}: lost the connection to the Docker engine") from err
     except docker.errors.DockerException as err:
         raise DockerError(f"{what}: {err}") from err
+
+
+def _raise_pod_errors(what: str, report: Any) -> None:
+    """A pod stop or start answers 200 with the containers it failed on ("Errs")."""
+    errs = (report or {}).get("Errs") if isinstance(report, dict) else None
+    if errs:
+        raise DockerError(f"{what}: {'; '.join(str(e) for e in errs)}")
 
 
 def _explain(err: docker.errors.APIError) -> str:
@@ -173,6 +227,26 @@ class _Raw:
             stream=True,
         )
         return response, self.socket(response)
+
+    def libpod(
+        self,
+        method: str,
+        pathfmt: str,
+        ref: str = "",
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Podman's own API (``/libpod/...``, on the same socket as its Docker-compatible one):
+        the decoded JSON answer, or None for 304 (nothing to do)."""
+        url = self._api._url(pathfmt, ref) if ref else self._api._url(pathfmt)
+        extra = {} if timeout is None else {"timeout": timeout}
+        if method == "GET":
+            response = self._api._get(url, params=params, **extra)
+        else:
+            response = self._api._post(url, params=params, **extra)
+        if response.status_code == 304:
+            return None
+        return self._api._result(response, json=True)
 
     def socket(self, response: requests.Response) -> Any:
         """The socket under a streamed response (raises the engine's error, if it sent one)."""
@@ -294,6 +368,42 @@ class Engine:
         titles = [str(t) for t in found.get("Titles") or []]
         column = next((titles.index(t) for t in ("COMMAND", "CMD") if t in titles), -1)
         return [str(row[column]) for row in found.get("Processes") or [] if row]
+
+    # --- pods (Podman's libpod API) -------------------------------------------------------------
+
+    def is_podman(self) -> bool:
+        """Whether the engine is Podman (its Docker-compatible API names itself in /version)."""
+        with _translate("asking the engine's version"):
+            version = self.api.version()
+        return any(
+            "podman" in str(c.get("Name", "")).lower() for c in version.get("Components") or []
+        )
+
+    def pod(self, ref: str) -> PodInfo:
+        """The Podman pod named (or with the id) ``ref``."""
+        with _translate(f"inspecting pod {ref!r}", f"no pod named {ref!r}"):
+            return _pod_info(self._raw.libpod("GET", "/libpod/pods/{0}/json", ref))
+
+    def pods(self) -> list[PodInfo]:
+        """Every Podman pod here (the listing's shape: containers with names and states)."""
+        with _translate("listing pods"):
+            return [_pod_info(p) for p in self._raw.libpod("GET", "/libpod/pods/json") or []]
+
+    def stop_pod(self, pod_id: str, timeout: int) -> None:
+        """Stop every container of the pod, its infra container last, as ``podman pod stop``
+        does (each container's own stop signal, then SIGKILL after ``timeout`` seconds)."""
+        with _translate("stopping the pod"):
+            report = self._raw.libpod(
+                "POST", "/libpod/pods/{0}/stop", pod_id, {"t": str(timeout)}, timeout + 60
+            )
+        _raise_pod_errors("stopping the pod", report)
+
+    def start_pod(self, pod_id: str) -> None:
+        """Start the pod: its infra container first, then the others in their dependency order,
+        as ``podman pod start`` (and ``kube play``) does."""
+        with _translate("starting the pod"):
+            report = self._raw.libpod("POST", "/libpod/pods/{0}/start", pod_id)
+        _raise_pod_errors("starting the pod", report)
 
     # --- volumes ------------------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ _RETRY_FLAGS = {
     "reader": ("reader", "--reader", "VALUE"),
     "helper_image": ("helper_image", "--helper-image", "IMAGE"),
     "volume_name": ("volume_name", "--volume-name", "NAME"),
+    "claim": ("claim", "--claim", "NAME"),
+    "container": ("container", "--container", "NAME"),
     "user": ("user", "--user", "ROLE"),
 }
 _RETRY_SWITCHES = {

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import os
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -155,16 +155,23 @@ class AppContext:
             yield Workspace(engine, store, self.backup_dir, self.console)
 
     @contextlib.contextmanager
-    def locked(self, ws: Workspace, container: str, operation: str) -> Iterator[Workspace]:
+    def locked(
+        self,
+        ws: Workspace,
+        container: str,
+        operation: str,
+        also: Iterable[tuple[str, str]] = (),
+    ) -> Iterator[Workspace]:
         """``ws`` holding ``container``'s operation lock, with what a watchdog needs to guard it.
 
         ``operation`` says what runs, for whoever is refused meanwhile (``rm`` and ``prune``
         take their locks in ``lifecycle.remove``, through the same ``locking.holding``).
+        ``also``: other containers (id, name) it stops too, locked as well (a pod's others).
         """
         from snapvol.volume.watchdog import WatchdogConfig
 
         info = ws.engine.container(container)
-        with locking.holding([(info.id, info.name)], operation) as (held,):
+        with locking.holding([(info.id, info.name), *also], operation) as (held, *_):
             yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fd=held.fd))
 
     @contextlib.contextmanager

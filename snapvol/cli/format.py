@@ -142,7 +142,7 @@ def snapshots_table(
             s.id,
             s.name,
             s.kind,
-            f"{s.container}:{s.volume or s.database or '-'}",
+            source_cell(s),
             local_time(s.created_at, seconds=False),
             human_bytes(s.size_bytes),
             _status(s.status),
@@ -152,6 +152,16 @@ def snapshots_table(
     )
     fit = ("NAME", width) if width is not None else None
     return aligned(header, rows, right=("SIZE", "COPIES"), fit=fit)
+
+
+def source_cell(snap: Snapshot) -> str:
+    """Where a snapshot was taken: ``container:volume`` (or database), or ``pod/NAME:claim`` for
+    a claim of a pod `podman kube play` runs."""
+    meta = snap.meta
+    pod, claim = meta.get("pod"), meta.get("claim")
+    if pod and claim:
+        return f"pod/{pod}:{claim}"
+    return f"{snap.container}:{snap.volume or snap.database or '-'}"
 
 
 def copies_cell(copies: Sequence[Copy]) -> Text:
@@ -182,6 +192,8 @@ def snapshot_details(snap: Snapshot, copies: Sequence[Copy], drill: Drill | None
         row("Error", Text(snap.error, style="red"))
     container = snap.container + (f" ({snap.container_id[:12]})" if snap.container_id else "")
     row("Container", container + (f", image {snap.image}" if snap.image else ""))
+    if snap.meta.get("pod"):
+        row("Pod", f"{snap.meta['pod']}, claim {snap.meta.get('claim', '?')} (podman kube play)")
     if snap.compose_project or snap.compose_service:
         row("Compose", f"service {snap.compose_service or '?'} of {snap.compose_project or '?'}")
     if snap.kind == "logical":
@@ -279,7 +291,7 @@ def choices_table(snaps: list[Snapshot]) -> Text:
             s.id,
             s.name,
             s.kind,
-            f"{s.container}:{s.volume or s.database or '-'}",
+            source_cell(s),
             local_time(s.created_at, seconds=False),
             human_bytes(s.size_bytes),
         )
@@ -329,7 +341,7 @@ def volume_plan_table(
     snap, target = plan.snapshot, plan.target
     table = Fields()
     table.add_row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
-    table.add_row("Taken", f"{local_time(snap.created_at)} from {snap.container}:{snap.volume}")
+    table.add_row("Taken", f"{local_time(snap.created_at)} from {source_cell(snap)}")
     table.add_row(
         "Size",
         f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} "
@@ -347,10 +359,10 @@ def volume_plan_table(
             f"{one_pass_from}: checked as it is read (SHA-256, every file), beside the volume, "
             "before the volume changes",
         )
-    table.add_row(
-        "[red]Overwrites[/]",
-        f"volume {target.volume} of container {target.container.name} ({target.container.status})",
-    )
+    owner = f"container {target.container.name} ({target.container.status})"
+    if target.pod is not None:
+        owner = f"pod {target.pod.name} ({target.pod.status}; stopped whole, then started)"
+    table.add_row("[red]Overwrites[/]", f"volume {target.volume} of {owner}")
     table.add_row(
         "Current data",
         f"{human_bytes(plan.current_bytes)} in {plan.current_files} files"

@@ -244,6 +244,10 @@ HELP = {
                 "pg_dump of database app, while app_db keeps running.",
             ),
             (
+                "snapvol snapshot --volume --pod app --claim app-data",
+                "A claim of a Deployment `podman kube play` runs, its whole pod stopped meanwhile.",
+            ),
+            (
                 "snapvol snapshot --volume --reader endpoint --level 9",
                 "Read the volume through Docker's archive endpoint; compress harder.",
             ),

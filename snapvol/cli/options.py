@@ -102,6 +102,23 @@ target_options = stacked(
 )
 """The container (and volume) a snapshot works on."""
 
+pod_options = stacked(
+    click.option(
+        "--pod",
+        default=None,
+        help="Volume: a pod `podman kube play` runs (or its Deployment's name): the claim's "
+        "volume is worked on with the whole pod stopped. --container then names one of its "
+        "containers, when several mount the claim.",
+    ),
+    click.option(
+        "--claim",
+        default=None,
+        help="With --pod: the PersistentVolumeClaim (its Podman volume) to work on (default: "
+        "the pod's only one).",
+    ),
+)
+"""A volume named the Kubernetes way: a pod run by ``podman kube play`` and its claim."""
+
 reader_option = click.option(
     "--reader",
     type=click.Choice(READERS),

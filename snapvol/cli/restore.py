@@ -20,7 +20,13 @@ from snapvol.cli.format import (
     volume_plan_table,
     volume_restored_line,
 )
-from snapvol.cli.options import DEFAULT_CONTAINER, helper_image_option, json_option, reader_option
+from snapvol.cli.options import (
+    DEFAULT_CONTAINER,
+    helper_image_option,
+    json_option,
+    pod_options,
+    reader_option,
+)
 from snapvol.errors import IntegrityError, NotFoundError, UsageError
 from snapvol.output import human_bytes
 from snapvol.workspace import Workspace
@@ -40,6 +46,7 @@ from snapvol.workspace import Workspace
     envvar="SNAPVOL_CONTAINER",
     help="Restore into this container (default: the snapshot's own; pc_db for --file).",
 )
+@pod_options
 @click.option("--database", help="Logical: the database to replace (default: the snapshot's).")
 @click.option("--user", help="Logical: the role to restore as (default: POSTGRES_USER).")
 @click.option(
@@ -94,6 +101,8 @@ def command(
     ref: str | None,
     file: Path | None,
     container: str | None,
+    pod: str | None,
+    claim: str | None,
     database: str | None,
     user: str | None,
     from_repo: bool,
@@ -127,6 +136,8 @@ def command(
                 "--database, --user, --no-owner, --allow-roles, --table and --schema go with "
                 "logical restores"
             )
+        if logical and (pod is not None or claim is not None):
+            raise UsageError("--pod and --claim go with volume snapshots")
         with app.connected(store) as ws:
             if logical:
                 done = _restore_logical(
@@ -156,6 +167,8 @@ def command(
                     helper_image,
                     reader,
                     from_repo=read_repo,
+                    pod=pod,
+                    claim=claim,
                 )
     # Said once the store is closed, after the line saying it was created (if it was).
     app.console.info(done.line)
@@ -227,21 +240,34 @@ def _restore_volume(
     reader: str = "auto",
     *,
     from_repo: bool = False,
+    pod: str | None = None,
+    claim: str | None = None,
 ) -> _Restored:
     """``from_repo``: the snapshot is read from the repository, in one pass beside the volume
     when its lane allows it (``volume.staged``), else fetched into the backup directory first
-    and restored from there as a local archive is."""
+    and restored from there as a local archive is. ``pod`` and ``claim``: a claim of a pod
+    `podman kube play` runs (default: the snapshot's own, when it was taken of one)."""
     from snapvol.repo import fetch
+    from snapvol.volume import kube, staged
     from snapvol.volume import restore as volume_restore
-    from snapvol.volume import staged
     from snapvol.volume.target import resolve_volume_target
 
-    target_ref = container or snap.container
+    where = kube.restore_where(snap.meta, container, pod, claim)
+    in_pod: kube.PodClaim | None = None
+    if where is not None:
+        in_pod = kube.find(ws.engine, *where)
+        target_ref = in_pod.container.id
+    else:
+        target_ref = container or snap.container
     one_pass = False
     with contextlib.ExitStack() as open_stream:
         if from_repo:
             volume = snap.volume if container is None else None
-            found = resolve_volume_target(ws.engine, target_ref, volume, reader, helper_image)
+            found = (
+                resolve_volume_target(ws.engine, target_ref, volume, reader, helper_image)
+                if in_pod is None
+                else kube.target(ws.engine, in_pod, reader, helper_image)
+            )
             one_pass = staged.staged_directory(found) is not None
             if one_pass:
                 # Opened before the plan is shown: a wrong password or a copy that does not
@@ -252,7 +278,8 @@ def _restore_volume(
                 )
             else:
                 snap = fetch_archive(app, ws.store, snap)
-        with app.locked(ws, target_ref, operation=f"restore {snap.id}") as ws:
+        also = kube.others(in_pod) if in_pod is not None else ()
+        with app.locked(ws, target_ref, operation=f"restore {snap.id}", also=also) as ws:
             plan = volume_restore.plan_volume_restore(
                 ws,
                 snap,
@@ -260,10 +287,12 @@ def _restore_volume(
                 reader=reader,
                 helper_image=helper_image,
                 local_archive=not one_pass,
+                pod_claim=in_pod,
             )
             shown_from = restic.repo.display if one_pass else None
             app.console.err.print(volume_plan_table(plan, not no_safety_snapshot, shown_from))
-            confirm_by_typing(plan.target.container.name, assume_yes=assume_yes, what="restore")
+            typed = plan.target.pod.name if plan.target.pod else plan.target.container.name
+            confirm_by_typing(typed, assume_yes=assume_yes, what="restore")
             if one_pass:
                 result = staged.restore_staged(
                     ws, plan, source, safety_snapshot=not no_safety_snapshot
@@ -288,6 +317,7 @@ def _restore_volume(
             **_undo_fields(app, result.safety),
             "container": plan.target.container.name,
             "volume": plan.target.volume,
+            **kube.recorded_meta(plan.target),
             "downtime_s": round(result.downtime_s, 3),
             "duration_s": round(result.duration_s, 3),
             "one_pass": one_pass,

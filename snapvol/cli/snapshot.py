@@ -11,7 +11,13 @@ from snapvol.adapters.store import COMPLETE, Copy, Snapshot
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.copy import copied_line
 from snapvol.cli.format import logical_summary, snapshot_summary
-from snapvol.cli.options import helper_image_option, json_option, reader_option, target_options
+from snapvol.cli.options import (
+    helper_image_option,
+    json_option,
+    pod_options,
+    reader_option,
+    target_options,
+)
 from snapvol.errors import LockedError, SnapvolError, UsageError
 from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
 from snapvol.pg.dumpfile import FORMATS
@@ -60,6 +66,7 @@ if TYPE_CHECKING:
     "Default: --copy when a repository is given, unless SNAPVOL_COPY=no.",
 )
 @target_options
+@pod_options
 @json_option
 @with_app
 def command(
@@ -75,6 +82,8 @@ def command(
     user: str | None,
     container: str,
     volume_name: str | None,
+    pod: str | None,
+    claim: str | None,
     max_shrink: float,
     copy_to_repo: bool | None,
     as_json: bool,
@@ -88,14 +97,19 @@ def command(
     restic = _copy_target(app, copy_to_repo)
     options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
     if logical:
-        _refuse_volume_flags(volume_name=volume_name, helper_image=helper_image)
+        _refuse_volume_flags(
+            volume_name=volume_name, helper_image=helper_image, pod=pod, claim=claim
+        )
         from snapvol.pg.logical import DumpOptions
 
         dump = DumpOptions() if fmt is None else DumpOptions(format=fmt)
         snap = _logical(app, options, container, database, user, dump)
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
-        snap = _volume(app, options, container, volume_name, reader, helper_image)
+        if pod is not None or claim is not None:
+            snap = _pod_volume(app, options, pod, claim, volume_name, reader, helper_image)
+        else:
+            snap = _volume(app, options, container, volume_name, reader, helper_image)
     snap = _judged(app, snap, max_shrink)
     failure: SnapvolError | None = None
     copies: list[Copy] = []
@@ -204,6 +218,35 @@ def _volume(
     with app.workspace(lock=container, operation="snapshot --volume", create=True) as ws:
         target = resolve_volume_target(ws.engine, container, volume_name, reader, helper_image)
         return volume.snapshot_volume(ws, target, options)
+
+
+def _pod_volume(
+    app: AppContext,
+    options: SnapshotOptions,
+    pod: str | None,
+    claim: str | None,
+    volume_name: str | None,
+    reader: str,
+    helper_image: str | None,
+) -> Snapshot:
+    """A claim of a pod `podman kube play` runs, with the whole pod stopped for it."""
+    from snapvol.volume import kube
+    from snapvol.volume import snapshot as volume
+
+    if pod is None:
+        raise UsageError("--claim goes with --pod (the pod, or Deployment, that mounts it)")
+    if volume_name is not None:
+        raise UsageError("--volume-name goes with --container; with --pod, name the claim: --claim")
+    # --container typed with --pod names one of the pod's containers (the default names none).
+    source = click.get_current_context().get_parameter_source("container")
+    container = click.get_current_context().params["container"]
+    in_pod = container if source is click.core.ParameterSource.COMMANDLINE else None
+    with app.workspace(create=True) as ws:
+        found = kube.find(ws.engine, pod, claim, in_pod)
+        operation = "snapshot --volume"
+        with app.locked(ws, found.container.id, operation, kube.others(found)) as held:
+            target = kube.target(held.engine, found, reader, helper_image)
+            return volume.snapshot_volume(held, target, options)
 
 
 def _logical(

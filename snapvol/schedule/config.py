@@ -131,13 +131,24 @@ def _targets(doc: dict[str, Any], path: Path, copies: bool) -> list[Job]:
     jobs = []
     for t in targets:
         container = _text(t, "container", path) if "container" in t else None
-        if container is None:
-            raise UsageError(f"configuration {path}: a [[target]] has no container")
+        pod = _text(t, "pod", path) if "pod" in t else None  # podman kube play's (--pod)
+        if container is None and pod is None:
+            raise UsageError(f"configuration {path}: a [[target]] has no container (or pod)")
         kind = t.get("kind", "volume")
+        source = pod or container
         if kind not in ("volume", "logical"):
-            raise UsageError(f"configuration {path}: target {container}: kind is volume or logical")
-        name = t.get("name", f"snapshot-{container}-{kind}")
-        args: tuple[str, ...] = ("snapshot", f"--{kind}", "--container", container)
+            raise UsageError(f"configuration {path}: target {source}: kind is volume or logical")
+        if pod is not None and kind != "volume":
+            raise UsageError(f"configuration {path}: target {pod}: a pod's claim takes kind volume")
+        if "claim" in t and pod is None:
+            raise UsageError(f"configuration {path}: target {container}: claim goes with pod")
+        name = t.get("name", f"snapshot-{source}-{kind}")
+        args: tuple[str, ...] = ("snapshot", f"--{kind}")
+        if pod is not None:
+            args += ("--pod", pod)
+            args += ("--claim", _text(t, "claim", path)) if "claim" in t else ()
+        if container is not None:
+            args += ("--container", container)
         if "database" in t and kind == "logical":
             args += ("--database", _text(t, "database", path))
         jobs.append(_job(t, name, path, args + (("--copy",) if copies else ())))

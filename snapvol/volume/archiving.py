@@ -25,6 +25,7 @@ from snapvol.pg import cluster
 from snapvol.pipeline import archive
 from snapvol.pipeline.members import Member
 from snapvol.pipeline.tarscan import TarFormatError
+from snapvol.volume import kube
 from snapvol.volume.target import VolumeTarget
 from snapvol.workspace import Workspace
 
@@ -192,6 +193,7 @@ def recorded(
             "level": level,
             "reader": target.reader,
             "is_postgres": target.is_postgres,
+            **kube.recorded_meta(target),
             **meta,
         },
     )

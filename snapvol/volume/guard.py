@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapvol.adapters.engine import ContainerInfo, ContainerState, Engine
+from snapvol.adapters.engine import ContainerInfo, ContainerState, Engine, PodInfo
 from snapvol.errors import OperationFailed
 from snapvol.output import Reporter
 from snapvol.pg import cluster
@@ -34,7 +34,7 @@ class Downtime:
     # How the container was found just before the stop, and a way to inspect it again.
     _before: ContainerState | None = field(default=None, init=False)
     _inspect: Callable[[], ContainerState] | None = field(default=None, init=False)
-    _name: str = field(default="", init=False)
+    _name: str = field(default="", init=False)  # "container NAME", or "pod NAME"
     # Starts the container; set by ``stopped`` while the container is down and was running.
     _start: Callable[[], None] | None = field(default=None, init=False)
     _started: bool = field(default=False, init=False)
@@ -72,7 +72,7 @@ class Downtime:
             return None
         self.taken_over = True
         return (
-            f"container {self._name} was started by someone else (at {now.started_at}, now "
+            f"{self._name} was started by someone else (at {now.started_at}, now "
             f"{now.status}) while snapvol held it stopped"
         )
 
@@ -108,6 +108,14 @@ def wait_healthy(
         cluster.wait_ready(engine, info.id, timeout=timeout, pid_file=pid_file, since=since)
 
 
+def _pod_state(engine: Engine, pod: PodInfo) -> ContainerState:
+    """A pod's containers (its infra container included) as one: running when any of them
+    runs, started again when any of them was (their start times, together)."""
+    states = [engine.state(c.id) for c in pod.containers]
+    status = next((s.status for s in states if s.running), states[0].status if states else "")
+    return ContainerState(status, " ".join(s.started_at for s in states))
+
+
 @contextlib.contextmanager
 def stopped(
     engine: Engine,
@@ -117,35 +125,54 @@ def stopped(
     reporter: Reporter,
     watchdog: WatchdogConfig | None = None,
     pid_file: Path | None = None,
+    pod: PodInfo | None = None,
 ) -> Iterator[Downtime]:
     """Stop the container (if it runs) for the body, then start it and wait until it is healthy.
 
     A container that was already stopped is left stopped. The restart happens however the body
-    ends: exceptions, Ctrl-C and SIGTERM here; SIGKILL or a crash through the watchdog.
+    ends: exceptions, Ctrl-C and SIGTERM here; SIGKILL or a crash through the watchdog. With
+    ``pod`` (the container's Podman pod) the whole pod is stopped, when any of it runs, and
+    started again, as ``podman pod stop`` and ``podman pod start`` do.
     """
+
+    def inspect() -> ContainerState:
+        return engine.state(info.id) if pod is None else _pod_state(engine, pod)
+
     # Inspected again here, not taken from ``info``: the baseline against which a start by
     # someone else is detected (``Downtime.check_still_stopped``) must be the state we stop from.
-    before = engine.state(info.id)
+    before = inspect()
     running = before.status in ("running", "restarting")
     downtime = Downtime(was_running=running)
-    downtime._before, downtime._name = before, info.name
-    downtime._inspect = lambda: engine.state(info.id)
+    downtime._before = before
+    downtime._name = f"container {info.name}" if pod is None else f"pod {pod.name}"
+    downtime._inspect = inspect
     if running:
-        downtime._start = lambda: engine.start(info.id)
+        downtime._start = (
+            (lambda: engine.start(info.id)) if pod is None else (lambda: engine.start_pod(pod.id))
+        )
     if watchdog is not None:
         # Started before the stop, so there is no moment with the container down and no guard.
-        downtime.watchdog = spawn(watchdog, info.id, is_postgres=is_postgres)
+        downtime.watchdog = spawn(
+            watchdog, info.id, is_postgres=is_postgres, pod=None if pod is None else pod.id
+        )
     downtime.intact()
     started = time.monotonic()
     stop_requested = time.time()  # a postmaster.pid older than this is not the restarted server's
     restarted = False
     try:
-        if running:
-            timeout = cluster.STOP_TIMEOUT if is_postgres else 30
+        timeout = cluster.STOP_TIMEOUT if is_postgres else 30
+        if running and pod is not None:
+            reporter.step(
+                f"stopping pod {pod.name}, its {len(pod.containers)} containers "
+                f"(clean shutdown, up to {timeout} s)"
+            )
+            engine.stop_pod(pod.id, timeout=timeout)
+        elif running:
             reporter.step(f"stopping {info.name} (clean shutdown, up to {timeout} s)")
             engine.stop(info.id, timeout=timeout)
         else:
-            reporter.step(f"container {info.name} is not running; it stays stopped")
+            what = f"pod {pod.name}" if pod is not None else f"container {info.name}"
+            reporter.step(f"{what} is not running; it stays stopped")
         yield downtime
     finally:
         # keep_stopped: the error being raised explains why the container stays stopped.
@@ -153,7 +180,7 @@ def stopped(
             if downtime.taken_over:
                 reporter.step(f"{info.name} was started by someone else; leaving it as it is")
             elif running and not downtime.keep_stopped:
-                reporter.step(f"starting {info.name}")
+                reporter.step(f"starting {info.name if pod is None else 'pod ' + pod.name}")
                 downtime._start_if_needed()
                 wait_healthy(engine, info, is_postgres, pid_file=pid_file, since=stop_requested)
                 downtime.seconds = time.monotonic() - started

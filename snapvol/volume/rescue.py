@@ -70,8 +70,11 @@ def _log(message: str) -> None:
     print(f"{datetime.now(UTC).isoformat(timespec='seconds')} {message}", flush=True)
 
 
-def recover(container_id: str, db: Path, is_postgres: bool, rescue: Rescue) -> int:
-    """Carry ``rescue`` out; the exit status (1: the container was left stopped)."""
+def recover(
+    container_id: str, db: Path, is_postgres: bool, rescue: Rescue, pod: str | None = None
+) -> int:
+    """Carry ``rescue`` out; the exit status (1: the container was left stopped). ``pod``: the
+    container's Podman pod, which snapvol stopped whole and is started whole."""
     # Imported here, not at the top: every guarded stop starts this process, and the Docker SDK,
     # SQLModel and the volume code cost about a second of CPU beside the run it guards, which
     # nearly always ends with ``Done``.
@@ -90,7 +93,10 @@ def recover(container_id: str, db: Path, is_postgres: bool, rescue: Rescue) -> i
         return 1
     if rescue.start:
         _log(f"{info.name}: snapvol ended while holding the container; starting it")
-        engine.start(container_id)
+        if pod is None:
+            engine.start(container_id)
+        else:
+            engine.start_pod(pod)
         wait_healthy(engine, info, is_postgres)
         _log(f"{info.name}: running again")
     return 0
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipe-fd", required=True, type=int)
     parser.add_argument("--lock-fd", type=int)  # only held: the lock lasts as long as we do
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--pod")  # the container's Podman pod, stopped (and started) whole
     args = parser.parse_args(argv)
     with os.fdopen(args.pipe_fd, "rb") as pipe:
         rescue = decide(phases.last(pipe))
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return recover(args.container, args.db, args.postgres, rescue)
+            return recover(args.container, args.db, args.postgres, rescue, args.pod)
         except Exception as err:  # keep trying: the engine may be briefly busy
             _log(f"recovery attempt {attempt} failed: {type(err).__name__}: {err}")
             time.sleep(RETRY_DELAY_S)

@@ -32,12 +32,13 @@ from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
 from snapvol.pipeline.members import Member, MemberCheck, same_file
-from snapvol.volume import archiving
+from snapvol.volume import archiving, kube
 from snapvol.volume.lane import Lane
 from snapvol.volume.target import (
     VolumeTarget,
     check_sole_user,
     resolve_volume_target,
+    retry_args,
     stopped_container,
 )
 from snapvol.workspace import Workspace
@@ -62,23 +63,29 @@ def plan_volume_restore(
     reader: str = "auto",
     helper_image: str | None = None,
     local_archive: bool = True,
+    pod_claim: kube.PodClaim | None = None,
 ) -> VolumeRestorePlan:
     """Everything checked before anything is touched: archive integrity, safety, versions.
 
     ``container_ref``: the container to restore into (None: the snapshot's own, and its
     volume); ``reader`` and ``helper_image`` as for ``resolve_volume_target``. Without
     ``local_archive`` (a staged restore streams the snapshot from a repository and checks it
-    there, ``snapvol.volume.staged``) every check but the local archive's is made."""
+    there, ``snapvol.volume.staged``) every check but the local archive's is made.
+    ``pod_claim``: a claim of a pod `podman kube play` runs (``kube.find``), instead of
+    ``container_ref``'s volume."""
     if snapshot.kind != "volume":
         raise UsageError(f"snapshot {snapshot.id} is a {snapshot.kind} snapshot, not a volume one")
     engine = ws.engine
-    target = resolve_volume_target(
-        engine,
-        container_ref or snapshot.container,
-        snapshot.volume if container_ref is None else None,
-        reader,
-        helper_image,
-    )
+    if pod_claim is not None:
+        target = kube.target(engine, pod_claim, reader, helper_image)
+    else:
+        target = resolve_volume_target(
+            engine,
+            container_ref or snapshot.container,
+            snapshot.volume if container_ref is None else None,
+            reader,
+            helper_image,
+        )
     check_sole_user(engine, target, restore=True)
     if local_archive:
         lifecycle.check_archive(snapshot, ws.reporter)
@@ -302,7 +309,7 @@ def restore_volume(
             if taken is not None:  # rolling back would rewrite the volume under them again
                 raise OperationFailed(
                     f"restore failed ({why}) and {_left_to_them(taken, snap, safety)}",
-                    run=("restore", snap.id, "--container", target.container.name),
+                    run=("restore", snap.id, *retry_args(target)),
                 ) from err
             if safety is None:
                 down.keep_stopped = True
@@ -318,7 +325,7 @@ def restore_volume(
                 raise OperationFailed(
                     f"restore failed ({why}) and putting back safety snapshot {safety.id} also "
                     f"failed ({describe(err2)}); the container was left stopped. To put it back",
-                    run=("restore", safety.id, "--container", target.container.name),
+                    run=("restore", safety.id, *retry_args(target)),
                 ) from err2
             down.intact()
             raise OperationFailed(
@@ -328,7 +335,7 @@ def restore_volume(
         if taken is not None:
             raise OperationFailed(
                 _left_to_them(taken, snap, safety),
-                run=("restore", snap.id, "--container", target.container.name),
+                run=("restore", snap.id, *retry_args(target)),
             )
         down.intact()
     return VolumeRestoreResult(snap, safety, down.seconds, time.monotonic() - started)

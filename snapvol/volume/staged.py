@@ -35,7 +35,7 @@ from snapvol.volume.restore import (
     take_safety_snapshot,
     write_checked,
 )
-from snapvol.volume.target import VolumeTarget, check_sole_user, stopped_container
+from snapvol.volume.target import VolumeTarget, check_sole_user, retry_args, stopped_container
 from snapvol.workspace import Workspace
 
 
@@ -97,7 +97,7 @@ def restore_staged(
             if taken is not None:
                 raise OperationFailed(
                     f"{taken}; its volume was not changed. Once it is stopped, to restore again",
-                    run=("restore", snap.id, "--container", target.container.name),
+                    run=("restore", snap.id, *retry_args(target)),
                 )
             reporter.step(f"swapping the checked copy in as volume {target.volume}")
             try:

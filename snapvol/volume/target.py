@@ -11,7 +11,7 @@ import posixpath
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from snapvol.adapters.engine import ContainerInfo, Engine, VolumeInfo
+from snapvol.adapters.engine import ContainerInfo, Engine, PodInfo, VolumeInfo
 from snapvol.errors import UsageError, VolumeInUseError
 from snapvol.output import Reporter
 from snapvol.pg import cluster
@@ -34,6 +34,9 @@ class VolumeTarget:
     # The image helper containers run: the target's own unless one was given, so nothing is pulled.
     image: str
     server: cluster.Server | None = None  # the PostgreSQL server found in the container
+    # The Podman pod the container is part of, when the target was named by it (--pod,
+    # ``snapvol.volume.kube``): the whole pod is stopped and started, not the container alone.
+    pod: PodInfo | None = None
 
     @property
     def runs_postgres(self) -> bool:
@@ -139,7 +142,8 @@ def resolve_volume_target(
 def stopped_container(
     engine: Engine, target: VolumeTarget, reporter: Reporter, watchdog: WatchdogConfig | None
 ) -> AbstractContextManager[Downtime]:
-    """The target's container stopped for the body, and restarted (and guarded) after it."""
+    """The target's container (its whole pod, for a pod's target) stopped for the body, and
+    restarted (and guarded) after it."""
     pid_file = None  # readiness read from the volume only when the cluster is on it
     if target.is_postgres:
         pid_file = target.lane.host_path(posixpath.join(target.pg_subdir, "postmaster.pid"))
@@ -150,16 +154,29 @@ def stopped_container(
         reporter=reporter,
         watchdog=watchdog,
         pid_file=pid_file,
+        pod=target.pod,
     )
+
+
+def retry_args(target: VolumeTarget) -> tuple[str, ...]:
+    """The arguments that name ``target`` again, for a command to run (a restore to retry)."""
+    if target.pod is not None:
+        name = target.container.name.removeprefix(target.pod.name + "-")
+        return ("--pod", target.pod.name, "--claim", target.volume, "--container", name)
+    return ("--container", target.container.name)
 
 
 def check_sole_user(engine: Engine, target: VolumeTarget, *, restore: bool) -> None:
     """Refuse when another running container uses the volume: a snapshot is cold only when no
-    one else can write to it, and a restore must not change files under anyone's feet."""
+    one else can write to it, and a restore must not change files under anyone's feet. The
+    target's pod's other containers are stopped with it, so they are no one else."""
+    ours = {target.container.id}
+    if target.pod is not None:
+        ours |= {c.id for c in target.pod.containers}
     others = [
         user
         for user in engine.volume_users(target.volume)
-        if user.id != target.container.id and (restore or user.read_write)
+        if user.id not in ours and (restore or user.read_write)
     ]
     if others:
         names = ", ".join(sorted(user.name for user in others))

@@ -61,9 +61,11 @@ class Watchdog:
             self.pipe = None
 
 
-def spawn(config: WatchdogConfig, container_id: str, *, is_postgres: bool) -> Watchdog:
-    """Start the watchdog for ``container_id``; it lives in its own session, so a Ctrl-C sent to
-    snapvol's terminal does not reach it."""
+def spawn(
+    config: WatchdogConfig, container_id: str, *, is_postgres: bool, pod: str | None = None
+) -> Watchdog:
+    """Start the watchdog for ``container_id`` (and its Podman ``pod``, started whole); it lives
+    in its own session, so a Ctrl-C sent to snapvol's terminal does not reach it."""
     read_fd, write_fd = os.pipe()
     log = run_dir() / f"watchdog-{container_id[:12]}.log"
     pass_fds = [read_fd]
@@ -83,6 +85,8 @@ def spawn(config: WatchdogConfig, container_id: str, *, is_postgres: bool) -> Wa
         args += ["--lock-fd", str(config.lock_fd)]
     if is_postgres:
         args.append("--postgres")
+    if pod is not None:
+        args += ["--pod", pod]
     with open(log, "ab") as log_file:
         process = subprocess.Popen(
             args,

@@ -59,7 +59,7 @@ def container(name: str = "db", status: str = "running") -> Any:
 def volume_plan(**fields: Any) -> VolumeRestorePlan:
     base: dict[str, Any] = dict(
         snapshot=snapshot(),
-        target=SimpleNamespace(volume="pgdata", container=container()),
+        target=SimpleNamespace(volume="pgdata", container=container(), pod=None),
         members=[],
         current_bytes=1_000_000,
         current_files=7,
@@ -362,3 +362,15 @@ def test_the_snapshot_summary_says_where_the_archive_is() -> None:
     lines = format.snapshot_summary(snapshot(duration_s=2.0, downtime_s=1.0)).splitlines()
     assert lines[0].startswith("Snapshot ab12cd34 (nightly): 2.0 MB, from 8.0 MB")
     assert lines[1] == "Archive: /b/nightly.ab12cd34.tar.zst"
+
+
+def test_a_pod_s_claim_is_named_the_kubernetes_way() -> None:
+    pod = SimpleNamespace(name="app-pod-0", status="Running")
+    target = SimpleNamespace(volume="app-data", container=container("app-pod-0-db"), pod=pod)
+    snap = snapshot(volume="app-data", meta_json='{"pod": "app-pod-0", "claim": "app-data"}')
+    shown = rows(format.volume_plan_table(volume_plan(snapshot=snap, target=target), safety=True))
+    assert shown["Overwrites"] == (
+        "volume app-data of pod app-pod-0 (Running; stopped whole, then started)"
+    )
+    assert shown["Taken"].endswith("from pod/app-pod-0:app-data")
+    assert format.source_cell(snapshot()) == f"{snapshot().container}:{snapshot().volume}"

@@ -51,7 +51,7 @@ def session(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append("connect engine")
         yield object()
 
-    def locked(self: AppContext, ws: Any, container: str, operation: str) -> Any:
+    def locked(self: AppContext, ws: Any, container: str, operation: str, also: Any = ()) -> Any:
         seen.append(f"lock {container} for {operation}")
         raise Cancelled("stopped by the test")
 

@@ -111,6 +111,8 @@ def test_a_configuration_becomes_jobs_and_an_environment(tmp_path: Path) -> None
     [
         ("[[target]]\ncontainer = 'a'\n", "has no schedule"),
         ("[[target]]\nschedule = '@daily'\n", "has no container"),
+        ("[[target]]\npod='a'\nkind='logical'\nschedule='@daily'\n", "takes kind volume"),
+        ("[[target]]\ncontainer='a'\nclaim='d'\nschedule='@daily'\n", "claim goes with pod"),
         ("[[target]]\ncontainer='a'\nkind='disk'\nschedule='@daily'\n", "volume or logical"),
         ("[prune]\nschedule = '@daily'\n", "keep_"),
         ("colour = 'blue'\n", "unknown setting 'colour'"),
@@ -121,6 +123,14 @@ def test_a_configuration_becomes_jobs_and_an_environment(tmp_path: Path) -> None
 def test_a_bad_configuration_is_one_clear_error(tmp_path: Path, text: str, problem: str) -> None:
     with pytest.raises(UsageError, match=problem):
         config.load(write(tmp_path, text))
+
+
+def test_a_pod_s_claim_is_a_target(tmp_path: Path) -> None:
+    text = "[[target]]\npod = 'app'\nclaim = 'app-data'\nschedule = '@daily'\n"
+    loaded = config.load(write(tmp_path, text))
+    assert {j.name: j.args for j in loaded.jobs} == {
+        "snapshot-app-volume": ("snapshot", "--volume", "--pod", "app", "--claim", "app-data")
+    }
 
 
 def test_a_repository_in_a_file_others_can_read_is_refused(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_volumes_with_driver_options_never_take_the_host_lane() -> None:
 
 def downtime(before: ContainerState, now: ContainerState) -> guard.Downtime:
     down = guard.Downtime(was_running=True)
-    down._before, down._name, down._inspect = before, "db", lambda: now
+    down._before, down._name, down._inspect = before, "container db", lambda: now
     return down
 
 
