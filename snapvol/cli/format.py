@@ -6,7 +6,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
@@ -194,6 +194,9 @@ def snapshot_details(snap: Snapshot, copies: Sequence[Copy], drill: Drill | None
     row("Container", container + (f", image {snap.image}" if snap.image else ""))
     if snap.meta.get("pod"):
         row("Pod", f"{snap.meta['pod']}, claim {snap.meta.get('claim', '?')} (podman kube play)")
+    kube = snap.meta.get("kubernetes") if snap.meta.get("source") == "kubernetes" else None
+    if isinstance(kube, dict):
+        row("Kubernetes", kube_where(kube))
     if snap.compose_project or snap.compose_service:
         row("Compose", f"service {snap.compose_service or '?'} of {snap.compose_project or '?'}")
     if snap.kind == "logical":
@@ -331,6 +334,16 @@ _TYPE_BITS = {
     "chardev": 0o020000,
     "blockdev": 0o060000,
 }
+
+
+def kube_where(where: dict[str, Any]) -> str:
+    """A Kubernetes source as its record keeps it (``snapvol.kube.records.where``)."""
+    context = where.get("context") or "in-cluster"
+    return (
+        f"{where.get('workload_kind')} {where.get('namespace')}/{where.get('workload')}, "
+        f"claim {where.get('claim')} (volume {where.get('pv') or '?'} on node "
+        f"{where.get('node') or '?'}), context {context} at {where.get('server') or '?'}"
+    )
 
 
 def volume_plan_table(

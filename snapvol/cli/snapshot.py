@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, Copy, Snapshot
+from snapvol.cli import kube_target
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.copy import copied_line
 from snapvol.cli.format import logical_summary, snapshot_summary
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 )
 @target_options
 @pod_options
+@kube_target.kube_options
 @json_option
 @with_app
 def command(
@@ -87,6 +89,7 @@ def command(
     max_shrink: float,
     copy_to_repo: bool | None,
     as_json: bool,
+    **kube: Any,
 ) -> None:
     """Take a snapshot of a container's data and record it in the manifest store."""
     if volume == logical:
@@ -96,9 +99,14 @@ def command(
         )
     restic = _copy_target(app, copy_to_repo)
     options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
+    kube_target.refuse_without_workload(kube["workload"])
     if logical:
         _refuse_volume_flags(
-            volume_name=volume_name, helper_image=helper_image, pod=pod, claim=claim
+            volume_name=volume_name,
+            helper_image=helper_image,
+            pod=pod,
+            claim=claim,
+            workload=kube["workload"],
         )
         from snapvol.pg.logical import DumpOptions
 
@@ -106,7 +114,16 @@ def command(
         snap = _logical(app, options, container, database, user, dump)
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
-        if pod is not None or claim is not None:
+        if kube["workload"] is not None:
+            kube_target.refuse_engine_flags(
+                pod=pod,
+                container=container,
+                volume_name=volume_name,
+                helper_image=helper_image,
+                reader=reader,
+            )
+            snap = kube_target.snapshot(app, options, claim=claim, **kube)
+        elif pod is not None or claim is not None:
             snap = _pod_volume(app, options, pod, claim, volume_name, reader, helper_image)
         else:
             snap = _volume(app, options, container, volume_name, reader, helper_image)
