@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,17 +197,16 @@ def restore(
     reporter: Reporter,
     *,
     timeout: float = 300,
-    restore_claim: Callable[..., cold.Restored] = cold.restore_claim,
 ) -> KubeRestoreResult:
     """Put ``snap`` (checked: ``check``) back into ``target``'s claim. The safety copy of what
     the claim held is recorded as a snapshot of its own, complete before the claim is touched:
     the way back, and what a failed restore was rolled back to."""
     started = time.monotonic()
-    name = (
-        f"{target.workload.name}-{target.claim}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}".replace(
-            ":", "_"
-        )
-    )
+    base = f"{target.workload.name}-{target.claim}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    name, n = base, 1
+    while store.name_exists(name):  # two restores within a second
+        n += 1
+        name = f"{base}-{n}"
     safety = _begin(store, backup_dir, kube, target, name, DEFAULT_LEVEL, safety_for=snap.id)
     completed: list[Snapshot] = []
 
@@ -219,7 +217,7 @@ def restore(
 
     reporter.step(f"scaling {target.workload.describe()} down; a safety snapshot first")
     try:
-        restore_claim(
+        cold.restore_claim(
             kube,
             target,
             Path(snap.path),
