@@ -254,8 +254,8 @@ async def test_a_failed_restore_is_rolled_back(
         "Error: restoring claim pgdata failed (after extraction 'PG_VERSION' does not match the "
         "snapshot); what it held before was put back and checked"
     )
-    assert len(extracts) == 2
     assert tree(data) == before
+    assert len(extracts) == 2
     assert_scaled_back(fake.kmock)
     # The safety snapshot stays, complete: the state the claim was rolled back to.
     [safety] = [s for s in await run_json(cmd, "ls") if s["meta"].get("safety_for")]
@@ -288,9 +288,7 @@ async def test_copy_to_restic_rm_and_restore_from_the_repository(
     monkeypatch.setenv("SNAPVOL_REPOSITORY", restic_local.repo)
     monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(restic_local.password_file))
     await run(cmd, "repo", "init")
-    snap = await run_json(
-        cmd, "snapshot", "--volume", "--workload", "deployment/db", "--no-copy"
-    )
+    snap = await run_json(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--no-copy")
     original = tree(data)
     copied = await run_json(cmd, "copy", snap["id"])
     assert [c["status"] for c in copied] == ["complete"]
