@@ -256,6 +256,8 @@ def restore(
     )
     summary = {
         "restored": snap.to_dict(),
+        "safety_snapshot": done.safety.to_dict(),
+        "undo": app.command("restore", done.safety.id),
         "kubernetes": records.where(kube, target),
         "duration_s": round(done.duration_s, 3),
     }

@@ -278,6 +278,7 @@ async def test_restore_into_another_workload_and_claim(
     )
     assert tree(other) == tree(data)
     assert done["kubernetes"]["workload"] == "staging"
+    assert done["undo"].endswith(f"restore {done['safety_snapshot']['id']}")
     assert fake.connects[-1][1] == "other"
     assert deployment_now(fake.kmock)["spec"]["replicas"] == 1
 
