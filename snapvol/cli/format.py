@@ -190,13 +190,15 @@ def snapshot_details(snap: Snapshot, copies: Sequence[Copy], drill: Drill | None
     row("Status", status)
     if snap.error:
         row("Error", Text(snap.error, style="red"))
-    container = snap.container + (f" ({snap.container_id[:12]})" if snap.container_id else "")
-    row("Container", container + (f", image {snap.image}" if snap.image else ""))
+    kube = snap.meta.get("kubernetes") if snap.meta.get("source") == "kubernetes" else None
+    if isinstance(kube, dict):  # its container_id is its claim's lock key: not shown
+        row("Source", snap.container + (f", image {snap.image}" if snap.image else ""))
+        row("Kubernetes", kube_where(kube))
+    else:
+        container = snap.container + (f" ({snap.container_id[:12]})" if snap.container_id else "")
+        row("Container", container + (f", image {snap.image}" if snap.image else ""))
     if snap.meta.get("pod"):
         row("Pod", f"{snap.meta['pod']}, claim {snap.meta.get('claim', '?')} (podman kube play)")
-    kube = snap.meta.get("kubernetes") if snap.meta.get("source") == "kubernetes" else None
-    if isinstance(kube, dict):
-        row("Kubernetes", kube_where(kube))
     if snap.compose_project or snap.compose_service:
         row("Compose", f"service {snap.compose_service or '?'} of {snap.compose_project or '?'}")
     if snap.kind == "logical":

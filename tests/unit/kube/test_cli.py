@@ -165,7 +165,11 @@ async def test_snapshot_ls_show_verify_restore_and_undo(
     listed = await run(cmd, "ls")
     assert f"{SOURCE}:pgdata" in listed.stdout
     shown = await run(cmd, "show", "first")
-    assert "Kubernetes" in shown.stdout and "deployment shop/db, claim pgdata" in shown.stdout
+    assert f"\nSource      {SOURCE}, image {IMAGE}\n" in shown.stdout
+    assert (
+        "\nKubernetes  deployment shop/db, claim pgdata (volume pvc-1234 on node node-a), "
+        f"context kmock at {where['server']}\n"
+    ) in shown.stdout
     checked = await run_json(cmd, "verify", "first")
     assert [c["ok"] for c in checked] == [True]
 
