@@ -34,11 +34,14 @@ from tests.unit.kube.conftest import (
     NS,
     PODS,
     PVCS,
+    PVS,
+    STATEFULSETS,
     LocalChannel,
     LocalExec,
     claim,
     deployment,
     live,
+    local_path_volume,
     make_kube,
 )
 from tests.unit.kube.test_datapath import build_tree, recorded, tree
@@ -307,6 +310,41 @@ async def test_copy_to_restic_rm_and_restore_from_the_repository(
     assert snap["id"] not in [s["id"] for s in await run_json(cmd, "ls")]
 
 
+async def test_a_statefulset_replica(cmd, fake: Fake, controllers, tmp_path: Path):
+    sts = deployment("pg", replicas=3)
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["template"]["spec"]["volumes"] = []
+    sts["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}}]
+    fake.kmock.objects[STATEFULSETS, NS, "pg"] = sts
+    fake.kmock.objects[PVCS, NS, "data-pg-2"] = claim("data-pg-2", "pv-2")
+    fake.kmock.objects[PVS, None, "pv-2"] = local_path_volume("pv-2", node="node-c")
+    replica = tmp_path / "claims" / "data-pg-2"
+    build_tree(replica, seed=5)
+    fake.execs.claims["data-pg-2"] = replica
+
+    refused = await run(cmd, "snapshot", "--volume", "--workload", "sts/pg", exit_code=2)
+    assert error_line(refused).endswith(
+        "name the claim or the replica's ordinal (retry with --claim NAME)"
+    )
+    snap = await run_json(
+        cmd, "snapshot", "--volume", "--workload", "statefulset/pg", "--claim", "data-pg-2"
+    )
+    assert snap["container"] == "k8s:shop/statefulset/pg"
+    assert (snap["meta"]["kubernetes"]["ordinal"], snap["meta"]["kubernetes"]["node"]) == (
+        2,
+        "node-c",
+    )
+    assert store_members(tmp_path, snap["id"]) == tree(replica)
+    # Scaled to 2 (pg-2 stops, pg-0 and pg-1 keep running), then back to 3.
+    patches = [
+        r.data["spec"]["replicas"]
+        for r in fake.kmock
+        if r.method == "PATCH" and r.resource.plural == "statefulsets" and "spec" in r.data
+    ]
+    assert patches == [2, 3]
+    assert live(fake.kmock, STATEFULSETS)[NS, "pg"]["spec"]["replicas"] == 3
+
+
 # --- refusals --------------------------------------------------------------------------------
 
 
@@ -398,3 +436,28 @@ async def test_restore_refusals(cmd, fake: Fake, controllers):
     assert "always takes its safety snapshot" in error_line(result)
     result = await run(cmd, "restore", "k", "--pod", "p", "-y", exit_code=2)
     assert "--pod goes with a container's volume" in error_line(result)
+
+
+async def test_another_hosts_run_is_recovered_only_with_force(cmd, fake: Fake, controllers):
+    mark = {
+        "replicas": 1,
+        "scaled_to": 0,
+        "operation": "ba9876543210",
+        "host": "another-host",
+        "pid": 4242,
+        "at": "2026-12-04T16:00:00Z",
+    }
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
+    line = error_line(result)
+    assert "it ran on another-host: make sure that run is gone first" in line
+    assert line.endswith("recover --namespace shop --context kmock --force`")
+
+    left_alone = await run(cmd, "recover", "--namespace", "shop")
+    assert "deployment shop/db: left: its run was on another-host" in left_alone.stderr
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+    await run(cmd, "recover", "--namespace", "shop", "--force")
+    assert_scaled_back(fake.kmock)
