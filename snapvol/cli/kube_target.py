@@ -149,7 +149,7 @@ def locked(kube: Kube, target: ClaimTarget, operation: str) -> Iterator[None]:
         yield
 
 
-def refuse_interrupted(app: AppContext, kube: Kube, workload: Workload) -> None:
+def refuse_interrupted(kube: Kube, workload: Workload, kubeconfig: Path | None) -> None:
     """A mark on the workload (another run's, or an interrupted one's) refuses the operation,
     naming what recovers it: nothing is changed."""
     from snapvol.kube.scale import Mark, alive_here
@@ -166,22 +166,35 @@ def refuse_interrupted(app: AppContext, kube: Kube, workload: Workload) -> None:
     where = ["--namespace", workload.namespace]
     if kube.context:
         where += ["--context", kube.context]
-    force = ["--force"] if alive is None else []
-    note = f"; it ran on {mark.host}: make sure that run is gone first" if alive is None else ""
+    if kubeconfig is not None:
+        where += ["--kubeconfig", str(kubeconfig)]
+    left = f"scaled down to {mark.scaled_to} (it had {mark.replicas}) by snapvol {mark.owner()}"
+    if alive is None:
+        raise LockedError(
+            f"{workload.describe()} is {left}, a run on another host that this one cannot "
+            "check; nothing was changed. Once that run is known to be gone, to scale it back "
+            "and delete its helper pods",
+            run=("recover", *where, "--force"),
+        )
     raise LockedError(
-        f"{workload.describe()} was scaled down to {mark.scaled_to} by an interrupted snapvol "
-        f"{mark.owner()} and not scaled back (it had {mark.replicas}){note}; nothing was "
-        "changed. To scale it back and delete its helper pods",
-        run=("recover", *where, *force),
+        f"{workload.describe()} was left {left}, which was interrupted; nothing was changed. "
+        "To scale it back and delete its helper pods",
+        run=("recover", *where),
     )
 
 
 def _resolve(
-    app: AppContext, kube: Kube, kind: str, name: str, namespace: str | None, claim: str | None
+    kube: Kube,
+    kind: str,
+    name: str,
+    namespace: str | None,
+    claim: str | None,
+    kubeconfig: Path | None,
 ) -> ClaimTarget:
     from snapvol.kube.claims import load_workload, resolve
 
-    refuse_interrupted(app, kube, load_workload(kube, kind, name, namespace or kube.namespace))
+    workload = load_workload(kube, kind, name, namespace or kube.namespace)
+    refuse_interrupted(kube, workload, kubeconfig)
     return resolve(kube, kind, name, namespace, claim=claim)
 
 
@@ -202,7 +215,7 @@ def snapshot(
         app.store(create=True) as store,
         cluster(kubeconfig, kube_context, namespace) as kube,
     ):
-        target = _resolve(app, kube, kind, name, namespace, claim)
+        target = _resolve(kube, kind, name, namespace, claim, kubeconfig)
         with locked(kube, target, "snapshot --volume"):
             return records.snapshot(store, app.backup_dir, kube, target, options, app.console)
 
@@ -240,7 +253,7 @@ def restore(
         kind, name = parse_workload(workload)
     members = records.check(snap, store, app.console)  # before the cluster is touched
     with cluster(kubeconfig, kube_context, namespace) as kube:
-        target = _resolve(app, kube, kind, name, namespace, claim)
+        target = _resolve(kube, kind, name, namespace, claim, kubeconfig)
         with locked(kube, target, f"restore {snap.id}"):
             app.console.err.print(_plan(snap, target, kube, recorded))
             confirm_by_typing(

@@ -416,7 +416,11 @@ async def test_an_interrupted_run_is_refused_until_recovered(cmd, fake: Fake, co
     fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
     result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
     line = error_line(result)
-    assert "deployment shop/db was scaled down to 0 by an interrupted snapvol" in line
+    assert line.startswith(
+        "Error: deployment shop/db was left scaled down to 0 (it had 1) by snapvol operation "
+        "0123456789ab (pid "
+    )
+    assert "which was interrupted; nothing was changed" in line
     assert line.endswith(
         f"To scale it back and delete its helper pods: run "
         f"`snapvol --db {Path('manifests.db').absolute()} recover --namespace shop "
@@ -453,7 +457,7 @@ async def test_another_hosts_run_is_recovered_only_with_force(cmd, fake: Fake, c
     fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
     result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
     line = error_line(result)
-    assert "it ran on another-host: make sure that run is gone first" in line
+    assert "a run on another host that this one cannot check; nothing was changed" in line
     assert line.endswith("recover --namespace shop --context kmock --force`")
 
     left_alone = await run(cmd, "recover", "--namespace", "shop")
