@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from snapvol.cli.context import AppContext
     from snapvol.kube.claims import ClaimTarget, Workload
     from snapvol.kube.client import Kube
+    from snapvol.kube.scale import Mark
     from snapvol.options import SnapshotOptions
 
 KINDS = {
@@ -149,25 +150,50 @@ def locked(kube: Kube, target: ClaimTarget, operation: str) -> Iterator[None]:
         yield
 
 
-def refuse_interrupted(kube: Kube, workload: Workload, kubeconfig: Path | None) -> None:
+def _where(kube: Kube, namespace: str, kubeconfig: Path | None) -> list[str]:
+    """The options that reach this namespace on this cluster again."""
+    where = ["--namespace", namespace]
+    if kube.context:
+        where += ["--context", kube.context]
+    if kubeconfig is not None:
+        where += ["--kubeconfig", str(kubeconfig)]
+    return where
+
+
+def put_back_hint(store: Store | None, workload: Workload, mark: Mark) -> tuple[str, ...]:
+    """The command that puts back what an interrupted restore's claim held: its safety
+    snapshot restored (empty when none was recorded)."""
+    from snapvol.kube.records import left_safety
+
+    safety = left_safety(store, workload, mark) if store is not None else None
+    return ("restore", safety.id) if safety is not None else ()
+
+
+def left_mark(
+    kube: Kube,
+    workload: Workload,
+    kubeconfig: Path | None,
+    store: Store | None,
+    *,
+    restoring: bool,
+) -> Mark | None:
     """A mark on the workload (another run's, or an interrupted one's) refuses the operation,
-    naming what recovers it: nothing is changed."""
+    naming what recovers it: nothing is changed. Only a restore (``restoring``) takes over the
+    mark of an interrupted restore on this host (returned): the claim may be half-written, and
+    rewriting it whole is what puts it right."""
+    from snapvol.kube.cold import is_restore
     from snapvol.kube.scale import Mark, alive_here
 
     mark = Mark.of(workload)
     if mark is None:
-        return
+        return None
     alive = alive_here(mark)
     if alive is True:
         raise LockedError(
             f"{workload.describe()} is being worked on by snapvol {mark.owner()}; "
             "nothing was changed"
         )
-    where = ["--namespace", workload.namespace]
-    if kube.context:
-        where += ["--context", kube.context]
-    if kubeconfig is not None:
-        where += ["--kubeconfig", str(kubeconfig)]
+    where = _where(kube, workload.namespace, kubeconfig)
     left = f"scaled down to {mark.scaled_to} (it had {mark.replicas}) by snapvol {mark.owner()}"
     if alive is None:
         raise LockedError(
@@ -176,10 +202,20 @@ def refuse_interrupted(kube: Kube, workload: Workload, kubeconfig: Path | None) 
             "and delete its helper pods",
             run=("recover", *where, "--force"),
         )
+    if not is_restore(mark):
+        raise LockedError(
+            f"{workload.describe()} was left {left}, which was interrupted; nothing was "
+            "changed. To scale it back and delete its helper pods",
+            run=("recover", *where),
+        )
+    if restoring:
+        return mark
+    back = put_back_hint(store, workload, mark)
     raise LockedError(
-        f"{workload.describe()} was left {left}, which was interrupted; nothing was changed. "
-        "To scale it back and delete its helper pods",
-        run=("recover", *where),
+        f"{workload.describe()} was left {left}, an interrupted restore: its claim may be "
+        "half-written; nothing was changed. Restore a snapshot into it first"
+        + (" (its safety snapshot holds what it held before)" if back else ""),
+        run=back,
     )
 
 
@@ -190,12 +226,15 @@ def _resolve(
     namespace: str | None,
     claim: str | None,
     kubeconfig: Path | None,
-) -> ClaimTarget:
+    store: Store,
+    *,
+    restoring: bool = False,
+) -> tuple[ClaimTarget, Mark | None]:
     from snapvol.kube.claims import load_workload, resolve
 
     workload = load_workload(kube, kind, name, namespace or kube.namespace)
-    refuse_interrupted(kube, workload, kubeconfig)
-    return resolve(kube, kind, name, namespace, claim=claim)
+    adopt = left_mark(kube, workload, kubeconfig, store, restoring=restoring)
+    return resolve(kube, kind, name, namespace, claim=claim), adopt
 
 
 def snapshot(
@@ -215,7 +254,7 @@ def snapshot(
         app.store(create=True) as store,
         cluster(kubeconfig, kube_context, namespace) as kube,
     ):
-        target = _resolve(kube, kind, name, namespace, claim, kubeconfig)
+        target, _ = _resolve(kube, kind, name, namespace, claim, kubeconfig, store)
         with locked(kube, target, "snapshot --volume"):
             return records.snapshot(store, app.backup_dir, kube, target, options, app.console)
 
@@ -253,7 +292,9 @@ def restore(
         kind, name = parse_workload(workload)
     members = records.check(snap, store, app.console)  # before the cluster is touched
     with cluster(kubeconfig, kube_context, namespace) as kube:
-        target = _resolve(kube, kind, name, namespace, claim, kubeconfig)
+        target, adopt = _resolve(
+            kube, kind, name, namespace, claim, kubeconfig, store, restoring=True
+        )
         with locked(kube, target, f"restore {snap.id}"):
             app.console.err.print(_plan(snap, target, kube, recorded))
             confirm_by_typing(
@@ -262,7 +303,11 @@ def restore(
                 what=f"overwrite claim {target.claim}",
                 noun="the workload",
             )
-            done = records.restore(store, app.backup_dir, kube, target, snap, members, app.console)
+            if adopt is not None:
+                _take_over(app, kube, target, adopt)
+            done = records.restore(
+                store, app.backup_dir, kube, target, snap, members, app.console, adopt=adopt
+            )
     line = (
         f"Restored {snap.id} ({snap.name}) into claim {target.claim} of "
         f"{target.workload.describe()}: {done.duration_s:.1f} s"
@@ -275,6 +320,18 @@ def restore(
         "duration_s": round(done.duration_s, 3),
     }
     return line, done.safety, summary
+
+
+def _take_over(app: AppContext, kube: Kube, target: ClaimTarget, mark: Mark) -> None:
+    """An interrupted restore's helpers deleted: this restore rewrites the claim whole."""
+    from snapvol.kube.recovery import delete_helpers
+
+    deleted = delete_helpers(kube, target.workload.namespace, mark.operation)
+    app.console.warn(
+        f"{target.workload.describe()} was left scaled down by an interrupted restore "
+        f"({mark.owner()}); this restore takes over"
+        + (f" (deleted its helper pod(s) {', '.join(deleted)})" if deleted else "")
+    )
 
 
 def _plan(snap: Snapshot, target: ClaimTarget, kube: Kube, recorded: dict[str, Any] | None) -> Any:

@@ -30,6 +30,14 @@ from snapvol.pipeline.members import Member
 from snapvol.pipeline.tarscan import TarFormatError
 from snapvol.volume.restore import write_checked
 
+RESTORE_PREFIX = "restore-"
+"""Starts a restore's operation id: an interrupted restore's mark tells ``recover`` that the
+claim may be half-written."""
+
+
+def is_restore(mark: scale.Mark) -> bool:
+    return mark.operation.startswith(RESTORE_PREFIX)
+
 
 def new_operation() -> str:
     """An operation id: names the helper pods and the workload's mark."""
@@ -123,6 +131,7 @@ def restore_claim(
     warn: Callable[[str], None] | None = None,
     pg_version: str | None = None,
     on_safety: Callable[[ColdCopy], None] | None = None,
+    adopt: scale.Mark | None = None,
 ) -> Restored:
     """Replace ``target``'s claim with the archive at ``archive_path`` (already verified
     against its record ``members``); a safety copy of what it held goes to ``safety_dest``
@@ -130,12 +139,14 @@ def restore_claim(
 
     ``on_safety`` is handed the safety copy before anything is written (a failure there
     changes nothing); ``pg_version``, the archive's PostgreSQL major version: a claim holding
-    PostgreSQL data of another major version is refused then, unchanged."""
-    operation = operation or new_operation()
+    PostgreSQL data of another major version is refused then, unchanged. ``adopt``: an
+    interrupted restore's mark, taken over (``scale.scaled_down``). The operation's id starts
+    with ``restore-``: a restore's mark says it was one."""
+    operation = operation or RESTORE_PREFIX + new_operation()
     reporter = reporter or Reporter()
     spec = helper_pod.helper_spec(target, operation, read_only=False)
     with (
-        scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn),
+        scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn, adopt=adopt),
         helper_pod.running(kube, spec, timeout=timeout) as pod,
     ):
         lane = PodLane(kube, pod, target.workload.namespace, target.claim)

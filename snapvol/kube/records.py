@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from snapvol import lifecycle
-from snapvol.adapters.store import Snapshot, Store
+from snapvol.adapters.store import COMPLETE, Snapshot, Store, as_utc
 from snapvol.errors import IntegrityError, UsageError
-from snapvol.kube import cold
-from snapvol.kube.claims import ClaimTarget
+from snapvol.kube import cold, scale
+from snapvol.kube.claims import ClaimTarget, Workload
 from snapvol.kube.client import Kube
 from snapvol.options import DEFAULT_LEVEL, SnapshotOptions
 from snapvol.output import Reporter
@@ -79,6 +79,20 @@ def where(kube: Kube, target: ClaimTarget) -> dict[str, Any]:
         "mount_path": target.mount_path,
         "image": target.image,
     }
+
+
+def left_safety(store: Store, workload: Workload, mark: scale.Mark) -> Snapshot | None:
+    """The safety snapshot an interrupted restore of ``workload`` (its ``mark``) took, if it
+    got that far: what the claim held before it was touched."""
+    try:
+        since = datetime.fromisoformat(mark.at.replace("Z", "+00:00")) - timedelta(minutes=1)
+    except ValueError:
+        return None
+    source = source_name(workload.namespace, workload.kind, workload.name)
+    for snap in store.snapshots(container=source, status=COMPLETE):
+        if snap.meta.get("safety_for") and as_utc(snap.created_at) >= since:
+            return snap
+    return None
 
 
 def recorded_where(snap: Snapshot) -> dict[str, Any] | None:
@@ -197,6 +211,7 @@ def restore(
     reporter: Reporter,
     *,
     timeout: float = 300,
+    adopt: scale.Mark | None = None,
 ) -> KubeRestoreResult:
     """Put ``snap`` (checked: ``check``) back into ``target``'s claim. The safety copy of what
     the claim held is recorded as a snapshot of its own, complete before the claim is touched:
@@ -228,6 +243,7 @@ def restore(
             warn=reporter.warn,
             pg_version=snap.pg_version,
             on_safety=safety_taken,
+            adopt=adopt,
         )
     except BaseException as err:
         if not completed:  # the safety copy was not taken (or not recorded): nothing changed

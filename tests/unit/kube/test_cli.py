@@ -465,3 +465,50 @@ async def test_another_hosts_run_is_recovered_only_with_force(cmd, fake: Fake, c
     assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
     await run(cmd, "recover", "--namespace", "shop", "--force")
     assert_scaled_back(fake.kmock)
+
+
+async def test_an_interrupted_restore_stays_down_until_a_restore_takes_over(
+    cmd, fake: Fake, controllers, data: Path, tmp_path: Path
+):
+    import shutil
+    import socket
+    from datetime import UTC, datetime
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    (data / "newer").write_text("what the claim held before the restore")
+    before = tree(data)
+    done = await run_json(cmd, "restore", "good", "--yes")
+    safety_id = done["safety_snapshot"]["id"]
+    # A later restore was killed half-way: the claim half-written, the workload left down with
+    # the restore's mark, its helper pod still there.
+    shutil.rmtree(data / "base")
+    mark = {
+        "replicas": 1,
+        "scaled_to": 0,
+        "operation": "restore-0123456789ab",
+        "host": socket.gethostname(),
+        "pid": _dead_pid(),
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+
+    refused = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
+    line = error_line(refused)
+    assert "an interrupted restore: its claim may be half-written; nothing was changed" in line
+    assert line.endswith(
+        f": run `snapvol --db {Path('manifests.db').absolute()} restore {safety_id}`"
+    )
+    kept = await run(cmd, "recover", "--namespace", "shop")
+    assert "deployment shop/db: left: the run was a restore, so its claim may be half-written" in (
+        kept.stderr
+    )
+    assert f"restore {safety_id} --yes` puts back what it held before" in kept.stderr
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+
+    taken = await run(cmd, "restore", safety_id, "--yes")
+    assert "this restore takes over" in taken.stderr
+    assert tree(data) == before
+    assert_scaled_back(fake.kmock)
