@@ -90,7 +90,12 @@ def left_safety(store: Store, workload: Workload, mark: scale.Mark) -> Snapshot 
         return None
     source = source_name(workload.namespace, workload.kind, workload.name)
     for snap in store.snapshots(container=source, status=COMPLETE):
-        if snap.meta.get("safety_for") and as_utc(snap.created_at) >= since:
+        meta = snap.meta
+        if (
+            meta.get("safety_for")
+            and not meta.get("took_over")
+            and as_utc(snap.created_at) >= since
+        ):
             return snap
     return None
 
@@ -222,7 +227,12 @@ def restore(
     while store.name_exists(name):  # two restores within a second
         n += 1
         name = f"{base}-{n}"
-    safety = _begin(store, backup_dir, kube, target, name, DEFAULT_LEVEL, safety_for=snap.id)
+    # A restore that takes over an interrupted one's mark copies a claim that may be
+    # half-written: its safety snapshot says so, and is never offered as the way back.
+    taken_over = {"took_over": adopt.operation} if adopt is not None else {}
+    safety = _begin(
+        store, backup_dir, kube, target, name, DEFAULT_LEVEL, safety_for=snap.id, **taken_over
+    )
     completed: list[Snapshot] = []
 
     def safety_taken(copy: cold.ColdCopy) -> None:

@@ -502,13 +502,17 @@ async def test_an_interrupted_restore_stays_down_until_a_restore_takes_over(
         f": run `snapvol --db {Path('manifests.db').absolute()} restore {safety_id}`"
     )
     kept = await run(cmd, "recover", "--namespace", "shop")
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
     assert "deployment shop/db: left: the run was a restore, so its claim may be half-written" in (
         kept.stderr
     )
     assert f"restore {safety_id} --yes` puts back what it held before" in kept.stderr
     assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
 
-    taken = await run(cmd, "restore", safety_id, "--yes")
-    assert "this restore takes over" in taken.stderr
+    taken_over = await run(cmd, "restore", safety_id, "--yes", "--json")
+    assert "this restore takes over" in taken_over.stderr
+    taken = json.loads(taken_over.stdout)
     assert tree(data) == before
     assert_scaled_back(fake.kmock)
+    # Its own safety snapshot holds the half-written claim: marked, never offered as a way back.
+    assert taken["safety_snapshot"]["meta"]["took_over"] == "restore-0123456789ab"
