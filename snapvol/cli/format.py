@@ -71,9 +71,13 @@ def snapshot_summary(snap: Snapshot) -> str:
 def logical_summary(snap: Snapshot) -> str:
     """One line: which database a logical snapshot holds, and how much of it."""
     tables = snap.meta.get("tables") or {}
-    return (
-        f"Database {snap.database} ({snap.format} format, PostgreSQL {snap.pg_version}): "
+    counted = (
         f"{len(tables)} tables, {sum(tables.values())} rows"
+        if snap.meta.get("rows_counted", True)
+        else "tables and rows not counted"
+    )
+    return (
+        f"Database {snap.database} ({snap.format} format, PostgreSQL {snap.pg_version}): " + counted
     )
 
 

@@ -272,6 +272,10 @@ HELP = {
                 "A Kubernetes Deployment's claim: scaled to zero, read, scaled back.",
             ),
             (
+                "snapvol snapshot --logical --workload sts/pg --database app",
+                "pg_dump of database app in a running pod of StatefulSet pg (no downtime).",
+            ),
+            (
                 "snapvol snapshot --volume --reader endpoint --level 9",
                 "Read the volume through Docker's archive endpoint; compress harder.",
             ),

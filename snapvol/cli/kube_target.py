@@ -41,11 +41,11 @@ kube_options = stacked(
         "--workload",
         metavar="KIND/NAME",
         default=None,
-        help="Volume: a Kubernetes Deployment or StatefulSet (deployment/NAME, "
-        "statefulset/NAME; deploy/ and sts/ too) whose claim is worked on cold: the workload "
-        "is scaled down, a helper pod reads or writes the claim, the workload is scaled back. "
-        "--claim names the claim when it mounts several (a StatefulSet replica's: "
-        "data-NAME-1).",
+        help="A Kubernetes Deployment or StatefulSet (deployment/NAME, statefulset/NAME; "
+        "deploy/ and sts/ too). Volume: its claim is worked on cold (the workload is scaled "
+        "down, a helper pod reads or writes the claim, the workload is scaled back); --claim "
+        "names the claim when it mounts several (a StatefulSet replica's: data-NAME-1). "
+        "--logical: pg_dump runs in one of its running pods.",
     ),
     click.option(
         "--namespace",
@@ -259,6 +259,43 @@ def snapshot(
             return records.snapshot(store, app.backup_dir, kube, target, options, app.console)
 
 
+def dump(
+    app: AppContext,
+    options: SnapshotOptions,
+    database: str | None,
+    user: str | None,
+    fmt: str,
+    workload: str,
+    namespace: str | None,
+    kube_context: str | None,
+    kubeconfig: Path | None,
+) -> Snapshot:
+    """``snapshot --logical --workload KIND/NAME``: pg_dump in one of its running pods."""
+    from snapvol.kube import logical
+    from snapvol.kube.claims import load_workload
+
+    kind, name = parse_workload(workload)
+    with (
+        app.store(create=True) as store,
+        cluster(kubeconfig, kube_context, namespace) as kube,
+    ):
+        found = load_workload(kube, kind, name, namespace or kube.namespace)
+        target = logical.find(kube, found)
+        key = logical.workload_key(kube, found)
+        with locking.holding([(key, found.describe())], "snapshot --logical"):
+            return logical.snapshot(
+                store,
+                app.backup_dir,
+                kube,
+                target,
+                options,
+                app.console,
+                database=database,
+                user=user,
+                fmt=fmt,
+            )
+
+
 def restore(
     app: AppContext,
     store: Store,
@@ -367,6 +404,11 @@ def restores(snap: Snapshot | None, workload: str | None) -> bool:
     from snapvol.kube.records import recorded_where
     from snapvol.restoring import is_logical
 
+    if snap is not None and is_logical(snap) and recorded_where(snap) is not None:
+        raise UsageError(
+            f"snapshot {snap.id} is a pg_dump of a Kubernetes workload, which snapvol does not "
+            f"restore yet: `snapvol extract {snap.id} --to DIR` writes the dump out for pg_restore"
+        )
     if is_logical(snap):
         if workload is not None:
             raise UsageError("--workload goes with volume snapshots")

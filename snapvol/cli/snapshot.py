@@ -102,16 +102,16 @@ def command(
     kube_target.refuse_without_workload(kube["workload"])
     if logical:
         _refuse_volume_flags(
-            volume_name=volume_name,
-            helper_image=helper_image,
-            pod=pod,
-            claim=claim,
-            workload=kube["workload"],
+            volume_name=volume_name, helper_image=helper_image, pod=pod, claim=claim
         )
         from snapvol.pg.logical import DumpOptions
 
         dump = DumpOptions() if fmt is None else DumpOptions(format=fmt)
-        snap = _logical(app, options, container, database, user, dump)
+        if kube["workload"] is not None:
+            kube_target.refuse_engine_flags(container=container)
+            snap = kube_target.dump(app, options, database, user, dump.format, **kube)
+        else:
+            snap = _logical(app, options, container, database, user, dump)
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
         if kube["workload"] is not None:

@@ -264,17 +264,26 @@ class Kube:
         return True
 
     def exec(
-        self, name: str, namespace: str, command: list[str], *, stdin: bool = False
+        self,
+        name: str,
+        namespace: str,
+        command: list[str],
+        *,
+        stdin: bool = False,
+        container: str | None = None,
     ) -> ExecChannel:
-        """Run ``command`` in the pod's (only) container; its channels, in binary mode."""
+        """Run ``command`` in the pod's ``container`` (default: its only one); its channels, in
+        binary mode."""
         from kubernetes.stream import stream, ws_client
 
         call = Call("create", "pods/exec", "", name, namespace)
+        which = {"container": container} if container else {}
         with translate(call):
             channel = stream(
                 self.core.connect_get_namespaced_pod_exec,
                 name,
                 namespace,
+                **which,
                 command=command,
                 stdin=stdin,
                 stdout=True,

@@ -366,9 +366,11 @@ async def test_snapshot_refusals(cmd, fake: Fake, args: list[str], code: int, sa
     assert deployment_now(fake.kmock)["spec"]["replicas"] == 1
 
 
-async def test_logical_and_workload_do_not_mix(cmd, fake: Fake):
-    result = await run(cmd, "snapshot", "--logical", "--workload", "deployment/db", exit_code=2)
-    assert error_line(result) == "Error: --workload goes with --volume"
+async def test_a_logical_dump_takes_no_claim(cmd, fake: Fake):
+    result = await run(
+        cmd, "snapshot", "--logical", "--workload", "deployment/db", "--claim", "x", exit_code=2
+    )
+    assert error_line(result) == "Error: --claim goes with --volume"
 
 
 async def test_forbidden_is_recorded_failed_and_names_the_rbac_verb(cmd, fake: Fake, controllers):
