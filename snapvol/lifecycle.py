@@ -10,9 +10,10 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from snapvol import locking
-from snapvol.adapters.engine import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerInfo
+from snapvol.adapters.engine import COMPOSE_PROJECT, COMPOSE_SERVICE
 from snapvol.adapters.store import COMPLETE, IN_PROGRESS, Snapshot, Store
 from snapvol.errors import (
     IntegrityError,
@@ -26,6 +27,22 @@ from snapvol.output import Reporter
 from snapvol.pipeline import archive
 from snapvol.pipeline.destination import Destination, LocalDirectory
 from snapvol.pipeline.members import Member, MemberCheck
+
+
+class Source(Protocol):
+    """What a snapshot is recorded as taken of: a container (``ContainerInfo``), or another
+    source that names itself the same way (a Kubernetes workload: ``snapvol.kube.records``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def image(self) -> str: ...
+    @property
+    def image_id(self) -> str: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
 
 
 def unique_name(store: Store, name: str | None, container: str, kind: str) -> str:
@@ -42,7 +59,7 @@ def unique_name(store: Store, name: str | None, container: str, kind: str) -> st
 def begin(
     store: Store,
     backup_dir: Path,
-    target_info: ContainerInfo,
+    target_info: Source,
     *,
     kind: str,
     name: str | None,

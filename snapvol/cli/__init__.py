@@ -86,6 +86,12 @@ COMMANDS = {
         "run",
         "Run the configuration's jobs, each when its schedule says (until SIGTERM), or one now.",
     ),
+    "recover": Entry(
+        "snapvol.cli.recover",
+        "command",
+        "Scale back the Kubernetes workloads an interrupted snapshot or restore left scaled "
+        "down, and delete its helper pods.",
+    ),
     "rm": Entry("snapvol.cli.delete", "rm", "Delete snapshots: archives and records."),
     "schedule": Entry(
         "snapvol.cli.schedule",

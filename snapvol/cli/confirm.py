@@ -1,4 +1,4 @@
-"""Asking before anything is overwritten: the user types the container's name."""
+"""Asking before anything is overwritten: the user types the container's (or workload's) name."""
 
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ def answering(unchanged: str = "nothing was changed") -> Iterator[None]:
         raise Cancelled(f"cancelled; {unchanged}") from None
 
 
-def confirm_by_typing(expected: str, *, assume_yes: bool, what: str) -> None:
-    """Return only if the user typed ``expected``; Ctrl-C, EOF or anything else cancels."""
+def confirm_by_typing(
+    expected: str, *, assume_yes: bool, what: str, noun: str = "the container's name"
+) -> None:
+    """Return only if the user typed ``expected`` (``noun`` says what it is); Ctrl-C, EOF or
+    anything else cancels."""
     if assume_yes:
         return
     with answering():
         answer = click.prompt(
-            f"Type the container's name ({expected}) to {what}, anything else cancels",
+            f"Type {noun} ({expected}) to {what}, anything else cancels",
             default="",
             show_default=False,
             err=True,

@@ -6,7 +6,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
@@ -71,9 +71,13 @@ def snapshot_summary(snap: Snapshot) -> str:
 def logical_summary(snap: Snapshot) -> str:
     """One line: which database a logical snapshot holds, and how much of it."""
     tables = snap.meta.get("tables") or {}
-    return (
-        f"Database {snap.database} ({snap.format} format, PostgreSQL {snap.pg_version}): "
+    counted = (
         f"{len(tables)} tables, {sum(tables.values())} rows"
+        if snap.meta.get("rows_counted", True)
+        else "tables and rows not counted"
+    )
+    return (
+        f"Database {snap.database} ({snap.format} format, PostgreSQL {snap.pg_version}): " + counted
     )
 
 
@@ -190,8 +194,13 @@ def snapshot_details(snap: Snapshot, copies: Sequence[Copy], drill: Drill | None
     row("Status", status)
     if snap.error:
         row("Error", Text(snap.error, style="red"))
-    container = snap.container + (f" ({snap.container_id[:12]})" if snap.container_id else "")
-    row("Container", container + (f", image {snap.image}" if snap.image else ""))
+    kube = snap.meta.get("kubernetes") if snap.meta.get("source") == "kubernetes" else None
+    if isinstance(kube, dict):  # its container_id is its claim's lock key: not shown
+        row("Source", snap.container + (f", image {snap.image}" if snap.image else ""))
+        row("Kubernetes", kube_where(kube))
+    else:
+        container = snap.container + (f" ({snap.container_id[:12]})" if snap.container_id else "")
+        row("Container", container + (f", image {snap.image}" if snap.image else ""))
     if snap.meta.get("pod"):
         row("Pod", f"{snap.meta['pod']}, claim {snap.meta.get('claim', '?')} (podman kube play)")
     if snap.compose_project or snap.compose_service:
@@ -331,6 +340,16 @@ _TYPE_BITS = {
     "chardev": 0o020000,
     "blockdev": 0o060000,
 }
+
+
+def kube_where(where: dict[str, Any]) -> str:
+    """A Kubernetes source as its record keeps it (``snapvol.kube.records.where``)."""
+    context = where.get("context") or "in-cluster"
+    return (
+        f"{where.get('workload_kind')} {where.get('namespace')}/{where.get('workload')}, "
+        f"claim {where.get('claim')} (volume {where.get('pv') or '?'} on node "
+        f"{where.get('node') or '?'}), context {context} at {where.get('server') or '?'}"
+    )
 
 
 def volume_plan_table(

@@ -42,6 +42,10 @@ ENVIRONMENT = {
     "SNAPVOL_MAX_SHRINK": "snapshot: the fraction by which a snapshot may be smaller than the one "
     "before it unflagged, as --max-shrink (default 0.5).",
     "SNAPVOL_CONFIG": "schedule and run: the configuration file, as --config.",
+    "SNAPVOL_NAMESPACE": "With --workload (and recover): the Kubernetes namespace, as --namespace.",
+    "SNAPVOL_KUBE_CONTEXT": "With --workload (and recover): the kubeconfig context, as --context.",
+    "SNAPVOL_KUBECONFIG": "With --workload (and recover): the kubeconfig, as --kubeconfig.",
+    "KUBECONFIG": "Without SNAPVOL_KUBECONFIG: the kubeconfig (default: ~/.kube/config).",
 }
 """Every variable snapvol reads, and what for. restic's own backend variables (AWS_*, B2_*,
 ...) reach restic untouched."""
@@ -51,8 +55,8 @@ EXIT_CODES = {
     1: "an unexpected error: a bug (the traceback says where)",
     2: "bad usage, an ambiguous id, or dump content a restore refuses",
     3: "not found: a snapshot, container, volume or file that was named",
-    4: "the Docker engine cannot be reached",
-    5: "the Docker engine answered with an unexpected error",
+    4: "the Docker engine (or the Kubernetes API) cannot be reached",
+    5: "the Docker engine answered with an unexpected error (or Kubernetes refused: RBAC)",
     6: "the manifest store is missing or unusable",
     7: "integrity: an archive or copy does not match its record, or restore would refuse it",
     8: "incompatible: PostgreSQL major version, or not PostgreSQL",
@@ -89,6 +93,7 @@ _ENGINE = (
     "SNAPVOL_RUN_DIR",
     "DOCKER_HOST",
 )
+_KUBE = ("SNAPVOL_NAMESPACE", "SNAPVOL_KUBE_CONTEXT", "SNAPVOL_KUBECONFIG", "KUBECONFIG")
 _MONITOR = (
     "SNAPVOL_METRICS_FILE",
     "SNAPVOL_NOTIFY",
@@ -219,9 +224,24 @@ HELP = {
                 "snapvol restore nightly --table orders --database recovered",
                 "Only table orders of a logical snapshot, into a new database.",
             ),
+            (
+                "snapvol restore 3fa9 --workload sts/pg --claim data-pg-0",
+                "Into that claim of StatefulSet pg (a snapshot of a workload: its own).",
+            ),
         ],
-        _STORE + _REPOSITORY + _ENGINE,
+        _STORE + _REPOSITORY + _ENGINE + _KUBE,
         "0 2 3 4 5 6 7 8 9 10 11 12 13 14 130",
+    ),
+    "recover": _help(
+        [
+            ("snapvol recover --namespace shop", "Put right what a dead run left in shop."),
+            (
+                "snapvol recover --context prod --namespace shop --force",
+                "Also what a run on another host left (once it is known to be gone).",
+            ),
+        ],
+        _KUBE,
+        "0 2 3 4 5 130",
     ),
     "rm": _help(
         [
@@ -255,6 +275,14 @@ HELP = {
                 "A claim of a Deployment `podman kube play` runs, its whole pod stopped meanwhile.",
             ),
             (
+                "snapvol snapshot --volume --workload deployment/pg --namespace shop",
+                "A Kubernetes Deployment's claim: scaled to zero, read, scaled back.",
+            ),
+            (
+                "snapvol snapshot --logical --workload sts/pg --database app",
+                "pg_dump of database app in a running pod of StatefulSet pg (no downtime).",
+            ),
+            (
                 "snapvol snapshot --volume --reader endpoint --level 9",
                 "Read the volume through Docker's archive endpoint; compress harder.",
             ),
@@ -263,7 +291,7 @@ HELP = {
                 "Do not copy it to the repository now (a later `snapvol copy` will).",
             ),
         ],
-        _STORE + _REPOSITORY + ("SNAPVOL_COPY", "SNAPVOL_MAX_SHRINK", *_ENGINE, *_MONITOR),
+        _STORE + _REPOSITORY + ("SNAPVOL_COPY", "SNAPVOL_MAX_SHRINK", *_ENGINE, *_KUBE, *_MONITOR),
         "0 2 3 4 5 6 7 8 9 11 12 13 14 130",
     ),
     "diff": _help(

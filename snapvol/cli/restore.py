@@ -11,7 +11,7 @@ import click
 
 from snapvol import restoring
 from snapvol.adapters.store import COMPLETE, Snapshot, Store
-from snapvol.cli import picker
+from snapvol.cli import kube_target, picker
 from snapvol.cli.confirm import confirm_by_typing
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.format import (
@@ -96,6 +96,7 @@ from snapvol.workspace import Workspace
 @helper_image_option
 @reader_option
 @stop_timeout_option
+@kube_target.kube_options
 @json_option
 @with_app
 def command(
@@ -118,6 +119,7 @@ def command(
     reader: str,
     stop_timeout: int | None,
     as_json: bool,
+    **kube: Any,
 ) -> None:
     """Restore snapshot REF (an id, a unique prefix of 4+ hex digits, or a name), or a dump file.
 
@@ -146,8 +148,32 @@ def command(
             raise UsageError(
                 "--stop-timeout goes with volume snapshots: a logical restore stops nothing"
             )
-        with app.connected(store, stop_timeout) as ws:
-            if logical:
+        # A workload's claim, or a snapshot of one: the cluster's, never the engine's.
+        to_cluster = kube_target.restores(snap, kube["workload"])
+        with (
+            contextlib.nullcontext(None) if to_cluster else app.connected(store, stop_timeout) as ws
+        ):
+            if ws is None:
+                kube_target.refuse_engine_flags(
+                    pod=pod,
+                    container=container,
+                    helper_image=helper_image,
+                    reader=reader,
+                    stop_timeout=stop_timeout,
+                    no_safety_snapshot=no_safety_snapshot,
+                )
+                assert snap is not None
+                done = _Restored(
+                    *kube_target.restore(
+                        app,
+                        store,
+                        fetch_archive(app, store, snap) if read_repo else snap,
+                        claim=claim,
+                        assume_yes=assume_yes,
+                        **kube,
+                    )
+                )
+            elif logical:
                 done = _restore_logical(
                     app,
                     ws,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import COMPLETE, Copy, Snapshot
+from snapvol.cli import kube_target
 from snapvol.cli.context import AppContext, with_app
 from snapvol.cli.copy import copied_line
 from snapvol.cli.format import logical_summary, snapshot_summary
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 )
 @target_options
 @pod_options
+@kube_target.kube_options
 @json_option
 @with_app
 def command(
@@ -91,6 +93,7 @@ def command(
     max_shrink: float,
     copy_to_repo: bool | None,
     as_json: bool,
+    **kube: Any,
 ) -> None:
     """Take a snapshot of a container's data and record it in the manifest store."""
     if volume == logical:
@@ -100,6 +103,7 @@ def command(
         )
     restic = _copy_target(app, copy_to_repo)
     options = SnapshotOptions(name=name, level=level)  # before anything is looked up or stopped
+    kube_target.refuse_without_workload(kube["workload"])
     if logical:
         _refuse_volume_flags(
             volume_name=volume_name, helper_image=helper_image, pod=pod, claim=claim
@@ -107,11 +111,25 @@ def command(
         from snapvol.pg.logical import DumpOptions
 
         dump = DumpOptions() if fmt is None else DumpOptions(format=fmt)
-        snap = _logical(app, options, container, database, user, dump)
+        if kube["workload"] is not None:
+            kube_target.refuse_engine_flags(container=container)
+            snap = kube_target.dump(app, options, database, user, dump.format, **kube)
+        else:
+            snap = _logical(app, options, container, database, user, dump)
     else:
         _refuse_logical_flags(fmt=fmt, database=database, user=user)
         lane = _Lane(reader, helper_image, stop_timeout)
-        if pod is not None or claim is not None:
+        if kube["workload"] is not None:
+            kube_target.refuse_engine_flags(
+                pod=pod,
+                container=container,
+                volume_name=volume_name,
+                helper_image=helper_image,
+                reader=reader,
+                stop_timeout=stop_timeout,
+            )
+            snap = kube_target.snapshot(app, options, claim=claim, **kube)
+        elif pod is not None or claim is not None:
             snap = _pod_volume(app, options, pod, claim, volume_name, lane)
         else:
             snap = _volume(app, options, container, volume_name, lane)

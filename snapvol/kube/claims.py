@@ -194,13 +194,17 @@ def _pick(workload: Workload, claim: str | None, ordinal: int | None) -> _Candid
         examples = ", ".join(f"{templates[0]}-{workload.name}-{i}" for i in range(2))
         raise UsageError(
             f"{workload.describe()} has {workload.replicas} replicas, each with claims of its "
-            f"own ({examples}, ...): name the claim or the replica's ordinal"
+            f"own ({examples}, ...): name the claim or the replica's ordinal",
+            retry_with={"claim": ""},
         )
     if not found:
         raise UsageError(f"{workload.describe()} mounts no persistent volume claim")
     if len(found) > 1:
         names = ", ".join(c.claim for c in found)
-        raise UsageError(f"{workload.describe()} mounts {len(found)} claims ({names}): name one")
+        raise UsageError(
+            f"{workload.describe()} mounts {len(found)} claims ({names}): name one",
+            retry_with={"claim": ""},
+        )
     return found[0]
 
 

@@ -142,13 +142,21 @@ class ExecChannel(Protocol):
 class Kube:
     """One cluster, one API client: the calls the ``kubernetes`` source makes."""
 
-    def __init__(self, api: ApiClient, namespace: str = "default") -> None:
+    def __init__(
+        self, api: ApiClient, namespace: str = "default", context: str | None = None
+    ) -> None:
         from kubernetes import client
 
         self.api = api
         self.namespace = namespace  # the context's, used when none is given
+        self.context = context  # the kubeconfig context's name (None: in-cluster)
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+
+    @property
+    def server(self) -> str:
+        """The API server's URL (never credentials: those live in the client's configuration)."""
+        return str(self.api.configuration.host or "")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -256,17 +264,26 @@ class Kube:
         return True
 
     def exec(
-        self, name: str, namespace: str, command: list[str], *, stdin: bool = False
+        self,
+        name: str,
+        namespace: str,
+        command: list[str],
+        *,
+        stdin: bool = False,
+        container: str | None = None,
     ) -> ExecChannel:
-        """Run ``command`` in the pod's (only) container; its channels, in binary mode."""
+        """Run ``command`` in the pod's ``container`` (default: its only one); its channels, in
+        binary mode."""
         from kubernetes.stream import stream, ws_client
 
         call = Call("create", "pods/exec", "", name, namespace)
+        which = {"container": container} if container else {}
         with translate(call):
             channel = stream(
                 self.core.connect_get_namespaced_pod_exec,
                 name,
                 namespace,
+                **which,
                 command=command,
                 stdin=stdin,
                 stdout=True,
@@ -321,4 +338,4 @@ def connect(
         ) from err
     chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
     found = ((chosen or {}).get("context") or {}).get("namespace") or ""
-    return Kube(api, namespace or found or "default")
+    return Kube(api, namespace or found or "default", (chosen or {}).get("name") or context)

@@ -18,16 +18,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from snapvol.errors import OperationFailed, SnapvolError, describe
+from snapvol.errors import IncompatibleError, OperationFailed, SnapvolError, describe
 from snapvol.kube import helper_pod, scale
 from snapvol.kube.claims import ClaimTarget
 from snapvol.kube.client import Kube
 from snapvol.kube.lane import PodLane
 from snapvol.output import Reporter
+from snapvol.pg.cluster import major_of
 from snapvol.pipeline import archive
 from snapvol.pipeline.members import Member
 from snapvol.pipeline.tarscan import TarFormatError
 from snapvol.volume.restore import write_checked
+
+RESTORE_PREFIX = "restore-"
+"""Starts a restore's operation id: an interrupted restore's mark tells ``recover`` that the
+claim may be half-written."""
+
+
+def is_restore(mark: scale.Mark) -> bool:
+    return mark.operation.startswith(RESTORE_PREFIX)
 
 
 def new_operation() -> str:
@@ -40,6 +49,31 @@ class ColdCopy:
     result: archive.ArchiveResult
     members: list[Member]
     sockets: list[str]  # left out: no tar holds a socket
+    pg_version: str | None = None  # the major version of a PostgreSQL data directory in it
+    pg_subdir: str = ""  # where that directory is in the claim ("": its root)
+
+
+def pg_data_dir(members: list[Member]) -> str | None:
+    """Where the claim holds a PostgreSQL data directory: "" (its root) or the one directory
+    below it whose ``PG_VERSION`` says so (images set PGDATA to a subdirectory of the mount
+    because a mount's root holds lost+found); None: no data directory."""
+    found = [m.path for m in members if m.type == "file" and m.path.endswith("PG_VERSION")]
+    for path in sorted(found, key=lambda p: p.count("/")):
+        if path == "PG_VERSION" or path.count("/") == 1:
+            return path.removesuffix("PG_VERSION").rstrip("/")
+    return None
+
+
+def _pg_version(lane: PodLane, subdir: str) -> str:
+    path = f"{helper_pod.HELPER_MOUNT}/{subdir}/PG_VERSION".replace("//", "/")
+    text = lane.run(["cat", path], "reading the claim's PG_VERSION")
+    major = major_of(text.strip())
+    if major is None:
+        raise OperationFailed(
+            f"the claim's {subdir + '/' if subdir else ''}PG_VERSION does not hold a version "
+            f"({text.strip()[:40]!r})"
+        )
+    return major
 
 
 def _archive(lane: PodLane, dest: Path, level: int, progress: archive.Progress | None) -> ColdCopy:
@@ -50,7 +84,10 @@ def _archive(lane: PodLane, dest: Path, level: int, progress: archive.Progress |
         except TarFormatError as err:
             raise OperationFailed(f"the claim's tar stream was malformed: {err}") from err
     sockets = census.left_out(source)
-    return ColdCopy(result, source.members, sockets)
+    subdir = pg_data_dir(source.members)
+    if subdir is None:
+        return ColdCopy(result, source.members, sockets)
+    return ColdCopy(result, source.members, sockets, _pg_version(lane, subdir), subdir)
 
 
 def snapshot_claim(
@@ -92,19 +129,36 @@ def restore_claim(
     timeout: float = 300,
     reporter: Reporter | None = None,
     warn: Callable[[str], None] | None = None,
+    pg_version: str | None = None,
+    on_safety: Callable[[ColdCopy], None] | None = None,
+    adopt: scale.Mark | None = None,
 ) -> Restored:
     """Replace ``target``'s claim with the archive at ``archive_path`` (already verified
     against its record ``members``); a safety copy of what it held goes to ``safety_dest``
-    first and is put back if the restore fails once the claim was emptied."""
-    operation = operation or new_operation()
+    first and is put back if the restore fails once the claim was emptied.
+
+    ``on_safety`` is handed the safety copy before anything is written (a failure there
+    changes nothing); ``pg_version``, the archive's PostgreSQL major version: a claim holding
+    PostgreSQL data of another major version is refused then, unchanged. ``adopt``: an
+    interrupted restore's mark, taken over (``scale.scaled_down``). The operation's id starts
+    with ``restore-``: a restore's mark says it was one."""
+    operation = operation or RESTORE_PREFIX + new_operation()
     reporter = reporter or Reporter()
     spec = helper_pod.helper_spec(target, operation, read_only=False)
     with (
-        scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn),
+        scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn, adopt=adopt),
         helper_pod.running(kube, spec, timeout=timeout) as pod,
     ):
         lane = PodLane(kube, pod, target.workload.namespace, target.claim)
         safety = _archive(lane, safety_dest, 3, None)
+        if pg_version and safety.pg_version and major_of(pg_version) != safety.pg_version:
+            raise IncompatibleError(
+                f"claim {target.claim} holds PostgreSQL {safety.pg_version} data but the snapshot "
+                f"holds PostgreSQL {pg_version}'s; nothing was changed (a logical snapshot "
+                "moves data between versions)"
+            )
+        if on_safety is not None:
+            on_safety(safety)
         note = lane.refuse_unwritable(members)
         if note and warn is not None:
             warn(note)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from snapvol.kube import helper_pod, scale
+from snapvol.kube.claims import Workload
 from snapvol.kube.client import Kube
 
 
@@ -33,8 +34,10 @@ def recover(
     *,
     force: bool = False,
     alive: Callable[[str, int], bool | None] = _alive,
+    keep_down: Callable[[Workload, scale.Mark], str | None] | None = None,
 ) -> Recovery:
-    """Delete the helper pods of runs that are gone, then scale back their workloads."""
+    """Delete the helper pods of runs that are gone, then scale back their workloads (but
+    those ``keep_down`` gives a reason for: see ``scale.recover``)."""
     namespace = namespace or kube.namespace
     done = Recovery()
     for pod in helper_pod.strays(kube, namespace):
@@ -55,5 +58,18 @@ def recover(
         namespace,
         force=force,
         alive=lambda mark: alive(mark.host, mark.pid),
+        keep_down=keep_down,
     )
     return done
+
+
+def delete_helpers(kube: Kube, namespace: str, operation: str) -> list[str]:
+    """Delete the helper pods of ``operation`` (an interrupted run's, taken over)."""
+    deleted = []
+    for pod in helper_pod.strays(kube, namespace):
+        meta = pod.get("metadata", {})
+        name = str(meta.get("name", ""))
+        ours = (meta.get("labels") or {}).get(helper_pod.OPERATION_LABEL) == operation
+        if ours and kube.delete_pod(name, namespace):
+            deleted.append(name)
+    return deleted

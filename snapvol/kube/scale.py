@@ -159,10 +159,14 @@ def scaled_down(
     poll: float = 1.0,
     warn: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    adopt: Mark | None = None,
 ) -> Iterator[Mark]:
     """The claim cold for the ``with`` body: the workload scaled down (recorded), no pod
-    holding the claim; scaled back however the body ends."""
-    mark = scale_down(kube, target, operation)
+    holding the claim; scaled back however the body ends.
+
+    ``adopt``: the mark an interrupted run left on the workload (already scaled down): this run
+    takes it over, and scales back to what it recorded."""
+    mark = adopt if adopt is not None else scale_down(kube, target, operation)
     workload = target.workload
     failed: BaseException | None = None
     try:
@@ -214,10 +218,12 @@ def recover(
     *,
     alive: Callable[[Mark], bool | None] = alive_here,
     force: bool = False,
+    keep_down: Callable[[Workload, Mark], str | None] | None = None,
 ) -> list[Recovered]:
     """Scale back every workload in ``namespace`` that an interrupted snapvol run left scaled
     down. A mark whose run still runs is left alone; one written on another host (whose
-    process cannot be checked from here) only with ``force``."""
+    process cannot be checked from here) only with ``force``; one ``keep_down`` gives a reason
+    for (an interrupted restore's: its claim may be half-written) is left scaled down."""
     done: list[Recovered] = []
     for kind in WORKLOADS:
         for raw in kube.workloads(kind, namespace):
@@ -239,6 +245,10 @@ def recover(
                         "(recover with force once that run is known to be gone)",
                     )
                 )
+                continue
+            why = keep_down(workload, mark) if keep_down is not None else None
+            if why is not None:
+                done.append(Recovered(workload.describe(), mark, f"left: {why}"))
                 continue
             warning = scale_back(kube, kind, name, namespace, mark)
             done.append(Recovered(workload.describe(), mark, warning or "scaled back"))

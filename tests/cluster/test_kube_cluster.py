@@ -168,3 +168,28 @@ def test_cold_snapshot_and_restore_on_a_real_cluster(namespace: str, tmp_path: P
     assert "new" not in _sh(kube, pod, namespace, "ls /data").split()
     assert hashlib.sha256(snap.read_bytes()).hexdigest() == copy.result.sha256
     assert kube.workload("deployment", "app", namespace)["spec"]["replicas"] == 1
+
+
+def test_the_command_line_on_a_real_cluster(namespace: str, cmd) -> None:  # type: ignore[no-untyped-def]
+    """`snapshot --volume --workload`, `verify`, `restore` and the undo, through the CLI (never
+    run yet: see the module's docstring)."""
+    from snapvol.kube.client import connect
+
+    kube = connect(KUBECONFIG, namespace=namespace)
+    _apply(namespace)
+    pod = _app_pod(kube, namespace)
+    where = ["--namespace", namespace, "--kubeconfig", KUBECONFIG]
+    snap = cmd.json("snapshot", "--volume", "--workload", "deployment/app", *where)
+    assert (snap["status"], snap["volume"]) == ("complete", "data")
+    assert snap["container"] == f"k8s:{namespace}/deployment/app"
+    assert [c["ok"] for c in cmd.json("verify", snap["id"])] == [True]
+
+    pod = _app_pod(kube, namespace)
+    _sh(kube, pod, namespace, "echo changed > /data/greeting && touch /data/new")
+    done = cmd.json("restore", snap["id"], "--yes", "--kubeconfig", KUBECONFIG)
+    pod = _app_pod(kube, namespace)
+    assert _sh(kube, pod, namespace, "cat /data/greeting") == "hello\n"
+    assert "new" not in _sh(kube, pod, namespace, "ls /data").split()
+    cmd("restore", done["safety_snapshot"]["id"], "--yes", "--kubeconfig", KUBECONFIG)
+    pod = _app_pod(kube, namespace)
+    assert _sh(kube, pod, namespace, "cat /data/greeting") == "changed\n"

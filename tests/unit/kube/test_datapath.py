@@ -137,9 +137,11 @@ async def test_a_real_tar_through_the_exec_channel_into_the_archive(tmp_path: Pa
         pass
     assert again.members == copy.members
     assert copy.result.raw_bytes == len(b"".join(archive.decompressed_chunks(path)))
-    # What ran in the pod: tar of the mount, and the census beside it.
+    # What ran in the pod: tar of the mount, the census beside it, and (a PostgreSQL data
+    # directory: PG_VERSION at the root) cat of its PG_VERSION.
     commands = sorted(call[2][0] for call in execs.calls)
-    assert commands == ["sh", "tar"]
+    assert commands == ["cat", "sh", "tar"]
+    assert (copy.pg_version, copy.pg_subdir) == ("15", "")
 
 
 async def test_a_socket_is_left_out_and_reported(tmp_path: Path):

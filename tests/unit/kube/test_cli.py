@@ -1,0 +1,520 @@
+"""The Kubernetes source on the command line: `snapvol snapshot --volume --workload`, `ls`,
+`show`, `verify`, `restore`, `copy`, `rm` and `recover`, run in-process through the ``cmd``
+fixture.
+
+AGAINST AN API FAKE, NOT A CLUSTER: every API call goes to kmock's ``KubernetesEmulator`` (a
+stateful fake of the API server, see conftest), and each exec in a helper pod runs GNU tar (and
+find, cat) on this host, on a directory that stands for the claim the pod mounts, through the
+same channel interface the client's exec websocket offers. The CLI reaches that fake through
+``snapvol.cli.kube_target.connect_cluster``, the one place it connects to a cluster, which the
+tests replace. Nothing here has run against a real cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import kmock as km
+import pytest
+
+from snapvol import locking
+from snapvol.adapters.store import Store
+from snapvol.cli import kube_target
+from snapvol.kube.client import Kube
+from snapvol.kube.records import claim_key
+from snapvol.kube.scale import ANNOTATION
+from tests.servers import RepoServer
+from tests.unit.kube.conftest import (
+    DEPLOYMENTS,
+    IMAGE,
+    NS,
+    PODS,
+    PVCS,
+    PVS,
+    STATEFULSETS,
+    LocalChannel,
+    LocalExec,
+    claim,
+    deployment,
+    live,
+    local_path_volume,
+    make_kube,
+)
+from tests.unit.kube.test_datapath import build_tree, recorded, tree
+
+pytestmark = pytest.mark.asyncio
+
+SOURCE = "k8s:shop/deployment/db"
+
+
+class ClaimExec(LocalExec):
+    """Exec in a helper pod, run here on the directory that stands for the claim it mounts."""
+
+    def __init__(self, kmock: km.KubernetesEmulator, claims: dict[str, Path]) -> None:
+        super().__init__()
+        self.kmock = kmock
+        self.claims = claims
+
+    def __call__(
+        self, name: str, namespace: str, command: list[str], *, stdin: bool = False
+    ) -> LocalChannel:
+        if name not in self.mounts:
+            pod = live(self.kmock, PODS)[namespace, name]
+            claim_name = pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+            self.mounts[name] = self.claims[claim_name]
+        return super().__call__(name, namespace, command, stdin=stdin)
+
+
+class Fake:
+    """The fake cluster as the CLI reaches it, and what it was asked to connect to."""
+
+    def __init__(self, kmock: km.KubernetesEmulator, claims: dict[str, Path]) -> None:
+        self.execs = ClaimExec(kmock, claims)
+        self.kmock = kmock
+        self.connects: list[tuple[Path | None, str | None, str | None]] = []
+
+    def connect(self, kubeconfig: Path | None, context: str | None, namespace: str | None) -> Kube:
+        self.connects.append((kubeconfig, context, namespace))
+        kube = make_kube(self.kmock)
+        kube.namespace = namespace or NS
+        kube.context = context or "kmock"
+        kube.exec = self.execs  # type: ignore[method-assign]
+        return kube
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """The directory that stands for claim pgdata: a PostgreSQL-like tree."""
+    root = tmp_path / "claims" / "pgdata"
+    build_tree(root)
+    return root
+
+
+@pytest.fixture
+def fake(cluster, data: Path, monkeypatch: pytest.MonkeyPatch) -> Fake:
+    faked = Fake(cluster, {"pgdata": data})
+    monkeypatch.setattr(kube_target, "connect_cluster", faked.connect)
+    return faked
+
+
+async def run(cmd, *args: str, exit_code: int = 0) -> Any:
+    return await asyncio.to_thread(cmd, *args, exit_code=exit_code)
+
+
+async def run_json(cmd, *args: str, exit_code: int = 0) -> Any:
+    return json.loads((await run(cmd, *args, "--json", exit_code=exit_code)).stdout)
+
+
+def deployment_now(kmock: km.KubernetesEmulator) -> dict[str, Any]:
+    return live(kmock, DEPLOYMENTS)[NS, "db"]
+
+
+def assert_scaled_back(kmock: km.KubernetesEmulator) -> None:
+    now = deployment_now(kmock)
+    assert now["spec"]["replicas"] == 1
+    assert ANNOTATION not in (now["metadata"].get("annotations") or {})
+    assert [name for (_, name) in live(kmock, PODS) if name.startswith("snapvol-")] == []
+
+
+def store_members(tmp_path: Path, snap_id: str) -> dict[str, tuple[Any, ...]]:
+    store = Store.open(tmp_path / "manifests.db", create=False)
+    try:
+        return recorded(store.members(snap_id))
+    finally:
+        store.close()
+
+
+def error_line(result: Any) -> str:
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
+    return line
+
+
+async def test_snapshot_ls_show_verify_restore_and_undo(
+    cmd, fake: Fake, controllers, data: Path, tmp_path: Path
+):
+    original = tree(data)
+    snap = await run_json(
+        cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "first"
+    )
+    assert (snap["kind"], snap["status"], snap["name"]) == ("volume", "complete", "first")
+    assert (snap["container"], snap["volume"], snap["image"]) == (SOURCE, "pgdata", IMAGE)
+    assert snap["pg_version"] == "15"
+    assert snap["meta"]["source"] == "kubernetes"
+    assert snap["meta"]["is_postgres"] is True
+    where = snap["meta"]["kubernetes"]
+    assert where == {
+        "context": "kmock",
+        "server": str(fake.kmock.url).rstrip("/"),
+        "namespace": NS,
+        "workload_kind": "deployment",
+        "workload": "db",
+        "claim": "pgdata",
+        "ordinal": None,
+        "pv": "pvc-1234",
+        "node": "node-a",
+        "container": "postgres",
+        "mount_path": "/var/lib/postgresql/data",
+        "image": IMAGE,
+    }
+    # Every member recorded, with its SHA-256: what the directory holds.
+    assert store_members(tmp_path, snap["id"]) == original
+    assert snap["file_count"] == len(original) + 1  # and the root, "."
+    assert_scaled_back(fake.kmock)
+
+    listed = await run(cmd, "ls")
+    assert f"{SOURCE}:pgdata" in listed.stdout
+    shown = await run(cmd, "show", "first")
+    assert f"\nSource      {SOURCE}, image {IMAGE}\n" in shown.stdout
+    assert (
+        "\nKubernetes  deployment shop/db, claim pgdata (volume pvc-1234 on node node-a), "
+        f"context kmock at {where['server']}\n"
+    ) in shown.stdout
+    checked = await run_json(cmd, "verify", "first")
+    assert [c["ok"] for c in checked] == [True]
+
+    # The claim changes; the restore puts the snapshot back, whole.
+    build_tree(tmp_path / "changed", seed=2)
+    os.rename(data, tmp_path / "before")
+    os.rename(tmp_path / "changed", data)
+    (data / "only-in-the-new").write_text("gone after the restore")
+    changed = tree(data)
+    restored = await run(cmd, "restore", "first", "--yes")
+    assert tree(data) == original
+    assert_scaled_back(fake.kmock)
+    assert fake.connects[-1][1] == "kmock"  # the snapshot's context, unasked
+    [undo] = [ln for ln in restored.stderr.splitlines() if ln.startswith("Undo with: ")]
+    safety_id = undo.split()[-1]
+    assert "Restored " in restored.stderr and "into claim pgdata of deployment shop/db" in (
+        restored.stderr
+    )
+    [safety] = [s for s in await run_json(cmd, "ls") if s["id"] == safety_id]
+    assert safety["status"] == "complete"
+    assert safety["meta"]["safety_for"] == snap["id"]
+    assert store_members(tmp_path, safety_id) == changed  # the claim as it was
+
+    # The undo: the safety snapshot put back.
+    await run(cmd, "restore", safety_id, "--yes")
+    assert tree(data) == changed
+    assert_scaled_back(fake.kmock)
+
+
+async def test_the_restore_asks_for_the_workload(cmd, fake: Fake, controllers, data: Path):
+    await run(cmd, "snapshot", "--volume", "--workload", "deploy/db", "--name", "one")
+    (data / "new-file").write_text("stays: the restore is cancelled")
+    before = tree(data)
+    refused = await asyncio.to_thread(cmd, "restore", "one", exit_code=10, input="db\n")
+    assert "Type the workload (deployment/db) to overwrite claim pgdata" in refused.stderr
+    assert tree(data) == before
+    await asyncio.to_thread(cmd, "restore", "one", input="deployment/db\n")
+    assert "new-file" not in tree(data)
+
+
+async def test_a_failed_snapshot_is_recorded_failed(cmd, fake: Fake, controllers, tmp_path):
+    # tar in the helper cannot read the claim.
+    fake.execs.rewrite = lambda argv: (
+        [argv[0], "-C", "/nonexistent", *argv[3:]] if argv[0] == "tar" else argv
+    )
+    result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=11)
+    assert "the command failed (exit 2" in error_line(result)
+    [snap] = await run_json(cmd, "ls")
+    assert snap["status"] == "failed"
+    assert "Cannot open" in snap["error"] or "No such file" in snap["error"]
+    assert list((tmp_path / "backups").iterdir()) == []  # no archive, no partial
+    assert_scaled_back(fake.kmock)
+
+
+async def test_a_snapshot_a_restore_would_refuse_is_not_complete(
+    cmd, fake: Fake, controllers, data: Path, tmp_path: Path
+):
+    (data / "PG_VERSION").unlink()
+    (data / "PG_VERSION").write_text("fifteen\n")  # PostgreSQL data with no readable version
+    result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=11)
+    assert "PG_VERSION does not hold a version" in error_line(result)
+    [snap] = await run_json(cmd, "ls")
+    assert snap["status"] == "failed"
+    assert list((tmp_path / "backups").iterdir()) == []
+
+
+async def test_a_failed_restore_is_rolled_back(
+    cmd, fake: Fake, controllers, data: Path, tmp_path: Path
+):
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    (data / "written-later").write_text("the claim's newer state")
+    before = tree(data)
+    # The first tar -x keeps no modification times: the read-back does not match the snapshot
+    # (the rollback's tar -x, the second, is left as it is).
+    extracts: list[list[str]] = []
+
+    def touch_once(argv: list[str]) -> list[str]:
+        if argv[0] != "tar" or "-xpf" not in argv:
+            return argv
+        extracts.append(argv)
+        return [*argv, "--touch"] if len(extracts) == 1 else argv
+
+    fake.execs.rewrite = touch_once
+    result = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    assert error_line(result) == (
+        "Error: restoring claim pgdata failed (after extraction 'PG_VERSION' does not match the "
+        "snapshot); what it held before was put back and checked"
+    )
+    assert tree(data) == before
+    assert len(extracts) == 2
+    assert_scaled_back(fake.kmock)
+    # The safety snapshot stays, complete: the state the claim was rolled back to.
+    [safety] = [s for s in await run_json(cmd, "ls") if s["meta"].get("safety_for")]
+    assert safety["status"] == "complete"
+    assert store_members(tmp_path, safety["id"]) == before
+
+
+async def test_restore_into_another_workload_and_claim(
+    cmd, fake: Fake, controllers, data: Path, tmp_path: Path
+):
+    other = tmp_path / "claims" / "copy"
+    other.mkdir(parents=True)
+    (other / "old").write_text("replaced")
+    fake.execs.claims["copy"] = other
+    fake.kmock.objects[DEPLOYMENTS, NS, "staging"] = deployment("staging", claim="copy")
+    fake.kmock.objects[PVCS, NS, "copy"] = claim("copy", "pvc-1234")
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "prod")
+    done = await run_json(
+        cmd, "restore", "prod", "--workload", "deployment/staging", "--context", "other", "-y"
+    )
+    assert tree(other) == tree(data)
+    assert done["kubernetes"]["workload"] == "staging"
+    assert done["undo"].endswith(f"restore {done['safety_snapshot']['id']}")
+    assert fake.connects[-1][1] == "other"
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 1
+
+
+async def test_copy_to_restic_rm_and_restore_from_the_repository(
+    cmd, fake: Fake, controllers, data: Path, restic_local: RepoServer, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("SNAPVOL_REPOSITORY", restic_local.repo)
+    monkeypatch.setenv("SNAPVOL_PASSWORD_FILE", str(restic_local.password_file))
+    await run(cmd, "repo", "init")
+    snap = await run_json(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--no-copy")
+    original = tree(data)
+    copied = await run_json(cmd, "copy", snap["id"])
+    assert [c["status"] for c in copied] == ["complete"]
+    archive = Path(snap["path"])
+    archive.unlink()  # gone here: the restore reads the repository's copy
+    (data / "PG_VERSION.hardlink").unlink()
+    await run(cmd, "restore", snap["id"], "--yes")
+    assert tree(data) == original
+    # rm takes the claim's lock and deletes record and (missing) archive.
+    await run(cmd, "rm", snap["id"], "--yes")
+    assert snap["id"] not in [s["id"] for s in await run_json(cmd, "ls")]
+
+
+async def test_a_statefulset_replica(cmd, fake: Fake, controllers, tmp_path: Path):
+    sts = deployment("pg", replicas=3)
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["template"]["spec"]["volumes"] = []
+    sts["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}}]
+    fake.kmock.objects[STATEFULSETS, NS, "pg"] = sts
+    fake.kmock.objects[PVCS, NS, "data-pg-2"] = claim("data-pg-2", "pv-2")
+    fake.kmock.objects[PVS, None, "pv-2"] = local_path_volume("pv-2", node="node-c")
+    replica = tmp_path / "claims" / "data-pg-2"
+    build_tree(replica, seed=5)
+    fake.execs.claims["data-pg-2"] = replica
+
+    refused = await run(cmd, "snapshot", "--volume", "--workload", "sts/pg", exit_code=2)
+    assert error_line(refused).endswith(
+        "name the claim or the replica's ordinal (retry with --claim NAME)"
+    )
+    snap = await run_json(
+        cmd, "snapshot", "--volume", "--workload", "statefulset/pg", "--claim", "data-pg-2"
+    )
+    assert snap["container"] == "k8s:shop/statefulset/pg"
+    assert (snap["meta"]["kubernetes"]["ordinal"], snap["meta"]["kubernetes"]["node"]) == (
+        2,
+        "node-c",
+    )
+    assert store_members(tmp_path, snap["id"]) == tree(replica)
+    # Scaled to 2 (pg-2 stops, pg-0 and pg-1 keep running), then back to 3.
+    patches = [
+        r.data["spec"]["replicas"]
+        for r in fake.kmock
+        if r.method == "PATCH" and r.resource.plural == "statefulsets" and "spec" in r.data
+    ]
+    assert patches == [2, 3]
+    assert live(fake.kmock, STATEFULSETS)[NS, "pg"]["spec"]["replicas"] == 3
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["--workload", "deployment/nope"], 3, "no deployment 'nope' in namespace 'shop'"),
+        (["--workload", "deployment/db", "--claim", "nope"], 2, "does not mount claim 'nope'"),
+        (["--workload", "daemonset/db"], 2, "--workload takes KIND/NAME"),
+        (["--workload", "deployment/db", "--pod", "x"], 2, "--pod goes with a container's"),
+        (["--workload", "db"], 2, "--workload takes KIND/NAME"),
+        (["--workload", "deployment/db", "--container", "c"], 2, "--container goes with"),
+        (["--namespace", "shop"], 2, "--namespace goes with --workload"),
+    ],
+)
+async def test_snapshot_refusals(cmd, fake: Fake, args: list[str], code: int, said: str):
+    result = await run(cmd, "snapshot", "--volume", *args, exit_code=code)
+    assert said in error_line(result)
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 1
+
+
+async def test_a_logical_dump_takes_no_claim(cmd, fake: Fake):
+    result = await run(
+        cmd, "snapshot", "--logical", "--workload", "deployment/db", "--claim", "x", exit_code=2
+    )
+    assert error_line(result) == "Error: --claim goes with --volume"
+
+
+async def test_forbidden_is_recorded_failed_and_names_the_rbac_verb(cmd, fake: Fake, controllers):
+    fake.kmock["patch", km.resource(DEPLOYMENTS), km.name("db")] << km.KubernetesError(
+        status=403, reason="Forbidden", message="forbidden"
+    )
+    result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=5)
+    assert 'the account needs verb "patch" on "deployments" in API group "apps"' in (
+        error_line(result)
+    )
+    [snap] = await run_json(cmd, "ls")
+    assert snap["status"] == "failed"
+
+
+async def test_the_claim_is_locked(cmd, fake: Fake, controllers):
+    key = claim_key(str(fake.kmock.url).rstrip("/"), NS, "pgdata")
+    with locking.holding([(key, "claim shop/pgdata")], "restore 1234abcd"):
+        result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
+    assert "restore 1234abcd" in error_line(result)
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 1
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+async def test_an_interrupted_run_is_refused_until_recovered(cmd, fake: Fake, controllers):
+    import socket
+
+    mark = {
+        "replicas": 1,
+        "scaled_to": 0,
+        "operation": "0123456789ab",
+        "host": socket.gethostname(),
+        "pid": _dead_pid(),
+        "at": "2026-12-04T16:00:00Z",
+    }
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
+    line = error_line(result)
+    assert line.startswith(
+        "Error: deployment shop/db was left scaled down to 0 (it had 1) by snapvol operation "
+        "0123456789ab (pid "
+    )
+    assert "which was interrupted; nothing was changed" in line
+    assert line.endswith(
+        f"To scale it back and delete its helper pods: run "
+        f"`snapvol --db {Path('manifests.db').absolute()} recover --namespace shop "
+        "--context kmock`"
+    )
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0  # nothing changed
+
+    recovered = await run(cmd, "recover", "--namespace", "shop", "--context", "kmock")
+    assert "deployment shop/db: scaled back" in recovered.stderr
+    assert_scaled_back(fake.kmock)
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db")
+
+
+async def test_restore_refusals(cmd, fake: Fake, controllers):
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "k")
+    result = await run(cmd, "restore", "k", "--no-safety-snapshot", "-y", exit_code=2)
+    assert "always takes its safety snapshot" in error_line(result)
+    result = await run(cmd, "restore", "k", "--pod", "p", "-y", exit_code=2)
+    assert "--pod goes with a container's volume" in error_line(result)
+
+
+async def test_another_hosts_run_is_recovered_only_with_force(cmd, fake: Fake, controllers):
+    mark = {
+        "replicas": 1,
+        "scaled_to": 0,
+        "operation": "ba9876543210",
+        "host": "another-host",
+        "pid": 4242,
+        "at": "2026-12-04T16:00:00Z",
+    }
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
+    line = error_line(result)
+    assert "a run on another host that this one cannot check; nothing was changed" in line
+    assert line.endswith("recover --namespace shop --context kmock --force`")
+
+    left_alone = await run(cmd, "recover", "--namespace", "shop")
+    assert "deployment shop/db: left: its run was on another-host" in left_alone.stderr
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+    await run(cmd, "recover", "--namespace", "shop", "--force")
+    assert_scaled_back(fake.kmock)
+
+
+async def test_an_interrupted_restore_stays_down_until_a_restore_takes_over(
+    cmd, fake: Fake, controllers, data: Path, tmp_path: Path
+):
+    import shutil
+    import socket
+    from datetime import UTC, datetime
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    (data / "newer").write_text("what the claim held before the restore")
+    before = tree(data)
+    done = await run_json(cmd, "restore", "good", "--yes")
+    safety_id = done["safety_snapshot"]["id"]
+    # A later restore was killed half-way: the claim half-written, the workload left down with
+    # the restore's mark, its helper pod still there.
+    shutil.rmtree(data / "base")
+    mark = {
+        "replicas": 1,
+        "scaled_to": 0,
+        "operation": "restore-0123456789ab",
+        "host": socket.gethostname(),
+        "pid": _dead_pid(),
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+
+    refused = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
+    line = error_line(refused)
+    assert "an interrupted restore: its claim may be half-written; nothing was changed" in line
+    assert line.endswith(
+        f": run `snapvol --db {Path('manifests.db').absolute()} restore {safety_id}`"
+    )
+    kept = await run(cmd, "recover", "--namespace", "shop")
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+    assert "deployment shop/db: left: the run was a restore, so its claim may be half-written" in (
+        kept.stderr
+    )
+    assert f"restore {safety_id} --yes` puts back what it held before" in kept.stderr
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+
+    taken_over = await run(cmd, "restore", safety_id, "--yes", "--json")
+    assert "this restore takes over" in taken_over.stderr
+    taken = json.loads(taken_over.stdout)
+    assert tree(data) == before
+    assert_scaled_back(fake.kmock)
+    # Its own safety snapshot holds the half-written claim: marked, never offered as a way back.
+    assert taken["safety_snapshot"]["meta"]["took_over"] == "restore-0123456789ab"
