@@ -160,6 +160,21 @@ def test_a_copy_opens_the_repository_four_times_and_no_more(
     assert made["restic_snapshot"] == listed["copies"][0]["restic_snapshot"]
 
 
+def test_copying_a_snapshot_already_there_writes_nothing_and_leaves_no_lock(
+    bed: TestBed, restic_local: RepoServer, cmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    cmd("copy", snap["id"])
+    before = json.loads(restic_local.restic("snapshots", "--json").stdout)
+    again = cmd("copy", snap["id"])
+    assert f"{snap['id']} ({snap['name']}) is already in" in again.stderr
+    assert json.loads(restic_local.restic("snapshots", "--json").stdout) == before
+    assert restic_local.restic("list", "locks", "--no-lock").stdout == b""
+
+
 @pytest.mark.parametrize("backend", ["restic_local", "sftp_server"])
 def test_volume_and_logical_snapshots_are_copied_exactly(
     backend: str,
