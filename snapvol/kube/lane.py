@@ -20,10 +20,9 @@ from snapvol.errors import IntegrityError, OperationFailed, SnapvolError
 from snapvol.kube.client import Kube
 from snapvol.kube.execstream import ExecOutput, feed
 from snapvol.kube.helper_pod import HELPER_MOUNT
-from snapvol.pipeline import archive
 from snapvol.pipeline.members import Member, normalize
 from snapvol.pipeline.tarscan import ScannedStream, TarFormatError
-from snapvol.volume.lane import Recording
+from snapvol.volume.lane import Recording, read_back
 
 TAR_OUT = ["tar", "-C", HELPER_MOUNT, "-cf", "-", "."]
 TAR_IN = ["tar", "-C", HELPER_MOUNT, "-xpf", "-", "--numeric-owner"]
@@ -100,10 +99,7 @@ class PodLane:
     def landed(
         self, advance: Callable[[int], None], known: Mapping[str, str] | None = None
     ) -> list[Member]:
-        with self.source() as source:
-            for chunk in archive.prefetch(source):
-                advance(len(chunk))
-        return source.members
+        return read_back(self, advance)
 
     def carried(self, member: Member) -> Member:
         """tar's default format keeps times in whole seconds and no extended attributes."""

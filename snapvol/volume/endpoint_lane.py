@@ -17,10 +17,9 @@ from pathlib import Path
 from snapvol.adapters.engine import Engine
 from snapvol.background import Background
 from snapvol.errors import IntegrityError, OperationFailed, SnapvolError, UsageError
-from snapvol.pipeline import archive
 from snapvol.pipeline.members import CAPABILITY, Member, normalize
 from snapvol.pipeline.tarscan import ScannedStream, TarFormatError
-from snapvol.volume.lane import Recording
+from snapvol.volume.lane import Recording, read_back
 
 HELPER_MOUNT = "/snapvol/data"
 
@@ -158,10 +157,7 @@ class EndpointLane:
     def landed(
         self, advance: Callable[[int], None], known: Mapping[str, str] | None = None
     ) -> list[Member]:
-        with self.source() as source:
-            for chunk in archive.prefetch(source):
-                advance(len(chunk))
-        return source.members
+        return read_back(self, advance)
 
     def carried(self, member: Member) -> Member:
         """Docker's archive endpoint reports only the ``security.capability`` attribute and

@@ -78,3 +78,14 @@ class Lane(Protocol):
         """Where ``relative`` (a path inside the volume) is on this host, when it is readable
         here; else None."""
         ...
+
+
+def read_back(lane: Lane, advance: Callable[[int], None]) -> list[Member]:
+    """``Lane.landed`` for a lane that sees the volume only through its own ``source``: the
+    volume read through once more, every member recorded and hashed on the way."""
+    from snapvol.pipeline import archive
+
+    with lane.source() as source:
+        for chunk in archive.prefetch(source):
+            advance(len(chunk))
+    return source.members

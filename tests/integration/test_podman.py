@@ -11,7 +11,7 @@ from tests.docker_helpers import PgContainer, TestBed
 pytestmark = pytest.mark.serial  # Podman's service is one per run; its storage is shared
 
 
-def _dump(pg: PgContainer) -> str:
+def whole_database(pg: PgContainer) -> str:
     """Every row of every user table, in order: the database as data."""
     return pg.psql(
         "SELECT string_agg(format('%s:%s', c.relname, "
@@ -34,36 +34,36 @@ def _filled(bed: TestBed) -> PgContainer:
 
 def test_a_volume_snapshot_and_restore_through_podman(pbed: TestBed, cmd) -> None:
     pg = _filled(pbed)
-    before = _dump(pg)
+    before = whole_database(pg)
     cmd("snapshot", "--volume", "--container", pg.name)
     snap = cmd.json("ls")[0]
     assert snap["status"] == "complete" and snap["meta"]["reader"] == "host"
     assert snap["volume"] == pg.volume
 
     pg.psql("DELETE FROM items WHERE id % 3 = 0; UPDATE items SET name = 'changed'")
-    changed = _dump(pg)
+    changed = whole_database(pg)
     assert changed != before
     done = cmd("restore", snap["id"], "--yes", "--json")
     assert "Undo with:" in done.stderr
     pg.reload()
-    assert pg.status == "running" and _dump(pg) == before
+    assert pg.status == "running" and whole_database(pg) == before
     assert cmd("verify").exit_code == 0
 
     safety = [s for s in cmd.json("ls") if "safety_for" in s["meta"]]
     assert len(safety) == 1
     cmd("restore", safety[0]["id"], "--yes")  # the undo puts back what the restore replaced
-    assert _dump(pg) == changed
+    assert whole_database(pg) == changed
 
 
 def test_a_logical_snapshot_and_restore_through_podman(pbed: TestBed, cmd) -> None:
     pg = _filled(pbed)
-    before = _dump(pg)
+    before = whole_database(pg)
     cmd("snapshot", "--logical", "--container", pg.name)
     snap = cmd.json("ls")[0]
     assert snap["meta"]["tables"] == {"public.items": 20000}
     pg.psql("TRUNCATE items")
     cmd("restore", snap["id"], "--yes")
-    assert _dump(pg) == before
+    assert whole_database(pg) == before
 
 
 def test_a_container_that_ignores_its_stop_signal_waits_only_the_stop_timeout(

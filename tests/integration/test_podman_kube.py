@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker_helpers import PgContainer
+from tests.integration.test_podman import whole_database
 from tests.podman import Podman
 
 pytestmark = pytest.mark.serial  # Podman's service is one per run; its storage is shared
@@ -185,17 +186,6 @@ def writers(
         yield app
 
 
-def _dump(pg: PgContainer) -> str:
-    """Every row of every user table, in order: the database as data."""
-    return pg.psql(
-        "SELECT string_agg(format('%s:%s', c.relname, "
-        "(xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %I', "
-        "c.relname), false, true, '')))[1]::text), ',' ORDER BY c.relname) "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'r' AND n.nspname = 'public'"
-    ) + pg.psql("SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM items t")
-
-
 def _all_running(app: KubeApp) -> bool:
     states = app.pod_state()
     return len(states) == 3 and all(s == "running" for s in states.values())
@@ -208,7 +198,7 @@ def test_a_claim_snapshot_and_restore_by_its_kubernetes_names(kube: KubeApp, cmd
         "INSERT INTO items SELECT g, md5(g::text), now() - g * interval '1 minute' "
         "FROM generate_series(1, 20000) g"
     )
-    before = _dump(pg)
+    before = whole_database(pg)
     reader_started = kube.container("reader").container.attrs["State"]["StartedAt"]
 
     # By the Deployment's name: its one pod; the claim is the pod's only one.
@@ -225,21 +215,21 @@ def test_a_claim_snapshot_and_restore_by_its_kubernetes_names(kube: KubeApp, cmd
     assert reader.container.attrs["State"]["StartedAt"] != reader_started
 
     pg.psql("DELETE FROM items WHERE id % 3 = 0; UPDATE items SET name = 'changed'")
-    changed = _dump(pg)
+    changed = whole_database(pg)
     assert changed != before
     # No --pod: the snapshot's own pod and claim.
     done = cmd.json("restore", snap["id"], "--yes")
     assert done["pod"] == kube.pod and done["claim"] == kube.claim
     pg = kube.container("db")
     pg.wait_ready()
-    assert _all_running(kube) and _dump(pg) == before
+    assert _all_running(kube) and whole_database(pg) == before
 
     # The undo goes back to the pod too: the safety snapshot remembers it.
     safety = done["safety_snapshot"]
     assert safety["meta"]["pod"] == kube.pod
     cmd("restore", safety["id"], "--yes", "--pod", kube.pod, "--claim", kube.claim)
     pg.wait_ready()
-    assert _all_running(kube) and _dump(pg) == changed
+    assert _all_running(kube) and whole_database(pg) == changed
 
 
 def test_a_pod_stopped_for_a_snapshot_starts_again_when_it_fails(kube: KubeApp, cmd) -> None:
