@@ -177,8 +177,9 @@ class AppContext:
         from snapvol.volume.watchdog import WatchdogConfig
 
         info = ws.engine.container(container)
-        with locking.holding([(info.id, info.name), *also], operation) as (held, *_):
-            yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fd=held.fd))
+        with locking.holding([(info.id, info.name), *also], operation) as locks:
+            fds = tuple(lock.fd for lock in locks)
+            yield dataclasses.replace(ws, watchdog=WatchdogConfig(db=self.db, lock_fds=fds))
 
     @contextlib.contextmanager
     def store(self, *, create: bool = False) -> Iterator[Store]:

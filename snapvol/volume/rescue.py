@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--container", required=True)
     parser.add_argument("--db", required=True, type=Path)
     parser.add_argument("--pipe-fd", required=True, type=int)
-    parser.add_argument("--lock-fd", type=int)  # only held: the lock lasts as long as we do
+    # Only held (repeated: a pod's containers each have one): the locks last as long as we do.
+    parser.add_argument("--lock-fd", type=int, action="append", default=[])
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--pod")  # the container's Podman pod, stopped (and started) whole
     args = parser.parse_args(argv)

@@ -23,10 +23,12 @@ RESCUE_MODULE = "snapvol.volume.rescue"
 
 @dataclass
 class WatchdogConfig:
-    """What a watchdog needs beyond the container: the store (for rollbacks) and the lock."""
+    """What a watchdog needs beyond the container: the store (for rollbacks) and the locks
+    (the container's, and those of a pod's other containers), held on by the rescue process
+    for as long as it may still act."""
 
     db: Path
-    lock_fd: int | None = None
+    lock_fds: tuple[int, ...] = ()
 
 
 @dataclass
@@ -80,9 +82,9 @@ def spawn(
         "--pipe-fd",
         str(read_fd),
     ]
-    if config.lock_fd is not None:
-        pass_fds.append(config.lock_fd)
-        args += ["--lock-fd", str(config.lock_fd)]
+    for fd in config.lock_fds:
+        pass_fds.append(fd)
+        args += ["--lock-fd", str(fd)]
     if is_postgres:
         args.append("--postgres")
     if pod is not None:

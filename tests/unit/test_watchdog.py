@@ -69,22 +69,30 @@ def test_abandoned_the_rescue_acts_on_the_last_phase(tmp_path: Path) -> None:
     assert watchdog.process.wait(timeout=60) == 0
 
 
-def test_the_rescue_process_holds_the_lock_until_it_ends(tmp_path: Path) -> None:
-    lock_file = tmp_path / "container.lock"
-    lock_file.touch()
-    ours = os.open(lock_file, os.O_RDWR)
-    fcntl.flock(ours, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    config = WatchdogConfig(db=tmp_path / "m.db", lock_fd=ours)
+def test_the_rescue_process_holds_every_lock_until_it_ends(tmp_path: Path) -> None:
+    """The container's lock and those of its pod's other containers: none is free while the
+    rescue may still start the pod."""
+    files = [tmp_path / "container.lock", tmp_path / "sidecar.lock"]
+    ours = []
+    for lock_file in files:
+        lock_file.touch()
+        ours.append(os.open(lock_file, os.O_RDWR))
+        fcntl.flock(ours[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+    config = WatchdogConfig(db=tmp_path / "m.db", lock_fds=tuple(ours))
     watchdog = spawn(config, CONTAINER, is_postgres=False)
-    os.close(ours)  # snapvol died: only the rescue process still holds the lock
-    other = os.open(lock_file, os.O_RDWR)
+    for fd in ours:
+        os.close(fd)  # snapvol died: only the rescue process still holds the locks
+    others = [os.open(lock_file, os.O_RDWR) for lock_file in files]
     try:
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for other in others:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         watchdog.done()
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the process
+        for other in others:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the process
     finally:
-        os.close(other)
+        for other in others:
+            os.close(other)
 
 
 def test_done_is_the_last_line() -> None:
