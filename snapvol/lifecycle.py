@@ -114,6 +114,28 @@ def recorded(store: Store, snap: Snapshot) -> Iterator[Snapshot]:
         raise
 
 
+def complete_dump(
+    store: Store,
+    snap: Snapshot,
+    result: archive.ArchiveResult,
+    seconds: float,
+    server_version: str,
+    meta: Mapping[str, object] | None = None,
+) -> Snapshot:
+    """Record a logical snapshot complete: its archive ``result``, taken in ``seconds`` with
+    no downtime from a server reporting ``server_version`` (``15.14 (Debian ...)``)."""
+    return store.complete(
+        snap.id,
+        sha256=result.sha256,
+        size_bytes=result.size_bytes,
+        raw_bytes=result.raw_bytes or None,
+        duration_s=round(seconds, 3),
+        downtime_s=0.0,
+        pg_version=server_version.split()[0],
+        meta=meta,
+    )
+
+
 def _destination(backup_dir: Path) -> Destination:
     """Where archives go: today always the local backup directory."""
     return LocalDirectory(backup_dir)

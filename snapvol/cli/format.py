@@ -352,12 +352,8 @@ def kube_where(where: dict[str, Any]) -> str:
     )
 
 
-def volume_plan_table(
-    plan: VolumeRestorePlan, safety: bool, one_pass_from: str | None = None
-) -> Fields:
-    """A volume restore's plan: the snapshot, what it overwrites, the way back.
-    ``one_pass_from``: the repository it is read from in one pass (no local archive)."""
-    snap, target = plan.snapshot, plan.target
+def restored_snapshot_rows(snap: Snapshot) -> Fields:
+    """The first rows of a volume restore's plan: which snapshot, taken when and where, how big."""
     table = Fields()
     table.add_row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
     table.add_row("Taken", f"{local_time(snap.created_at)} from {source_cell(snap)}")
@@ -366,6 +362,16 @@ def volume_plan_table(
         f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} "
         f"of data in {snap.file_count} files",
     )
+    return table
+
+
+def volume_plan_table(
+    plan: VolumeRestorePlan, safety: bool, one_pass_from: str | None = None
+) -> Fields:
+    """A volume restore's plan: the snapshot, what it overwrites, the way back.
+    ``one_pass_from``: the repository it is read from in one pass (no local archive)."""
+    snap, target = plan.snapshot, plan.target
+    table = restored_snapshot_rows(snap)
     if snap.pg_version:
         table.add_row(
             "PostgreSQL", f"{snap.pg_version} (target runs {plan.target_pg_major or '?'})"

@@ -373,17 +373,9 @@ def _take_over(app: AppContext, kube: Kube, target: ClaimTarget, mark: Mark) -> 
 
 
 def _plan(snap: Snapshot, target: ClaimTarget, kube: Kube, recorded: dict[str, Any] | None) -> Any:
-    from snapvol.cli.format import Fields, local_time, source_cell
-    from snapvol.output import human_bytes
+    from snapvol.cli.format import restored_snapshot_rows
 
-    table = Fields()
-    table.add_row("Snapshot", f"{snap.id}  {snap.name}  ({snap.kind})")
-    table.add_row("Taken", f"{local_time(snap.created_at)} from {source_cell(snap)}")
-    table.add_row(
-        "Size",
-        f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} of data in "
-        f"{snap.file_count} files",
-    )
+    table = restored_snapshot_rows(snap)
     if snap.pg_version:
         table.add_row("PostgreSQL", f"{snap.pg_version} (the claim's is checked once it is read)")
     table.add_row("SHA-256", f"{snap.sha256}  [green]verified[/]")

@@ -167,12 +167,4 @@ def snapshot(
             result = archive.write_compressed(
                 output, Path(snap.path), level=options.level, progress=advance
             )
-        return store.complete(
-            snap.id,
-            sha256=result.sha256,
-            size_bytes=result.size_bytes,
-            raw_bytes=result.raw_bytes or None,
-            duration_s=round(time.monotonic() - started, 3),
-            downtime_s=0.0,
-            pg_version=version.split()[0],
-        )
+        return lifecycle.complete_dump(store, snap, result, time.monotonic() - started, version)

@@ -175,16 +175,8 @@ def snapshot_logical(
                         "compressed_in": "container" if run.in_container else "host",
                     }
                 )
-                return ws.store.complete(
-                    snap.id,
-                    sha256=result.sha256,
-                    size_bytes=result.size_bytes,
-                    raw_bytes=result.raw_bytes or None,
-                    duration_s=round(time.monotonic() - started, 3),
-                    downtime_s=0.0,
-                    pg_version=version.split()[0],
-                    meta=meta_done,
-                )
+                seconds = time.monotonic() - started
+                return lifecycle.complete_dump(ws.store, snap, result, seconds, version, meta_done)
             except BaseException:
                 pgexec.terminate_sessions(engine, target, run.app)
                 raise
