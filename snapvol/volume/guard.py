@@ -176,8 +176,7 @@ def stopped(
             reporter.step(f"stopping {info.name} (clean shutdown, up to {timeout} s)")
             engine.stop(info.id, timeout=timeout)
         else:
-            what = f"pod {pod.name}" if pod is not None else f"container {info.name}"
-            reporter.step(f"{what} is not running; it stays stopped")
+            reporter.step(f"{downtime._name} is not running; it stays stopped")
         yield downtime
     finally:
         # keep_stopped: the error being raised explains why the container stays stopped.

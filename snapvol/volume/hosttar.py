@@ -56,7 +56,7 @@ from snapvol.pipeline.tarscan import (
 
 _SMALL = 64 << 10  # pieces smaller than this are gathered into one chunk before they are passed on
 # Files this big lead a snapshot's stream, so that where each begins in it does not move when a
-# small file before it grows (see ``_Entries``).
+# small file before it grows (see ``_lead_ranks``).
 LEAD = 1 << 20
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -69,8 +69,6 @@ def _listing(
     """The names in a directory, in byte order; those ``ranks`` holds first, highest first."""
     try:
         names = os.listdir(fd)
-        if not ranks:
-            return iter(sorted(names, key=os.fsencode))
         return iter(sorted(names, key=lambda n: (-ranks.get(prefix + n, 0), os.fsencode(n))))
     except OSError as err:
         if skip_errors:
