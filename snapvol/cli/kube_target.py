@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from snapvol import locking
-from snapvol.cli.options import stacked
+from snapvol.cli.options import stacked, typed
 from snapvol.errors import LockedError, UsageError
 
 if TYPE_CHECKING:
@@ -106,18 +106,13 @@ def parse_workload(text: str) -> tuple[str, str]:
     return KINDS[kind.lower()], name
 
 
-def _typed(name: str) -> bool:
-    source = click.get_current_context().get_parameter_source(name)
-    return source is click.core.ParameterSource.COMMANDLINE
-
-
 def refuse_without_workload(workload: str | None) -> None:
     """--namespace, --context and --kubeconfig typed without --workload (their variables
     set in the environment are fine: they apply when a workload is named)."""
     if workload is not None:
         return
     for param, flag in _CLUSTER_FLAGS.items():
-        if _typed(param):
+        if typed(param):
             raise UsageError(f"{flag} goes with --workload")
 
 
@@ -125,7 +120,7 @@ def refuse_engine_flags(**given: object) -> None:
     """Options of an engine's target typed with --workload (or for a Kubernetes snapshot)."""
     for flag, value in given.items():
         typed_only = ("container", "reader", "stop_timeout")  # their variables apply elsewhere
-        if value in (None, False) or (flag in typed_only and not _typed(flag)):
+        if value in (None, False) or (flag in typed_only and not typed(flag)):
             continue
         if flag == "no_safety_snapshot":
             raise UsageError(

@@ -119,6 +119,14 @@ pod_options = stacked(
 )
 """A volume named the Kubernetes way: a pod run by ``podman kube play`` and its claim."""
 
+
+def typed(name: str) -> bool:
+    """Whether option ``name`` of the running command was typed on its command line (not
+    taken from its variable or its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.COMMANDLINE
+
+
 reader_option = click.option(
     "--reader",
     type=click.Choice(READERS),

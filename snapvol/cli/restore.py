@@ -27,6 +27,7 @@ from snapvol.cli.options import (
     pod_options,
     reader_option,
     stop_timeout_option,
+    typed,
 )
 from snapvol.errors import IntegrityError, NotFoundError, UsageError
 from snapvol.output import human_bytes
@@ -143,8 +144,7 @@ def command(
             )
         if logical and (pod is not None or claim is not None):
             raise UsageError("--pod and --claim go with volume snapshots")
-        typed = click.get_current_context().get_parameter_source("stop_timeout")
-        if logical and typed is click.core.ParameterSource.COMMANDLINE:
+        if logical and typed("stop_timeout"):
             raise UsageError(
                 "--stop-timeout goes with volume snapshots: a logical restore stops nothing"
             )

@@ -20,6 +20,7 @@ from snapvol.cli.options import (
     reader_option,
     stop_timeout_option,
     target_options,
+    typed,
 )
 from snapvol.errors import LockedError, SnapvolError, UsageError
 from snapvol.options import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, SnapshotOptions
@@ -230,8 +231,7 @@ def _refuse_volume_flags(**given: str | None) -> None:
     # Only a --reader (--stop-timeout) typed on this command line is refused: SNAPVOL_READER
     # (SNAPVOL_STOP_TIMEOUT) applies to volumes.
     for flag in ("reader", "stop_timeout"):
-        source = click.get_current_context().get_parameter_source(flag)
-        if source is click.core.ParameterSource.COMMANDLINE:
+        if typed(flag):
             raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
     for flag, value in given.items():
         if value is not None:
@@ -274,9 +274,8 @@ def _pod_volume(
     if volume_name is not None:
         raise UsageError("--volume-name goes with --container; with --pod, name the claim: --claim")
     # --container typed with --pod names one of the pod's containers (the default names none).
-    source = click.get_current_context().get_parameter_source("container")
     container = click.get_current_context().params["container"]
-    in_pod = container if source is click.core.ParameterSource.COMMANDLINE else None
+    in_pod = container if typed("container") else None
     with app.workspace(create=True, stop_timeout=lane.stop_timeout) as ws:
         found = kubeplay.find(ws.engine, pod, claim, in_pod)
         operation = "snapshot --volume"
