@@ -143,7 +143,8 @@ class Copy(SQLModel, table=True):
     status: str = Field(default=IN_PROGRESS)
     data_snapshot: str | None = None
     manifest_snapshot: str | None = None
-    raw_sha256: str | None = None
+    raw_sha256: str | None = None  # SHA-256 of the uncompressed stream (a dump's copy)
+    content_sha256: str | None = None  # a volume's tar stream: tarscan.ContentDigest
     raw_bytes: int | None = None
     bytes_added: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -379,6 +380,11 @@ def _m006_drills(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_drills_snapshot_id ON drills (snapshot_id)"))
 
 
+def _m007_copy_content_digest(conn: Connection) -> None:
+    """A volume copy's check is its tar stream's content digest, not the stream's SHA-256."""
+    conn.execute(text("ALTER TABLE copies ADD COLUMN content_sha256 TEXT"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_verify_result", _m002_verify_result),
@@ -386,6 +392,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("004_copies", _m004_copies),
     ("005_repo_checks", _m005_repo_checks),
     ("006_drills", _m006_drills),
+    ("007_copy_content_digest", _m007_copy_content_digest),
 ]
 
 _MARKER_TABLE = "snapvol_migrations"

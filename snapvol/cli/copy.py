@@ -22,6 +22,7 @@ def copy_dict(snap: Snapshot, copy: Copy) -> dict[str, Any]:
         "manifest_snapshot": copy.manifest_snapshot,
         "raw_bytes": copy.raw_bytes,
         "raw_sha256": copy.raw_sha256,
+        "content_sha256": copy.content_sha256,
     }
 
 

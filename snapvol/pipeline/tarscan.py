@@ -155,6 +155,10 @@ class TarScanner:
     ``on_header`` sees each member (without its hash) as soon as its header is read, before any
     of its data; ``on_data`` sees a regular member's data as it passes, with the offset in the
     file where it belongs (sparse members leave holes between pieces).
+
+    ``digest`` (a ``ContentDigest``) is fed every byte of the stream but regular files' data, and
+    each regular file's SHA-256 where its data was: with ``hash_files`` off, the SHA-256 that
+    ``digest.file_sha256`` gives for the member (what a record says its content is).
     """
 
     def __init__(
@@ -164,8 +168,10 @@ class TarScanner:
         hash_files: bool = True,
         on_header: Callable[[Member], None] | None = None,
         on_data: Callable[[memoryview, int], None] | None = None,
+        digest: ContentDigest | None = None,
     ) -> None:
         self._on_member = on_member
+        self._digest = digest
         self._on_header = on_header
         self._on_data = on_data
         self._hash_files = hash_files
@@ -193,6 +199,8 @@ class TarScanner:
                 view = self._consume_data(view)
             elif self._state == "padding":
                 take = min(self._padding, len(view))
+                if self._digest is not None:
+                    self._digest.sha.update(view[:take])
                 self._padding -= take
                 view = view[take:]
                 if self._padding == 0:
@@ -204,8 +212,15 @@ class TarScanner:
                 if len(self._buf) == BLOCK:
                     header = bytes(self._buf)
                     self._buf.clear()
-                    self._header(header)
+                    try:
+                        self._header(header)
+                    except TarFormatError:
+                        raise
+                    except ValueError as err:  # a number that is none, in a header or pax
+                        raise TarFormatError(f"malformed tar header ({err})") from None
             else:  # "end": anything after the end-of-archive marker is padding
+                if self._digest is not None:
+                    self._digest.sha.update(view)
                 return
 
     def close(self) -> None:
@@ -218,6 +233,8 @@ class TarScanner:
             raise TarFormatError("tar stream is truncated")
 
     def _header(self, header: bytes) -> None:
+        if self._digest is not None:
+            self._digest.sha.update(header)
         if header == b"\0" * BLOCK:
             self._zero_blocks += 1
             if self._zero_blocks >= 2:
@@ -303,6 +320,8 @@ class TarScanner:
         part = view[:take]
         if self._meta_kind is not None:
             self._meta += part
+            if self._digest is not None:
+                self._digest.sha.update(part)
         elif self._sparse is not None:
             self._sparse_data(part)
         else:
@@ -365,7 +384,34 @@ class TarScanner:
         self._hasher = None
         self._pending = None
         self.members += 1
+        if self._digest is not None and member.type == REGULAR:
+            self._digest.add_file(member, digest)
         self._on_member(replace(member, sha256=digest) if digest else member)
+
+
+class ContentDigest:
+    """The SHA-256 of a tar stream in which each regular file's data stands as its SHA-256: it
+    covers every header, name, owner, time, attribute and padding byte of the stream, and every
+    file's content through that file's hash. Computed by a ``TarScanner`` that hashes the files
+    it reads, it says what the stream holds; computed from a record's file hashes
+    (``file_sha256``, the scanner not hashing), it says what the stream holds if its files are
+    what the record says, which costs no hashing of the data. Equal digests: the same stream.
+    """
+
+    def __init__(self, file_sha256: Callable[[Member], str | None] | None = None) -> None:
+        self.sha = hashlib.sha256()
+        self._file_sha256 = file_sha256
+
+    def add_file(self, member: Member, computed: str | None) -> None:
+        digest = computed
+        if digest is None and self._file_sha256 is not None:
+            digest = self._file_sha256(member)
+        if digest is None:
+            raise TarFormatError(f"no SHA-256 for the content of {member.path!r}")
+        self.sha.update(bytes.fromhex(digest))
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
 
 
 def _xattr_items(pax: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:

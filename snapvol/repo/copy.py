@@ -1,7 +1,10 @@
 """Copying snapshots to a restic repository (see ``manifest`` for what a copy is there).
 
-A copy streams the local ``.zst`` archive through zstd and SHA-256 into ``restic backup
---stdin``: nothing is staged on disk and memory stays flat. The copy is recorded in the store as
+A copy streams the local ``.zst`` archive through zstd into ``restic backup --stdin``, the
+archive hashed (SHA-256) as it is read and the uncompressed stream checked on its way: a dump
+hashed whole, a volume's tar stream read for its headers only (its content digest takes each
+file's SHA-256 from the record, which the archive's own hash vouches for). Nothing is staged on
+disk and memory stays flat. The copy is recorded in the store as
 in progress (with this run's pid and host) before restic starts, and complete or failed after;
 its manifest is written only once the data is in the repository and the local archive proved to
 be the one the record describes, so a copy that did not finish is never taken for one.
@@ -31,6 +34,8 @@ from snapvol.errors import (
 from snapvol.names import new_id
 from snapvol.output import Reporter
 from snapvol.pipeline.archive import file_chunks, unzstd
+from snapvol.pipeline.members import REGULAR, Member, same_file
+from snapvol.pipeline.tarscan import ContentDigest, TarFormatError, TarScanner
 from snapvol.repo import manifest
 from snapvol.repo.manifest import DataRef
 from snapvol.repo.opening import Opening as Opening
@@ -199,6 +204,63 @@ class _Hashing:
             yield chunk
         self.done = True
 
+    def problem(self) -> str | None:
+        return None
+
+    def data_ref(self, restic_snapshot: str, filename: str) -> DataRef:
+        return DataRef(restic_snapshot, filename, self.sha.hexdigest(), self.size)
+
+
+class _TarContent:
+    """A volume's tar stream passed through and counted, its headers read on the way for its
+    content digest; each file's SHA-256 is the record's (``members``), not computed again
+    unless ``hash_files`` (an archive with no recorded SHA-256 of its own to vouch for it).
+    ``problem`` then says where the stream and the record part, if they do."""
+
+    def __init__(
+        self, chunks: Iterable[bytes], members: Sequence[Member], what: str, hash_files: bool
+    ) -> None:
+        self._chunks = chunks
+        self._hash_files = hash_files
+        self._what = what
+        self._members = members
+        recorded = {m.path: m.sha256 for m in members if m.type == REGULAR}
+        self._digest = ContentDigest(file_sha256=lambda m: recorded.get(m.path))
+        self._seen: list[Member] = []
+        self._scanner = TarScanner(self._seen.append, hash_files=hash_files, digest=self._digest)
+        self.size = 0
+        self.done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            self._feed(chunk)
+            yield chunk
+        self._feed(None)
+        self.done = True
+
+    def _feed(self, chunk: bytes | None) -> None:
+        try:
+            if chunk is None:
+                self._scanner.close()
+            else:
+                self._scanner.feed(chunk)
+        except TarFormatError as err:  # stops restic before it saves anything
+            raise IntegrityError(f"{self._what} is not a readable tar stream ({err})") from None
+
+    def problem(self) -> str | None:
+        if len(self._seen) != len(self._members):
+            return f"{self._what} holds {len(self._seen)} files, the record {len(self._members)}"
+        for got, want in zip(self._seen, self._members, strict=True):
+            if got.path != want.path or not same_file(got, want, content=self._hash_files):
+                return f"{self._what} differs from the record at {want.path!r}"
+        return None
+
+    def data_ref(self, restic_snapshot: str, filename: str) -> DataRef:
+        return DataRef(
+            restic_snapshot, filename, None, self.size, content_sha256=self._digest.hexdigest()
+        )
+
 
 def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Reporter) -> Copy:
     """Copy one complete snapshot's archive (and then its manifest) to ``target``.
@@ -235,7 +297,12 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
     try:
         members = store.members(snap.id)  # before restic runs: nothing changes while it does
         compressed = _Hashing(file_chunks(archive))
-        raw = _Hashing(unzstd(compressed, f"archive {archive.name}"))
+        chunks = unzstd(compressed, f"archive {archive.name}")
+        raw: _Hashing | _TarContent = (
+            _TarContent(chunks, members, f"archive {archive.name}", snap.sha256 is None)
+            if snap.kind == "volume"
+            else _Hashing(chunks)
+        )
         pending = target.restic.start_backup_stream(
             manifest.manifest_filename(snap),
             tags=manifest.tags_for(snap, manifest.MANIFEST),
@@ -253,7 +320,7 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
                 full_id=False,
             )
         _check_source(snap, compressed, raw, data.snapshot_id, target, pending)
-        ref = DataRef(data.snapshot_id, filename, raw.sha.hexdigest(), raw.size)
+        ref = raw.data_ref(data.snapshot_id, filename)
         written = pending.finish([manifest.encode(snap, members, ref)], full_id=False)
     except OSError as err:  # reading the archive: one line, not a traceback
         _cancel(pending)
@@ -271,6 +338,7 @@ def copy_snapshot(store: Store, target: Target, snap: Snapshot, reporter: Report
         data_snapshot=data.snapshot_id,
         manifest_snapshot=written.snapshot_id,
         raw_sha256=ref.raw_sha256,
+        content_sha256=ref.content_sha256,
         raw_bytes=ref.raw_bytes,
         bytes_added=data.data_added + written.data_added,
     )
@@ -285,7 +353,7 @@ def _cancel(pending: restic_api.PendingBackup | None) -> None:
 def _check_source(
     snap: Snapshot,
     compressed: _Hashing,
-    raw: _Hashing,
+    raw: _Hashing | _TarContent,
     data_snapshot: str,
     target: Target,
     pending: restic_api.PendingBackup,
@@ -303,6 +371,8 @@ def _check_source(
             f"archive {Path(snap.path).name} holds {raw.size} bytes uncompressed, "
             f"the record says {snap.raw_bytes}"
         )
+    else:
+        problem = raw.problem()
     if problem is None:
         return
     pending.cancel()  # first: its lock would keep `restic forget` from removing the data

@@ -26,7 +26,7 @@ from snapvol.names import archive_filename, new_id
 from snapvol.output import Reporter
 from snapvol.pipeline import archive, tarscan
 from snapvol.pipeline.destination import LocalDirectory, archive_name
-from snapvol.pipeline.members import Member, same_file
+from snapvol.pipeline.members import REGULAR, Member, same_file
 from snapvol.repo import manifest as manifests
 from snapvol.repo.manifest import Manifest
 
@@ -73,6 +73,7 @@ def listed_dict(found: Listed) -> dict[str, Any]:
             "manifest_snapshot": found.manifest_snapshot,
             "filename": data.filename,
             "raw_sha256": data.raw_sha256,
+            "content_sha256": data.content_sha256,
             "raw_bytes": data.raw_bytes,
             "members": len(found.manifest.members),
             "completed_at": found.time.isoformat(timespec="seconds"),
@@ -182,8 +183,11 @@ def _recorded_data(
     """Where the newest complete copy of ``snap`` this store recorded at this location has its
     data, and what the data is, as the store says (None: no such copy)."""
     for c in store.copies(snapshot_id=snap.id, status=COMPLETE):
-        if c.repository == display and c.data_snapshot and c.raw_sha256 and c.raw_bytes is not None:
-            return manifests.DataRef(c.data_snapshot, filename, c.raw_sha256, c.raw_bytes)
+        checked_by = c.raw_sha256 or c.content_sha256
+        if c.repository == display and c.data_snapshot and checked_by and c.raw_bytes is not None:
+            return manifests.DataRef(
+                c.data_snapshot, filename, c.raw_sha256, c.raw_bytes, c.content_sha256
+            )
     return None
 
 
@@ -198,7 +202,7 @@ def _dumped_by_manifest(restic: Restic, store: Store, snap: Snapshot, *, scan: b
     recorded_copies = store.copies(
         snapshot_id=snap.id, repository_id=restic.config().id, status=COMPLETE
     )
-    if any(c.raw_sha256 not in (None, data.raw_sha256) for c in recorded_copies):
+    if any(_disagree(c, data) for c in recorded_copies):
         raise IntegrityError(
             f"the manifest of snapshot {snap.id} in the repository does not match the copy "
             "this store recorded; nothing was changed"
@@ -209,6 +213,13 @@ def _dumped_by_manifest(restic: Restic, store: Store, snap: Snapshot, *, scan: b
     found = _dumped(restic, store, snap, data, by_store=False, scan=scan)
     assert found is not None
     return found
+
+
+def _disagree(recorded: Copy, data: manifests.DataRef) -> bool:
+    """Whether a copy this store recorded says other data than ``data`` (a check of the same
+    kind on both sides: another snapvol's copy of the same data may carry the other kind)."""
+    pairs = ((recorded.raw_sha256, data.raw_sha256), (recorded.content_sha256, data.content_sha256))
+    return any(ours is not None and theirs is not None and ours != theirs for ours, theirs in pairs)
 
 
 def _check_size(snap: Snapshot, raw_bytes: int, source: str) -> None:
@@ -232,7 +243,7 @@ def _dumped(
     the store's record of the copy, else the manifest's word) and, for a volume with ``scan``,
     the store's members. ``by_store``: None when restic finds no such snapshot or file (it says
     so before any byte); every other failure raises."""
-    recorded = store.members(snap.id) if snap.kind == "volume" and scan else None
+    recorded = store.members(snap.id) if snap.kind == "volume" else None
     try:
         stream = restic.dump(data.restic_snapshot, data.filename)
     except RepositorySnapshotMissingError:
@@ -242,10 +253,10 @@ def _dumped(
     checked = _Checked(
         stream,
         snap,
-        data.raw_sha256,
-        data.raw_bytes,
+        data,
         recorded,
         "the store's record" if by_store else "its manifest",
+        hash_files=scan,
     )
     return data, stream, checked
 
@@ -277,42 +288,59 @@ def _check_same_members(
 
 class _Checked:
     """The dumped stream, checked as it passes: at its end (restic ended without error), the
-    raw SHA-256 and size and, for a volume (given its ``members``), every member must match, or
-    it raises, which leaves the archive partial and removed."""
+    size and the raw SHA-256 (a dump's copy) or the content digest (a volume's, see
+    ``tarscan.ContentDigest``) must match ``data``, and a volume's members (given ``members``)
+    the record, their content too unless ``hash_files`` is off (the caller reads every file
+    back); otherwise it raises, which leaves the archive partial and removed."""
 
     def __init__(
         self,
         stream: Iterable[bytes],
         snap: Snapshot,
-        raw_sha256: str,
-        raw_bytes: int,
+        data: manifests.DataRef,
         members: Sequence[Member] | None,
         source: str,
+        *,
+        hash_files: bool = True,
     ) -> None:
         self._stream = stream
         self._source = source
         self._snap = snap
-        self._raw_sha256 = raw_sha256
-        self._raw_bytes = raw_bytes
+        self._data = data
         self._members = list(members) if members is not None else None
+        self._hash_files = hash_files
         self._seen: list[Member] = []
         self._aborted = False
 
     def abort(self) -> None:
         self._aborted = True
 
+    def _scanner(self) -> tuple[tarscan.TarScanner | None, tarscan.ContentDigest | None]:
+        if self._snap.kind != "volume" or self._members is None:
+            return None, None  # a dump: its raw SHA-256 alone
+        digest = None
+        if self._data.content_sha256 is not None:
+            recorded = {m.path: m.sha256 for m in self._members if m.type == REGULAR}
+            digest = tarscan.ContentDigest(
+                None if self._hash_files else lambda m: recorded.get(m.path)
+            )
+        elif not self._hash_files:
+            return None, None  # the raw SHA-256, and the caller's read-back
+        scanner = tarscan.TarScanner(self._seen.append, hash_files=self._hash_files, digest=digest)
+        return scanner, digest
+
     def __iter__(self) -> Iterator[bytes]:
-        sha = hashlib.sha256()
+        want = self._data
+        sha = hashlib.sha256() if want.raw_sha256 is not None else None
         size = 0
-        scanner = None  # no members to compare: a logical dump, or the caller reads them back
-        if self._snap.kind == "volume" and self._members is not None:
-            scanner = tarscan.TarScanner(self._seen.append)
+        scanner, digest = self._scanner()
         for chunk in self._stream:
             if self._aborted:
                 return
-            sha.update(chunk)
+            if sha is not None:
+                sha.update(chunk)
             size += len(chunk)
-            if size > self._raw_bytes:
+            if size > want.raw_bytes:
                 raise self._mismatch(f"is longer than {self._source} says")
             if scanner is not None:
                 try:
@@ -320,9 +348,9 @@ class _Checked:
                 except tarscan.TarFormatError as err:
                     raise self._mismatch(f"is not a readable tar stream ({err})") from None
             yield chunk
-        if size != self._raw_bytes:
-            raise self._mismatch(f"has {size} bytes, {self._source} {self._raw_bytes}")
-        if sha.hexdigest() != self._raw_sha256:
+        if size != want.raw_bytes:
+            raise self._mismatch(f"has {size} bytes, {self._source} {want.raw_bytes}")
+        if sha is not None and sha.hexdigest() != want.raw_sha256:
             raise self._mismatch(f"does not match the SHA-256 of {self._source}")
         if scanner is not None:
             try:
@@ -330,6 +358,8 @@ class _Checked:
             except tarscan.TarFormatError as err:
                 raise self._mismatch(f"is not a readable tar stream ({err})") from None
             self._check_members()
+        if digest is not None and digest.hexdigest() != want.content_sha256:
+            raise self._mismatch(f"does not match the content digest of {self._source}")
 
     def _check_members(self) -> None:
         assert self._members is not None
@@ -338,7 +368,7 @@ class _Checked:
                 f"holds {len(self._seen)} files, the store records {len(self._members)}"
             )
         for got, want in zip(self._seen, self._members, strict=True):
-            if got.path != want.path or not same_file(got, want):
+            if got.path != want.path or not same_file(got, want, content=self._hash_files):
                 raise self._mismatch(f"differs from the store's record at {want.path!r}")
 
     def _mismatch(self, what: str) -> IntegrityError:
@@ -406,6 +436,7 @@ def _record_copy(store: Store, found: Listed, repository_id: str, repository: st
             data_snapshot=data.restic_snapshot,
             manifest_snapshot=found.manifest_snapshot,
             raw_sha256=data.raw_sha256,
+            content_sha256=data.content_sha256,
             raw_bytes=data.raw_bytes,
             created_at=found.time,
             completed_at=found.time,

@@ -15,7 +15,15 @@ The manifest is JSON::
      "snapshot": {every column of the record but ``pid``; ``meta`` as a mapping;
                   datetimes ISO-8601 UTC},
      "members": [members.as_row(m), with each bytes value (path_raw, linkname_raw) as base64],
-     "data": {"restic_snapshot": id, "filename": ..., "raw_sha256": hex, "raw_bytes": int}}
+     "data": {"restic_snapshot": id, "filename": ..., "raw_sha256": hex or null,
+              "content_sha256": hex or null, "raw_bytes": int}}
+
+What the data file holds is checked by ``raw_sha256``, the SHA-256 of the whole file (a dump),
+or by ``content_sha256`` (a volume's tar stream, format 3): its ``tarscan.ContentDigest``, a
+SHA-256 of every header and padding byte with each file's content standing as its SHA-256. A
+copy computes the latter without hashing the files' data again (the archive's own SHA-256 proves
+it is the one whose files were hashed when the snapshot was taken); a restore computes it from
+what it reads, file hashes included.
 
 ``restic_snapshot`` is the data snapshot's id as ``restic backup`` printed it: the full id, or
 (restic 0.14) its first 8 hex digits, a prefix every restic command resolves (and refuses when
@@ -43,10 +51,11 @@ from snapvol.errors import IntegrityError
 from snapvol.pipeline.members import ROW_COLUMNS, Member, as_row, from_row
 from snapvol.repo import TAG as TAG
 
-FORMAT = 2
-"""Format 2: ``data.restic_snapshot`` may be a prefix; format 1 (always the full id) is still
-read. A snapvol that reads format 1 only refuses a format 2 manifest by its number."""
-_READABLE = frozenset({1, FORMAT})
+FORMAT = 3
+"""Format 3: a volume's data is checked by ``data.content_sha256`` (its ``raw_sha256`` is null).
+Format 2: ``data.restic_snapshot`` may be a prefix; format 1 (always the full id). Both are still
+read. A snapvol that reads older formats only refuses a newer manifest by its number."""
+_READABLE = frozenset({1, 2, FORMAT})
 DATA_TAG = "snapvol-data"
 MANIFEST_TAG = "snapvol-manifest"
 ID_TAG_PREFIX = "snapvol-id-"
@@ -67,8 +76,9 @@ class DataRef:
 
     restic_snapshot: str  # the restic snapshot id, full or a prefix of 8+ hex digits
     filename: str
-    raw_sha256: str  # SHA-256 of the uncompressed stream
+    raw_sha256: str | None  # SHA-256 of the uncompressed stream (a dump's copy)
     raw_bytes: int
+    content_sha256: str | None = None  # a volume's tar stream: its tarscan.ContentDigest
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,7 @@ def encode(snap: Snapshot, members: Sequence[Member], data: DataRef) -> bytes:
             "restic_snapshot": data.restic_snapshot,
             "filename": data.filename,
             "raw_sha256": data.raw_sha256,
+            "content_sha256": data.content_sha256,
             "raw_bytes": data.raw_bytes,
         },
     }
@@ -247,20 +258,34 @@ def _member(row: Any) -> Member:
     return from_row(row)
 
 
-def _data(doc: Any, snap: Snapshot) -> DataRef:
+def _sha256_or_none(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    if value is not None and (not isinstance(value, str) or not _HEX64.fullmatch(value)):
+        raise _Malformed(f"data.{key} is not a SHA-256")
+    return value
+
+
+def _data(doc: Any, snap: Snapshot, form: int) -> DataRef:
     if not isinstance(doc, dict):
         raise _Malformed("data is not an object")
     sid, name = doc.get("restic_snapshot"), doc.get("filename")
-    digest, size = doc.get("raw_sha256"), doc.get("raw_bytes")
+    digest, size = _sha256_or_none(doc, "raw_sha256"), doc.get("raw_bytes")
+    content = _sha256_or_none(doc, "content_sha256") if form >= 3 else None
     if not isinstance(sid, str) or not _RESTIC_ID.fullmatch(sid):
         raise _Malformed("data.restic_snapshot is not a restic snapshot id")
     if name != data_filename(snap):
         raise _Malformed(f"data.filename {name!r} is not {data_filename(snap)!r}")
-    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-        raise _Malformed("data.raw_sha256 is not a SHA-256")
+    if digest is None and (content is None or snap.kind != "volume"):
+        raise _Malformed("data has no raw_sha256" + (" or content_sha256" if form >= 3 else ""))
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise _Malformed("data.raw_bytes is not a byte count")
-    return DataRef(restic_snapshot=sid, filename=name, raw_sha256=digest, raw_bytes=size)
+    return DataRef(
+        restic_snapshot=sid,
+        filename=name,
+        raw_sha256=digest,
+        raw_bytes=size,
+        content_sha256=content,
+    )
 
 
 def decode(raw: bytes) -> Manifest:
@@ -278,7 +303,7 @@ def decode(raw: bytes) -> Manifest:
         return Manifest(
             snapshot=snap,
             members=[_member(m) for m in members],
-            data=_data(doc.get("data"), snap),
+            data=_data(doc.get("data"), snap, doc["format"]),
         )
     except (_Malformed, IntegrityError) as err:
         raise IntegrityError(f"malformed snapvol manifest: {err}") from None

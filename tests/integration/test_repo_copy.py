@@ -17,6 +17,7 @@ import pytest
 from snapvol.adapters.restic import Restic
 from snapvol.adapters.store import Store
 from snapvol.pipeline.archive import decompressed_chunks
+from snapvol.pipeline.tarscan import ContentDigest, TarScanner
 from snapvol.repo import copy as copy_module
 from snapvol.repo import manifest
 from tests.docker_helpers import PgContainer, TestBed
@@ -27,6 +28,15 @@ from tests.servers import RepoServer, ResticLog, use_repository, write_password_
 
 def use(server: RepoServer, monkeypatch: pytest.MonkeyPatch, password: Path | None = None) -> None:
     use_repository(server, monkeypatch, password=password)
+
+
+def content_digest(stream: bytes) -> str:
+    """The content digest of a tar stream, every file hashed from its bytes (as a restore does)."""
+    digest = ContentDigest()
+    scanner = TarScanner(lambda _m: None, digest=digest)
+    scanner.feed(stream)
+    scanner.close()
+    return digest.hexdigest()
 
 
 def raw_of(path: str) -> bytes:
@@ -96,13 +106,19 @@ def check_copy(server: RepoServer, snap: dict[str, Any], db: Path) -> None:
     raw = raw_of(snap["path"])
     filename = manifest.data_filename(local)
     assert dump(server, row.data_snapshot, filename) == raw
-    assert row.raw_bytes == len(raw) and row.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert row.raw_bytes == len(raw)
+    if local.kind == "volume":  # the tar stream's content digest, computed here from the bytes
+        assert row.raw_sha256 is None and row.content_sha256 == content_digest(raw)
+    else:
+        assert row.raw_sha256 == hashlib.sha256(raw).hexdigest() and row.content_sha256 is None
     decoded = manifest.decode(
         dump(server, row.manifest_snapshot, manifest.manifest_filename(local))
     )
     assert decoded.snapshot.model_dump(exclude={"pid"}) == local.model_dump(exclude={"pid"})
     assert decoded.members == members
-    assert decoded.data == manifest.DataRef(row.data_snapshot, filename, row.raw_sha256, len(raw))
+    assert decoded.data == manifest.DataRef(
+        row.data_snapshot, filename, row.raw_sha256, len(raw), row.content_sha256
+    )
     tags = {s["id"]: set(s["tags"]) for s in restic_snapshots(server)}
     data_tags = tags[full_id(server, row.data_snapshot)]
     assert data_tags == set(manifest.tags_for(local, manifest.DATA))
@@ -179,6 +195,40 @@ def test_copying_a_snapshot_already_there_writes_nothing_and_leaves_no_lock(
     assert f"{snap['id']} ({snap['name']}) is already in" in again.stderr
     assert snapshot_ids() == before and len(before) == 2  # its data and its manifest
     assert restic_local.restic("list", "locks", "--no-lock").stdout == b""
+
+
+@pytest.mark.parametrize("record", ["a file's mode", "the archive's SHA-256"])
+def test_a_record_the_archive_does_not_match_is_not_copied(
+    bed: TestBed, restic_local: RepoServer, cmd, monkeypatch: pytest.MonkeyPatch, record: str
+) -> None:
+    """A copy takes each file's SHA-256 from the record, which the archive's own SHA-256 vouches
+    for; it still reads every header. A record that no longer describes the archive (a file's
+    mode changed in the store), or an archive with no SHA-256 of its own, whose files are then
+    hashed again: what the copy would send must restore, or nothing is sent."""
+    use(restic_local, monkeypatch)
+    cmd("repo", "init")
+    container, _vol = bed.plain()
+    fill(container, 1)
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    with sqlite3.connect(os.environ["SNAPVOL_DB"]) as db:
+        if record == "a file's mode":
+            db.execute(
+                "UPDATE snapshot_files SET mode = mode + 1 - 2 * (mode & 1) "
+                "WHERE snapshot_id = ? AND type = 'file'",
+                (snap["id"],),
+            )
+        else:  # as a snapshot imported from a repository is, and a file's content recorded wrong
+            db.execute("UPDATE snapshots SET sha256 = NULL WHERE id = ?", (snap["id"],))
+            db.execute(
+                "UPDATE snapshot_files SET sha256 = ? WHERE snapshot_id = ? AND type = 'file'",
+                ("0" * 64, snap["id"]),
+            )
+
+    result = cmd("copy", snap["id"], exit_code=7)
+    assert "differs from the record at" in result.stderr.splitlines()[-1], result.stderr
+    assert json.loads(restic_local.restic("snapshots", "--json").stdout) == []
+    [listed] = cmd.json("ls")
+    assert [c["status"] for c in listed["copies"]] == ["failed"]
 
 
 @pytest.mark.parametrize("backend", ["restic_local", "sftp_server"])

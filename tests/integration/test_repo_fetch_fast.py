@@ -148,7 +148,7 @@ def test_a_repository_made_anew_falls_back_to_its_manifest_or_says_it_has_none(
     assert fidelity_tree.differences(before, fidelity_tree.fingerprint(root)) == []
 
 
-@pytest.mark.parametrize("column", ["raw_sha256", "raw_bytes"])
+@pytest.mark.parametrize("column", ["content_sha256", "raw_bytes"])
 def test_a_copy_that_does_not_match_the_record_is_refused_without_fallback(
     bed: TestBed,
     cmd: Any,
@@ -163,8 +163,8 @@ def test_a_copy_that_does_not_match_the_record_is_refused_without_fallback(
     repo_env(restic_local)
     container, root, snap, _before = _volume_snapshot(bed, cmd)
     cmd("copy", snap["id"])
-    if column == "raw_sha256":
-        _set_copies(raw_sha256=f"'{hashlib.sha256(b'other data').hexdigest()}'")
+    if column == "content_sha256":
+        _set_copies(content_sha256=f"'{hashlib.sha256(b'other data').hexdigest()}'")
     else:  # the snapshot's own size too, or the size check before the dump refuses it
         _set_copies(raw_bytes="raw_bytes - 512")
         with sqlite3.connect(os.environ["SNAPVOL_DB"]) as db:

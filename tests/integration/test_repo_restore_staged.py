@@ -133,7 +133,7 @@ def test_every_kind_of_file_and_the_root_come_back_as_recorded(
     assert container.status == "running"
 
 
-@pytest.mark.parametrize("wrong", ["files", "raw_sha256"])
+@pytest.mark.parametrize("wrong", ["files", "content_sha256"])
 def test_wrong_data_in_the_repository_is_refused_before_the_container_stops(
     bed: TestBed,
     cmd: Any,
@@ -143,7 +143,7 @@ def test_wrong_data_in_the_repository_is_refused_before_the_container_stops(
     wrong: str,
 ) -> None:
     """``files``: a copy whose data and manifest agree, but a file is not the one the store
-    recorded (refused by the member check); ``raw_sha256``: the store's record of the copy
+    recorded (refused by the member check); ``content_sha256``: the store's record of the copy
     says other data than the repository holds (refused at the stream's end, after all of it
     was extracted into the staging directory)."""
     restic = repo_env(restic_local)
@@ -159,7 +159,7 @@ def test_wrong_data_in_the_repository_is_refused_before_the_container_stops(
         import sqlite3
 
         with sqlite3.connect(os.environ["SNAPVOL_DB"]) as db:
-            db.execute("UPDATE copies SET raw_sha256 = ?", ("0" * 64,))
+            db.execute("UPDATE copies SET content_sha256 = ?", ("0" * 64,))
     (root / "f").write_bytes(b"C")
     current = fidelity_tree.fingerprint(root, skip_root=False)
     started = _started_at(container)
@@ -175,7 +175,7 @@ def test_wrong_data_in_the_repository_is_refused_before_the_container_stops(
     if wrong == "files":  # found reading the staged copy back, file by file
         assert "does not match the store's record" in line and "'f'" in line
     else:
-        assert "does not match the SHA-256 of the store's record" in line
+        assert "does not match the content digest of the store's record" in line
     assert (
         fidelity_tree.differences(current, fidelity_tree.fingerprint(root, skip_root=False)) == []
     )

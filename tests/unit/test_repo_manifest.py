@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -62,7 +63,10 @@ MEMBERS = [
     ),
     Member("link", SYMLINK, 0, 0o777, 0, 0, 1, linkname=os.fsdecode(b"\xff/target")),
 ]
-DATA = DataRef(SID, "pc_db-volume-20261203-114000.0a1b2c3d.tar", "d" * 64, 10240)
+DATA = DataRef(
+    SID, "pc_db-volume-20261203-114000.0a1b2c3d.tar", None, 10240, content_sha256="d" * 64
+)
+OLD_DATA = DataRef(SID, DATA.filename, "e" * 64, 10240)  # formats 1 and 2: the raw SHA-256
 
 
 def test_file_names_follow_the_kind_and_format() -> None:
@@ -98,7 +102,7 @@ def test_round_trip_keeps_every_column_but_pid_and_every_member_exactly() -> Non
     snap = record()
     raw = manifest.encode(snap, MEMBERS, DATA)
     doc = json.loads(raw)
-    assert doc["format"] == 2
+    assert doc["format"] == 3
     assert "pid" not in doc["snapshot"] and "meta_json" not in doc["snapshot"]
     assert doc["snapshot"]["meta"] == {"level": 3, "tables": {"public.t": 2}}
     assert doc["snapshot"]["created_at"] == "2026-12-03T11:40:01.250000Z"
@@ -107,7 +111,8 @@ def test_round_trip_keeps_every_column_but_pid_and_every_member_exactly() -> Non
     assert doc["data"] == {
         "restic_snapshot": SID,
         "filename": DATA.filename,
-        "raw_sha256": "d" * 64,
+        "raw_sha256": None,
+        "content_sha256": "d" * 64,
         "raw_bytes": 10240,
     }
 
@@ -129,11 +134,27 @@ def test_logical_round_trip_without_members() -> None:
 
 
 def test_format_1_with_a_full_id_and_format_2_with_restic_014s_short_id_are_read() -> None:
+    for form, sid in ((1, SID), (2, SID[:8])):
+        old = json.loads(manifest.encode(record(), MEMBERS, OLD_DATA))
+        old["format"] = form
+        del old["data"]["content_sha256"]  # unknown before format 3
+        old["data"]["restic_snapshot"] = sid
+        assert manifest.decode(json.dumps(old).encode()).data == replace(
+            OLD_DATA, restic_snapshot=sid
+        )
+    # Format 3 still carries a volume's raw SHA-256 when a copy made one (none does now).
+    assert manifest.decode(manifest.encode(record(), MEMBERS, OLD_DATA)).data == OLD_DATA
+
+
+def test_only_a_volume_is_checked_by_its_content_digest() -> None:
+    dump = record(kind="logical", format="plain", volume=None, file_count=None, database="a")
+    digest_only = DataRef(SID, manifest.data_filename(dump), None, 0, content_sha256="d" * 64)
+    with pytest.raises(IntegrityError, match="no raw_sha256"):
+        manifest.decode(manifest.encode(dump, [], digest_only))
     old = json.loads(manifest.encode(record(), MEMBERS, DATA))
-    old["format"] = 1
-    assert manifest.decode(json.dumps(old).encode()).data == DATA
-    short = DataRef(SID[:8], DATA.filename, DATA.raw_sha256, DATA.raw_bytes)
-    assert manifest.decode(manifest.encode(record(), MEMBERS, short)).data == short
+    old["format"] = 2  # a format 2 reader knew no content digest: it had the raw SHA-256
+    with pytest.raises(IntegrityError, match="no raw_sha256"):
+        manifest.decode(json.dumps(old).encode())
 
 
 def _mutated(change: object) -> bytes:
@@ -145,7 +166,7 @@ def _mutated(change: object) -> bytes:
 @pytest.mark.parametrize(
     "change",
     [
-        lambda d: d.update(format=3),
+        lambda d: d.update(format=4),
         lambda d: d.update(format=True),
         lambda d: d.pop("format"),
         lambda d: d.pop("snapshot"),
@@ -162,6 +183,8 @@ def _mutated(change: object) -> bytes:
         lambda d: d["data"].update(restic_snapshot="abc"),
         lambda d: d["data"].update(filename="../other.tar"),
         lambda d: d["data"].update(raw_sha256="xyz"),
+        lambda d: d["data"].update(content_sha256="D" * 64),
+        lambda d: d["data"].update(content_sha256=None),
         lambda d: d["data"].update(raw_bytes=-1),
         lambda d: d.pop("data"),
     ],

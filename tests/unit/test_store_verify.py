@@ -61,4 +61,5 @@ def test_an_old_store_gains_the_verification_columns_and_keeps_its_rows(tmp_path
         "004_copies",
         "005_repo_checks",
         "006_drills",
+        "007_copy_content_digest",
     ]
