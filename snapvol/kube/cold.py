@@ -57,7 +57,6 @@ class ColdCopy:
     sockets: list[str]  # left out: no tar holds a socket
     pg_version: str | None = None  # the major version of a PostgreSQL data directory in it
     pg_subdir: str = ""  # where that directory is in the claim ("": its root)
-    reader: str = "pod"  # the lane that read it (``Lane.name``): pod, or host
 
 
 def pg_data_dir(members: list[Member]) -> str | None:
@@ -111,9 +110,8 @@ def _archive(lane: Lane, dest: Path, level: int, progress: archive.Progress | No
     sockets = census.left_out(source)
     subdir = pg_data_dir(source.members)
     if subdir is None:
-        return ColdCopy(result, source.members, sockets, reader=lane.name)
-    version = _pg_version(lane, subdir)
-    return ColdCopy(result, source.members, sockets, version, subdir, reader=lane.name)
+        return ColdCopy(result, source.members, sockets)
+    return ColdCopy(result, source.members, sockets, _pg_version(lane, subdir), subdir)
 
 
 @contextlib.contextmanager

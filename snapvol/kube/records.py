@@ -136,10 +136,9 @@ def _complete(
     """Record ``copy`` complete (``archiving.record_complete``: refused, so failed, when a
     restore would refuse it)."""
     state = ClusterState(major_version=copy.pg_version) if copy.pg_version else None
-    meta = {**snap.meta, "reader": copy.reader}  # the lane that did read it
     if copy.pg_version:  # found in the claim: the record says so, as an engine's does
-        meta |= {"is_postgres": True, "pg_subdir": copy.pg_subdir}
-    snap = Snapshot.model_validate({**snap.model_dump(), "meta_json": json.dumps(meta)})
+        meta = {**snap.meta, "is_postgres": True, "pg_subdir": copy.pg_subdir}
+        snap = Snapshot.model_validate({**snap.model_dump(), "meta_json": json.dumps(meta)})
     done = archiving.Archived(copy.result, copy.members, state, copy.sockets)
     return archiving.record_complete(store, snap, done, downtime, started)
 
