@@ -25,6 +25,7 @@ import pytest
 from snapvol.errors import OperationFailed
 from snapvol.kube import node
 from snapvol.kube.claims import ClaimTarget, Workload
+from snapvol.kube.scale import ANNOTATION
 from snapvol.volume import hosttar
 from tests import fidelity_tree
 from tests.unit.kube.conftest import NS, PVS, local_path_volume
@@ -48,6 +49,18 @@ def _no_sockets(prints: dict[bytes, dict]) -> dict[bytes, dict]:
 
 def _writes(fake: Fake) -> list[tuple[str, str, str | None]]:
     return [(r.method, r.resource.plural, r.name) for r in fake.kmock if r.method != "GET"]
+
+
+def _scalings(fake: Fake) -> list[tuple[int, bool]]:
+    """Each patch of the workload: the replicas it sets, and whether it writes the mark."""
+    return [
+        (
+            r.data["spec"]["replicas"],
+            bool((r.data["metadata"].get("annotations") or {}).get(ANNOTATION)),
+        )
+        for r in fake.kmock
+        if r.method == "PATCH" and r.resource.plural == "deployments"
+    ]
 
 
 @pytest.fixture
@@ -116,6 +129,7 @@ async def test_a_local_path_claim_on_this_node_is_read_and_written_here(
     assert snap["file_count"] == len(original)  # every entry but the socket, plus the root
     # No helper pod, no exec: the workload scaled down and back, marked, and nothing else.
     assert _writes(here) == [("PATCH", "deployments", "db"), ("PATCH", "deployments", "db")]
+    assert _scalings(here) == [(0, True), (1, False)]  # down with the mark, back without
     assert here.execs.calls == []
     assert_scaled_back(here.kmock)
 
@@ -130,6 +144,7 @@ async def test_a_local_path_claim_on_this_node_is_read_and_written_here(
     assert done["safety_snapshot"]["meta"]["reader"] == "host"
     assert here.execs.calls == []
     assert [w for w in _writes(here) if w[1] == "pods"] == []
+    assert _scalings(here) == [(0, True), (1, False)] * 2  # the restore's: the same
     assert_scaled_back(here.kmock)
 
     # The undo puts the changed tree back, as exactly (the safety copy was read here too).
