@@ -136,7 +136,12 @@ async def test_a_local_path_claim_on_this_node_is_read_and_written_here(
     _change(storage)
     changed = fidelity_tree.fingerprint(storage)
     assert fidelity_tree.differences(original, changed) != []
-    done = await run_json(cmd, "restore", snap["id"], "--yes")
+    restored = await run(cmd, "restore", snap["id"], "--yes", "--json")
+    assert (
+        f"\nWritten by       snapvol, here in {storage} (the claim's directory on this node)\n"
+        in (restored.stderr)
+    )
+    done = json.loads(restored.stdout)
     assert (
         fidelity_tree.differences(_no_sockets(original), fidelity_tree.fingerprint(storage)) == []
     )
@@ -221,7 +226,9 @@ async def test_the_lane_can_be_forced(cmd, here: Fake, controllers, storage: Pat
     assert snap["meta"]["reader"] == "pod"
     assert any(call[2][0] == "tar" for call in here.execs.calls)
     monkeypatch.setenv("SNAPVOL_KUBE_LANE", "pod")
-    done = await run_json(cmd, "restore", snap["id"], "--yes")
+    restored = await run(cmd, "restore", snap["id"], "--yes", "--json")
+    assert f"\nWritten by       a helper pod on node {HERE}\n" in restored.stderr
+    done = json.loads(restored.stdout)
     assert done["reader"] == "pod"
     monkeypatch.setenv("SNAPVOL_KUBE_LANE", "host")
     snap = await run_json(cmd, "snapshot", "--volume", "--workload", "deployment/db")
