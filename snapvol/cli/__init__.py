@@ -126,6 +126,8 @@ _RETRY_FLAGS = {
     "claim": ("claim", "--claim", "NAME"),
     "container": ("container", "--container", "NAME"),
     "user": ("user", "--user", "ROLE"),
+    "kube_lane": ("kube_lane", "--kube-lane", "VALUE"),
+    "node_name": ("node_name", "--node-name", "NAME"),
 }
 _RETRY_SWITCHES = {
     ("allow_roles", "true"): ("allow_roles", "--allow-roles"),

@@ -46,6 +46,10 @@ ENVIRONMENT = {
     "SNAPVOL_KUBE_CONTEXT": "With --workload (and recover): the kubeconfig context, as --context.",
     "SNAPVOL_KUBECONFIG": "With --workload (and recover): the kubeconfig, as --kubeconfig.",
     "KUBECONFIG": "Without SNAPVOL_KUBECONFIG: the kubeconfig (default: ~/.kube/config).",
+    "SNAPVOL_KUBE_LANE": "With --workload: who reads and writes the claim, as --kube-lane: "
+    "auto, host or pod.",
+    "SNAPVOL_NODE_NAME": "With --workload: the Kubernetes node snapvol runs on, as --node-name "
+    "(default: the host name).",
 }
 """Every variable snapvol reads, and what for. restic's own backend variables (AWS_*, B2_*,
 ...) reach restic untouched."""
@@ -94,6 +98,7 @@ _ENGINE = (
     "DOCKER_HOST",
 )
 _KUBE = ("SNAPVOL_NAMESPACE", "SNAPVOL_KUBE_CONTEXT", "SNAPVOL_KUBECONFIG", "KUBECONFIG")
+_KUBE_LANE = ("SNAPVOL_KUBE_LANE", "SNAPVOL_NODE_NAME")  # snapshot and restore, not recover
 _MONITOR = (
     "SNAPVOL_METRICS_FILE",
     "SNAPVOL_NOTIFY",
@@ -229,7 +234,7 @@ HELP = {
                 "Into that claim of StatefulSet pg (a snapshot of a workload: its own).",
             ),
         ],
-        _STORE + _REPOSITORY + _ENGINE + _KUBE,
+        _STORE + _REPOSITORY + _ENGINE + _KUBE + _KUBE_LANE,
         "0 2 3 4 5 6 7 8 9 10 11 12 13 14 130",
     ),
     "recover": _help(
@@ -279,6 +284,10 @@ HELP = {
                 "A Kubernetes Deployment's claim: scaled to zero, read, scaled back.",
             ),
             (
+                "snapvol snapshot --volume --workload deploy/pg --kube-lane host",
+                "As root on the node of its local-path claim: read the directory here, no pod.",
+            ),
+            (
                 "snapvol snapshot --logical --workload sts/pg --database app",
                 "pg_dump of database app in a running pod of StatefulSet pg (no downtime).",
             ),
@@ -291,7 +300,9 @@ HELP = {
                 "Do not copy it to the repository now (a later `snapvol copy` will).",
             ),
         ],
-        _STORE + _REPOSITORY + ("SNAPVOL_COPY", "SNAPVOL_MAX_SHRINK", *_ENGINE, *_KUBE, *_MONITOR),
+        _STORE
+        + _REPOSITORY
+        + ("SNAPVOL_COPY", "SNAPVOL_MAX_SHRINK", *_ENGINE, *_KUBE, *_KUBE_LANE, *_MONITOR),
         "0 2 3 4 5 6 7 8 9 11 12 13 14 130",
     ),
     "diff": _help(

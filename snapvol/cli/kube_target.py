@@ -4,6 +4,8 @@
 A workload's claim is locked like a container (``locking``, one operation per claim on this
 machine), and the workload's own mark (``snapvol.io/scaled-from``) keeps two machines apart: a
 mark an interrupted run left is refused with the command that recovers it (``snapvol recover``).
+``--kube-lane`` and ``--node-name`` choose who reads and writes the claim: a helper pod, or
+snapvol itself on the claim's node (``snapvol.kube.node``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import click
 from snapvol import locking
 from snapvol.cli.options import stacked, typed
 from snapvol.errors import LockedError, UsageError
+from snapvol.kube.node import LANES
 
 if TYPE_CHECKING:
     from snapvol.adapters.store import Snapshot, Store
@@ -69,6 +72,25 @@ kube_options = stacked(
         help="With --workload: the kubeconfig (default: $KUBECONFIG, else ~/.kube/config, "
         "else the service account of the pod snapvol runs in).",
     ),
+    click.option(
+        "--kube-lane",
+        type=click.Choice(LANES),
+        default="auto",
+        envvar="SNAPVOL_KUBE_LANE",
+        show_default=True,
+        help="With --workload, a volume: who reads and writes the claim. host: snapvol itself, "
+        "in the claim's directory, when it is a hostPath or local (local-path) volume on this "
+        "node and snapvol runs as root; pod: a helper pod on the data's node; auto: host when "
+        "it can.",
+    ),
+    click.option(
+        "--node-name",
+        default=None,
+        envvar="SNAPVOL_NODE_NAME",
+        metavar="NAME",
+        help="With --workload: the name of the Kubernetes node snapvol runs on (default: this "
+        "machine's host name, in lower case, as the kubelet names its node).",
+    ),
 )
 """A workload's claim in a Kubernetes cluster, and how to reach the cluster."""
 
@@ -76,6 +98,8 @@ _CLUSTER_FLAGS = {
     "namespace": "--namespace",
     "kube_context": "--context",
     "kubeconfig": "--kubeconfig",
+    "kube_lane": "--kube-lane",
+    "node_name": "--node-name",
 }
 
 
@@ -241,9 +265,12 @@ def snapshot(
     namespace: str | None,
     kube_context: str | None,
     kubeconfig: Path | None,
+    kube_lane: str,
+    node_name: str | None,
 ) -> Snapshot:
     """``snapshot --volume --workload KIND/NAME``: a cold copy of its claim, recorded."""
     from snapvol.kube import records
+    from snapvol.kube.node import host_directory
 
     kind, name = parse_workload(workload)
     with (
@@ -251,8 +278,11 @@ def snapshot(
         cluster(kubeconfig, kube_context, namespace) as kube,
     ):
         target, _ = _resolve(kube, kind, name, namespace, claim, kubeconfig, store)
+        directory = host_directory(target, kube_lane, node_name)
         with locked(kube, target, "snapshot --volume"):
-            return records.snapshot(store, app.backup_dir, kube, target, options, app.console)
+            return records.snapshot(
+                store, app.backup_dir, kube, target, options, app.console, directory=directory
+            )
 
 
 def dump(
@@ -265,11 +295,16 @@ def dump(
     namespace: str | None,
     kube_context: str | None,
     kubeconfig: Path | None,
+    kube_lane: str,
+    node_name: str | None,
 ) -> Snapshot:
     """``snapshot --logical --workload KIND/NAME``: pg_dump in one of its running pods."""
     from snapvol.kube import logical
     from snapvol.kube.claims import load_workload
 
+    for flag in ("kube_lane", "node_name"):  # their variables are fine: they serve volumes
+        if typed(flag):
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
     kind, name = parse_workload(workload)
     with (
         app.store(create=True) as store,
@@ -302,6 +337,8 @@ def restore(
     namespace: str | None,
     kube_context: str | None,
     kubeconfig: Path | None,
+    kube_lane: str,
+    node_name: str | None,
     assume_yes: bool,
 ) -> tuple[str, Snapshot, dict[str, Any]]:
     """``restore REF``: a Kubernetes snapshot back into its claim (or a volume snapshot into
@@ -309,6 +346,7 @@ def restore(
     summary."""
     from snapvol.cli.confirm import confirm_by_typing
     from snapvol.kube import records
+    from snapvol.kube.node import host_directory
 
     recorded = records.recorded_where(snap)
     if workload is None:
@@ -328,8 +366,9 @@ def restore(
         target, adopt = _resolve(
             kube, kind, name, namespace, claim, kubeconfig, store, restoring=True
         )
+        directory = host_directory(target, kube_lane, node_name, writing=True)
         with locked(kube, target, f"restore {snap.id}"):
-            app.console.err.print(_plan(snap, target, kube, recorded))
+            app.console.err.print(_plan(snap, target, kube, recorded, directory))
             confirm_by_typing(
                 f"{target.workload.kind}/{target.workload.name}",
                 assume_yes=assume_yes,
@@ -339,7 +378,15 @@ def restore(
             if adopt is not None:
                 _take_over(app, kube, target, adopt)
             done = records.restore(
-                store, app.backup_dir, kube, target, snap, members, app.console, adopt=adopt
+                store,
+                app.backup_dir,
+                kube,
+                target,
+                snap,
+                members,
+                app.console,
+                adopt=adopt,
+                directory=directory,
             )
     line = (
         f"Restored {snap.id} ({snap.name}) into claim {target.claim} of "
@@ -350,6 +397,7 @@ def restore(
         "safety_snapshot": done.safety.to_dict(),
         "undo": app.command("restore", done.safety.id),
         "kubernetes": records.where(kube, target),
+        "reader": done.safety.meta.get("reader"),
         "duration_s": round(done.duration_s, 3),
     }
     return line, done.safety, summary
@@ -367,7 +415,13 @@ def _take_over(app: AppContext, kube: Kube, target: ClaimTarget, mark: Mark) -> 
     )
 
 
-def _plan(snap: Snapshot, target: ClaimTarget, kube: Kube, recorded: dict[str, Any] | None) -> Any:
+def _plan(
+    snap: Snapshot,
+    target: ClaimTarget,
+    kube: Kube,
+    recorded: dict[str, Any] | None,
+    directory: Path | None,
+) -> Any:
     from snapvol.cli.format import restored_snapshot_rows
 
     table = restored_snapshot_rows(snap)
@@ -379,6 +433,12 @@ def _plan(snap: Snapshot, target: ClaimTarget, kube: Kube, recorded: dict[str, A
         "[red]Overwrites[/]",
         f"claim {target.claim} of {workload.describe()} (scaled from {workload.replicas} to "
         f"{min(target.scale_to, workload.replicas)}, then back), cluster {kube.server}",
+    )
+    table.add_row(
+        "Written by",
+        f"snapvol, here in {directory} (the claim's directory on this node)"
+        if directory is not None
+        else "a helper pod" + (f" on node {target.node}" if target.node else ""),
     )
     table.add_row("Safety snapshot", "yes, taken first (rolled back to on failure)")
     if recorded is not None and recorded.get("server") not in (None, kube.server):

@@ -3,7 +3,9 @@
 A snapshot scales the workload down (recorded on it), waits until no pod holds the claim,
 starts a read-only helper pod on the data's node, streams ``tar`` out of it through the same
 recording, zstd and SHA-256 pipeline as the engine lanes, checks with ``find`` that nothing
-was left out, and scales the workload back, whatever happened.
+was left out, and scales the workload back, whatever happened. When the claim's data is a
+directory on this machine (``node.host_directory``), the host lane reads it instead of a
+helper pod: the Docker host lane's own code, the same scaling around it.
 
 A restore does the same with a read-write helper: it first writes a safety copy of what the
 claim holds, then replaces it (each member checked against the snapshot's record before it is
@@ -13,8 +15,10 @@ emptied, the safety copy is put back (and read back) before the workload is scal
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +32,8 @@ from snapvol.pg.cluster import major_of
 from snapvol.pipeline import archive
 from snapvol.pipeline.members import Member
 from snapvol.pipeline.tarscan import TarFormatError
+from snapvol.volume.host_lane import HostLane
+from snapvol.volume.lane import Lane
 from snapvol.volume.restore import write_checked
 
 RESTORE_PREFIX = "restore-"
@@ -64,9 +70,27 @@ def pg_data_dir(members: list[Member]) -> str | None:
     return None
 
 
-def _pg_version(lane: PodLane, subdir: str) -> str:
-    path = f"{helper_pod.HELPER_MOUNT}/{subdir}/PG_VERSION".replace("//", "/")
-    text = lane.run(["cat", path], "reading the claim's PG_VERSION")
+def _read_pg_version(lane: Lane, subdir: str) -> str:
+    """The data directory's PG_VERSION: read here when the lane's files are (never through a
+    link), else with ``cat`` in the helper pod."""
+    relative = f"{subdir}/PG_VERSION".lstrip("/")
+    here = lane.host_path(relative)
+    if here is not None:
+        try:
+            fd = os.open(here, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                return os.read(fd, 4096).decode("utf-8", "replace")
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise OperationFailed(f"reading {here} failed: {err.strerror or err}") from err
+    assert isinstance(lane, PodLane)
+    path = f"{helper_pod.HELPER_MOUNT}/{relative}"
+    return lane.run(["cat", path], "reading the claim's PG_VERSION")
+
+
+def _pg_version(lane: Lane, subdir: str) -> str:
+    text = _read_pg_version(lane, subdir)
     major = major_of(text.strip())
     if major is None:
         raise OperationFailed(
@@ -76,7 +100,7 @@ def _pg_version(lane: PodLane, subdir: str) -> str:
     return major
 
 
-def _archive(lane: PodLane, dest: Path, level: int, progress: archive.Progress | None) -> ColdCopy:
+def _archive(lane: Lane, dest: Path, level: int, progress: archive.Progress | None) -> ColdCopy:
     census = lane.census()
     with lane.source() as source:
         try:
@@ -90,6 +114,26 @@ def _archive(lane: PodLane, dest: Path, level: int, progress: archive.Progress |
     return ColdCopy(result, source.members, sockets, _pg_version(lane, subdir), subdir)
 
 
+@contextlib.contextmanager
+def _lane(
+    kube: Kube,
+    target: ClaimTarget,
+    operation: str,
+    directory: Path | None,
+    *,
+    read_only: bool,
+    timeout: float,
+) -> Iterator[Lane]:
+    """The claim's lane while the workload is down: the host lane on ``directory`` (the
+    claim's data here), else a helper pod on the data's node, deleted after."""
+    if directory is not None:
+        yield HostLane(directory, fallback=None)
+        return
+    spec = helper_pod.helper_spec(target, operation, read_only=read_only)
+    with helper_pod.running(kube, spec, timeout=timeout) as pod:
+        yield PodLane(kube, pod, target.workload.namespace, target.claim)
+
+
 def snapshot_claim(
     kube: Kube,
     target: ClaimTarget,
@@ -100,15 +144,16 @@ def snapshot_claim(
     timeout: float = 300,
     progress: archive.Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    directory: Path | None = None,
 ) -> ColdCopy:
-    """Archive ``target``'s claim, cold, to ``dest`` (``.tar.zst``)."""
+    """Archive ``target``'s claim, cold, to ``dest`` (``.tar.zst``); ``directory``: the
+    claim's data on this machine (``node.host_directory``), read here instead of by a
+    helper pod."""
     operation = operation or new_operation()
-    spec = helper_pod.helper_spec(target, operation, read_only=True)
     with (
         scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn),
-        helper_pod.running(kube, spec, timeout=timeout) as pod,
+        _lane(kube, target, operation, directory, read_only=True, timeout=timeout) as lane,
     ):
-        lane = PodLane(kube, pod, target.workload.namespace, target.claim)
         return _archive(lane, dest, level, progress)
 
 
@@ -132,6 +177,7 @@ def restore_claim(
     pg_version: str | None = None,
     on_safety: Callable[[ColdCopy], None] | None = None,
     adopt: scale.Mark | None = None,
+    directory: Path | None = None,
 ) -> Restored:
     """Replace ``target``'s claim with the archive at ``archive_path`` (already verified
     against its record ``members``); a safety copy of what it held goes to ``safety_dest``
@@ -141,15 +187,14 @@ def restore_claim(
     changes nothing); ``pg_version``, the archive's PostgreSQL major version: a claim holding
     PostgreSQL data of another major version is refused then, unchanged. ``adopt``: an
     interrupted restore's mark, taken over (``scale.scaled_down``). The operation's id starts
-    with ``restore-``: a restore's mark says it was one."""
+    with ``restore-``: a restore's mark says it was one. ``directory``: the claim's data on
+    this machine, written here instead of by a helper pod (the safety copy read here too)."""
     operation = operation or RESTORE_PREFIX + new_operation()
     reporter = reporter or Reporter()
-    spec = helper_pod.helper_spec(target, operation, read_only=False)
     with (
         scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn, adopt=adopt),
-        helper_pod.running(kube, spec, timeout=timeout) as pod,
+        _lane(kube, target, operation, directory, read_only=False, timeout=timeout) as lane,
     ):
-        lane = PodLane(kube, pod, target.workload.namespace, target.claim)
         safety = _archive(lane, safety_dest, 3, None)
         if pg_version and safety.pg_version and major_of(pg_version) != safety.pg_version:
             raise IncompatibleError(

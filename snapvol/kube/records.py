@@ -5,7 +5,9 @@ archive with its SHA-256, every member with its own, recorded complete only when
 take it (``archiving.record_complete``, the check engine snapshots pass). What differs is its
 source, kept in the record: ``container`` is ``k8s:<namespace>/<kind>/<workload>``, ``volume``
 the claim, and ``meta["kubernetes"]`` the context, API server, namespace, workload, claim, node
-and image, so that a restore goes back there without being told.
+and image, so that a restore goes back there without being told; ``meta["reader"]`` the lane
+that read it (``pod``: a helper pod; ``host``: snapvol on the claim's node, ``node``), as an
+engine snapshot's names its own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from snapvol import lifecycle
 from snapvol.adapters.store import COMPLETE, Snapshot, Store, as_utc
 from snapvol.errors import IntegrityError, UsageError
-from snapvol.kube import cold, scale
+from snapvol.kube import cold, node, scale
 from snapvol.kube.claims import ClaimTarget, Workload
 from snapvol.kube.client import Kube
 from snapvol.options import DEFAULT_LEVEL, SnapshotOptions
@@ -150,14 +152,21 @@ def snapshot(
     reporter: Reporter,
     *,
     timeout: float = 300,
+    directory: Path | None = None,
 ) -> Snapshot:
     """A cold snapshot of ``target``'s claim, recorded: in progress before any byte is written,
-    complete once archived and checked, failed (its archive removed) however else it ends."""
+    complete once archived and checked, failed (its archive removed) however else it ends.
+    ``directory``: the claim's data on this machine (``node.host_directory``), read here."""
     started = time.monotonic()
+    reader = node.reader(directory)
     with lifecycle.recorded(
-        store, _begin(store, backup_dir, kube, target, options.name, options.level)
+        store,
+        _begin(store, backup_dir, kube, target, options.name, options.level, reader=reader),
     ) as snap:
-        reporter.step(f"scaling {target.workload.describe()} down to read claim {target.claim}")
+        reporter.step(
+            f"scaling {target.workload.describe()} down to read claim {target.claim}"
+            + (f" in {directory} here" if directory is not None else "")
+        )
         with reporter.transfer("snapshot", None) as advance:
             down = time.monotonic()
             copy = cold.snapshot_claim(
@@ -168,6 +177,7 @@ def snapshot(
                 timeout=timeout,
                 progress=advance,
                 warn=reporter.warn,
+                directory=directory,
             )
             downtime = time.monotonic() - down
         _warn_sockets(copy, reporter)
@@ -217,10 +227,12 @@ def restore(
     *,
     timeout: float = 300,
     adopt: scale.Mark | None = None,
+    directory: Path | None = None,
 ) -> KubeRestoreResult:
     """Put ``snap`` (checked: ``check``) back into ``target``'s claim. The safety copy of what
     the claim held is recorded as a snapshot of its own, complete before the claim is touched:
-    the way back, and what a failed restore was rolled back to."""
+    the way back, and what a failed restore was rolled back to. ``directory``: the claim's
+    data on this machine (``node.host_directory``), written (and the safety copy read) here."""
     started = time.monotonic()
     base = f"{target.workload.name}-{target.claim}-safety-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     name, n = base, 1
@@ -231,7 +243,15 @@ def restore(
     # half-written: its safety snapshot says so, and is never offered as the way back.
     taken_over = {"took_over": adopt.operation} if adopt is not None else {}
     safety = _begin(
-        store, backup_dir, kube, target, name, DEFAULT_LEVEL, safety_for=snap.id, **taken_over
+        store,
+        backup_dir,
+        kube,
+        target,
+        name,
+        DEFAULT_LEVEL,
+        safety_for=snap.id,
+        reader=node.reader(directory),
+        **taken_over,
     )
     completed: list[Snapshot] = []
 
@@ -254,6 +274,7 @@ def restore(
             pg_version=snap.pg_version,
             on_safety=safety_taken,
             adopt=adopt,
+            directory=directory,
         )
     except BaseException as err:
         if not completed:  # the safety copy was not taken (or not recorded): nothing changed

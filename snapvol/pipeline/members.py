@@ -13,7 +13,7 @@ import json
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # Member types (tar(5) names them by one-byte flags: tarscan.TYPEFLAGS).
@@ -211,3 +211,32 @@ def same_file(
         )
 
     return key(a) == key(b)
+
+
+def relinked(found: Mapping[str, Member], recorded: Mapping[str, Member]) -> dict[str, Member]:
+    """``found`` (a tree read back) with each hard-link group named as ``recorded`` names it.
+
+    Which name of an inode a tar calls the file and which the links to it is the order it
+    walked the tree in: GNU tar's is the directory's, snapvol's host lane sorts. A tree written
+    by one and read back by the other holds the same groups under another first name. Where
+    exactly one name of a group is a file in ``recorded``, that name becomes the group's file
+    and the others links to it; any other group is left as it is (and compares as it is)."""
+    groups: dict[str, list[str]] = {}
+    for m in found.values():
+        if m.type == HARDLINK:
+            groups.setdefault(normalize(m.linkname), []).append(m.path)
+    out = dict(found)
+    for first, links in groups.items():
+        if first not in found or found[first].type != REGULAR:
+            continue
+        names = [first, *links]
+        files = [n for n in names if n in recorded and recorded[n].type == REGULAR]
+        if len(files) != 1 or files[0] == first:
+            continue
+        new = files[0]
+        out[new] = replace(found[first], path=new)
+        out[first] = replace(found[new], path=first, linkname=new)
+        for name in links:
+            if name != new:
+                out[name] = replace(found[name], linkname=new)
+    return out

@@ -2,7 +2,9 @@
 
 Several times faster than the archive endpoint (``snapvol.volume.hosttar`` does the tar in
 process, numeric owners and modes kept); when it applies is ``snapvol.volume.hostpath``'s
-decision. It sees everything a tar can hold, so its read-back compares everything.
+decision for a Docker volume, ``snapvol.kube.node``'s for a Kubernetes claim whose data is a
+directory on the node snapvol runs on. It sees everything a tar can hold, so its read-back
+compares everything.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ class _Skipped:
 @dataclass(frozen=True)
 class HostLane:
     directory: Path
-    # Writes the volume when its directory is not writable here (then a helper container does).
-    fallback: Lane
+    # Writes the volume when its directory is not writable here (then a helper container does);
+    # None: nothing else can, this host writes it (a Kubernetes node's, ``snapvol.kube.node``).
+    fallback: Lane | None
 
     @property
     def name(self) -> str:
@@ -48,15 +51,17 @@ class HostLane:
 
     def writes_here(self) -> bool:
         """Whether this host writes the directory itself (else the fallback lane writes it)."""
-        return os.access(self.directory, os.W_OK)
+        return self.fallback is None or os.access(self.directory, os.W_OK)
 
     def refuse_unwritable(self, members: Sequence[Member]) -> str | None:
-        return None if self.writes_here() else self.fallback.refuse_unwritable(members)
+        if self.fallback is None or self.writes_here():
+            return None
+        return self.fallback.refuse_unwritable(members)
 
     def replace(self, tar: Iterable[bytes], check: Callable[[Member], None]) -> dict[str, str]:
         """The host lane reads each file back as soon as it is written, beside the
         extraction: the digests it returns spare ``landed`` a second read."""
-        if not self.writes_here():
+        if self.fallback is not None and not self.writes_here():
             return self.fallback.replace(tar, check)
         hostpath.empty_dir(self.directory)
         return hosttar.extract(self.directory, tar, check)
@@ -69,7 +74,9 @@ class HostLane:
         return list(found.values())
 
     def carried(self, member: Member) -> Member:
-        return member if self.writes_here() else self.fallback.carried(member)
+        if self.fallback is None or self.writes_here():
+            return member
+        return self.fallback.carried(member)
 
     def host_path(self, relative: str) -> Path | None:
         return self.directory / relative

@@ -31,7 +31,7 @@ from snapvol.options import DEFAULT_LEVEL
 from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.pipeline import archive
-from snapvol.pipeline.members import Member, MemberCheck, same_file
+from snapvol.pipeline.members import Member, MemberCheck, relinked, same_file
 from snapvol.volume import archiving, kubeplay
 from snapvol.volume.lane import Lane
 from snapvol.volume.target import (
@@ -220,7 +220,7 @@ def write_checked(
     check.finish(source)
     reporter.step("reading the volume back to check every file")
     with reporter.transfer("checking", raw_bytes) as advance:
-        landed = {m.path: m for m in lane.landed(advance, read_back)}
+        landed = relinked({m.path: m for m in lane.landed(advance, read_back)}, expected)
     for key, want in expected.items():
         got = landed.get(key)
         if key == ".":

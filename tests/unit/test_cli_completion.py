@@ -119,7 +119,7 @@ def test_global_options_complete_after_snapvol(tmp_path: Path) -> None:
 
 def test_a_command_s_options_import_that_command_only(tmp_path: Path) -> None:
     values, modules = complete(tmp_path, "snapvol restore --no")
-    assert values == ["--no-safety-snapshot", "--no-owner"]
+    assert values == ["--no-safety-snapshot", "--no-owner", "--node-name"]
     assert COMMAND_MODULES & modules == {"snapvol.cli.restore"}
     assert "docker" not in modules
 

@@ -20,6 +20,7 @@ from snapvol.pipeline.members import (
     as_row,
     from_row,
     normalize,
+    relinked,
     same_file,
     unsafe_reason,
 )
@@ -152,3 +153,36 @@ def test_same_file_ignores_only_what_it_is_told_to() -> None:
     assert same_file(a, Member(**{**a.__dict__, "mtime_ns": 9}), times=False)
     link = member("h", HARDLINK, linkname="./x/")
     assert same_file(link, Member(**{**link.__dict__, "linkname": "x"}))
+
+
+def test_a_hard_link_group_read_back_is_named_as_the_record_names_it() -> None:
+    """GNU tar and the host lane may call different names of one inode its file."""
+    data = {"size": 5, "sha256": "ab" * 32, "xattrs": (("user.a", b"1"),)}
+    recorded = {
+        m.path: m
+        for m in [
+            member("b", **data),
+            member("a", HARDLINK, linkname="./b"),
+            member("c/d", HARDLINK, linkname="./b"),
+            member("lone", size=1, sha256="cd" * 32),
+        ]
+    }
+    found = {
+        m.path: m
+        for m in [
+            member("a", **data),
+            member("b", HARDLINK, linkname="./a"),
+            member("c/d", HARDLINK, linkname="./a"),
+            member("lone", size=1, sha256="cd" * 32),
+        ]
+    }
+    named = relinked(found, recorded)
+    assert set(named) == set(recorded)
+    for path, want in recorded.items():
+        assert same_file(named[path], want), path
+    assert relinked(recorded, recorded) == recorded  # named alike: unchanged
+
+    # Two files of the record that the tree holds as one inode stay a difference.
+    apart = {**recorded, "a": member("a", **data), "c/d": member("c/d", **data)}
+    assert relinked(found, apart) == found
+    assert not same_file(relinked(found, apart)["b"], apart["b"])
