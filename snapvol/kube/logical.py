@@ -143,7 +143,6 @@ def snapshot(
     """pg_dump ``database`` (default: the container's POSTGRES_DB) in the running pod; the
     snapshot recorded complete once the dump arrived whole and pg_dump exited 0."""
     started = time.monotonic()
-    workload = target.workload
     where = f"pod {target.pod}, container {target.container}"
     info = b"".join(
         _run(kube, target, ["sh", "-c", _INFO, "snapvol", user or "", database or ""], where)

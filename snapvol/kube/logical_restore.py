@@ -94,7 +94,7 @@ def plan(
     kube: Kube,
     target: PodTarget,
     snap: Snapshot,
-    options: pg_restore.RestoreOptions = pg_restore.RestoreOptions(),
+    options: pg_restore.RestoreOptions,
 ) -> pg_restore.LogicalRestorePlan:
     """The snapshot checked (its SHA-256, then, without recorded row counts, read whole by
     pg_restore in the pod) and what the restore would replace: nothing changed yet."""

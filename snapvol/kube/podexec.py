@@ -175,7 +175,7 @@ class PodStream:
                 "status (the pod, its node or the API server went away)"
             )
         code, message = exit_status(self._status)
-        if code != 0 and message:
+        if code == -1 and message:  # no exit code: the API's own words say why
             keep_tail(self._stderr, f"\n{message}\n".encode(), STDERR_LIMIT)
         return code
 

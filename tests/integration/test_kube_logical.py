@@ -131,7 +131,6 @@ async def test_a_dump_in_the_pod_holds_the_database(
         assert pg.dump("restored") == before
 
 
-
 async def test_a_failing_pg_dump_is_recorded_failed(
     cmd, cluster, execs: DockerExec, tmp_path: Path
 ):
@@ -223,7 +222,9 @@ async def test_a_workload_dump_restores_whole_and_its_safety_snapshot_undoes_it(
 
     from snapvol.pg import logical_restore
 
-    known = types.SimpleNamespace(token_hex=secrets.token_hex, token_urlsafe=lambda _n: LOAD_PASSWORD)
+    known = types.SimpleNamespace(
+        token_hex=secrets.token_hex, token_urlsafe=lambda _n: LOAD_PASSWORD
+    )
     monkeypatch.setattr(logical_restore, "secrets", known)
     awkward_pg(pg)
     whole = pg.dump()
