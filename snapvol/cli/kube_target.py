@@ -46,7 +46,8 @@ kube_options = stacked(
         "deploy/ and sts/ too). Volume: its claim is worked on cold (the workload is scaled "
         "down, a helper pod reads or writes the claim, the workload is scaled back); --claim "
         "names the claim when it mounts several (a StatefulSet replica's: data-NAME-1). "
-        "--logical: pg_dump runs in one of its running pods.",
+        "--logical, and a restore of a logical snapshot: pg_dump, or the restore, runs in one "
+        "of its running pods.",
     ),
     click.option(
         "--namespace",
