@@ -77,8 +77,8 @@ def execs(cluster: km.KubernetesEmulator, pg: PgContainer, monkeypatch) -> Docke
     return found
 
 
-async def run(cmd: Any, *args: str, exit_code: int = 0) -> Any:
-    return await asyncio.to_thread(cmd, *args, exit_code=exit_code)
+async def run(cmd: Any, *args: str, exit_code: int = 0, input: str | None = None) -> Any:
+    return await asyncio.to_thread(cmd, *args, exit_code=exit_code, input=input)
 
 
 def restored_copy(pg: PgContainer, dump: Path, database: str) -> str:
@@ -262,6 +262,9 @@ async def test_a_workload_dump_restores_whole_and_its_safety_snapshot_undoes_it(
     assert safety["meta"]["safety_for"] == snap["id"]
     assert safety["container"] == "k8s:shop/deployment/db"
     assert safety["meta"]["kubernetes"]["workload"] == "db"
+    # Rows counted in the session that held the writes: the database as the restore found it.
+    assert safety["meta"]["tables"]["public.pedidos"] == 3334
+    assert safety["meta"]["tables"]["public.extra"] == 1
     undo = json.loads((await run(cmd, *done["undo"].split()[1:], "--yes", "--json")).stdout)
     assert undo["restored"]["id"] == safety["id"]
     assert pg.dump() == changed  # the whole database as the restore found it
@@ -329,6 +332,12 @@ async def test_a_failing_restore_leaves_the_database_as_it_was(
     change(pg)
     before = pg.dump()
     original = Path(snap["path"]).read_bytes()
+
+    # Not confirmed (the workload's name mistyped): nothing happens.
+    result = await run(cmd, "restore", snap["id"], input="deployment/db2\n", exit_code=10)
+    assert "Type the workload (deployment/db) to replace database pc_db" in result.stderr
+    assert "cancelled; nothing was changed" in result.stderr
+    assert pg.dump() == before and databases_of(pg) == BASE
 
     # A crafted dump (its checksum made to match) that would run a shell command after a
     # table's data: refused, naming its line (this one is caught by the plan's read of the
