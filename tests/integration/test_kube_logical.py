@@ -381,3 +381,23 @@ async def test_a_failing_restore_leaves_the_database_as_it_was(
     result = await run(cmd, "restore", snap["id"], "--yes", exit_code=7)
     assert "SHA-256" in result.stderr
     assert pg.dump() == before and databases_of(pg) == BASE
+
+
+async def test_a_containers_logical_snapshot_restores_into_a_workload(
+    cmd, cluster, execs: DockerExec, pg: PgContainer
+):
+    awkward_pg(pg)
+    whole = pg.dump()
+    snap = json.loads(
+        (await run(cmd, "snapshot", "--logical", "--container", pg.name, "--json")).stdout
+    )
+    change(pg)
+    execs.calls.clear()
+    done = json.loads(
+        (
+            await run(cmd, "restore", snap["id"], "--workload", "deployment/db", "--yes", "--json")
+        ).stdout
+    )
+    assert pg.dump() == whole and databases_of(pg) == BASE
+    assert {name for name, _, _ in execs.calls} == {"db-5d8f-x2x"}  # through the pod
+    assert done["safety_snapshot"]["container"] == "k8s:shop/deployment/db"
