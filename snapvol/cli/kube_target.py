@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from snapvol.kube.client import Kube
     from snapvol.kube.scale import Mark
     from snapvol.options import SnapshotOptions
+    from snapvol.pg.logical_restore import RestoreOptions
 
 KINDS = {
     "deployment": "deployment",
@@ -48,7 +49,8 @@ kube_options = stacked(
         "deploy/ and sts/ too). Volume: its claim is worked on cold (the workload is scaled "
         "down, a helper pod reads or writes the claim, the workload is scaled back); --claim "
         "names the claim when it mounts several (a StatefulSet replica's: data-NAME-1). "
-        "--logical: pg_dump runs in one of its running pods.",
+        "--logical, and a restore of a logical snapshot: pg_dump, or the restore, runs in one "
+        "of its running pods.",
     ),
     click.option(
         "--namespace",
@@ -403,6 +405,89 @@ def restore(
     return line, done.safety, summary
 
 
+def restore_dump(
+    app: AppContext,
+    store: Store,
+    snap: Snapshot,
+    options: RestoreOptions,
+    *,
+    database: str | None,
+    user: str | None,
+    workload: str | None,
+    namespace: str | None,
+    kube_context: str | None,
+    kubeconfig: Path | None,
+    assume_yes: bool,
+) -> tuple[str, Snapshot | None, dict[str, Any]]:
+    """``restore REF`` of a logical snapshot into a workload's PostgreSQL (its own, or
+    ``--workload``'s), in its running pod; returns the line that says so, the safety snapshot
+    and the JSON summary."""
+    from snapvol.cli.confirm import confirm_by_typing
+    from snapvol.cli.format import logical_plan_table, logical_restored_line
+    from snapvol.kube import logical, logical_restore
+    from snapvol.kube.claims import load_workload
+    from snapvol.kube.records import recorded_where
+
+    recorded = recorded_where(snap)
+    if workload is None:
+        assert recorded is not None  # restores() sent it here
+        kind, name = str(recorded["workload_kind"]), str(recorded["workload"])
+        namespace = namespace or str(recorded["namespace"])
+        kube_context = kube_context or recorded.get("context")
+    else:
+        kind, name = parse_workload(workload)
+    with cluster(kubeconfig, kube_context, namespace) as kube:
+        found = load_workload(kube, kind, name, namespace or kube.namespace)
+        left_mark(kube, found, kubeconfig, store, restoring=False)  # a cold copy's window
+        key = logical.workload_key(kube, found)
+        with locking.holding([(key, found.describe())], f"restore {snap.id}"):
+            dump = logical.find(kube, found)
+            target = logical_restore.target(
+                kube,
+                dump,
+                store,
+                app.backup_dir,
+                app.console,
+                database=database or snap.database or "",
+                user=user,
+            )
+            plan = logical_restore.plan(kube, target, snap, options)
+            table = logical_plan_table(plan)
+            table.add_row(
+                "Pod",
+                f"{dump.pod}, container {dump.container}, of {found.describe()} (it keeps "
+                f"running), cluster {kube.server}",
+            )
+            if recorded is not None and recorded.get("server") not in (None, kube.server):
+                table.add_row("[yellow]Note[/]", f"the snapshot was taken on {recorded['server']}")
+            app.console.err.print(table)
+            confirm_by_typing(
+                f"{found.kind}/{found.name}",
+                assume_yes=assume_yes,
+                what=f"replace database {target.pg.database}",
+                noun="the workload",
+            )
+            result = logical_restore.restore(target, plan)
+            where = logical.recorded_meta(kube, dump)
+    line = logical_restored_line(f"{snap.id} ({snap.name})", plan, result) + f" (pod {dump.pod})"
+    safety = result.safety
+    summary = {
+        "restored": snap.to_dict(),
+        "safety_snapshot": safety.to_dict() if safety is not None else None,
+        "undo": app.command("restore", safety.id) if safety is not None else None,
+        "format": plan.source.format,
+        "database": target.pg.database,
+        "kubernetes": where["kubernetes"],
+        "tables": result.tables,
+        "duration_s": round(result.duration_s, 3),
+        "replaced_existing": plan.current.exists,
+        "no_owner": plan.no_owner,
+        "extensions": [e.name for e in plan.extensions],
+        "previous_kept_as": result.retired_kept,
+    }
+    return line, safety, summary
+
+
 def _take_over(app: AppContext, kube: Kube, target: ClaimTarget, mark: Mark) -> None:
     """An interrupted restore's helpers deleted: this restore rewrites the claim whole."""
     from snapvol.kube.recovery import delete_helpers
@@ -447,19 +532,20 @@ def _plan(
 
 
 def restores(snap: Snapshot | None, workload: str | None) -> bool:
-    """Whether a restore of ``snap`` goes to a Kubernetes claim: ``--workload`` names one, or
-    the snapshot was taken of one (and names it)."""
+    """Whether a restore of ``snap`` goes to a Kubernetes cluster: ``--workload`` names a
+    workload, or the snapshot was taken of one (and names it). A logical snapshot goes to the
+    workload's PostgreSQL (``restore_dump``), a volume snapshot to its claim (``restore``)."""
     from snapvol.kube.records import recorded_where
     from snapvol.restoring import is_logical
 
-    if snap is not None and is_logical(snap) and recorded_where(snap) is not None:
-        raise UsageError(
-            f"snapshot {snap.id} is a pg_dump of a Kubernetes workload, which snapvol does not "
-            f"restore yet: `snapvol extract {snap.id} --to DIR` writes the dump out for pg_restore"
-        )
     if is_logical(snap):
-        if workload is not None:
-            raise UsageError("--workload goes with volume snapshots")
+        if snap is None:  # a dump file
+            if workload is not None:
+                raise UsageError("--workload restores a snapshot, not --file")
+            refuse_without_workload(workload)
+            return False
+        if workload is not None or recorded_where(snap) is not None:
+            return True  # into a workload's PostgreSQL, in its pod
         refuse_without_workload(workload)
         return False
     assert snap is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -32,6 +32,9 @@ from snapvol.cli.options import (
 from snapvol.errors import IntegrityError, NotFoundError, UsageError
 from snapvol.output import human_bytes
 from snapvol.workspace import Workspace
+
+if TYPE_CHECKING:
+    from snapvol.pg.logical_restore import RestoreOptions
 
 
 @click.command("restore")
@@ -153,7 +156,26 @@ def command(
         with (
             contextlib.nullcontext(None) if to_cluster else app.connected(store, stop_timeout) as ws
         ):
-            if ws is None:
+            if ws is None and logical:
+                kube_target.refuse_engine_flags(
+                    container=container, helper_image=helper_image, reader=reader
+                )
+                assert snap is not None
+                done = _Restored(
+                    *kube_target.restore_dump(
+                        app,
+                        store,
+                        snap,
+                        _logical_options(
+                            no_owner, not no_safety_snapshot, allow_roles, tables, schemas
+                        ),
+                        database=database,
+                        user=user,
+                        assume_yes=assume_yes,
+                        **kube,
+                    )
+                )
+            elif ws is None:
                 kube_target.refuse_engine_flags(
                     pod=pod,
                     container=container,
@@ -377,6 +399,20 @@ def _compare_with_drill(
         raise IntegrityError(f"restored, but {err.message}; {back}") from err
 
 
+def _logical_options(
+    no_owner: bool,
+    safety: bool,
+    allow_roles: bool,
+    tables: tuple[str, ...],
+    schemas: tuple[str, ...],
+) -> RestoreOptions:
+    from snapvol.pg.logical_restore import RestoreOptions
+
+    return RestoreOptions(
+        no_owner=no_owner, safety=safety, allow_roles=allow_roles, tables=tables, schemas=schemas
+    )
+
+
 def _restore_logical(
     app: AppContext,
     ws: Workspace,
@@ -396,9 +432,7 @@ def _restore_logical(
     from snapvol.pg import logical_restore, pgexec
 
     operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
-    options = logical_restore.RestoreOptions(
-        no_owner=no_owner, safety=safety, allow_roles=allow_roles, tables=tables, schemas=schemas
-    )
+    options = _logical_options(no_owner, safety, allow_roles, tables, schemas)
     with app.locked(ws, container, operation=operation) as ws:
         if snap is not None:
             target = pgexec.resolve_pg_target(ws.engine, container, database or snap.database, user)

@@ -9,8 +9,7 @@ ended short is never recorded complete.
 
 Unlike a container's logical snapshot, no row counts are recorded: the Docker path counts them
 in a psql session that holds the dump's exported snapshot, which an exec stream cannot hold
-open beside pg_dump here. ``snapvol restore`` does not restore these yet (``snapvol extract``
-writes the dump out for ``pg_restore``).
+open beside pg_dump here. ``snapvol restore`` restores these (``logical_restore``).
 """
 
 from __future__ import annotations
@@ -95,6 +94,35 @@ def find(kube: Kube, workload: Workload) -> DumpTarget:
     return DumpTarget(workload, str(pod["metadata"]["name"]), container, image)
 
 
+def source_of(kube: Kube, target: DumpTarget) -> WorkloadSource:
+    """The workload as ``lifecycle.begin`` records a logical snapshot's source."""
+    workload = target.workload
+    return WorkloadSource(
+        id=workload_key(kube, workload),
+        name=source_name(workload.namespace, workload.kind, workload.name),
+        image=target.image,
+    )
+
+
+def recorded_meta(kube: Kube, target: DumpTarget) -> dict[str, object]:
+    """What a logical snapshot of a workload records of where it was taken (its safety
+    snapshots' too): what ``snapvol restore`` finds the workload by."""
+    workload = target.workload
+    return {
+        "source": SOURCE,
+        META: {
+            "context": kube.context,
+            "server": kube.server,
+            "namespace": workload.namespace,
+            "workload_kind": workload.kind,
+            "workload": workload.name,
+            "pod": target.pod,
+            "container": target.container,
+            "image": target.image,
+        },
+    }
+
+
 def _run(kube: Kube, target: DumpTarget, argv: list[str], what: str) -> ExecOutput:
     channel = kube.exec(target.pod, target.workload.namespace, argv, container=target.container)
     return ExecOutput(channel, what)
@@ -115,7 +143,6 @@ def snapshot(
     """pg_dump ``database`` (default: the container's POSTGRES_DB) in the running pod; the
     snapshot recorded complete once the dump arrived whole and pg_dump exited 0."""
     started = time.monotonic()
-    workload = target.workload
     where = f"pod {target.pod}, container {target.container}"
     info = b"".join(
         _run(kube, target, ["sh", "-c", _INFO, "snapvol", user or "", database or ""], where)
@@ -126,31 +153,16 @@ def snapshot(
     role, dbname, version = lines[0], lines[1], lines[2].strip()
     dump = ["pg_dump", "-U", role, "-d", dbname]
     dump += ["--format=custom", "--compress=0"] if fmt == CUSTOM else ["--format=plain"]
-    source = WorkloadSource(
-        id=workload_key(kube, workload),
-        name=source_name(workload.namespace, workload.kind, workload.name),
-        image=target.image,
-    )
     began = lifecycle.begin(
         store,
         backup_dir,
-        source,
+        source_of(kube, target),
         kind=KIND,
         name=options.name,
         volume=None,
         suffix=SUFFIXES[fmt],
         meta={
-            "source": SOURCE,
-            META: {
-                "context": kube.context,
-                "server": kube.server,
-                "namespace": workload.namespace,
-                "workload_kind": workload.kind,
-                "workload": workload.name,
-                "pod": target.pod,
-                "container": target.container,
-                "image": target.image,
-            },
+            **recorded_meta(kube, target),
             "user": role,
             "level": options.level,
             "server_version": version,

@@ -281,6 +281,9 @@ class LogicalRestorePlan:
     schemas_made: list[str] = field(default_factory=list)
     only_tables: tuple[str, ...] = ()  # a partial restore: these tables (any schema)...
     only_schemas: tuple[str, ...] = ()  # ... and these schemas' (none: the whole dump)
+    # Recorded with the safety snapshot besides ``safety_for``: where it was taken, when the
+    # target is not a container of the engine's (a Kubernetes pod's).
+    safety_meta: dict[str, object] = field(default_factory=dict)
 
     @property
     def partial(self) -> bool:
@@ -732,7 +735,7 @@ def _safety_snapshot(ws: Workspace, plan: LogicalRestorePlan) -> tuple[logical.H
             target,
             SnapshotOptions(name=name),
             held=held,
-            meta={"safety_for": plan.safety_for},
+            meta={**plan.safety_meta, "safety_for": plan.safety_for},
         )
     except BaseException as err:
         held.release()
@@ -1054,14 +1057,24 @@ def check_counts(
         elif counts[table] != rows:
             problems.append(f"table {table} has {counts[table]} rows, {what} recorded {rows}")
     if source.tables is None:
+        present = {_listing_form(t) for t in counts}
         problems += [
-            f"table {t} is missing" for t in source.listed or [] if selects(t) and t not in counts
+            f"table {t} is missing"
+            for t in source.listed or []
+            if selects(t) and _listing_form(t) not in present
         ]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise IntegrityError(
             f"the restored copy does not match {what}: {'; '.join(problems[:3])}{more}"
         )
+
+
+def _listing_form(table: str) -> str:
+    """A table's name compared with what ``parse_listing`` read: pg_restore --list separates
+    schema, name and owner by spaces only, so a name with spaces in it is read split at another
+    space than the schema's end ("Odd Schema"."T" is listed as Odd.Schema T)."""
+    return table.replace(" ", ".")
 
 
 def _swap(engine: Engine, plan: LogicalRestorePlan, held: logical.Held | None) -> None:

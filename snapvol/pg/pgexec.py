@@ -166,9 +166,7 @@ def resolve_pg_target(
     owner = found.owner_name if found is not None else None
     user = user or info.env("POSTGRES_USER") or owner or "postgres"
     database = database or info.env("POSTGRES_DB") or user
-    for what, value in (("database", database), ("user", user)):
-        if "=" in value or "://" in value or not value or "\x00" in value:
-            raise UsageError(f"unsupported {what} name {value!r}")
+    check_names(database, user)
     if found is None:
         return PgTarget(info, database, user)
     sockets = found.socket_dir if server.running and found.socket_dir else None
@@ -180,6 +178,13 @@ def resolve_pg_target(
         socket_dir=sockets if sockets and sockets.startswith("/") else None,
         port=found.port if server.running else None,
     )
+
+
+def check_names(database: str, user: str) -> None:
+    """Names psql and pg_dump take as names (never as connection strings)."""
+    for what, value in (("database", database), ("user", user)):
+        if "=" in value or "://" in value or not value or "\x00" in value:
+            raise UsageError(f"unsupported {what} name {value!r}")
 
 
 def pg_message(stderr: str) -> str:

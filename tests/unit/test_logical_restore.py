@@ -60,3 +60,13 @@ def test_check_counts() -> None:
     with pytest.raises(IntegrityError, match=r"public\.c is missing"):
         logical_restore.check_counts(source(listed=["public.c"]), {"public.a": 1})
     logical_restore.check_counts(source(listed=["public.a"]), {"public.a": 1})
+
+
+def test_a_listed_table_whose_schema_has_spaces_is_found() -> None:
+    # pg_restore --list separates schema, name and owner by spaces alone: parse_listing reads
+    # "Odd Schema"."T q" as Odd.Schema T q, which must count as the restored table.
+    _, listed = logical_restore.parse_listing("3345; 0 16390 TABLE DATA Odd Schema T q postgres\n")
+    assert listed == ["Odd.Schema T q"]
+    logical_restore.check_counts(source(listed=listed), {"Odd Schema.T q": 1})
+    with pytest.raises(IntegrityError, match="is missing"):
+        logical_restore.check_counts(source(listed=listed), {"Odd Schema.T r": 1})

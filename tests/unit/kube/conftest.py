@@ -269,6 +269,7 @@ class LocalChannel:
     def write_stdin(self, data: bytes) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(data)
+        self.proc.stdin.flush()  # as a websocket frame goes at once (a psql session waits)
 
     def close_channel(self, channel: int) -> None:
         if channel == 0 and self.proc.stdin is not None:
