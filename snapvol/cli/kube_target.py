@@ -158,6 +158,14 @@ def refuse_engine_flags(**given: object) -> None:
         )
 
 
+def refuse_lane_flags(what: str) -> None:
+    """--kube-lane and --node-name typed where no claim is read or written (their variables
+    are fine: they serve the volume commands)."""
+    for flag in ("kube_lane", "node_name"):
+        if typed(flag):
+            raise UsageError(f"--{flag.replace('_', '-')} goes with {what}")
+
+
 def _lock_name(target: ClaimTarget) -> str:
     return f"claim {target.workload.namespace}/{target.claim}"
 
@@ -304,9 +312,7 @@ def dump(
     from snapvol.kube import logical
     from snapvol.kube.claims import load_workload
 
-    for flag in ("kube_lane", "node_name"):  # their variables are fine: they serve volumes
-        if typed(flag):
-            raise UsageError(f"--{flag.replace('_', '-')} goes with --volume")
+    refuse_lane_flags("--volume")
     kind, name = parse_workload(workload)
     with (
         app.store(create=True) as store,
@@ -417,11 +423,14 @@ def restore_dump(
     namespace: str | None,
     kube_context: str | None,
     kubeconfig: Path | None,
+    kube_lane: str,
+    node_name: str | None,
     assume_yes: bool,
 ) -> tuple[str, Snapshot | None, dict[str, Any]]:
     """``restore REF`` of a logical snapshot into a workload's PostgreSQL (its own, or
     ``--workload``'s), in its running pod; returns the line that says so, the safety snapshot
     and the JSON summary."""
+    refuse_lane_flags("a volume snapshot's restore")
     from snapvol.cli.confirm import confirm_by_typing
     from snapvol.cli.format import logical_plan_table, logical_restored_line
     from snapvol.kube import logical, logical_restore

@@ -172,6 +172,8 @@ async def test_refusals(cmd, cluster, here: PodHere, tmp_path: Path):
         (["--helper-image", "x"], "--helper-image goes with a container's"),
         (["--pod", "p"], "--pod and --claim go with volume snapshots"),
         (["--stop-timeout", "3"], "--stop-timeout goes with volume snapshots"),
+        (["--kube-lane", "host"], "--kube-lane goes with a volume snapshot's restore"),
+        (["--node-name", "n1"], "--node-name goes with a volume snapshot's restore"),
     ):
         result = await run(cmd, "restore", snap["id"], *args, "--yes", exit_code=2)
         assert said in error_line(result), args
