@@ -107,7 +107,45 @@ def _buffered_leftover(response: Any, raw: socket.socket) -> bytes:
     return bytes(fp.read(len(data))) if data else b""
 
 
-class ExecStream:
+class StdoutReader:
+    """A running command's stdout, read as chunks or lines: what ``ExecStream`` and the pod's
+    ``PodStream`` share. A subclass gives ``_next_stdout``: the next bytes (maybe b""), None
+    at the end."""
+
+    _line_buf: bytes = b""
+
+    def _next_stdout(self) -> bytes | None:
+        raise NotImplementedError
+
+    def chunks(self) -> Iterator[bytes]:
+        """The command's stdout, chunk by chunk, until it closes it."""
+        if self._line_buf:
+            first, self._line_buf = self._line_buf, b""
+            yield first
+        while (data := self._next_stdout()) is not None:
+            if data:
+                yield data
+
+    def drain(self) -> None:
+        """Read (and drop) stdout to the end, keeping stderr."""
+        for _ in self.chunks():
+            pass
+
+    def read_line(self) -> bytes | None:
+        """One line of stdout without its newline; None once stdout ended."""
+        while b"\n" not in self._line_buf:
+            more = self._next_stdout()
+            if more is None:
+                if self._line_buf:
+                    rest, self._line_buf = self._line_buf, b""
+                    return rest
+                return None
+            self._line_buf += more
+        line, _, self._line_buf = self._line_buf.partition(b"\n")
+        return line
+
+
+class ExecStream(StdoutReader):
     """A command running in a container, attached without a TTY: its stdout, stderr and stdin.
 
     Reading happens on the caller's thread; ``feed`` writes stdin from a thread of its own so that
@@ -174,33 +212,6 @@ class ExecStream:
             else:  # stderr, and the engine's own error text
                 keep_tail(self._stderr, piece, STDERR_LIMIT)
         return b"".join(out)
-
-    def chunks(self) -> Iterator[bytes]:
-        """The command's stdout, chunk by chunk, until it closes it."""
-        if self._line_buf:
-            first, self._line_buf = self._line_buf, b""
-            yield first
-        while (data := self._next_stdout()) is not None:
-            if data:
-                yield data
-
-    def drain(self) -> None:
-        """Read (and drop) stdout to the end, keeping stderr."""
-        for _ in self.chunks():
-            pass
-
-    def read_line(self) -> bytes | None:
-        """One line of stdout without its newline; None once stdout ended."""
-        while b"\n" not in self._line_buf:
-            more = self._next_stdout()
-            if more is None:
-                if self._line_buf:
-                    rest, self._line_buf = self._line_buf, b""
-                    return rest
-                return None
-            self._line_buf += more
-        line, _, self._line_buf = self._line_buf.partition(b"\n")
-        return line
 
     # --- input ---
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
-from snapvol.adapters.exec_frames import STDERR_LIMIT, keep_tail
+from snapvol.adapters.exec_frames import STDERR_LIMIT, StdoutReader, keep_tail
 from snapvol.errors import IncompatibleError, OperationFailed
 from snapvol.kube.client import ExecChannel, Kube
 from snapvol.kube.execstream import ERROR, STDERR, STDOUT, exit_status
@@ -47,7 +47,7 @@ def env_preamble(env: dict[str, str] | None) -> bytes:
     return ("".join(lines) + "\n").encode()
 
 
-class PodStream:
+class PodStream(StdoutReader):
     """A command running in a pod (``ExecStream``'s interface over an exec's channels)."""
 
     def __init__(self, channel: ExecChannel, what: str, *, poll: float = 1.0) -> None:
@@ -87,29 +87,6 @@ class PodStream:
             if out:
                 return out
         return None
-
-    def chunks(self) -> Iterator[bytes]:
-        if self._line_buf:
-            first, self._line_buf = self._line_buf, b""
-            yield first
-        while (data := self._next_stdout()) is not None:
-            yield data
-
-    def drain(self) -> None:
-        for _ in self.chunks():
-            pass
-
-    def read_line(self) -> bytes | None:
-        while b"\n" not in self._line_buf:
-            more = self._next_stdout()
-            if more is None:
-                if self._line_buf:
-                    rest, self._line_buf = self._line_buf, b""
-                    return rest
-                return None
-            self._line_buf += more
-        line, _, self._line_buf = self._line_buf.partition(b"\n")
-        return line
 
     # --- input ---
 
