@@ -12,6 +12,7 @@ produce. The member record itself, and the checks a restore applies to it, are i
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
@@ -341,6 +342,8 @@ class TarScanner:
         while part:
             if sparse.segments is None:
                 take = min(len(part), BLOCK - len(sparse.map_bytes) % BLOCK)
+                if self._digest is not None:  # the map is no file data: the digest covers it
+                    self._digest.sha.update(part[:take])
                 sparse.take_map(part[:take])
                 part = part[take:]
                 continue
@@ -389,6 +392,9 @@ class TarScanner:
         self._on_member(replace(member, sha256=digest) if digest else member)
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 class ContentDigest:
     """The SHA-256 of a tar stream in which each regular file's data stands as its SHA-256: it
     covers every header, name, owner, time, attribute and padding byte of the stream, and every
@@ -406,7 +412,7 @@ class ContentDigest:
         digest = computed
         if digest is None and self._file_sha256 is not None:
             digest = self._file_sha256(member)
-        if digest is None:
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise TarFormatError(f"no SHA-256 for the content of {member.path!r}")
         self.sha.update(bytes.fromhex(digest))
 

@@ -255,6 +255,9 @@ def _member(row: Any) -> Member:
     for key in ("path", "type"):
         if not isinstance(row[key], str):
             raise _Malformed(f"member {key} is not text")
+    sha = row.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or not _HEX64.fullmatch(sha)):
+        raise _Malformed("member sha256 is not a SHA-256")
     return from_row(row)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,39 @@ def _offsets(stream: bytes) -> list[int]:
     blocks = sorted(_header_blocks(stream))
     in_headers = {b + field for b in blocks[:: max(1, len(blocks) // 4)] for field in (103, 140)}
     return sorted(spread - {a for b in blocks for a in range(b + 148, b + 156)} | in_headers)
+
+
+def test_a_sparse_files_map_is_covered(tmp_path: Path) -> None:
+    """A PAX 1.0 sparse member's map (its data's first block: the segments, then padding) is
+    no file content: a changed byte of it changes the digest, or the stream no longer parses."""
+    (tmp_path / "d").mkdir()
+    with open(tmp_path / "d" / "sparse", "wb") as f:
+        f.seek(1 << 20)
+        f.write(b"x" * 5000)
+        f.truncate(3 << 20)
+    stream = subprocess.run(
+        ["tar", "--sparse", "--posix", "-C", str(tmp_path / "d"), "-cf", "-", "sparse"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    want = _digest(stream)
+    headers = sorted(_header_blocks(stream))
+    map_block = headers[-1] + BLOCK  # the file's own header, then its data: the map first
+    assert stream[map_block : map_block + 2] == b"2\n"  # the data after the hole, and the end
+    for at in (map_block + 8, map_block + 300, map_block + BLOCK - 1):  # numbers, padding
+        altered = bytearray(stream)
+        altered[at] ^= 0x01
+        try:
+            got = _digest(bytes(altered))
+        except TarFormatError:
+            continue
+        assert got != want, at - map_block
+
+
+def test_a_record_whose_sha256_is_not_one_is_a_tar_format_error(
+    streams: dict[str, bytes],
+) -> None:
+    stream = streams["host lane"]
+    for bad in ("not-hex", "ABC" * 21 + "D", 12):
+        with pytest.raises(TarFormatError, match="no SHA-256"):
+            _digest(stream, lambda m, bad=bad: bad)  # type: ignore[misc]

@@ -180,6 +180,8 @@ def _mutated(change: object) -> bytes:
         lambda d: d["members"][0].pop("mode"),
         lambda d: d["members"][1].update(path_raw="%%%"),
         lambda d: d["members"][0].update(size="0"),
+        lambda d: d["members"][0].update(sha256="not-hex"),
+        lambda d: d["members"][0].update(sha256=12),
         lambda d: d["data"].update(restic_snapshot="abc"),
         lambda d: d["data"].update(filename="../other.tar"),
         lambda d: d["data"].update(raw_sha256="xyz"),
