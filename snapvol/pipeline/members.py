@@ -12,7 +12,7 @@ import base64
 import json
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -211,6 +211,18 @@ def same_file(
         )
 
     return key(a) == key(b)
+
+
+def first_unlike(
+    found: Sequence[Member], recorded: Sequence[Member], *, content: bool = True
+) -> Member | None:
+    """The first member of ``recorded`` that ``found`` (a stream's members, in its order, as
+    many) does not match: another path, or not the same file (``same_file``; its content too
+    with ``content``). None: they match."""
+    for got, want in zip(found, recorded, strict=True):
+        if got.path != want.path or not same_file(got, want, content=content):
+            return want
+    return None
 
 
 def relinked(found: Mapping[str, Member], recorded: Mapping[str, Member]) -> dict[str, Member]:

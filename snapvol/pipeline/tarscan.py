@@ -408,6 +408,12 @@ class ContentDigest:
         self.sha = hashlib.sha256()
         self._file_sha256 = file_sha256
 
+    @classmethod
+    def of_record(cls, members: Iterable[Member]) -> ContentDigest:
+        """A digest whose files' SHA-256s are those ``members`` (a record) give, by path."""
+        recorded = {m.path: m.sha256 for m in members if m.type == REGULAR}
+        return cls(lambda m: recorded.get(m.path))
+
     def add_file(self, member: Member, computed: str | None) -> None:
         digest = computed
         if digest is None and self._file_sha256 is not None:

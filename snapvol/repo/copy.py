@@ -34,7 +34,7 @@ from snapvol.errors import (
 from snapvol.names import new_id
 from snapvol.output import Reporter
 from snapvol.pipeline.archive import file_chunks, unzstd
-from snapvol.pipeline.members import REGULAR, Member, same_file
+from snapvol.pipeline.members import Member, first_unlike
 from snapvol.pipeline.tarscan import ContentDigest, TarFormatError, TarScanner
 from snapvol.repo import manifest
 from snapvol.repo.manifest import DataRef
@@ -224,8 +224,7 @@ class _TarContent:
         self._hash_files = hash_files
         self._what = what
         self._members = members
-        recorded = {m.path: m.sha256 for m in members if m.type == REGULAR}
-        self._digest = ContentDigest(file_sha256=lambda m: recorded.get(m.path))
+        self._digest = ContentDigest.of_record(members)
         self._seen: list[Member] = []
         self._scanner = TarScanner(self._seen.append, hash_files=hash_files, digest=self._digest)
         self.size = 0
@@ -251,9 +250,9 @@ class _TarContent:
     def problem(self) -> str | None:
         if len(self._seen) != len(self._members):
             return f"{self._what} holds {len(self._seen)} files, the record {len(self._members)}"
-        for got, want in zip(self._seen, self._members, strict=True):
-            if got.path != want.path or not same_file(got, want, content=self._hash_files):
-                return f"{self._what} differs from the record at {want.path!r}"
+        unlike = first_unlike(self._seen, self._members, content=self._hash_files)
+        if unlike is not None:
+            return f"{self._what} differs from the record at {unlike.path!r}"
         return None
 
     def data_ref(self, restic_snapshot: str, filename: str) -> DataRef:

@@ -26,7 +26,7 @@ from snapvol.names import archive_filename, new_id
 from snapvol.output import Reporter
 from snapvol.pipeline import archive, tarscan
 from snapvol.pipeline.destination import LocalDirectory, archive_name
-from snapvol.pipeline.members import REGULAR, Member, same_file
+from snapvol.pipeline.members import Member, first_unlike
 from snapvol.repo import manifest as manifests
 from snapvol.repo.manifest import Manifest
 
@@ -277,9 +277,7 @@ def _check_same_members(
     snapshot_id: str, listed: Sequence[Member], recorded: Sequence[Member]
 ) -> None:
     """The manifest's member list must be the store's, file by file."""
-    if len(listed) != len(recorded) or any(
-        a.path != b.path or not same_file(a, b) for a, b in zip(listed, recorded, strict=True)
-    ):
+    if len(listed) != len(recorded) or first_unlike(listed, recorded) is not None:
         raise IntegrityError(
             f"the manifest of snapshot {snapshot_id} in the repository lists other files than "
             "the store records; nothing was changed"
@@ -290,8 +288,9 @@ class _Checked:
     """The dumped stream, checked as it passes: at its end (restic ended without error), the
     size and the raw SHA-256 (a dump's copy) or the content digest (a volume's, see
     ``tarscan.ContentDigest``) must match ``data``, and a volume's members (given ``members``)
-    the record, their content too unless ``hash_files`` is off (the caller reads every file
-    back); otherwise it raises, which leaves the archive partial and removed."""
+    the record, unless ``hash_files`` is off (the caller checks each member before it writes it
+    and reads every file back; the digest then takes the files' SHA-256s from the record);
+    otherwise it raises, which leaves the archive partial and removed."""
 
     def __init__(
         self,
@@ -320,9 +319,10 @@ class _Checked:
             return None, None  # a dump: its raw SHA-256 alone
         digest = None
         if self._data.content_sha256 is not None:
-            recorded = {m.path: m.sha256 for m in self._members if m.type == REGULAR}
-            digest = tarscan.ContentDigest(
-                None if self._hash_files else lambda m: recorded.get(m.path)
+            digest = (
+                tarscan.ContentDigest()
+                if self._hash_files
+                else tarscan.ContentDigest.of_record(self._members)
             )
         elif not self._hash_files:
             return None, None  # the raw SHA-256, and the caller's read-back
@@ -357,7 +357,8 @@ class _Checked:
                 scanner.close()
             except tarscan.TarFormatError as err:
                 raise self._mismatch(f"is not a readable tar stream ({err})") from None
-            self._check_members()
+            if self._hash_files:  # else the caller checks each member, and reads it back
+                self._check_members()
         if digest is not None and digest.hexdigest() != want.content_sha256:
             raise self._mismatch(f"does not match the content digest of {self._source}")
 
@@ -367,9 +368,9 @@ class _Checked:
             raise self._mismatch(
                 f"holds {len(self._seen)} files, the store records {len(self._members)}"
             )
-        for got, want in zip(self._seen, self._members, strict=True):
-            if got.path != want.path or not same_file(got, want, content=self._hash_files):
-                raise self._mismatch(f"differs from the store's record at {want.path!r}")
+        unlike = first_unlike(self._seen, self._members)
+        if unlike is not None:
+            raise self._mismatch(f"differs from the store's record at {unlike.path!r}")
 
     def _mismatch(self, what: str) -> IntegrityError:
         return IntegrityError(
