@@ -31,5 +31,9 @@ INSERT INTO pedidos (usuario_id, producto_id, cantidad, fecha_pedido)
 """
 
 
+# What fill_demo puts in, table by table (its default sizes).
+DEMO_COUNTS = {"public.usuarios": 500, "public.productos": 200, "public.pedidos": 5000}
+
+
 def fill_demo(pg: object, **sizes: int) -> None:
     pg.psql(DEMO_SCHEMA + demo_rows(**sizes))  # type: ignore[attr-defined]

@@ -319,20 +319,13 @@ def dump(
         cluster(kubeconfig, kube_context, namespace) as kube,
     ):
         found = load_workload(kube, kind, name, namespace or kube.namespace)
-        target = logical.find(kube, found)
         key = logical.workload_key(kube, found)
         with locking.holding([(key, found.describe())], "snapshot --logical"):
-            return logical.snapshot(
-                store,
-                app.backup_dir,
-                kube,
-                target,
-                options,
-                app.console,
-                database=database,
-                user=user,
-                fmt=fmt,
+            dump = logical.find(kube, found)
+            target = logical.in_pod(
+                kube, dump, store, app.backup_dir, app.console, database=database, user=user
             )
+            return logical.snapshot(kube, target, options, fmt)
 
 
 def restore(
@@ -451,13 +444,13 @@ def restore_dump(
         key = logical.workload_key(kube, found)
         with locking.holding([(key, found.describe())], f"restore {snap.id}"):
             dump = logical.find(kube, found)
-            target = logical_restore.target(
+            target = logical.in_pod(
                 kube,
                 dump,
                 store,
                 app.backup_dir,
                 app.console,
-                database=database or snap.database or "",
+                database=database or snap.database,
                 user=user,
             )
             plan = logical_restore.plan(kube, target, snap, options)

@@ -1,46 +1,45 @@
 """Logical snapshots of a workload's PostgreSQL: ``pg_dump`` in its running pod, through the API.
 
-The workload keeps running (no scaling, no helper pod): ``pg_dump`` runs in the container of one
-of its running pods, as that container's own user over its local socket (the password, when
-the server wants one, is read from the container's own environment, inside it: it never
-reaches snapvol), and its stdout arrives through the exec stream (``execstream``) into the
-archive pipeline, compressed and hashed on this side. Its exit status is required: a dump that
-ended short is never recorded complete.
+The workload keeps running (no scaling, no helper pod). The container snapshot's own code
+(``snapvol.pg.logical.snapshot_logical``) does all of it, through the API's exec stream instead
+of ``docker exec`` (``podexec.PodExec``, as a restore into the pod does): a psql session in the
+PostgreSQL container of one of its running pods opens a REPEATABLE READ transaction, exports its
+snapshot and counts every table's rows in it while ``pg_dump --snapshot`` dumps that same state,
+so the recorded counts match the dump exactly. Both run as that container's own user over its
+local socket (the password, when the server wants one, is read from the container's own
+environment, inside it: it never reaches snapvol); pg_dump's stdout arrives through the exec
+stream into the archive pipeline, hashed on this side, and its exit status is required: a dump
+that ended short is never recorded complete. ``snapvol restore`` restores these
+(``logical_restore``).
 
-Unlike a container's logical snapshot, no row counts are recorded: the Docker path counts them
-in a psql session that holds the dump's exported snapshot, which an exec stream cannot hold
-open beside pg_dump here. ``snapvol restore`` restores these (``logical_restore``).
+Snapshots taken before row counts were recorded here say ``rows_counted: false``; a restore
+reads those whole with ``pg_restore`` first.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from snapvol import lifecycle
+from snapvol.adapters.engine import ContainerInfo, Engine
 from snapvol.adapters.store import Snapshot, Store
 from snapvol.errors import OperationFailed, UsageError
 from snapvol.kube.claims import Workload, claims_of, owned_by
 from snapvol.kube.client import Kube
-from snapvol.kube.execstream import ExecOutput
+from snapvol.kube.podexec import PodExec
 from snapvol.kube.records import META, SOURCE, WorkloadSource, claim_key, source_name
 from snapvol.options import SnapshotOptions
 from snapvol.output import Reporter
+from snapvol.pg import logical as pg_logical
 from snapvol.pg import pgexec
 from snapvol.pg.dumpfile import CUSTOM
-from snapvol.pipeline import archive
+from snapvol.pg.pgexec import PgTarget
+from snapvol.workspace import Workspace
 
-KIND = "logical"  # pg.logical.KIND (not imported: it brings the Docker adapter)
-SUFFIXES = {CUSTOM: ".dump.zst", "plain": ".sql.zst"}
-
-# The role and database (given, else the container's POSTGRES_USER and POSTGRES_DB, as the
-# official image sets them up), then the server's version.
-_INFO = (
-    'U="${1:-${POSTGRES_USER:-postgres}}"; D="${2:-${POSTGRES_DB:-$U}}"; '
-    'printf "%s\\n%s\\n" "$U" "$D"; '
-    'exec psql -X -A -t -v ON_ERROR_STOP=1 -U "$U" -d "$D" -c "SHOW server_version"'
-)
+# The role and database: given, else the container's POSTGRES_USER and POSTGRES_DB (as the
+# official image sets them up).
+_NAMES = 'U="${1:-${POSTGRES_USER:-postgres}}"; printf "%s\\n%s\\n" "$U" "${2:-${POSTGRES_DB:-$U}}"'
 
 
 def workload_key(kube: Kube, workload: Workload) -> str:
@@ -123,60 +122,68 @@ def recorded_meta(kube: Kube, target: DumpTarget) -> dict[str, object]:
     }
 
 
-def _run(kube: Kube, target: DumpTarget, argv: list[str], what: str) -> ExecOutput:
-    channel = kube.exec(target.pod, target.workload.namespace, argv, container=target.container)
-    return ExecOutput(channel, what)
+@dataclass(frozen=True)
+class PodTarget:
+    """A database of a workload's PostgreSQL, as ``snapvol.pg`` works on one."""
+
+    dump: DumpTarget  # the running pod and its PostgreSQL container
+    ws: Workspace  # whose engine runs commands in that container
+    pg: PgTarget
 
 
-def snapshot(
+def in_pod(
+    kube: Kube,
+    dump: DumpTarget,
     store: Store,
     backup_dir: Path,
-    kube: Kube,
-    target: DumpTarget,
-    options: SnapshotOptions,
     reporter: Reporter,
     *,
     database: str | None = None,
     user: str | None = None,
-    fmt: str = CUSTOM,
+) -> PodTarget:
+    """``database`` in the pod, as ``user`` (defaults: its POSTGRES_DB and POSTGRES_USER)."""
+    engine = PodExec(kube, dump.pod, dump.workload.namespace, dump.container)
+    code, out, err = engine.exec_run(
+        "", ["sh", "-c", _NAMES, "snapvol", user or "", database or ""]
+    )
+    names = out.decode("utf-8", "replace").splitlines()
+    if code != 0 or len(names) != 2:
+        raise OperationFailed(
+            f"cannot read POSTGRES_USER and POSTGRES_DB in pod {dump.pod}: "
+            f"{pgexec.pg_message(err.decode('utf-8', 'replace'))}"
+        )
+    user, database = names
+    pgexec.check_names(database, user)
+    source = source_of(kube, dump)
+    # What the records and messages name (the workload, as its snapshots do): commands go to
+    # the pod whatever the id, which only keys a container's facts (has_zstd).
+    info = ContainerInfo(
+        id=source.id,
+        name=source.name,
+        image=dump.image,
+        image_id="",
+        status="running",
+        mounts=(),
+        labels={},
+        cmd=(),
+        entrypoint=(),
+        health=None,
+        _env={},
+    )
+    # snapvol.pg asks of its engine exec_run and exec_stream only, which PodExec offers.
+    ws = Workspace(cast(Engine, engine), store, backup_dir, reporter)
+    return PodTarget(dump, ws, PgTarget(info, database, user))
+
+
+def snapshot(
+    kube: Kube, target: PodTarget, options: SnapshotOptions, fmt: str = CUSTOM
 ) -> Snapshot:
-    """pg_dump ``database`` (default: the container's POSTGRES_DB) in the running pod; the
+    """pg_dump the target's database in the running pod, with its tables' row counts; the
     snapshot recorded complete once the dump arrived whole and pg_dump exited 0."""
-    started = time.monotonic()
-    where = f"pod {target.pod}, container {target.container}"
-    info = b"".join(
-        _run(kube, target, ["sh", "-c", _INFO, "snapvol", user or "", database or ""], where)
+    return pg_logical.snapshot_logical(
+        target.ws,
+        target.pg,
+        options,
+        pg_logical.DumpOptions(fmt),
+        meta=recorded_meta(kube, target.dump),
     )
-    lines = info.decode("utf-8", "replace").splitlines()
-    if len(lines) < 3:
-        raise OperationFailed(f"psql in {where} did not say the server's version")
-    role, dbname, version = lines[0], lines[1], lines[2].strip()
-    dump = ["pg_dump", "-U", role, "-d", dbname]
-    dump += ["--format=custom", "--compress=0"] if fmt == CUSTOM else ["--format=plain"]
-    began = lifecycle.begin(
-        store,
-        backup_dir,
-        source_of(kube, target),
-        kind=KIND,
-        name=options.name,
-        volume=None,
-        suffix=SUFFIXES[fmt],
-        meta={
-            **recorded_meta(kube, target),
-            "user": role,
-            "level": options.level,
-            "server_version": version,
-            "compressed_in": "host",
-            "rows_counted": False,
-        },
-        database=dbname,
-        format=fmt,
-    )
-    with lifecycle.recorded(store, began) as snap:
-        reporter.step(f"dumping database {dbname} in {where} ({fmt})")
-        output = _run(kube, target, pgexec.shell(dump), f"pg_dump in {where}")
-        with reporter.transfer("dumping", None) as advance:
-            result = archive.write_compressed(
-                output, Path(snap.path), level=options.level, progress=advance
-            )
-        return lifecycle.complete_dump(store, snap, result, time.monotonic() - started, version)

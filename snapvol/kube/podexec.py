@@ -193,9 +193,9 @@ class PodExec:
             channel.close()
             raise IncompatibleError(
                 f"the API server speaks exec protocol {spoken}, not {V5}: snapvol cannot end "
-                "a command's input there (psql commits a restore at its end), so a logical "
-                "restore into a pod needs a cluster that speaks it (added in Kubernetes 1.29); "
-                "nothing was changed"
+                "a command's input there (psql commits a restore at its end), so logical "
+                "snapshots and restores in a pod need a cluster that speaks it (added in "
+                "Kubernetes 1.29); nothing was changed"
             )
         tool = cmd[4] if cmd[:2] == ["sh", "-c"] and len(cmd) > 4 else cmd[0]  # pgexec.shell's
         stream = PodStream(channel, tool)

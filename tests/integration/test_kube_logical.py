@@ -22,7 +22,7 @@ import pytest
 from snapvol.cli import kube_target
 from snapvol.kube.client import Kube
 from tests.docker_helpers import PgContainer, TestBed
-from tests.pgdata import fill_demo
+from tests.pgdata import DEMO_COUNTS, fill_demo
 from tests.unit.kube.conftest import NS, LocalChannel, make_kube
 from tests.unit.kube.conftest import cluster as cluster  # the fake API, seeded (a fixture)
 
@@ -106,8 +106,9 @@ async def test_a_dump_in_the_pod_holds_the_database(
     assert snap["container"] == "k8s:shop/deployment/db" and snap["pg_version"].startswith("15.")
     assert snap["meta"]["kubernetes"]["pod"] == "db-5d8f-x2x"
     assert snap["meta"]["kubernetes"]["container"] == "postgres"
-    assert snap["meta"]["rows_counted"] is False
-    assert "tables and rows not counted" in result.stderr
+    # The rows were counted in the dump's own snapshot, in the pod, as for a container.
+    assert snap["meta"]["tables"] == DEMO_COUNTS and "rows_counted" not in snap["meta"]
+    assert f"{sum(DEMO_COUNTS.values())} rows" in result.stderr
     # Every exec went to the workload's running pod, its postgres container.
     assert {(name, container) for name, container, _ in execs.calls} == {
         ("db-5d8f-x2x", "postgres")
@@ -142,9 +143,11 @@ async def test_a_failing_pg_dump_is_recorded_failed(
         "deployment/db",
         "--database",
         "no_such_db",
-        exit_code=11,
+        exit_code=3,
     )
-    assert 'database "no_such_db" does not exist' in result.stderr
+    assert "Error: database 'no_such_db' does not exist in " in result.stderr
+    # Found before anything was recorded or written.
+    assert json.loads((await run(cmd, "ls", "--json")).stdout) == []
     assert not (tmp_path / "backups").exists() or list((tmp_path / "backups").iterdir()) == []
 
 

@@ -32,11 +32,10 @@ from tests import docker_helpers
 from tests.archives import flip_middle_byte
 from tests.docker_helpers import PgContainer, TestBed, databases
 from tests.faults.procs import snapvol_process
-from tests.pgdata import fill_demo
+from tests.pgdata import DEMO_COUNTS, fill_demo
 
 pytestmark = pytest.mark.docker
 
-DEMO_COUNTS = {"public.usuarios": 500, "public.productos": 200, "public.pedidos": 5000}
 BASE_DATABASES = {"postgres", "template0", "template1"}
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import kmock as km
 import pytest
 
+from snapvol.adapters.store import Store
 from snapvol.cli import kube_target
 from snapvol.kube.client import Kube
 from snapvol.kube.scale import ANNOTATION
@@ -36,9 +37,20 @@ from tests.unit.kube.conftest import (
 
 pytestmark = pytest.mark.asyncio
 
+# A psql session as snapvol's PsqlSession holds one: statements on stdin, each followed by an
+# \\echo of a marker, which it prints back once the statement's rows (here: a version, an
+# exported snapshot's id, no tables) are out.
+PSQL_SESSION = r"""while IFS= read -r line; do
+  case "$line" in
+    *"SHOW server_version"*) echo 15.6 ;;
+    *"pg_export_snapshot()"*) echo 00000003-0000001B-1 ;;
+    '\echo '*) printf '%s\n' "${line#\\echo }" ;;
+  esac
+done
+"""
 # The stand-ins log "tool <TAB> PGAPPNAME <TAB> args" to $FAKE_LOG; pg_restore keeps its stdin.
 FAKES = {
-    "psql": 'printf "psql\\t%s\\t%s\\n" "${PGAPPNAME:-}" "$*" >> "$FAKE_LOG"; echo 15.6\n',
+    "psql": 'printf "psql\\t%s\\t%s\\n" "${PGAPPNAME:-}" "$*" >> "$FAKE_LOG"\n' + PSQL_SESSION,
     "pg_dump": 'printf "pg_dump\\t%s\\t%s\\n" "${PGAPPNAME:-}" "$*" >> "$FAKE_LOG"\n'
     'cat "$FAKE_DUMP"\n',
     "pg_restore": 'printf "pg_restore\\t%s\\t%s\\n" "${PGAPPNAME:-}" "$*" >> "$FAKE_LOG"\n'
@@ -113,9 +125,20 @@ def logged(tmp_path: Path) -> list[list[str]]:
 
 
 async def dumped(cmd: Any, here: PodHere) -> dict[str, Any]:
+    """A workload's logical snapshot, recorded as snapvol recorded one before it counted the
+    tables' rows there: with none, a restore reads a custom-format dump whole in the pod first
+    (what these tests watch; the stand-ins cannot restore, a real server's tests do)."""
     result = await run(cmd, "snapshot", "--logical", "--workload", "deployment/db", "--json")
+    snap = json.loads(result.stdout)
+    assert snap["meta"]["tables"] == {}  # counted (the stand-in psql has no tables)
+    meta = {k: v for k, v in snap["meta"].items() if k not in ("tables", "rows")}
+    store = Store.open(Path(os.environ["SNAPVOL_DB"]))
+    try:
+        store.update(snap["id"], meta_json=json.dumps({**meta, "rows_counted": False}))
+    finally:
+        store.close()
     here.calls.clear()
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    return snap  # type: ignore[no-any-return]
 
 
 def error_line(result: Any) -> str:
@@ -163,6 +186,11 @@ async def test_a_cluster_that_cannot_end_stdin_is_refused_before_anything_runs(
     assert "speaks exec protocol v4.channel.k8s.io, not v5.channel.k8s.io" in error_line(result)
     assert error_line(result).endswith("nothing was changed")
     assert not (tmp_path / "log").exists()
+    # A logical snapshot holds a psql session beside pg_dump there too: refused the same way.
+    result = await run(cmd, "snapshot", "--logical", "--workload", "deploy/db", exit_code=8)
+    assert "speaks exec protocol v4.channel.k8s.io" in error_line(result)
+    assert not (tmp_path / "log").exists()
+    assert [s["id"] for s in json.loads((await run(cmd, "ls", "--json")).stdout)] == [snap["id"]]
 
 
 async def test_refusals(cmd, cluster, here: PodHere, tmp_path: Path):
