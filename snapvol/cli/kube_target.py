@@ -49,8 +49,8 @@ kube_options = stacked(
         "deploy/ and sts/ too). Volume: its claim is worked on cold (the workload is scaled "
         "down, a helper pod reads or writes the claim, the workload is scaled back); --claim "
         "names the claim when it mounts several (a StatefulSet replica's: data-NAME-1). "
-        "--logical, and a restore of a logical snapshot: pg_dump, or the restore, runs in one "
-        "of its running pods.",
+        "--logical, and a restore of a logical snapshot or of --file DUMP: pg_dump, or the "
+        "restore, runs in one of its running pods.",
     ),
     click.option(
         "--namespace",
@@ -407,9 +407,10 @@ def restore(
 def restore_dump(
     app: AppContext,
     store: Store,
-    snap: Snapshot,
+    snap: Snapshot | None,
     options: RestoreOptions,
     *,
+    file: Path | None = None,
     database: str | None,
     user: str | None,
     workload: str | None,
@@ -421,8 +422,8 @@ def restore_dump(
     assume_yes: bool,
 ) -> tuple[str, Snapshot | None, dict[str, Any]]:
     """``restore REF`` of a logical snapshot into a workload's PostgreSQL (its own, or
-    ``--workload``'s), in its running pod; returns the line that says so, the safety snapshot
-    and the JSON summary."""
+    ``--workload``'s), or ``restore --file DUMP --workload``, in its running pod; returns the
+    line that says so, the safety snapshot and the JSON summary."""
     refuse_lane_flags("a volume snapshot's restore")
     from snapvol.cli.confirm import confirm_by_typing
     from snapvol.cli.format import logical_plan_table, logical_restored_line
@@ -430,7 +431,7 @@ def restore_dump(
     from snapvol.kube.claims import load_workload
     from snapvol.kube.records import recorded_where
 
-    recorded = recorded_where(snap)
+    recorded = recorded_where(snap) if snap is not None else None
     if workload is None:
         assert recorded is not None  # restores() sent it here
         kind, name = str(recorded["workload_kind"]), str(recorded["workload"])
@@ -442,7 +443,8 @@ def restore_dump(
         found = load_workload(kube, kind, name, namespace or kube.namespace)
         left_mark(kube, found, kubeconfig, store, restoring=False)  # a cold copy's window
         key = logical.workload_key(kube, found)
-        with locking.holding([(key, found.describe())], f"restore {snap.id}"):
+        operation = f"restore {snap.id}" if snap is not None else f"restore --file {file}"
+        with locking.holding([(key, found.describe())], operation):
             dump = logical.find(kube, found)
             target = logical.in_pod(
                 kube,
@@ -450,10 +452,10 @@ def restore_dump(
                 store,
                 app.backup_dir,
                 app.console,
-                database=database or snap.database,
+                database=database or (snap.database if snap is not None else None),
                 user=user,
             )
-            plan = logical_restore.plan(kube, target, snap, options)
+            plan = logical_restore.plan(kube, target, snap, options, file=file)
             table = logical_plan_table(plan)
             table.add_row(
                 "Pod",
@@ -471,10 +473,12 @@ def restore_dump(
             )
             result = logical_restore.restore(target, plan)
             where = logical.recorded_meta(kube, dump)
-    line = logical_restored_line(f"{snap.id} ({snap.name})", plan, result) + f" (pod {dump.pod})"
+    what = f"{snap.id} ({snap.name})" if snap is not None else str(file)
+    line = logical_restored_line(what, plan, result) + f" (pod {dump.pod})"
     safety = result.safety
     summary = {
-        "restored": snap.to_dict(),
+        "restored": snap.to_dict() if snap is not None else None,
+        "file": str(file) if file is not None else None,
         "safety_snapshot": safety.to_dict() if safety is not None else None,
         "undo": app.command("restore", safety.id) if safety is not None else None,
         "format": plan.source.format,
@@ -541,11 +545,9 @@ def restores(snap: Snapshot | None, workload: str | None) -> bool:
     from snapvol.restoring import is_logical
 
     if is_logical(snap):
-        if snap is None:  # a dump file
-            if workload is not None:
-                raise UsageError("--workload restores a snapshot, not --file")
+        if snap is None:  # a dump file: into a workload's PostgreSQL, or a container's
             refuse_without_workload(workload)
-            return False
+            return workload is not None
         if workload is not None or recorded_where(snap) is not None:
             return True  # into a workload's PostgreSQL, in its pod
         refuse_without_workload(workload)

@@ -160,7 +160,6 @@ def command(
                 kube_target.refuse_engine_flags(
                     container=container, helper_image=helper_image, reader=reader
                 )
-                assert snap is not None
                 done = _Restored(
                     *kube_target.restore_dump(
                         app,
@@ -169,6 +168,7 @@ def command(
                         _logical_options(
                             no_owner, not no_safety_snapshot, allow_roles, tables, schemas
                         ),
+                        file=file,
                         database=database,
                         user=user,
                         assume_yes=assume_yes,

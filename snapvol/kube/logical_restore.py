@@ -19,6 +19,8 @@ it lists. The safety snapshot is recorded as a logical snapshot of the workload
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from snapvol.adapters.store import Snapshot
 from snapvol.kube import logical
 from snapvol.kube.client import Kube
@@ -29,14 +31,21 @@ from snapvol.pg.dumpfile import CUSTOM
 def plan(
     kube: Kube,
     target: logical.PodTarget,
-    snap: Snapshot,
+    snap: Snapshot | None,
     options: pg_restore.RestoreOptions,
+    *,
+    file: Path | None = None,
 ) -> pg_restore.LogicalRestorePlan:
     """The snapshot checked (its SHA-256, then, without recorded row counts, read whole by
-    pg_restore in the pod) and what the restore would replace: nothing changed yet."""
-    source = pg_restore.snapshot_source(target.ws, snap)
-    if source.tables is None and source.format == CUSTOM:
-        pg_restore.check_custom(target.ws, target.pg, source)
+    pg_restore in the pod), or the dump ``file`` checked as a container restore checks one,
+    and what the restore would replace: nothing changed yet."""
+    if snap is None:
+        assert file is not None
+        source = pg_restore.file_source(target.ws, target.pg, file, options)
+    else:
+        source = pg_restore.snapshot_source(target.ws, snap)
+        if source.tables is None and source.format == CUSTOM:
+            pg_restore.check_custom(target.ws, target.pg, source)
     found = pg_restore.plan_restore(target.ws, target.pg, source, options)
     found.safety_meta = logical.recorded_meta(kube, target.dump)
     return found

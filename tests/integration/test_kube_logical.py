@@ -320,6 +320,19 @@ def rewrite_archive(tmp_path: Path, snap: dict[str, Any], edit: Any) -> None:
 PWNED = "/tmp/snapvol-pwned"
 
 
+def with_shell_command(raw: bytes) -> bytes:
+    """A plain dump that would run a shell command after a table's data (``\\restrict``, which
+    a new psql would hold against it, taken out)."""
+    text = raw.decode()
+    text = "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if not line.startswith(("\\restrict ", "\\unrestrict "))
+    )
+    at = text.index("\n\\.\n", text.index("COPY public.pedidos")) + 4  # after its data
+    return (text[:at] + f"\\! touch {PWNED}\n" + text[at:]).encode()
+
+
 async def test_a_failing_restore_leaves_the_database_as_it_was(
     cmd, cluster, execs: DockerExec, pg: PgContainer, isolated_env: Path
 ):
@@ -345,17 +358,7 @@ async def test_a_failing_restore_leaves_the_database_as_it_was(
     # A crafted dump (its checksum made to match) that would run a shell command after a
     # table's data: refused, naming its line (this one is caught by the plan's read of the
     # script's start, before anything is created).
-    def inject(raw: bytes) -> bytes:
-        text = raw.decode()
-        text = "".join(
-            line
-            for line in text.splitlines(keepends=True)
-            if not line.startswith(("\\restrict ", "\\unrestrict "))
-        )
-        at = text.index("\n\\.\n", text.index("COPY public.pedidos")) + 4  # after its data
-        return (text[:at] + f"\\! touch {PWNED}\n" + text[at:]).encode()
-
-    rewrite_archive(isolated_env, snap, inject)
+    rewrite_archive(isolated_env, snap, with_shell_command)
     result = await run(cmd, "restore", snap["id"], "--yes", exit_code=2)
     assert "psql meta-command \\! is not allowed" in result.stderr, result.stderr
     assert pg.dump() == before and databases_of(pg) == BASE
@@ -384,6 +387,51 @@ async def test_a_failing_restore_leaves_the_database_as_it_was(
     result = await run(cmd, "restore", snap["id"], "--yes", exit_code=7)
     assert "SHA-256" in result.stderr
     assert pg.dump() == before and databases_of(pg) == BASE
+
+
+async def test_a_dump_file_restores_into_a_workload(
+    cmd, cluster, execs: DockerExec, pg: PgContainer, tmp_path: Path
+):
+    """``restore --file DUMP --workload``: a pg_dump made elsewhere, checked as a container
+    restore checks one, loaded in the pod; a crafted one refused with nothing changed."""
+    awkward_pg(pg)
+    whole = pg.dump()
+    plain = tmp_path / "pc_db.sql"
+    plain.write_text(whole)
+    custom = tmp_path / "pc_db.dump"
+    custom.write_bytes(
+        subprocess.run(
+            ["docker", "exec", pg.name, "pg_dump", "-U", "postgres", "-Fc", "pc_db"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
+    change(pg)
+    changed = pg.dump()
+    for dump in (plain, custom):
+        execs.calls.clear()
+        result = await run(
+            cmd, "restore", "--file", str(dump), "--workload", "deploy/db", "--yes", "--json"
+        )
+        done = json.loads(result.stdout)
+        assert pg.dump() == whole, dump.name  # the whole database, schema and rows
+        assert databases_of(pg) == BASE
+        assert done["file"] == str(dump) and done["restored"] is None
+        assert {name for name, _, _ in execs.calls} == {"db-5d8f-x2x"}
+        # Its way back: the database as the restore found it.
+        await run(cmd, *done["undo"].split()[1:], "--yes")
+        assert pg.dump() == changed
+
+    crafted = tmp_path / "crafted.sql"
+    crafted.write_bytes(with_shell_command(plain.read_bytes()))
+    before = pg.dump()
+    result = await run(
+        cmd, "restore", "--file", str(crafted), "--workload", "deploy/db", "--yes", exit_code=2
+    )
+    assert "psql meta-command \\! is not allowed" in result.stderr, result.stderr
+    assert pg.dump() == before and databases_of(pg) == BASE
+    code, _ = pg.container.exec_run(["test", "-e", PWNED])
+    assert code != 0  # no shell ran
 
 
 async def test_a_containers_logical_snapshot_restores_into_a_workload(

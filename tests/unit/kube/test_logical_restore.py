@@ -207,10 +207,12 @@ async def test_refusals(cmd, cluster, here: PodHere, tmp_path: Path):
         assert said in error_line(result), args
     dump = tmp_path / "x.sql"
     dump.write_text("SELECT 1;\n")
+    result = await run(cmd, "restore", "--file", str(dump), "--namespace", "x", exit_code=2)
+    assert "--namespace goes with --workload" in error_line(result)
     result = await run(
-        cmd, "restore", "--file", str(dump), "--workload", "deploy/db", "--yes", exit_code=2
+        cmd, "restore", "--file", str(dump), "--workload", "deploy/db", "--pod", "p", exit_code=2
     )
-    assert "--workload restores a snapshot, not --file" in error_line(result)
+    assert "--pod and --claim go with volume snapshots" in error_line(result)
     assert here.calls == []
 
     # No running pod: nothing to run pg_restore in.
