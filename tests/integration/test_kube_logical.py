@@ -452,3 +452,30 @@ async def test_a_containers_logical_snapshot_restores_into_a_workload(
     assert pg.dump() == whole and databases_of(pg) == BASE
     assert {name for name, _, _ in execs.calls} == {"db-5d8f-x2x"}  # through the pod
     assert done["safety_snapshot"]["container"] == "k8s:shop/deployment/db"
+
+
+async def test_a_workload_dump_is_drilled_on_this_host_with_the_workloads_image(
+    cmd, cluster, execs: DockerExec, pg: PgContainer
+):
+    """A drill needs the workload's image here (it runs on this host's engine, not in the
+    cluster): refused while it is not, then run, its counts those the pod recorded."""
+    from tests.unit.kube.conftest import DEPLOYMENTS
+
+    snap = json.loads(
+        (await run(cmd, "snapshot", "--logical", "--workload", "deployment/db", "--json")).stdout
+    )
+    result = await run(cmd, "drill", snap["id"], exit_code=3)
+    assert f"the image of snapshot {snap['id']} (registry.example/shop/" in result.stderr
+    assert "pull it to drill the snapshot" in result.stderr
+
+    # The workload runs an image this host has: the drill restores the dump into it.
+    image = pg.container.image.tags[0]
+    [db] = cluster.objects[DEPLOYMENTS, NS, "db"]["spec"]["template"]["spec"]["containers"][1:]
+    db["image"] = image
+    snap = json.loads(
+        (await run(cmd, "snapshot", "--logical", "--workload", "deployment/db", "--json")).stdout
+    )
+    assert snap["image"] == image
+    drill = json.loads((await run(cmd, "drill", snap["id"], "--json")).stdout)
+    assert drill["ok"] is True, drill
+    assert drill["counts"]["pc_db"] == snap["meta"]["tables"] == DEMO_COUNTS
