@@ -10,8 +10,8 @@ SNAPVOL_* environment, so that no secret is ever in a process's arguments.
     notify_config = "/etc/snapvol/apprise.yml"
 
     [[target]]                  # one per service: a snapshot job
-    container = "pc_db"
-    kind = "volume"             # or "logical"
+    container = "pc_db"         # or pod (and claim), or workload = "deployment/pg" (and claim,
+    kind = "volume"             #   namespace, context, kubeconfig); kind: or "logical"
     schedule = "0 3 * * *"      # cron (local time), @daily..., or "@every 6h"
 
     [prune]                     # retention, as `snapvol prune` (keep_last, keep_daily, ...)
@@ -124,35 +124,53 @@ def _text(doc: dict[str, Any], key: str, path: Path) -> str:
     return value
 
 
+# What a [[target]] may say (anything else is a typo, refused).
+_TARGET_KEYS = frozenset(
+    {"container", "pod", "claim", "workload", "namespace", "context", "kubeconfig"}
+    | {"kind", "database", "schedule", "name"}
+)
+_KUBE_KEYS = ("namespace", "context", "kubeconfig")  # a workload's cluster: --namespace...
+
+
 def _targets(doc: dict[str, Any], path: Path, copies: bool) -> list[Job]:
     targets = doc.get("target", [])
     if not isinstance(targets, list):
         raise UsageError(f"configuration {path}: target must be a list ([[target]])")
-    jobs = []
-    for t in targets:
-        container = _text(t, "container", path) if "container" in t else None
-        pod = _text(t, "pod", path) if "pod" in t else None  # podman kube play's (--pod)
-        if container is None and pod is None:
-            raise UsageError(f"configuration {path}: a [[target]] has no container (or pod)")
-        kind = t.get("kind", "volume")
-        source = pod or container
-        if kind not in ("volume", "logical"):
-            raise UsageError(f"configuration {path}: target {source}: kind is volume or logical")
-        if pod is not None and kind != "volume":
-            raise UsageError(f"configuration {path}: target {pod}: a pod's claim takes kind volume")
-        if "claim" in t and pod is None:
-            raise UsageError(f"configuration {path}: target {container}: claim goes with pod")
-        name = t.get("name", f"snapshot-{source}-{kind}")
-        args: tuple[str, ...] = ("snapshot", f"--{kind}")
-        if pod is not None:
-            args += ("--pod", pod)
-            args += ("--claim", _text(t, "claim", path)) if "claim" in t else ()
-        if container is not None:
-            args += ("--container", container)
-        if "database" in t and kind == "logical":
-            args += ("--database", _text(t, "database", path))
-        jobs.append(_job(t, name, path, args + (("--copy",) if copies else ())))
-    return jobs
+    return [_target(t, path, copies) for t in targets]
+
+
+def _target(t: dict[str, Any], path: Path, copies: bool) -> Job:
+    """A snapshot job: of a container, a `podman kube play` pod's claim, or a Kubernetes
+    workload (its claim, or its PostgreSQL with kind logical)."""
+    unknown = sorted(set(t) - _TARGET_KEYS)
+    if unknown:
+        raise UsageError(f"configuration {path}: a [[target]] has an unknown key {unknown[0]!r}")
+    given = {k: _text(t, k, path) for k in ("container", "pod", "workload") if k in t}
+    if len(given) != 1:
+        raise UsageError(
+            f"configuration {path}: a [[target]] names one of container, pod (a `podman kube "
+            f"play` pod) and workload (a Kubernetes one), not {' and '.join(given) or 'none'}"
+        )
+    [(what, source)] = given.items()
+    kind = t.get("kind", "volume")
+    if kind not in ("volume", "logical"):
+        raise UsageError(f"configuration {path}: target {source}: kind is volume or logical")
+    if what == "pod" and kind != "volume":
+        raise UsageError(f"configuration {path}: target {source}: a pod's claim takes kind volume")
+    if "claim" in t and (what == "container" or kind != "volume"):
+        raise UsageError(
+            f"configuration {path}: target {source}: claim goes with a pod or a workload's volume"
+        )
+    cluster = [k for k in _KUBE_KEYS if k in t]
+    if cluster and what != "workload":
+        raise UsageError(f"configuration {path}: target {source}: {cluster[0]} goes with workload")
+    name = t.get("name", f"snapshot-{source.replace('/', '-')}-{kind}")
+    args: tuple[str, ...] = ("snapshot", f"--{kind}", f"--{what}", source)
+    for key in [k for k in ("claim", *_KUBE_KEYS) if k in t]:
+        args += (f"--{key}", _text(t, key, path))
+    if "database" in t and kind == "logical":
+        args += ("--database", _text(t, "database", path))
+    return _job(t, name, path, args + (("--copy",) if copies else ()))
 
 
 def _extra(section: str, doc: dict[str, Any], path: Path) -> tuple[str, ...]:

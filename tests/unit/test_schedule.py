@@ -110,9 +110,16 @@ def test_a_configuration_becomes_jobs_and_an_environment(tmp_path: Path) -> None
     ("text", "problem"),
     [
         ("[[target]]\ncontainer = 'a'\n", "has no schedule"),
-        ("[[target]]\nschedule = '@daily'\n", "has no container"),
+        ("[[target]]\nschedule = '@daily'\n", "names one of container, pod .* not none"),
+        ("[[target]]\ncontainer='a'\npod='b'\nschedule='@daily'\n", "not container and pod"),
+        ("[[target]]\ncontainer='a'\nnamspace='x'\nschedule='@daily'\n", "unknown key 'namspace'"),
+        ("[[target]]\ncontainer='a'\nnamespace='x'\nschedule='@daily'\n", "goes with workload"),
+        (
+            "[[target]]\nworkload='sts/pg'\nclaim='d'\nkind='logical'\nschedule='@daily'\n",
+            "claim goes with a pod or a workload's volume",
+        ),
         ("[[target]]\npod='a'\nkind='logical'\nschedule='@daily'\n", "takes kind volume"),
-        ("[[target]]\ncontainer='a'\nclaim='d'\nschedule='@daily'\n", "claim goes with pod"),
+        ("[[target]]\ncontainer='a'\nclaim='d'\nschedule='@daily'\n", "claim goes with a pod"),
         ("[[target]]\ncontainer='a'\nkind='disk'\nschedule='@daily'\n", "volume or logical"),
         ("[prune]\nschedule = '@daily'\n", "keep_"),
         ("colour = 'blue'\n", "unknown setting 'colour'"),
@@ -131,6 +138,27 @@ def test_a_pod_s_claim_is_a_target(tmp_path: Path) -> None:
     assert {j.name: j.args for j in loaded.jobs} == {
         "snapshot-app-volume": ("snapshot", "--volume", "--pod", "app", "--claim", "app-data")
     }
+
+
+def test_a_kubernetes_workload_is_a_target(tmp_path: Path, cmd) -> None:
+    text = (
+        "[[target]]\nworkload = 'sts/pg'\nclaim = 'data-pg-0'\nnamespace = 'shop'\n"
+        "context = 'prod'\nkubeconfig = '/etc/snapvol/kubeconfig'\nschedule = '@daily'\n"
+        "[[target]]\nworkload = 'deployment/pg'\nkind = 'logical'\ndatabase = 'shop'\n"
+        "schedule = '@hourly'\n"
+    )
+    loaded = config.load(write(tmp_path, text))
+    assert {j.name: j.args for j in loaded.jobs} == {
+        "snapshot-sts-pg-volume": (
+            "snapshot", "--volume", "--workload", "sts/pg", "--claim", "data-pg-0",
+            "--namespace", "shop", "--context", "prod", "--kubeconfig", "/etc/snapvol/kubeconfig",
+        ),
+        "snapshot-deployment-pg-logical": (
+            "snapshot", "--logical", "--workload", "deployment/pg", "--database", "shop"
+        ),
+    }  # fmt: skip
+    for job in loaded.jobs:  # a command line snapvol takes (--help: parsed, not run)
+        cmd(*job.args, "--help")
 
 
 def test_a_repository_in_a_file_others_can_read_is_refused(tmp_path: Path) -> None:
