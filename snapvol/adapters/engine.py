@@ -362,9 +362,14 @@ class Engine:
 
         with _translate("listing the container's processes"):
             try:
-                found = self.api.top(container_id, ps_args="-eo pid,args")
-            except docker.errors.APIError:  # a ps without -o (or an engine that ignores it)
-                found = self.api.top(container_id)
+                try:
+                    found = self.api.top(container_id, ps_args="-eo pid,args")
+                except docker.errors.APIError:  # a ps without -o (or an engine that ignores it)
+                    found = self.api.top(container_id)
+            except ValueError as err:  # rootless Podman 4.3 answers 200 with no body
+                raise OperationFailed(
+                    f"the engine did not list the container's processes ({err})"
+                ) from err
         titles = [str(t) for t in found.get("Titles") or []]
         column = next((titles.index(t) for t in ("COMMAND", "CMD") if t in titles), -1)
         return [str(row[column]) for row in found.get("Processes") or [] if row]

@@ -119,3 +119,36 @@ def test_a_stopped_container_is_still_judged_by_its_volumes(tmp_path: Path) -> N
     server = cluster.detect(engine, company("exited"))  # type: ignore[arg-type]
     assert server is not None and server.data_dir == f"{HOME}/cluster"
     assert not server.running  # a stopped container serves nothing, whatever its pid file says
+
+
+def test_an_engine_that_answers_top_with_no_body_is_an_error_not_a_traceback() -> None:
+    """Rootless Podman 4.3 answers ``GET /containers/{id}/top`` with 200 and an empty body: the
+    SDK's JSON decode error becomes a SnapvolError, which ``detect`` takes as "unlisted"."""
+    import http.server
+    import threading
+
+    import docker
+
+    from snapvol.adapters.engine import Engine
+    from snapvol.errors import SnapvolError
+
+    class EmptyTop(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), EmptyTop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = docker.DockerClient(
+            base_url=f"tcp://127.0.0.1:{server.server_port}", version="1.41"
+        )
+        with pytest.raises(SnapvolError, match="did not list the container's processes"):
+            Engine(client).top("c0ffee")
+    finally:
+        server.shutdown()
