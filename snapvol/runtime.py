@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from snapvol.errors import OperationFailed
+
+
+def python_module(module: str) -> list[str]:
+    """The command line that runs ``module`` of this snapvol, in this interpreter, whatever the
+    working directory holds: ``-P`` keeps a ``snapvol/`` folder there (a clone's parent, a
+    cron job's home) from being imported in its place."""
+    return [sys.executable, "-P", "-m", module]
 
 
 def run_dir() -> Path:

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 
+from snapvol.runtime import python_module
 from snapvol.schedule.config import Config, Job, job_env
 
 
 def run_once(config: Config, job: Job, stop: threading.Event | None = None) -> int:
     """Run ``job`` as a snapvol process in the configuration's environment; its exit code."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snapvol", *job.args], env=job_env(config), stdin=subprocess.DEVNULL
+        [*python_module("snapvol"), *job.args], env=job_env(config), stdin=subprocess.DEVNULL
     )
     while True:
         try:

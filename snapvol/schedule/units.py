@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import shlex
-import sys
 
 from snapvol.errors import UsageError
+from snapvol.runtime import python_module
 from snapvol.schedule import cron
 from snapvol.schedule.config import Config, Job
 
@@ -14,7 +14,7 @@ from snapvol.schedule.config import Config, Job
 def command(config: Config, job: Job) -> str:
     """The command line that runs ``job`` once (this snapvol's interpreter, absolute paths)."""
     return shlex.join(
-        [sys.executable, "-m", "snapvol", "run", "--config", str(config.path), "--once", job.name]
+        [*python_module("snapvol"), "run", "--config", str(config.path), "--once", job.name]
     )
 
 

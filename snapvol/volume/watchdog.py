@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from snapvol.runtime import run_dir
+from snapvol.runtime import python_module, run_dir
 from snapvol.volume.phases import Done, Phase, encode
 
 RESCUE_MODULE = "snapvol.volume.rescue"
@@ -72,9 +71,7 @@ def spawn(
     log = run_dir() / f"watchdog-{container_id[:12]}.log"
     pass_fds = [read_fd]
     args = [
-        sys.executable,
-        "-m",
-        RESCUE_MODULE,
+        *python_module(RESCUE_MODULE),
         "--container",
         container_id,
         "--db",

@@ -172,3 +172,28 @@ def test_crontab_lines(tmp_path: Path) -> None:
     assert lines[1].startswith("0 3 * * * ") and lines[1].endswith(
         f"run --config {loaded.path} --once snapshot-db-volume"
     )
+
+
+def test_jobs_and_the_rescue_run_this_snapvol_whatever_the_working_directory_holds(
+    tmp_path: Path,
+) -> None:
+    """A cron job starts in $HOME, where a clone may sit at ~/snapvol: ``python -m snapvol``
+    there would import that folder. The command lines snapvol makes (jobs, units, the rescue
+    watchdog: ``runtime.python_module``) run the installed one."""
+    import subprocess
+    import sys
+
+    from snapvol import __version__
+    from snapvol.runtime import python_module
+
+    decoy = tmp_path / "snapvol"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit('the decoy was imported')\n")
+    plain = subprocess.run(
+        [sys.executable, "-m", "snapvol", "--version"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert "the decoy was imported" in plain.stderr  # the hazard is real
+    done = subprocess.run(
+        [*python_module("snapvol"), "--version"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and __version__ in done.stdout, done.stderr
