@@ -8,6 +8,7 @@ SNAPVOL_* environment, so that no secret is ever in a process's arguments.
     password_file = "/etc/snapvol/restic-pass"    # as --password-file
     metrics_file = "/var/lib/node_exporter/textfile/snapvol.prom"
     notify_config = "/etc/snapvol/apprise.yml"
+    engine_host = "unix:///run/podman/podman.sock"  # optional, as DOCKER_HOST (Podman)
 
     [[target]]                  # one per service: a snapshot job
     container = "pc_db"         # or pod (and claim), or workload = "deployment/pg" (and claim,
@@ -49,6 +50,9 @@ _SETTINGS = {
     "password_file": "SNAPVOL_PASSWORD_FILE",
     "metrics_file": "SNAPVOL_METRICS_FILE",
     "notify_config": "SNAPVOL_NOTIFY_CONFIG",
+    # The engine's socket (Podman's: unix:///run/podman/podman.sock); cron and systemd have no
+    # DOCKER_HOST of their own.
+    "engine_host": "DOCKER_HOST",
 }
 _KEEP = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 _JOB_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")

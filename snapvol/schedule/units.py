@@ -21,6 +21,8 @@ def command(config: Config, job: Job) -> str:
 def systemd(config: Config) -> dict[str, str]:
     """``snapvol-<job>.service`` and ``.timer`` for each job, by file name."""
     units = {}
+    podman = "podman" in config.env.get("DOCKER_HOST", "")
+    engine = "podman.socket" if podman else "docker.service"
     for job in config.jobs:
         calendar = cron.on_calendar(job.schedule)
         when = (
@@ -30,7 +32,7 @@ def systemd(config: Config) -> dict[str, str]:
         )
         units[f"snapvol-{job.name}.service"] = (
             f"[Unit]\nDescription=snapvol {job.name} ({' '.join(job.args)})\n"
-            "Wants=docker.service\nAfter=docker.service\n\n"
+            f"Wants={engine}\nAfter={engine}\n\n"
             f"[Service]\nType=oneshot\nExecStart={command(config, job)}\n"
         )
         units[f"snapvol-{job.name}.timer"] = (

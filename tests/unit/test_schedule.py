@@ -138,6 +138,18 @@ def test_a_pod_s_claim_is_a_target(tmp_path: Path) -> None:
     assert {j.name: j.args for j in loaded.jobs} == {
         "snapshot-app-volume": ("snapshot", "--volume", "--pod", "app", "--claim", "app-data")
     }
+    # Without engine_host a job reaches whatever DOCKER_HOST its scheduler has: none.
+    assert "DOCKER_HOST" not in config.job_env(loaded, {})
+    assert "Wants=docker.service" in units.systemd(loaded)["snapvol-snapshot-app-volume.service"]
+
+    sock = "unix:///run/podman/podman.sock"
+    loaded = config.load(write(tmp_path, f"engine_host = '{sock}'\n" + text))
+    assert config.job_env(loaded, {"DOCKER_HOST": "unix:///var/run/docker.sock"}) == {
+        "DOCKER_HOST": sock
+    }
+    service = units.systemd(loaded)["snapvol-snapshot-app-volume.service"]
+    assert "Wants=podman.socket\nAfter=podman.socket\n" in service
+    assert sock not in service  # the job's environment comes from the file, read by `run`
 
 
 def test_a_kubernetes_workload_is_a_target(tmp_path: Path, cmd) -> None:
