@@ -136,6 +136,13 @@ def plan_volume_restore(
         plan.warnings.append(
             f"restoring into volume {target.volume}, not the snapshot's source {snapshot.volume}"
         )
+    taken_of = snapshot.container_id or ""
+    if taken_of and target.container.id != taken_of and target.container.name == snapshot.container:
+        plan.warnings.append(
+            f"container {target.container.name} is {target.container.id[:12]}, not the one the "
+            f"snapshot was taken of ({taken_of[:12]}): it was created again, or this is another "
+            "engine's (DOCKER_HOST)"
+        )
     return plan
 
 

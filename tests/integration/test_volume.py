@@ -228,6 +228,32 @@ def test_declined_confirmation_changes_nothing(bed: TestBed, cmd) -> None:
     assert pg.dump() == current
 
 
+def test_a_container_of_the_same_name_that_is_not_the_snapshots_is_named_in_the_plan(
+    bed: TestBed, cmd
+) -> None:
+    """A container created again under the snapshot's name (compose recreates them; another
+    engine may have one so named): the plan says it is not the snapshot's before anything
+    changes; the restore still goes there when confirmed."""
+    container, vol = bed.plain()
+    container.exec_run(["sh", "-c", "echo before > /srv/data/f"])
+    snap = cmd.json("snapshot", "--volume", "--container", container.name)
+    name, old_id = container.name, container.id
+    container.remove(force=True)
+    again, _ = bed.plain(volume=vol)
+    again.rename(name)
+    again.exec_run(["sh", "-c", "echo after > /srv/data/f"])
+
+    result = cmd("restore", snap["id"], input="no\n", exit_code=10)
+    note = (
+        f"container {name} is {again.id[:12]}, not the one the snapshot was taken of "
+        f"({old_id[:12]})"
+    )
+    assert note in " ".join(result.stderr.split()), result.stderr
+    assert again.exec_run(["cat", "/srv/data/f"]).output == b"after\n"
+    cmd("restore", snap["id"], "--yes")
+    assert again.exec_run(["cat", "/srv/data/f"]).output == b"before\n"
+
+
 def test_failed_extraction_rolls_back_to_the_safety_snapshot(
     bed: TestBed, cmd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
