@@ -125,6 +125,19 @@ class OperationFailed(SnapvolError):
     exit_code = 11
 
 
+class InterruptedPartway(OperationFailed):
+    """Ctrl-C or SIGTERM part-way through (128 + SIGINT); the message says what state things
+    were left in (a restore rolled back, say)."""
+
+    exit_code = 130
+
+
+def failed(message: str, cause: BaseException, *, run: Sequence[str] = ()) -> OperationFailed:
+    """The error for a failure ``cause`` led to: an interruption keeps its exit status 130."""
+    kind = InterruptedPartway if isinstance(cause, KeyboardInterrupt) else OperationFailed
+    return kind(message, run=run)
+
+
 class DiskFullError(OperationFailed):
     """The backup directory ran out of space."""
 

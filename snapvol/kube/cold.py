@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from snapvol.errors import IncompatibleError, OperationFailed, SnapvolError, describe
+from snapvol.errors import IncompatibleError, OperationFailed, SnapvolError, describe, failed
 from snapvol.kube import helper_pod, scale
 from snapvol.kube.claims import ClaimTarget
 from snapvol.kube.client import Kube
@@ -233,7 +233,8 @@ def restore_claim(
                     f"its safety copy failed too ({describe(back)}); the safety copy is "
                     f"{safety_dest}"
                 ) from err
-            raise OperationFailed(
+            raise failed(
                 f"restoring claim {target.claim} failed ({describe(err)}); what it held "
-                "before was put back and checked"
+                "before was put back and checked",
+                err,
             ) from err

@@ -26,6 +26,7 @@ from snapvol.errors import (
     SnapvolError,
     UsageError,
     describe,
+    failed,
 )
 from snapvol.options import DEFAULT_LEVEL
 from snapvol.output import Reporter
@@ -314,15 +315,17 @@ def restore_volume(
             why = describe(err)
             taken = down.started_by_someone_else()
             if taken is not None:  # rolling back would rewrite the volume under them again
-                raise OperationFailed(
+                raise failed(
                     f"restore failed ({why}) and {_left_to_them(taken, snap, safety)}",
+                    err,
                     run=("restore", snap.id, *retry_args(target)),
                 ) from err
             if safety is None:
                 down.keep_stopped = True
-                raise OperationFailed(
+                raise failed(
                     f"restore failed after the volume was emptied ({why}) and no safety snapshot "
-                    "was taken; the container was left stopped"
+                    "was taken; the container was left stopped",
+                    err,
                 ) from err
             reporter.warn(f"restore failed ({why}); putting back safety snapshot {safety.id}")
             try:
@@ -335,8 +338,10 @@ def restore_volume(
                     run=("restore", safety.id, *retry_args(target)),
                 ) from err2
             down.intact()
-            raise OperationFailed(
-                f"restore failed ({why}); the volume was rolled back to safety snapshot {safety.id}"
+            raise failed(
+                f"restore failed ({why}); the volume was rolled back to safety snapshot "
+                f"{safety.id}",
+                err,
             ) from err
         taken = down.started_by_someone_else()
         if taken is not None:

@@ -131,3 +131,31 @@ def test_sigkill_mid_restore_rolls_back_to_safety_snapshot(
     wait_running(pg, timeout=120)  # the watchdog puts the safety snapshot back first
     pg.wait_ready()
     assert fingerprint(pg) == current
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_restore_rolls_back_and_exits_130(
+    bed: TestBed, cmd, tmp_path: Path, signum: int
+) -> None:
+    """Ctrl-C (or SIGTERM) while the volume is being rewritten: the safety snapshot is put back,
+    the container runs again, and the exit status is an interruption's (130), not a failure's."""
+    pg = big_postgres(bed)
+    snap = cmd.json("snapshot", "--volume", "--container", pg.name, "--level", "1")
+    pg.psql("DELETE FROM bulk WHERE id % 3 = 0; UPDATE usuarios SET nombre = 'cambiado'")
+    current = fingerprint(pg)
+
+    proc = snapvol_process("restore", snap["id"], "--yes", "--reader", "host")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _host_extracting(bed, pg.volume):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the restore ended before it could be interrupted mid-extraction"
+    code, err = send(proc, signum)
+    last = err.strip().splitlines()[-1]
+    assert code == 130, err
+    assert last.startswith("Error: restore failed (interrupted); the volume was rolled back to ")
+    assert "Traceback" not in err
+    assert pg.status == "running"
+    pg.wait_ready()
+    assert fingerprint(pg) == current
