@@ -53,7 +53,15 @@ def find_pod(engine: Engine, name: str) -> PodInfo:
         names = ", ".join(p.name for p in found)
         raise UsageError(f"deployment {name} runs several pods ({names}); name one with --pod")
     known = ", ".join(sorted(p.name for p in pods)) or "none"
-    raise NotFoundError(f"no pod named {name!r}, nor a Deployment's pod {name}-pod (pods: {known})")
+    if re.search(r"-pod(-[0-9]+)?$", name):  # a Deployment's pod's own name (a record's)
+        raise NotFoundError(
+            f"no pod named {name!r} (pods here: {known}): play its manifest again "
+            "(podman kube play), or name another pod with --pod"
+        )
+    raise NotFoundError(
+        f"no pod named {name!r}, nor a pod of a Deployment {name!r} ({name}-pod-0 or {name}-pod); "
+        f"pods here: {known}"
+    )
 
 
 def _mounts(info: ContainerInfo, claim: str) -> list[bool]:

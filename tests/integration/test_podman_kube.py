@@ -252,6 +252,9 @@ def test_unknown_pods_and_claims_are_one_line_errors(kube: KubeApp, cmd) -> None
     missing_pod = cmd("snapshot", "--volume", "--pod", "svk-nosuch", exit_code=3)
     assert "no pod named 'svk-nosuch'" in missing_pod.stderr
     assert kube.pod in missing_pod.stderr  # the pods there are, named
+    gone = cmd("snapshot", "--volume", "--pod", "svk-nosuch-pod-0", exit_code=3)
+    assert "no pod named 'svk-nosuch-pod-0'" in gone.stderr  # a Deployment's pod, by its name
+    assert "play its manifest again (podman kube play)" in gone.stderr
     missing_claim = cmd(
         "snapshot", "--volume", "--pod", kube.pod, "--claim", "svk-nosuch", exit_code=3
     )
@@ -265,7 +268,7 @@ def test_unknown_pods_and_claims_are_one_line_errors(kube: KubeApp, cmd) -> None
         kube.podman.podman("volume", "rm", "-f", other)
     claim_alone = cmd("snapshot", "--volume", "--claim", kube.claim, exit_code=2)
     assert "--claim goes with --pod" in claim_alone.stderr
-    for err in (missing_pod, missing_claim, unmounted, claim_alone):
+    for err in (missing_pod, gone, missing_claim, unmounted, claim_alone):
         assert len(err.stderr.strip().splitlines()) == 1, err.stderr
     assert _all_running(kube)  # nothing was stopped
 
