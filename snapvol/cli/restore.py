@@ -347,8 +347,13 @@ def _restore_volume(
             )
             shown_from = restic.repo.display if one_pass else None
             app.console.err.print(volume_plan_table(plan, not no_safety_snapshot, shown_from))
-            typed = plan.target.pod.name if plan.target.pod else plan.target.container.name
-            confirm_by_typing(typed, assume_yes=assume_yes, what="restore")
+            pod = plan.target.pod
+            confirm_by_typing(
+                pod.name if pod else plan.target.container.name,
+                assume_yes=assume_yes,
+                what="restore",
+                noun="the pod's name" if pod else "the container's name",
+            )
             if one_pass:
                 result = staged.restore_staged(
                     ws, plan, source, safety_snapshot=not no_safety_snapshot

@@ -217,7 +217,10 @@ def test_a_claim_snapshot_and_restore_by_its_kubernetes_names(kube: KubeApp, cmd
     pg.psql("DELETE FROM items WHERE id % 3 = 0; UPDATE items SET name = 'changed'")
     changed = whole_database(pg)
     assert changed != before
-    # No --pod: the snapshot's own pod and claim.
+    # No --pod: the snapshot's own pod and claim, confirmed by typing the pod's name.
+    declined = cmd("restore", snap["id"], input=f"{kube.name}\n", exit_code=10)
+    assert f"Type the pod's name ({kube.pod}) to restore" in declined.stderr
+    assert whole_database(pg) == changed
     done = cmd.json("restore", snap["id"], "--yes")
     assert done["pod"] == kube.pod and done["claim"] == kube.claim
     pg = kube.container("db")
