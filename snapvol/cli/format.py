@@ -6,6 +6,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -221,7 +222,10 @@ def snapshot_details(snap: Snapshot, copies: Sequence[Copy], drill: Drill | None
         "Size",
         f"{human_bytes(snap.size_bytes)} archive, {human_bytes(snap.raw_bytes)} {data}{files}",
     )
-    row("Archive", snap.path or "-")
+    if snap.status == FAILED and not (snap.path and Path(snap.path).exists()):
+        row("Archive", "none (the snapshot failed; what it wrote was removed)")
+    else:
+        row("Archive", snap.path or "-")
     row("SHA-256", snap.sha256 or "-")
     if snap.verified_at is None:
         row("Verified", "never (`snapvol verify` checks it)")

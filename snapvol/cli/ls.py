@@ -34,7 +34,7 @@ def command(
     in_repo: bool,
     as_json: bool,
 ) -> None:
-    """List snapshots (id, name, kind, container, volume, created, size, status, copies)."""
+    """List snapshots (id, name, kind, source, created, size, status, copies)."""
     if in_repo:
         _list_repository(app, limit, container, kind, as_json)
         return

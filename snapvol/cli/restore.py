@@ -347,12 +347,12 @@ def _restore_volume(
             )
             shown_from = restic.repo.display if one_pass else None
             app.console.err.print(volume_plan_table(plan, not no_safety_snapshot, shown_from))
-            pod = plan.target.pod
+            whole_pod = plan.target.pod
             confirm_by_typing(
-                pod.name if pod else plan.target.container.name,
+                whole_pod.name if whole_pod else plan.target.container.name,
                 assume_yes=assume_yes,
                 what="restore",
-                noun="the pod's name" if pod else "the container's name",
+                noun="the pod's name" if whole_pod else "the container's name",
             )
             if one_pass:
                 result = staged.restore_staged(

@@ -90,3 +90,19 @@ def test_ls_shows_how_many_copies_are_complete(store_file: Path, cmd) -> None:
     assert lines[0].split()[-2:] == ["STATUS", "COPIES"]
     counts = {line.split()[0]: line.split()[-1] for line in lines[1:]}
     assert counts == {"90c0d4ab": "1", "90c0aaaa": "-"}
+
+
+def test_a_failed_snapshot_shows_no_archive_unless_one_is_there(
+    store_file: Path, cmd, tmp_path: Path
+) -> None:
+    store = Store.open(store_file)
+    try:
+        for sid, name in (("7e57aaaa", "gone"), ("7e57bbbb", "kept")):
+            store.add(Snapshot(id=sid, name=name, kind="volume", container="db"))
+            store.update(sid, path=str(tmp_path / f"{name}.tar.zst"))
+            store.fail(sid, "interrupted")
+    finally:
+        store.close()
+    (tmp_path / "kept.tar.zst").write_bytes(b"x")
+    assert "none (the snapshot failed; what it wrote was removed)" in cmd("show", "gone").stdout
+    assert str(tmp_path / "kept.tar.zst") in cmd("show", "kept").stdout
