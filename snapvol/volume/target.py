@@ -11,8 +11,8 @@ import posixpath
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from snapvol.adapters.engine import ContainerInfo, Engine, PodInfo, VolumeInfo
-from snapvol.errors import UsageError, VolumeInUseError
+from snapvol.adapters.engine import ContainerInfo, Engine, PodInfo, VolumeInfo, VolumeUser
+from snapvol.errors import SnapvolError, UsageError, VolumeInUseError
 from snapvol.output import Reporter
 from snapvol.pg import cluster
 from snapvol.volume import hostpath
@@ -192,5 +192,22 @@ def check_sole_user(engine: Engine, target: VolumeTarget, *, restore: bool) -> N
         )
         raise VolumeInUseError(
             f"volume {target.volume} is also mounted by running container(s) {names}; "
-            f"stop them first ({why})"
+            f"stop them first ({why}){_pod_hint(engine, target, others)}"
         )
+
+
+def _pod_hint(engine: Engine, target: VolumeTarget, others: list[VolumeUser]) -> str:
+    """When those containers share a Podman pod with the target: how to take the pod whole."""
+    if target.pod is not None:
+        return ""
+    try:
+        if not engine.is_podman():
+            return ""
+        pods = engine.pods()
+    except SnapvolError:  # only a hint: the refusal stands without it
+        return ""
+    for pod in pods:
+        members = {c.id for c in pod.containers}
+        if target.container.id in members and all(user.id in members for user in others):
+            return f", or take pod {pod.name} whole: --pod {pod.name}"
+    return ""
