@@ -91,6 +91,7 @@ def acquire(container_id: str, container_name: str, operation: str) -> Container
             os.close(fd)  # someone removed or replaced the file: lock the one that is there now
         else:
             raise OperationFailed(f"lock file {path} keeps being replaced; refusing to go on")
+        _sweep(dir_fd, keep=path.name)
     info = os.fstat(fd)
     last_written = info.st_mtime if info.st_size else 0.0  # empty: no holder wrote it yet
     if writable:
@@ -112,6 +113,41 @@ def holding(containers: Iterable[tuple[str, str]], operation: str) -> Iterator[l
     finally:
         for lock in held:
             lock.release()
+
+
+# A container's lock file that no one took for this long is its own leftover (containers are
+# created again, under new ids, by compose and by `podman kube play`): removed.
+SWEEP_AFTER_S = 7 * 24 * 3600
+_CONTAINER_FILE = re.compile(r"[0-9a-f]{1,64}\.lock")
+
+
+def _sweep(dir_fd: int, keep: str) -> None:
+    """Remove this user's container lock files that no one took for ``SWEEP_AFTER_S``, each
+    while holding its lock (one held, by a run or the watchdog it passed its lock to, stays), so
+    that a process which opened it meanwhile finds it replaced (``_still_linked``) and opens the
+    new one. Best effort: a file that cannot be checked stays, and nothing here fails the caller.
+    """
+    cutoff = time.time() - SWEEP_AFTER_S
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return
+    for name in names:
+        if name == keep or not _CONTAINER_FILE.fullmatch(name):
+            continue
+        with contextlib.suppress(OSError):
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            if info.st_mtime > cutoff:
+                continue
+            fd = os.open(name, os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _still_linked(dir_fd, Path(name), fd) and os.fstat(fd).st_mtime <= cutoff:
+                    os.unlink(name, dir_fd=dir_fd)
+            finally:
+                os.close(fd)
 
 
 def is_held(container_id: str) -> bool:

@@ -452,3 +452,67 @@ def test_locks_are_released_when_the_block_fails(ids: list[str]) -> None:
         assert locking.is_held(ids[0])
         raise RuntimeError("boom")
     assert not locking.is_held(ids[0])
+
+
+def _old(path: Path, days: float = 8) -> None:
+    path.write_text("")
+    then = datetime.now(UTC).timestamp() - days * 86400
+    os.utime(path, (then, then))
+
+
+def test_lock_files_no_one_took_for_a_week_are_swept_unless_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "lock"
+    (base / "snapvol").mkdir(parents=True)
+    (base / "snapvol").chmod(0o1777)  # as snapvol makes it
+    monkeypatch.setattr(locking, "SYSTEM_LOCK_DIRS", (base,))
+    ids = {k: secrets.token_hex(32) for k in ("stale", "held", "fresh", "taken")}
+    for key in ("stale", "held"):
+        _old(locking.lock_path(ids[key]))
+    locking.lock_path(ids["fresh"]).write_text("")
+    hashed = locking.lock_path("repository-0123")  # not a container's: never swept
+    _old(hashed)
+    holder = locking.acquire(ids["held"], "db", "snapshot --volume")
+    _old(locking.lock_path(ids["held"]))  # held for over a week, say
+    try:
+        locking.acquire(ids["taken"], "other", "snapshot --volume").release()
+        left = {p.name for p in base.joinpath("snapvol").iterdir()}
+        assert left == {
+            locking.lock_path(i).name for i in (ids["held"], ids["fresh"], ids["taken"])
+        } | {hashed.name}
+        assert locking.is_held(ids["held"])  # its holder kept its lock and its file
+    finally:
+        holder.release()
+
+
+def test_a_lock_file_swept_between_its_open_and_its_flock_is_not_the_one_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving forced: an acquirer opens an old file, a sweep removes it, the acquirer
+    flocks the removed file; it must see that and lock the file that is there now."""
+    base = tmp_path / "lock"
+    (base / "snapvol").mkdir(parents=True)
+    (base / "snapvol").chmod(0o1777)  # as snapvol makes it
+    monkeypatch.setattr(locking, "SYSTEM_LOCK_DIRS", (base,))
+    cid = secrets.token_hex(32)
+    path = locking.lock_path(cid)
+    _old(path)
+    opened = locking._open_lock
+    swept: list[int] = []
+
+    def open_then_sweep(dir_fd: int, where: Path) -> tuple[int, bool]:
+        found = opened(dir_fd, where)
+        if not swept:  # once: another run's sweep, right after our open
+            swept.append(os.fstat(found[0]).st_ino)
+            locking._sweep(dir_fd, keep="")
+            assert not where.exists()
+        return found
+
+    monkeypatch.setattr(locking, "_open_lock", open_then_sweep)
+    held = locking.acquire(cid, "db", "snapshot --volume")
+    try:
+        assert path.exists() and os.fstat(held.fd).st_ino == path.stat().st_ino
+        assert locking.is_held(cid)
+    finally:
+        held.release()
