@@ -63,7 +63,7 @@ COMMANDS = {
     "ls": Entry(
         "snapvol.cli.ls",
         "command",
-        "List snapshots (id, name, kind, container, volume, created, size, status, copies).",
+        "List snapshots (id, name, kind, source, created, size, status, copies).",
     ),
     "prune": Entry(
         "snapvol.cli.delete",
