@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import sqlite3
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from snapvol.adapters import restic as restic_api
 from snapvol.repo import manifest
 from tests.docker_helpers import TestBed
 from tests.integration.test_prune_repo import restic_ids, take
@@ -133,17 +133,25 @@ def test_two_copies_of_one_snapshot_at_once_send_it_once(
 
 
 @contextmanager
-def stops_when_data_saved(server: RepoServer) -> Iterator[threading.Event]:
-    """The server is killed as soon as a new restic snapshot file appears in the repository
-    (the copy's data snapshot): its manifest, written next, never arrives."""
-    assert server.storage is not None
-    folder = server.storage / "snapshots"
+def dies_once_data_saved(
+    server: RepoServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[threading.Event]:
+    """The interleaving forced: the server is killed right after the copy's data snapshot is
+    saved and before its manifest's restic (started beside it, waiting) is given its bytes, so
+    the manifest never arrives. Inside the block only."""
+    real = restic_api.PendingBackup.finish
+    stopped = threading.Event()
+    finished: list[Any] = []
 
-    def saved() -> set[str]:  # a finished file has its id for a name (no temporary suffix)
-        return {n for n in os.listdir(folder) if re.fullmatch("[0-9a-f]{64}", n)}
+    def finish(self: restic_api.PendingBackup, *args: Any, **kwargs: Any) -> Any:
+        if finished:  # the data's is done (a copy feeds the manifest's restic last): now
+            server.stop()
+            stopped.set()
+        finished.append(self)
+        return real(self, *args, **kwargs)
 
-    before = saved()
-    with server.stops_when(lambda: bool(saved() - before)) as stopped:
+    with monkeypatch.context() as patched:
+        patched.setattr(restic_api.PendingBackup, "finish", finish)
         yield stopped
 
 
@@ -179,7 +187,7 @@ def test_data_left_without_a_manifest_is_forgotten_by_the_next_copy_or_prune(
     fill(container, 4)
     snap = cmd.json("snapshot", "--volume", "--container", container.name)
 
-    with stops_when_data_saved(sftp_server) as stopped:
+    with dies_once_data_saved(sftp_server, monkeypatch) as stopped:
         failed = cmd("copy", exit_code=14)
     assert stopped.is_set(), failed.stderr
     sftp_server.start()
