@@ -146,6 +146,8 @@ def _targets(doc: dict[str, Any], path: Path, copies: bool) -> list[Job]:
 def _target(t: dict[str, Any], path: Path, copies: bool) -> Job:
     """A snapshot job: of a container, a `podman kube play` pod's claim, or a Kubernetes
     workload (its claim, or its PostgreSQL with kind logical)."""
+    if not isinstance(t, dict):
+        raise UsageError(f"configuration {path}: a [[target]] is a table of keys, not {t!r}")
     unknown = sorted(set(t) - _TARGET_KEYS)
     if unknown:
         raise UsageError(f"configuration {path}: a [[target]] has an unknown key {unknown[0]!r}")
@@ -165,10 +167,18 @@ def _target(t: dict[str, Any], path: Path, copies: bool) -> Job:
         raise UsageError(
             f"configuration {path}: target {source}: claim goes with a pod or a workload's volume"
         )
+    if "database" in t and kind != "logical":
+        raise UsageError(f"configuration {path}: target {source}: database goes with kind logical")
     cluster = [k for k in _KUBE_KEYS if k in t]
     if cluster and what != "workload":
         raise UsageError(f"configuration {path}: target {source}: {cluster[0]} goes with workload")
-    name = t.get("name", f"snapshot-{source.replace('/', '-')}-{kind}")
+    # A job runs from cron's home or systemd's /, not from where this file is.
+    if "kubeconfig" in t and not Path(_text(t, "kubeconfig", path)).is_absolute():
+        raise UsageError(
+            f"configuration {path}: target {source}: kubeconfig must be an absolute path (a job "
+            "does not run where this file is)"
+        )
+    name = _text(t, "name", path) if "name" in t else f"snapshot-{source.replace('/', '-')}-{kind}"
     args: tuple[str, ...] = ("snapshot", f"--{kind}", f"--{what}", source)
     for key in [k for k in ("claim", *_KUBE_KEYS) if k in t]:
         args += (f"--{key}", _text(t, key, path))
