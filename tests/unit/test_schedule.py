@@ -237,3 +237,14 @@ def test_a_relative_kubeconfig_is_refused(tmp_path: Path) -> None:
     text = "[[target]]\nworkload='sts/pg'\nkubeconfig='kube.yaml'\nschedule='@daily'\n"
     with pytest.raises(UsageError, match="kubeconfig must be an absolute path"):
         config.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("host", ["/run/podman/podman.sock", "podman.sock", "run/docker.sock"])
+def test_an_engine_host_that_is_no_address_is_refused_when_the_file_is_read(
+    tmp_path: Path, host: str
+) -> None:
+    """A socket's path without unix:// is what one writes first; Docker's client refuses it
+    (`Invalid bind address format`) only when a job runs, at night: refused here instead."""
+    text = f"engine_host = '{host}'\n[[target]]\ncontainer='db'\nschedule='@daily'\n"
+    with pytest.raises(UsageError, match=f"engine_host {host!r} .*unix://"):
+        config.load(write(tmp_path, text))
