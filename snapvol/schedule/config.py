@@ -106,6 +106,13 @@ def load(path: Path) -> Config:
     for key, var in _SETTINGS.items():
         if key in doc:
             env[var] = str(_text(doc, key, path))
+    host = env.get("DOCKER_HOST")
+    if host is not None and not re.match(r"(unix|tcp|ssh|http|https|npipe)://", host):
+        # Docker's client refuses it only when a job runs: say so now.
+        raise UsageError(
+            f"configuration {path}: engine_host {host!r} is not an engine address; a socket "
+            f"is written unix://{host if host.startswith('/') else '/path/to.sock'}"
+        )
     jobs = [*_targets(doc, path, "repository" in doc)]
     for section, args in (("prune", ("prune", "--yes")), ("verify", ("verify",))):
         if section in doc:
