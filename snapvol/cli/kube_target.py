@@ -323,7 +323,14 @@ def dump(
         with locking.holding([(key, found.describe())], "snapshot --logical"):
             dump = logical.find(kube, found)
             target = logical.in_pod(
-                kube, dump, store, app.backup_dir, app.console, database=database, user=user
+                kube,
+                dump,
+                store,
+                app.backup_dir,
+                app.console,
+                database=database,
+                user=user,
+                ends_input=False,  # its psql session ends with its stream: v4 will do
             )
             return logical.snapshot(kube, target, options, fmt)
 

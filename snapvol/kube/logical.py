@@ -140,9 +140,12 @@ def in_pod(
     *,
     database: str | None = None,
     user: str | None = None,
+    ends_input: bool = True,
 ) -> PodTarget:
-    """``database`` in the pod, as ``user`` (defaults: its POSTGRES_DB and POSTGRES_USER)."""
-    engine = PodExec(kube, dump.pod, dump.workload.namespace, dump.container)
+    """``database`` in the pod, as ``user`` (defaults: its POSTGRES_DB and POSTGRES_USER).
+    ``ends_input=False`` (a snapshot: nothing it runs needs its input to end) also works on a
+    cluster without exec protocol v5."""
+    engine = PodExec(kube, dump.pod, dump.workload.namespace, dump.container, ends_input=ends_input)
     code, out, err = engine.exec_run(
         "", ["sh", "-c", _NAMES, "snapvol", user or "", database or ""]
     )

@@ -15,7 +15,9 @@ which then reads the rest of stdin as its own. The API has no user either: comma
 container's user (a target's ``os_user`` must be empty).
 
 Ending a command's input (psql reading a script commits at its end) needs the exec protocol
-``v5.channel.k8s.io``; a cluster that does not speak it is refused before anything is run.
+``v5.channel.k8s.io``; a cluster that does not speak it is refused before anything is run, unless
+the caller never needs an input to end (``ends_input=False``: a logical snapshot, whose psql
+session ends when its stream is closed and whose pg_dump reads nothing).
 """
 
 from __future__ import annotations
@@ -171,11 +173,14 @@ class PodExec:
     """``exec_run`` and ``exec_stream`` (the engine adapter's) for one container of one pod: the
     container id the callers pass is theirs (a record's), never a pod's."""
 
-    def __init__(self, kube: Kube, pod: str, namespace: str, container: str) -> None:
+    def __init__(
+        self, kube: Kube, pod: str, namespace: str, container: str, *, ends_input: bool = True
+    ) -> None:
         self.kube = kube
         self.pod = pod
         self.namespace = namespace
         self.container = container
+        self.ends_input = ends_input  # False: nothing run here relies on its input's end
 
     def _start(self, cmd: list[str], env: dict[str, str] | None, user: str) -> PodStream:
         if user:
@@ -189,13 +194,14 @@ class PodExec:
             container=self.container,
         )
         spoken = getattr(channel, "subprotocol", V5)  # the client's websocket says which
-        if spoken != V5:
+        if spoken != V5 and self.ends_input:
             channel.close()
             raise IncompatibleError(
                 f"the API server speaks exec protocol {spoken}, not {V5}: snapvol cannot end "
-                "a command's input there (psql commits a restore at its end), so logical "
-                "snapshots and restores in a pod need a cluster that speaks it (added in "
-                "Kubernetes 1.29); nothing was changed"
+                "a command's input there (psql commits a restore at its end), so a logical "
+                "restore into a pod needs a cluster that speaks it (Kubernetes 1.30 or later; "
+                "1.29 with the TranslateStreamCloseWebsocketRequests feature gate); nothing "
+                "was changed"
             )
         tool = cmd[4] if cmd[:2] == ["sh", "-c"] and len(cmd) > 4 else cmd[0]  # pgexec.shell's
         stream = PodStream(channel, tool)

@@ -106,6 +106,13 @@ def load(path: Path) -> Config:
     for key, var in _SETTINGS.items():
         if key in doc:
             env[var] = str(_text(doc, key, path))
+    host = env.get("DOCKER_HOST")
+    if host is not None and not re.match(r"(unix|tcp|ssh|http|https|npipe)://", host):
+        # Docker's client refuses it only when a job runs: say so now.
+        raise UsageError(
+            f"configuration {path}: engine_host {host!r} is not an engine address; a socket "
+            f"is written unix://{host if host.startswith('/') else '/path/to.sock'}"
+        )
     jobs = [*_targets(doc, path, "repository" in doc)]
     for section, args in (("prune", ("prune", "--yes")), ("verify", ("verify",))):
         if section in doc:
@@ -146,6 +153,8 @@ def _targets(doc: dict[str, Any], path: Path, copies: bool) -> list[Job]:
 def _target(t: dict[str, Any], path: Path, copies: bool) -> Job:
     """A snapshot job: of a container, a `podman kube play` pod's claim, or a Kubernetes
     workload (its claim, or its PostgreSQL with kind logical)."""
+    if not isinstance(t, dict):
+        raise UsageError(f"configuration {path}: a [[target]] is a table of keys, not {t!r}")
     unknown = sorted(set(t) - _TARGET_KEYS)
     if unknown:
         raise UsageError(f"configuration {path}: a [[target]] has an unknown key {unknown[0]!r}")
@@ -165,10 +174,18 @@ def _target(t: dict[str, Any], path: Path, copies: bool) -> Job:
         raise UsageError(
             f"configuration {path}: target {source}: claim goes with a pod or a workload's volume"
         )
+    if "database" in t and kind != "logical":
+        raise UsageError(f"configuration {path}: target {source}: database goes with kind logical")
     cluster = [k for k in _KUBE_KEYS if k in t]
     if cluster and what != "workload":
         raise UsageError(f"configuration {path}: target {source}: {cluster[0]} goes with workload")
-    name = t.get("name", f"snapshot-{source.replace('/', '-')}-{kind}")
+    # A job runs from cron's home or systemd's /, not from where this file is.
+    if "kubeconfig" in t and not Path(_text(t, "kubeconfig", path)).is_absolute():
+        raise UsageError(
+            f"configuration {path}: target {source}: kubeconfig must be an absolute path (a job "
+            "does not run where this file is)"
+        )
+    name = _text(t, "name", path) if "name" in t else f"snapshot-{source.replace('/', '-')}-{kind}"
     args: tuple[str, ...] = ("snapshot", f"--{kind}", f"--{what}", source)
     for key in [k for k in ("claim", *_KUBE_KEYS) if k in t]:
         args += (f"--{key}", _text(t, key, path))

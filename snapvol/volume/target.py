@@ -209,5 +209,7 @@ def _pod_hint(engine: Engine, target: VolumeTarget, others: list[VolumeUser]) ->
     for pod in pods:
         members = {c.id for c in pod.containers}
         if target.container.id in members and all(user.id in members for user in others):
-            return f", or take pod {pod.name} whole: --pod {pod.name}"
+            # --pod alone is refused when several of its containers write the claim: name ours.
+            short = target.container.name.removeprefix(pod.name + "-")
+            return f", or take pod {pod.name} whole: --pod {pod.name} --container {short}"
     return ""

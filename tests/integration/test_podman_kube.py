@@ -300,7 +300,9 @@ def test_a_claim_several_containers_write_is_named_with_container(writers: KubeA
     # One container of the pod, while the other writes: refused, pointing at the pod whole.
     alone = cmd("snapshot", "--volume", "--container", f"{writers.pod}-left", exit_code=13)
     assert f"also mounted by running container(s) {writers.pod}-right" in alone.stderr
-    assert alone.stderr.strip().endswith(f"or take pod {writers.pod} whole: --pod {writers.pod}")
+    assert alone.stderr.strip().endswith(
+        f"or take pod {writers.pod} whole: --pod {writers.pod} --container left"
+    )
     ambiguous = cmd("snapshot", "--volume", "--pod", writers.pod, exit_code=2)
     assert "mounted read-write by several containers" in ambiguous.stderr
     assert "(left, right)" in ambiguous.stderr

@@ -209,3 +209,42 @@ def test_jobs_and_the_rescue_run_this_snapvol_whatever_the_working_directory_hol
         [*python_module("snapvol"), "--version"], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0 and __version__ in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("target = [1]\n", "a \\[\\[target\\]\\] is a table"),
+        ("target = ['pc_db']\n", "a \\[\\[target\\]\\] is a table"),
+        ("[[target]]\ncontainer='a'\nname=5\nschedule='@daily'\n", "name must be a non-empty"),
+        (
+            "[[target]]\ncontainer='a'\ndatabase='shop'\nschedule='@daily'\n",
+            "database goes with kind logical",
+        ),
+    ],
+)
+def test_an_odd_target_is_one_clear_error(tmp_path: Path, text: str, problem: str) -> None:
+    """A target that is not a table, a name that is not text (tracebacks before), and a key
+    that does not go with the target (a database for a volume snapshot, silently dropped
+    before, though the README says such keys are refused)."""
+    with pytest.raises(UsageError, match=problem):
+        config.load(write(tmp_path, text))
+
+
+def test_a_relative_kubeconfig_is_refused(tmp_path: Path) -> None:
+    """A job runs from cron's home or systemd's /, not from where the file was written: a
+    relative kubeconfig would name another file there (another cluster's, or none)."""
+    text = "[[target]]\nworkload='sts/pg'\nkubeconfig='kube.yaml'\nschedule='@daily'\n"
+    with pytest.raises(UsageError, match="kubeconfig must be an absolute path"):
+        config.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("host", ["/run/podman/podman.sock", "podman.sock", "run/docker.sock"])
+def test_an_engine_host_that_is_no_address_is_refused_when_the_file_is_read(
+    tmp_path: Path, host: str
+) -> None:
+    """A socket's path without unix:// is what one writes first; Docker's client refuses it
+    (`Invalid bind address format`) only when a job runs, at night: refused here instead."""
+    text = f"engine_host = '{host}'\n[[target]]\ncontainer='db'\nschedule='@daily'\n"
+    with pytest.raises(UsageError, match=f"engine_host {host!r} .*unix://"):
+        config.load(write(tmp_path, text))

@@ -72,3 +72,24 @@ def test_the_container_is_stopped_as_postgresql_whichever_volume(
     assert seen["is_postgres"] is True  # clean shutdown, wait until ready
     # readiness is read from the volume's postmaster.pid only when the cluster is on it
     assert seen["pid_file"] == (tmp_path / "data" / "postmaster.pid" if holds else None)
+
+
+def test_the_pod_hint_names_a_command_the_pod_takes() -> None:
+    """Exit 13 for one container of a Podman pod whose other container writes the volume too:
+    the hint must be a command that works. ``--pod P`` alone is refused there (several
+    containers write the claim: "retry with --container NAME", exit 2), so it names the
+    container as well."""
+    from types import SimpleNamespace
+
+    from snapvol.adapters.engine import PodInfo, PodMember, VolumeUser
+
+    members = (PodMember("1nfra", "app-infra", "running"),)
+    members += (
+        PodMember("aaaa1", "app-left", "running"),
+        PodMember("bbbb2", "app-right", "running"),
+    )
+    pod = PodInfo("p0d", "app", "Running", "1nfra", members, {})
+    engine = SimpleNamespace(is_podman=lambda: True, pods=lambda: [pod])
+    target = SimpleNamespace(pod=None, container=SimpleNamespace(id="aaaa1", name="app-left"))
+    hint = volume._pod_hint(engine, target, [VolumeUser("bbbb2", "app-right", True)])  # type: ignore[arg-type]
+    assert hint.endswith("take pod app whole: --pod app --container left")
