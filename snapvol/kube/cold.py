@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from snapvol.errors import IncompatibleError, OperationFailed, SnapvolError, describe, failed
+from snapvol.errors import IncompatibleError, OperationFailed, describe, failed
 from snapvol.kube import helper_pod, scale
 from snapvol.kube.claims import ClaimTarget
 from snapvol.kube.client import Kube
@@ -227,12 +227,16 @@ def restore_claim(
                     safety_dest.name,
                     reporter,
                 )
-            except SnapvolError as back:
-                raise OperationFailed(
+            except BaseException as back:  # an interruption too: the claim is half-written
+                down = scale.KeepDown(
                     f"restoring claim {target.claim} failed ({describe(err)}) and putting back "
-                    f"its safety copy failed too ({describe(back)}); the safety copy is "
-                    f"{safety_dest}"
-                ) from err
+                    f"its safety copy failed too ({describe(back)}); the claim may be "
+                    f"half-written, so {target.workload.describe()} is left scaled down (its "
+                    f"annotation {scale.ANNOTATION} kept); the safety copy is {safety_dest}"
+                )
+                if isinstance(back, KeyboardInterrupt):
+                    down.exit_code = 130
+                raise down from err
             raise failed(
                 f"restoring claim {target.claim} failed ({describe(err)}); what it held "
                 "before was put back and checked",

@@ -276,6 +276,14 @@ def restore(
             adopt=adopt,
             directory=directory,
         )
+    except scale.KeepDown as err:  # the claim may be half-written: the way back, named
+        if not completed:
+            raise
+        down = scale.KeepDown(
+            f"{err.message}. To put back what it held", run=("restore", completed[0].id)
+        )
+        down.exit_code = err.exit_code
+        raise down from err
     except BaseException as err:
         if not completed:  # the safety copy was not taken (or not recorded): nothing changed
             lifecycle.fail(store, safety, err)

@@ -149,6 +149,12 @@ def scale_back(kube: Kube, kind: str, name: str, namespace: str, mark: Mark) -> 
     return warning
 
 
+class KeepDown(OperationFailed):
+    """Raised in ``scaled_down``'s body when the workload must not run again: its claim may be
+    half-written (a restore whose rollback failed). It is left scaled down with its mark, which
+    ``recover`` keeps down and the next restore of the claim takes over."""
+
+
 @contextlib.contextmanager
 def scaled_down(
     kube: Kube,
@@ -162,7 +168,7 @@ def scaled_down(
     adopt: Mark | None = None,
 ) -> Iterator[Mark]:
     """The claim cold for the ``with`` body: the workload scaled down (recorded), no pod
-    holding the claim; scaled back however the body ends.
+    holding the claim; scaled back however the body ends, unless it raised ``KeepDown``.
 
     ``adopt``: the mark an interrupted run left on the workload (already scaled down): this run
     takes it over, and scales back to what it recorded."""
@@ -176,19 +182,30 @@ def scaled_down(
         failed = err
         raise
     finally:
-        try:
-            warning = scale_back(kube, workload.kind, workload.name, workload.namespace, mark)
-        except SnapvolError as err:
-            left = (
-                f"scaling {workload.describe()} back to {mark.replicas} failed "
-                f"({describe(err)}); it is left at {mark.scaled_to} with annotation "
-                f"{ANNOTATION}: recover it"
-            )
-            if failed is not None:
-                raise OperationFailed(f"{describe(failed)}; then {left}") from err
-            raise OperationFailed(left) from err
-        if warning and warn is not None:
-            warn(warning)
+        if not isinstance(failed, KeepDown):  # its claim may be half-written: it stays down
+            _scale_back_or_say(kube, workload, mark, failed, warn)
+
+
+def _scale_back_or_say(
+    kube: Kube,
+    workload: Workload,
+    mark: Mark,
+    failed: BaseException | None,
+    warn: Callable[[str], None] | None,
+) -> None:
+    try:
+        warning = scale_back(kube, workload.kind, workload.name, workload.namespace, mark)
+    except SnapvolError as err:
+        left = (
+            f"scaling {workload.describe()} back to {mark.replicas} failed "
+            f"({describe(err)}); it is left at {mark.scaled_to} with annotation "
+            f"{ANNOTATION}: recover it"
+        )
+        if failed is not None:
+            raise OperationFailed(f"{describe(failed)}; then {left}") from err
+        raise OperationFailed(left) from err
+    if warning and warn is not None:
+        warn(warning)
 
 
 def alive_here(mark: Mark) -> bool | None:

@@ -270,6 +270,49 @@ async def test_a_failed_restore_is_rolled_back(
     assert store_members(tmp_path, safety["id"]) == before
 
 
+async def test_a_restore_whose_rollback_fails_leaves_the_workload_down(
+    cmd, fake: Fake, controllers, data: Path, tmp_path: Path
+):
+    """The snapshot and then the safety copy both fail to go back: the claim may be
+    half-written, so the workload is not started on it; the error names the way back, which
+    then works (and scales the workload back)."""
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    (data / "written-later").write_text("the claim's newer state")
+    before = tree(data)
+
+    def broken(argv: list[str]) -> list[str]:  # every tar -x keeps no modification times
+        return [*argv, "--touch"] if argv[0] == "tar" and "-xpf" in argv else argv
+
+    fake.execs.rewrite = broken
+    result = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    line = error_line(result)
+    assert "and putting back its safety copy failed too" in line
+    assert "the claim may be half-written, so deployment shop/db is left scaled down" in line
+    [safety] = [s for s in await run_json(cmd, "ls") if s["meta"].get("safety_for")]
+    db = Path("manifests.db").absolute()
+    assert line.endswith(
+        f"To put back what it held: run `snapvol --db {db} restore {safety['id']}`"
+    )
+    now = deployment_now(fake.kmock)
+    assert now["spec"]["replicas"] == 0 and ANNOTATION in now["metadata"]["annotations"]
+    # That snapvol process has ended (here it runs in the test's own: its pid made a dead one's).
+    mark = json.loads(now["metadata"]["annotations"][ANNOTATION])
+    mark["pid"] = _dead_pid()
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    # recover keeps it down: a restore's mark, its claim maybe half-written.
+    kept = await run(cmd, "recover", "--namespace", "shop", "--context", "kmock")
+    assert "claim may be half-written" in kept.stderr
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+
+    fake.execs.rewrite = None
+    await run(cmd, "restore", safety["id"], "--yes")  # the way back the error named
+    assert tree(data) == before
+    assert_scaled_back(fake.kmock)
+
+
 async def test_restore_into_another_workload_and_claim(
     cmd, fake: Fake, controllers, data: Path, tmp_path: Path
 ):
