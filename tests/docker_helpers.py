@@ -172,8 +172,10 @@ class TestBed:
         password: str | None = None,
         volume: str | None = None,
         wait: bool = True,
+        user: str = "postgres",
     ) -> PgContainer:
-        """A running PostgreSQL 15 with its own named volume at the data directory."""
+        """A running PostgreSQL 15 with its own named volume at the data directory; ``user``:
+        its superuser (POSTGRES_USER)."""
         name = self.unique()
         vol = volume or self.volume()
         password = password or f"pw-{secrets.token_hex(8)}"
@@ -182,18 +184,23 @@ class TestBed:
             kwargs["ports"] = {"5432/tcp": ("127.0.0.1", None)}
         else:
             kwargs["network_mode"] = "none"
+        env = {"POSTGRES_PASSWORD": password, "POSTGRES_DB": database}
+        if user != "postgres":
+            env["POSTGRES_USER"] = user
         container = self.client.containers.run(
             self.image,
             name=name,
             detach=True,
-            environment={"POSTGRES_PASSWORD": password, "POSTGRES_DB": database},
+            environment=env,
             volumes={vol: {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
             labels={TEST_LABEL: "1"},
             stop_signal="SIGINT",
             **kwargs,
         )
         self.containers.append(container)
-        pg = PgContainer(container=container, volume=vol, password=password, database=database)
+        pg = PgContainer(
+            container=container, volume=vol, password=password, database=database, user=user
+        )
         if wait:
             pg.wait_ready()
         if tcp:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from snapvol import lifecycle
 from snapvol.adapters.engine import ContainerInfo, Engine
@@ -27,6 +29,7 @@ from snapvol.pg import cluster, logical_restore, pgexec
 from snapvol.pg.dumpfile import CUSTOM
 from snapvol.pg.logical import KIND as LOGICAL
 from snapvol.pg.pgexec import PgTarget
+from snapvol.pipeline.members import Member
 from snapvol.workspace import Workspace
 
 READY_TIMEOUT = 120.0  # seconds for the drill's server to accept connections
@@ -200,10 +203,54 @@ def _volume(ws: Workspace, snap: Snapshot, drill_id: str) -> Iterator[PgTarget]:
         reporter.step(f"restoring {snap.name} into drill volume {box.volume}")
         target = resolve_volume_target(engine, box.container_id, box.volume, helper_image=image)
         volume_restore.write_snapshot(target, snap, members, reporter)
+        role = None
+        if source is None:  # no container to say its POSTGRES_USER (a Kubernetes workload's)
+            role = _superuser(ws, image, box, env["PGDATA"], members, meta)
         reporter.step(f"starting the drill's server ({box.name}, no network)")
         engine.start(box.container_id)
         sandbox.wait_started(engine, box.container_id, _ready_command(tcp=False), READY_TIMEOUT)
-        yield pgexec.resolve_pg_target(engine, box.container_id, snap.database)
+        yield pgexec.resolve_pg_target(engine, box.container_id, snap.database, role)
+
+
+# The bootstrap superuser (oid 10) of a data directory, asked of the directory itself: a
+# single-user backend logs in as it without being told its name. Hex-encoded, so that any
+# name comes back whole from the backend's printout.
+_SUPERUSER_SQL = (
+    "SELECT 'snapvol:' || encode(convert_to(rolname::text, 'UTF8'), 'hex') AS r "
+    "FROM pg_authid WHERE oid = 10"
+)
+_SUPERUSER_SCRIPT = (
+    cluster.find_program("c", "postgres")
+    + '; printf \'%s\\n\' "$1" | "$c" --single -D "$2" template1'
+)
+
+
+def _superuser(
+    ws: Workspace,
+    image: str,
+    box: sandbox.Sandbox,
+    pgdata: str,
+    members: list[Member],
+    meta: dict[str, Any],
+) -> str | None:
+    """The restored cluster's superuser, read by a single-user backend in a helper of the
+    drill's image running as the data directory's owner; None (and a warning: the server's
+    defaults are tried) when it cannot say."""
+    top = str(meta.get("pg_subdir") or ".")
+    owner = next((m.uid for m in members if m.path.rstrip("/") == top), None)
+    if not owner:  # unknown, or root (whom postgres refuses)
+        return None
+    ws.reporter.step("asking the restored data directory who its superuser is")
+    argv = ["sh", "-c", _SUPERUSER_SCRIPT, "snapvol-superuser", _SUPERUSER_SQL, pgdata]
+    code, out = ws.engine.run_helper(
+        image, box.volume, box.mount, argv, read_only=False, timeout=READY_TIMEOUT, user=str(owner)
+    )
+    found = re.search(r'\br = "snapvol:((?:[0-9a-f]{2})+)"', out)
+    if code == 0 and found:
+        return bytes.fromhex(found.group(1)).decode("utf-8", "replace")
+    last = out.strip().splitlines()[-1:] or ["no output"]
+    ws.reporter.warn(f"could not read the restored cluster's superuser (exit {code}): {last[0]}")
+    return None
 
 
 @contextlib.contextmanager
