@@ -120,7 +120,9 @@ def fake(cluster, claim: Path, bed: TestBed, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize(
-    ("subdir", "superuser"), [("pgdata", "postgres"), ("", "postgres"), ("pgdata", "app")]
+    # pgdata/ with the workload's own superuser, and the data at the claim's root as postgres's
+    ("subdir", "superuser"),
+    [("pgdata", "app"), ("", "postgres")],
 )
 async def test_a_cold_copy_of_a_claim_is_drilled_and_a_corrupted_one_fails(
     cmd, fake: Fake, controllers, bed: TestBed, claim: Path, tmp_path: Path, subdir: str,
