@@ -83,6 +83,11 @@ class ForbiddenError(ClusterError):
     account lacks (docs/kubernetes.md has the Role to apply)."""
 
 
+class PodSecurityError(ForbiddenError):
+    """The namespace's Pod Security admission refused a pod snapvol made (not RBAC: the pod
+    asks for more than the namespace's level allows)."""
+
+
 class StoreError(SnapvolError):
     """The manifest store cannot be opened, is not a snapvol store, or is corrupt."""
 

@@ -25,6 +25,7 @@ from snapvol.errors import (
     ForbiddenError,
     LockedError,
     NotFoundError,
+    PodSecurityError,
     UsageError,
 )
 
@@ -89,6 +90,8 @@ def api_error(call: Call, status: int, body: object) -> Exception:
         if call.name:
             return NotFoundError(f"no {call.kind} {call.name!r}{where}")
         return NotFoundError(f"the cluster has no {call.resource}{where}")
+    if status == 403 and "violates PodSecurity" in said:
+        return PodSecurityError(f"the namespace's Pod Security admission refused {said}")
     if status in (401, 403):
         group = f' in API group "{call.group}"' if call.group else ""
         scope = f' in namespace "{call.namespace}"' if call.namespace else " (cluster-wide)"

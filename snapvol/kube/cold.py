@@ -123,15 +123,18 @@ def _lane(
     *,
     read_only: bool,
     timeout: float,
+    warn: Callable[[str], None] | None = None,
 ) -> Iterator[Lane]:
     """The claim's lane while the workload is down: the host lane on ``directory`` (the
-    claim's data here), else a helper pod on the data's node, deleted after."""
+    claim's data here), else a helper pod on the data's node (as the workload's user where
+    Pod Security forbids root), deleted after."""
     if directory is not None:
         yield HostLane(directory, fallback=None)
         return
-    spec = helper_pod.helper_spec(target, operation, read_only=read_only)
-    with helper_pod.running(kube, spec, timeout=timeout) as pod:
-        yield PodLane(kube, pod, target.workload.namespace, target.claim)
+    spec = helper_pod.admitted(kube, target, operation, read_only=read_only, warn=warn)
+    owner = target.run_as if helper_pod.as_owner(spec) else None
+    with helper_pod.running(kube, spec, timeout=timeout, created=True) as pod:
+        yield PodLane(kube, pod, target.workload.namespace, target.claim, owner)
 
 
 def snapshot_claim(
@@ -152,7 +155,9 @@ def snapshot_claim(
     operation = operation or new_operation()
     with (
         scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn),
-        _lane(kube, target, operation, directory, read_only=True, timeout=timeout) as lane,
+        _lane(
+            kube, target, operation, directory, read_only=True, timeout=timeout, warn=warn
+        ) as lane,
     ):
         return _archive(lane, dest, level, progress)
 
@@ -193,7 +198,9 @@ def restore_claim(
     reporter = reporter or Reporter()
     with (
         scale.scaled_down(kube, target, operation, timeout=timeout, warn=warn, adopt=adopt),
-        _lane(kube, target, operation, directory, read_only=False, timeout=timeout) as lane,
+        _lane(
+            kube, target, operation, directory, read_only=False, timeout=timeout, warn=warn
+        ) as lane,
     ):
         safety = _archive(lane, safety_dest, 3, None)
         if pg_version and safety.pg_version and major_of(pg_version) != safety.pg_version:

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-from snapvol.errors import NotFoundError, OperationFailed
+from snapvol.errors import NotFoundError, OperationFailed, PodSecurityError
 from snapvol.kube.claims import HELPER_LABEL, ClaimTarget
 from snapvol.kube.client import Kube, Obj
 
@@ -64,7 +64,7 @@ def helper_spec(
     purpose = "read" if read_only else "write"
     if as_owner:
         user, group = target.run_as
-        pod_security: Obj = {"runAsNonRoot": True}
+        pod_security: Obj = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
         if user is not None:
             pod_security["runAsUser"] = user
         if group is not None:
@@ -177,6 +177,39 @@ def wait_running(
         sleep(poll)
 
 
+def as_owner(spec: Obj) -> bool:
+    """Whether helper ``spec`` runs as the workload's user (``helper_spec(as_owner=True)``)."""
+    return spec["spec"]["securityContext"].get("runAsNonRoot") is True
+
+
+def admitted(
+    kube: Kube,
+    target: ClaimTarget,
+    operation: str,
+    *,
+    read_only: bool,
+    warn: Callable[[str], None] | None = None,
+) -> Obj:
+    """The helper pod for ``target``, created: as root with the few capabilities it needs or,
+    when the namespace's Pod Security admission refuses that (level ``restricted``), as the
+    workload's own user with none (a warning says what that costs). Its manifest."""
+    spec = helper_spec(target, operation, read_only=read_only)
+    try:
+        kube.create_pod(target.workload.namespace, spec)
+        return spec
+    except PodSecurityError as refused:
+        owner = helper_spec(target, operation, read_only=read_only, as_owner=True)
+        user = owner["spec"]["securityContext"].get("runAsUser", "the image's own")
+        if warn is not None:
+            warn(
+                f"{refused.message}; the helper runs as the workload's user ({user}) with no "
+                "capability instead: it reads only what that user may read"
+                + ("" if read_only else ", and writes every file as that user's")
+            )
+        kube.create_pod(target.workload.namespace, owner)
+        return owner
+
+
 @contextlib.contextmanager
 def running(
     kube: Kube,
@@ -184,12 +217,14 @@ def running(
     *,
     timeout: float = 300,
     sleep: Callable[[float], None] = time.sleep,
+    created: bool = False,
 ) -> Iterator[str]:
-    """The helper pod ``spec`` created and running for the ``with`` body (its name); deleted
-    however the body ends."""
+    """The helper pod ``spec`` created (unless ``created``: by ``admitted``) and running for
+    the ``with`` body (its name); deleted however the body ends."""
     name = spec["metadata"]["name"]
     namespace = spec["metadata"]["namespace"]
-    kube.create_pod(namespace, spec)
+    if not created:
+        kube.create_pod(namespace, spec)
     try:
         wait_running(kube, name, namespace, timeout, sleep=sleep)
         yield name

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapvol.background import Background
-from snapvol.errors import IntegrityError, OperationFailed, SnapvolError
+from snapvol.errors import IncompatibleError, IntegrityError, OperationFailed, SnapvolError
 from snapvol.kube.client import Kube
 from snapvol.kube.execstream import ExecOutput, feed
 from snapvol.kube.helper_pod import HELPER_MOUNT
-from snapvol.pipeline.members import Member, normalize
+from snapvol.pipeline.members import BLOCKDEV, CHARDEV, Member, normalize
 from snapvol.pipeline.tarscan import ScannedStream, TarFormatError
 from snapvol.volume.lane import Recording, read_back
 
@@ -48,6 +48,9 @@ class PodLane:
     pod: str  # a running helper pod that mounts the claim at HELPER_MOUNT
     namespace: str
     claim: str
+    # The helper's user and group when it is not root (Pod Security ``restricted``): it can
+    # give files no other owner, and make no device node.
+    owner: tuple[int | None, int | None] | None = None
 
     @property
     def name(self) -> str:
@@ -78,6 +81,8 @@ class PodLane:
         return None, None
 
     def refuse_unwritable(self, members: Sequence[Member]) -> str | None:
+        if self.owner is not None:
+            self._refuse_other_owners(members, *self.owner)
         with_xattrs = sum(1 for m in members if m.xattrs)
         if with_xattrs:
             return (
@@ -85,6 +90,32 @@ class PodLane:
                 "does not restore"
             )
         return None
+
+    def _refuse_other_owners(
+        self, members: Sequence[Member], user: int | None, group: int | None
+    ) -> None:
+        """A helper that is not root writes every entry as ``user:group``: refuse, before
+        anything changes, a snapshot whose entries it could not give their owners."""
+        if user is None or group is None:
+            raise IncompatibleError(
+                f"the helper for claim {self.claim} cannot run as root here (Pod Security) and "
+                "the workload names no runAsUser and fsGroup, so what owners it would write is "
+                "unknown; nothing was changed"
+            )
+        other = [
+            m
+            for m in members
+            # the claim's own directory is kept, not made: its owner stays
+            if m.path != "." and ((m.uid, m.gid) != (user, group) or m.type in (CHARDEV, BLOCKDEV))
+        ]
+        if other:
+            first = other[0]
+            raise IncompatibleError(
+                f"the helper for claim {self.claim} cannot run as root here (Pod Security), and "
+                f"as the workload's user ({user}:{group}) it cannot restore {len(other)} "
+                f"entries owned by others or device nodes (first: {first.path!r}, "
+                f"{first.uid}:{first.gid}); nothing was changed"
+            )
 
     def replace(self, tar: Iterable[bytes], check: Callable[[Member], None]) -> dict[str, str]:
         self.run(EMPTY, f"emptying claim {self.claim}")

@@ -24,6 +24,7 @@ import pytest
 from snapvol import locking
 from snapvol.adapters.store import Store
 from snapvol.cli import kube_target
+from snapvol.kube import client as kclient
 from snapvol.kube.client import Kube
 from snapvol.kube.records import claim_key
 from snapvol.kube.scale import ANNOTATION
@@ -97,7 +98,7 @@ def data(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake(cluster, data: Path, monkeypatch: pytest.MonkeyPatch) -> Fake:
     faked = Fake(cluster, {"pgdata": data})
-    monkeypatch.setattr(kube_target, "connect_cluster", faked.connect)
+    monkeypatch.setattr(kube_target, "connect_cluster", lambda *args: faked.connect(*args))
     return faked
 
 
@@ -561,3 +562,85 @@ async def test_an_interrupted_restore_stays_down_until_a_restore_takes_over(
     assert_scaled_back(fake.kmock)
     # Its own safety snapshot holds the half-written claim: marked, never offered as a way back.
     assert taken["safety_snapshot"]["meta"]["took_over"] == "restore-0123456789ab"
+
+
+# What the API server answers when the namespace enforces Pod Security "restricted" (its words).
+RESTRICTED = (
+    'pods "{name}" is forbidden: violates PodSecurity "restricted:latest": unrestricted '
+    'capabilities (container "snapvol" must not include "DAC_OVERRIDE" in '
+    "securityContext.capabilities.add), runAsNonRoot != true (pod must not set "
+    "securityContext.runAsNonRoot=false), runAsUser=0 (pod must not set runAsUser=0)"
+)
+
+
+def restricted(fake: Fake, admitted: list[dict[str, Any]]) -> None:
+    """Pod creations as Pod Security's admission answers them in a "restricted" namespace: a
+    pod that asks for root is refused with the API server's 403 (turned into snapvol's error by
+    the client's own ``api_error``); the others are recorded and created in the fake."""
+    connect = fake.connect
+
+    def connect_restricted(*args: Any) -> Kube:
+        kube = connect(*args)
+        create = kube.create_pod
+
+        def create_pod(namespace: str, pod: dict[str, Any]) -> Any:
+            security = pod["spec"]["securityContext"]
+            if security.get("runAsUser") == 0 or security.get("runAsNonRoot") is not True:
+                name = pod["metadata"]["name"]
+                call = kclient.Call("create", "pods", "", name, namespace)
+                body = json.dumps({"kind": "Status", "message": RESTRICTED.format(name=name)})
+                raise kclient.api_error(call, 403, body)
+            admitted.append(pod)
+            return create(namespace, pod)
+
+        kube.create_pod = create_pod  # type: ignore[method-assign]
+        return kube
+
+    fake.connect = connect_restricted  # type: ignore[method-assign]
+
+
+async def test_a_restricted_namespace_gets_its_helper_as_the_workloads_user(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """Pod Security "restricted" refuses the root helper: snapvol says so (not an RBAC
+    message) and runs it as the workload's runAsUser/fsGroup. A restore then writes only
+    entries of that user: one owned by another is refused before anything changes."""
+    admitted: list[dict[str, Any]] = []
+    restricted(fake, admitted)
+    for path in [data, *data.rglob("*")]:
+        os.lchown(path, 999, 999)  # the workload's runAsUser and fsGroup
+    before = tree(data)
+
+    taken = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "a")
+    warned = " ".join(taken.stderr.split())
+    assert "the namespace's Pod Security admission refused pods \"snapvol-read-" in warned
+    assert "the helper runs as the workload's user (999) with no capability instead" in warned
+    assert "account needs verb" not in warned
+    [read] = admitted
+    assert read["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsUser": 999,
+        "fsGroup": 999,
+    }
+    assert read["spec"]["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert_scaled_back(fake.kmock)
+
+    (data / "written-later").write_text("replaced by the restore")
+    os.lchown(data / "written-later", 999, 999)
+    await run(cmd, "restore", "a", "--yes")
+    assert tree(data) == before
+    assert len(admitted) == 2 and admitted[1]["metadata"]["labels"]["snapvol.io/helper"] == "write"
+    assert_scaled_back(fake.kmock)
+
+    # An entry another user owns: the helper (not root) could not give it its owner.
+    os.lchown(data / "PG_VERSION", 0, 0)
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "b")
+    os.lchown(data / "PG_VERSION", 999, 999)
+    changed = tree(data)
+    refused = await run(cmd, "restore", "b", "--yes", exit_code=8)
+    said = " ".join(refused.stderr.split())
+    assert "as the workload's user (999:999) it cannot restore" in said  # PG_VERSION, its link
+    assert "owned by others or device nodes (first: 'PG_VERSION', 0:0); nothing was changed" in said
+    assert tree(data) == changed
+    assert_scaled_back(fake.kmock)

@@ -18,6 +18,7 @@ from snapvol.errors import (
     ForbiddenError,
     LockedError,
     NotFoundError,
+    PodSecurityError,
     UsageError,
 )
 from snapvol.kube import client as kclient
@@ -39,6 +40,20 @@ async def test_missing_objects_are_not_found_errors_naming_them(cluster: km.Kube
         await asyncio.to_thread(kube.claim, "gone", NS)
     with pytest.raises(NotFoundError, match=r"^no volume 'pv-x'$"):
         await asyncio.to_thread(kube.volume, "pv-x")
+
+
+async def test_a_pod_security_refusal_is_not_called_an_rbac_one(cluster: km.KubernetesEmulator):
+    said = (
+        'pods "snapvol-read-1" is forbidden: violates PodSecurity "restricted:latest": '
+        "runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false)"
+    )
+    cluster["post", km.resource("v1/pods")] << _status(403, "Forbidden", said)
+    kube = make_kube(cluster)
+    pod = {"metadata": {"name": "snapvol-read-1"}, "spec": {"containers": []}}
+    with pytest.raises(PodSecurityError) as err:
+        await asyncio.to_thread(kube.create_pod, NS, pod)
+    assert str(err.value) == f"the namespace's Pod Security admission refused {said}"
+    assert isinstance(err.value, ForbiddenError)  # exit 5, as any refusal of the API
 
 
 async def test_forbidden_names_the_rbac_verb_resource_and_group(cluster: km.KubernetesEmulator):

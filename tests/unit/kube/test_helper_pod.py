@@ -89,6 +89,7 @@ async def test_the_write_helper_and_the_owner_variant(cluster):
     owner = helper_pod.helper_spec(target, "o1", read_only=True, as_owner=True)
     assert owner["spec"]["securityContext"] == {
         "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},  # Pod Security "restricted" asks for one
         "runAsUser": 999,
         "fsGroup": 999,
     }
