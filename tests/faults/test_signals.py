@@ -133,12 +133,10 @@ def test_sigkill_mid_restore_rolls_back_to_safety_snapshot(
     assert fingerprint(pg) == current
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_restore_rolls_back_and_exits_130(
-    bed: TestBed, cmd, tmp_path: Path, signum: int
-) -> None:
-    """Ctrl-C (or SIGTERM) while the volume is being rewritten: the safety snapshot is put back,
-    the container runs again, and the exit status is an interruption's (130), not a failure's."""
+def test_a_signal_mid_restore_rolls_back_and_exits_130(bed: TestBed, cmd, tmp_path: Path) -> None:
+    """Ctrl-C while the volume is being rewritten: the safety snapshot is put back, the
+    container runs again, and the exit status is an interruption's (130), not a failure's.
+    (SIGTERM unwinds as Ctrl-C does: the snapshot's test above sends both.)"""
     pg = big_postgres(bed)
     snap = cmd.json("snapshot", "--volume", "--container", pg.name, "--level", "1")
     pg.psql("DELETE FROM bulk WHERE id % 3 = 0; UPDATE usuarios SET nombre = 'cambiado'")
@@ -151,7 +149,7 @@ def test_a_signal_mid_restore_rolls_back_and_exits_130(
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the restore ended before it could be interrupted mid-extraction"
-    code, err = send(proc, signum)
+    code, err = send(proc, signal.SIGINT)
     last = err.strip().splitlines()[-1]
     assert code == 130, err
     assert last.startswith("Error: restore failed (interrupted); the volume was rolled back to ")
