@@ -644,3 +644,71 @@ async def test_a_restricted_namespace_gets_its_helper_as_the_workloads_user(
     assert "owned by others or device nodes (first: 'PG_VERSION', 0:0); nothing was changed" in said
     assert tree(data) == changed
     assert_scaled_back(fake.kmock)
+
+
+def _left_by_an_interrupted_restore(fake: Fake) -> None:
+    """The workload as a restore killed half-way leaves it: down, with its mark."""
+    import socket
+    from datetime import UTC, datetime
+
+    mark = {
+        "replicas": 1,
+        "scaled_to": 0,
+        "operation": "restore-0123456789ab",
+        "host": socket.gethostname(),
+        "pid": _dead_pid(),
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+
+
+async def test_a_failed_take_over_restore_leaves_the_workload_down(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """A restore that takes over an interrupted one's mark copies a half-written claim: when
+    it fails, even once that copy was put back, the workload must not start on it."""
+    import shutil
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    shutil.rmtree(data / "base")  # the interrupted restore's half-written claim
+    _left_by_an_interrupted_restore(fake)
+    writes = []
+
+    def first_breaks(argv: list[str]) -> list[str]:  # the restore's tar -x, not the rollback's
+        if argv[0] == "tar" and "-xpf" in argv:
+            writes.append(argv)
+            if len(writes) == 1:
+                return [*argv, "--touch"]
+        return argv
+
+    fake.execs.rewrite = first_breaks
+    failed = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    assert len(writes) == 2  # the restore, then the rollback to the half-written copy
+    now = deployment_now(fake.kmock)
+    assert now["spec"]["replicas"] == 0, error_line(failed)
+    assert ANNOTATION in now["metadata"]["annotations"]
+
+
+async def test_a_take_over_restore_whose_rollback_fails_names_no_half_written_copy(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """Its safety copy holds the half-written claim (took_over): the error must not offer
+    restoring it as the way back."""
+    import shutil
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    shutil.rmtree(data / "base")
+    _left_by_an_interrupted_restore(fake)
+
+    def broken(argv: list[str]) -> list[str]:
+        return [*argv, "--touch"] if argv[0] == "tar" and "-xpf" in argv else argv
+
+    fake.execs.rewrite = broken
+    failed = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    line = error_line(failed)
+    [taken] = [s for s in await run_json(cmd, "ls") if s["meta"].get("took_over")]
+    assert f"restore {taken['id']}" not in line
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
