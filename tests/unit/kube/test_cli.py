@@ -712,3 +712,36 @@ async def test_a_take_over_restore_whose_rollback_fails_names_no_half_written_co
     [taken] = [s for s in await run_json(cmd, "ls") if s["meta"].get("took_over")]
     assert f"restore {taken['id']}" not in line
     assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+
+
+async def test_a_helper_that_cannot_be_deleted_does_not_start_a_half_written_claim(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """The restore and its rollback fail (the API going away, say), and so does deleting the
+    helper pod: that error must not let the workload start on the half-written claim."""
+    from snapvol.errors import ClusterError
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    connect = fake.connect
+
+    def connect_undeletable(*args: Any) -> Kube:
+        kube = connect(*args)
+
+        def delete_pod(name: str, namespace: str) -> None:
+            raise ClusterError("the API server did not answer")
+
+        kube.delete_pod = delete_pod  # type: ignore[method-assign]
+        return kube
+
+    fake.connect = connect_undeletable  # type: ignore[method-assign]
+
+    def broken(argv: list[str]) -> list[str]:
+        return [*argv, "--touch"] if argv[0] == "tar" and "-xpf" in argv else argv
+
+    fake.execs.rewrite = broken
+    failed = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    line = error_line(failed)
+    now = deployment_now(fake.kmock)
+    assert now["spec"]["replicas"] == 0, line
+    assert ANNOTATION in now["metadata"]["annotations"]
+    assert "left scaled down" in line and ": run `snapvol" in line
