@@ -690,6 +690,9 @@ async def test_a_failed_take_over_restore_leaves_the_workload_down(
     now = deployment_now(fake.kmock)
     assert now["spec"]["replicas"] == 0, error_line(failed)
     assert ANNOTATION in now["metadata"]["annotations"]
+    line = error_line(failed)
+    assert "is left scaled down" in line and "maybe half-written" in line
+    assert line.endswith("Restore a snapshot into it to bring it back")
 
 
 async def test_a_take_over_restore_whose_rollback_fails_names_no_half_written_copy(
