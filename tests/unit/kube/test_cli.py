@@ -748,3 +748,24 @@ async def test_a_helper_that_cannot_be_deleted_does_not_start_a_half_written_cla
     assert now["spec"]["replicas"] == 0, line
     assert ANNOTATION in now["metadata"]["annotations"]
     assert "left scaled down" in line and ": run `snapvol" in line
+
+
+async def test_a_restricted_helper_refuses_a_claim_it_could_not_empty_or_put_back(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """The claim holds a directory of another user now (readable, so the safety copy is
+    taken): the helper, not root, could not delete its files (emptying stops half-way) nor
+    give them back their owner in a rollback. Refused before anything changes."""
+    admitted: list[dict[str, Any]] = []
+    restricted(fake, admitted)
+    for path in [data, *data.rglob("*")]:
+        os.lchown(path, 999, 999)
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "a")
+    (data / "roots").mkdir()
+    (data / "roots" / "file").write_text("root's, in root's directory")  # owned 0:0
+    changed = tree(data)
+    refused = await run(cmd, "restore", "a", "--yes", exit_code=8)
+    said = " ".join(refused.stderr.split())
+    assert "'roots', 0:0" in said and "nothing was changed" in said
+    assert tree(data) == changed
+    assert_scaled_back(fake.kmock)
