@@ -91,8 +91,20 @@ class PodLane:
             )
         return None
 
+    def refuse_unreplaceable(self, held: Sequence[Member]) -> None:
+        """A helper that is not root: refuse, before anything changes, a claim holding entries
+        of another owner (``held``: its safety copy's), which emptying it could not delete and
+        a rollback could not put back."""
+        if self.owner is not None:
+            self._refuse_other_owners(held, *self.owner, what="empty or put back")
+
     def _refuse_other_owners(
-        self, members: Sequence[Member], user: int | None, group: int | None
+        self,
+        members: Sequence[Member],
+        user: int | None,
+        group: int | None,
+        *,
+        what: str = "restore",
     ) -> None:
         """A helper that is not root writes every entry as ``user:group``: refuse, before
         anything changes, a snapshot whose entries it could not give their owners."""
@@ -112,7 +124,7 @@ class PodLane:
             first = other[0]
             raise IncompatibleError(
                 f"the helper for claim {self.claim} cannot run as root here (Pod Security), and "
-                f"as the workload's user ({user}:{group}) it cannot restore {len(other)} "
+                f"as the workload's user ({user}:{group}) it cannot {what} {len(other)} "
                 f"entries owned by others or device nodes (first: {first.path!r}, "
                 f"{first.uid}:{first.gid}); nothing was changed"
             )
