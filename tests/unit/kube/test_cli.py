@@ -769,3 +769,35 @@ async def test_a_restricted_helper_refuses_a_claim_it_could_not_empty_or_put_bac
     assert "'roots', 0:0" in said and "nothing was changed" in said
     assert tree(data) == changed
     assert_scaled_back(fake.kmock)
+
+
+async def test_a_restricted_helper_restores_into_a_claim_whose_root_is_roots(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """As a provisioned volume with fsGroup has it, the claim's root is root's (group 999,
+    setgid, group-writable); the helper really runs as 999 here (setpriv). tar cannot set the
+    root's mode and times, which are the volume's own: the restore must not fail on that
+    (after emptying the claim, with the workload then left down)."""
+    admitted: list[dict[str, Any]] = []
+    restricted(fake, admitted)
+    for path in data.rglob("*"):
+        os.lchown(path, 999, 999)
+    os.chown(data, 0, 999)
+    data.chmod(0o2775)
+    for parent in data.parents:  # the helper (999) reaches the claim, as a pod its mount
+        if parent == Path("/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+
+    def as_999(argv: list[str]) -> list[str]:
+        return ["setpriv", "--reuid=999", "--regid=999", "--clear-groups", *argv]
+
+    fake.execs.rewrite = as_999
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "a")
+    before = tree(data)
+    (data / "written-later").write_text("replaced by the restore")
+    os.lchown(data / "written-later", 999, 999)
+    restored = await run(cmd, "restore", "a", "--yes", exit_code=0)
+    assert "Restored" in restored.stdout + restored.stderr
+    assert tree(data) == before
+    assert_scaled_back(fake.kmock)
