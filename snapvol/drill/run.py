@@ -219,9 +219,22 @@ _SUPERUSER_SQL = (
     "SELECT 'snapvol:' || encode(convert_to(rolname::text, 'UTF8'), 'hex') AS r "
     "FROM pg_authid WHERE oid = 10"
 )
+# Run as root: the backend looks its own user up (getpwuid) and exits when the image's
+# /etc/passwd does not name the data directory's owner (a workload's runAsUser), so the helper
+# names it there, then becomes it (setpriv, gosu or su-exec: whichever the image has).
 _SUPERUSER_SCRIPT = (
     cluster.find_program("c", "postgres")
-    + '; printf \'%s\\n\' "$1" | "$c" --single -D "$2" template1'
+    + """; q=$1; d=$2; u=$3; g=$4; set --
+if [ "$(id -u)" = 0 ]; then
+  getent passwd "$u" >/dev/null 2>&1 || echo "snapvol-drill:x:$u:$g::/nonexistent:/bin/sh" \
+    >> /etc/passwd
+  if command -v setpriv >/dev/null 2>&1; then set -- setpriv --reuid="$u" --regid="$g" \
+    --clear-groups
+  elif command -v gosu >/dev/null 2>&1; then set -- gosu "$u:$g"
+  elif command -v su-exec >/dev/null 2>&1; then set -- su-exec "$u:$g"
+  fi
+fi
+printf '%s\\n' "$q" | "$@" "$c" --single -D "$d" template1"""
 )
 
 
@@ -237,13 +250,14 @@ def _superuser(
     drill's image running as the data directory's owner; None (and a warning: the server's
     defaults are tried) when it cannot say."""
     top = str(meta.get("pg_subdir") or ".")
-    owner = next((m.uid for m in members if m.path.rstrip("/") == top), None)
-    if not owner:  # unknown, or root (whom postgres refuses)
+    owner = next(((m.uid, m.gid) for m in members if m.path.rstrip("/") == top), None)
+    if owner is None or not owner[0]:  # unknown, or root (whom postgres refuses)
         return None
     ws.reporter.step("asking the restored data directory who its superuser is")
     argv = ["sh", "-c", _SUPERUSER_SCRIPT, "snapvol-superuser", _SUPERUSER_SQL, pgdata]
+    argv += [str(owner[0]), str(owner[1])]
     code, out = ws.engine.run_helper(
-        image, box.volume, box.mount, argv, read_only=False, timeout=READY_TIMEOUT, user=str(owner)
+        image, box.volume, box.mount, argv, read_only=False, timeout=READY_TIMEOUT, user="0"
     )
     found = re.search(r'\br = "snapvol:((?:[0-9a-f]{2})+)"', out)
     if code == 0 and found:

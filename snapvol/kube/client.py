@@ -64,7 +64,7 @@ class Call:
         return what + (f" in namespace {self.namespace!r}" if self.namespace else "")
 
 
-def _status_message(body: object) -> str:
+def _status_message(body: object, limit: int = 300) -> str:
     """The ``message`` of a Kubernetes Status body (else the body itself, shortened)."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
@@ -75,7 +75,7 @@ def _status_message(body: object) -> str:
     except ValueError:
         return body.strip().splitlines()[0][:200]
     message = data.get("message") if isinstance(data, dict) else None
-    return str(message or "").strip().splitlines()[0][:300] if message else ""
+    return str(message or "").strip().splitlines()[0][:limit] if message else ""
 
 
 def api_error(call: Call, status: int, body: object) -> Exception:
@@ -91,7 +91,9 @@ def api_error(call: Call, status: int, body: object) -> Exception:
             return NotFoundError(f"no {call.kind} {call.name!r}{where}")
         return NotFoundError(f"the cluster has no {call.resource}{where}")
     if status == 403 and "violates PodSecurity" in said:
-        return PodSecurityError(f"the namespace's Pod Security admission refused {said}")
+        # every reason, whole: each names a field the pod must set, cut in half it misleads
+        whole = _status_message(body, limit=2000)
+        return PodSecurityError(f"the namespace's Pod Security admission refused {whole}")
     if status in (401, 403):
         group = f' in API group "{call.group}"' if call.group else ""
         scope = f' in namespace "{call.namespace}"' if call.namespace else " (cluster-wide)"

@@ -212,6 +212,8 @@ def restore_claim(
         if on_safety is not None:
             on_safety(safety)
         note = lane.refuse_unwritable(members)
+        if isinstance(lane, PodLane):
+            lane.refuse_unreplaceable(safety.members)
         if note and warn is not None:
             warn(note)
         try:

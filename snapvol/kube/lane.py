@@ -11,6 +11,7 @@ is never recorded (tar leaves out sockets, which it names).
 from __future__ import annotations
 
 import contextlib
+import shlex
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,19 @@ from snapvol.volume.lane import Recording, read_back
 
 TAR_OUT = ["tar", "-C", HELPER_MOUNT, "-cf", "-", "."]
 TAR_IN = ["tar", "-C", HELPER_MOUNT, "-xpf", "-", "--numeric-owner"]
+# A helper that is not root cannot set the mode and times of the claim's root (a volume's
+# root is root's, fsGroup's group-writable): tar says so for "." and exits 2. Those two
+# complaints alone are let pass (the root keeps its own, as the read-back expects); any other
+# fails the write.
+TAR_IN_AS_OWNER = [
+    "sh",
+    "-c",
+    f"err=$({shlex.join(TAR_IN)} 2>&1 >/dev/null); rc=$?; "
+    "other=$(printf '%s\\n' \"$err\" | grep -v -e '^tar: \\.: Cannot utime: ' "
+    "-e '^tar: \\.: Cannot change mode to ' -e '^tar: Exiting with failure status' -e '^$'); "
+    'if [ "$rc" -eq 0 ] || { [ "$rc" -eq 2 ] && [ -z "$other" ]; }; then exit 0; fi; '
+    'printf \'%s\\n\' "$err" >&2; exit "$rc"',
+]
 EMPTY = ["find", HELPER_MOUNT, "-mindepth", "1", "-delete"]
 CENSUS = [
     "sh",
@@ -91,8 +105,20 @@ class PodLane:
             )
         return None
 
+    def refuse_unreplaceable(self, held: Sequence[Member]) -> None:
+        """A helper that is not root: refuse, before anything changes, a claim holding entries
+        of another owner (``held``: its safety copy's), which emptying it could not delete and
+        a rollback could not put back."""
+        if self.owner is not None:
+            self._refuse_other_owners(held, *self.owner, what="empty or put back")
+
     def _refuse_other_owners(
-        self, members: Sequence[Member], user: int | None, group: int | None
+        self,
+        members: Sequence[Member],
+        user: int | None,
+        group: int | None,
+        *,
+        what: str = "restore",
     ) -> None:
         """A helper that is not root writes every entry as ``user:group``: refuse, before
         anything changes, a snapshot whose entries it could not give their owners."""
@@ -112,7 +138,7 @@ class PodLane:
             first = other[0]
             raise IncompatibleError(
                 f"the helper for claim {self.claim} cannot run as root here (Pod Security), and "
-                f"as the workload's user ({user}:{group}) it cannot restore {len(other)} "
+                f"as the workload's user ({user}:{group}) it cannot {what} {len(other)} "
                 f"entries owned by others or device nodes (first: {first.path!r}, "
                 f"{first.uid}:{first.gid}); nothing was changed"
             )
@@ -120,7 +146,8 @@ class PodLane:
     def replace(self, tar: Iterable[bytes], check: Callable[[Member], None]) -> dict[str, str]:
         self.run(EMPTY, f"emptying claim {self.claim}")
         checked = ScannedStream(tar, check=check, hash_files=False)
-        channel = self.kube.exec(self.pod, self.namespace, TAR_IN, stdin=True)
+        command = TAR_IN if self.owner is None else TAR_IN_AS_OWNER
+        channel = self.kube.exec(self.pod, self.namespace, command, stdin=True)
         try:
             feed(channel, checked, f"writing claim {self.claim} with tar in pod {self.pod}")
         except TarFormatError as err:

@@ -278,10 +278,18 @@ def restore(
         )
     except scale.KeepDown as err:  # the claim may be half-written: the way back, named
         if not completed:
-            raise
-        down = scale.KeepDown(
-            f"{err.message}. To put back what it held", run=("restore", completed[0].id)
+            lifecycle.fail(store, safety, err)
+        # A taken-over claim's own safety copy holds it half-written: the way back is the
+        # interrupted restore's safety snapshot, if it got that far.
+        back = left_safety(store, target.workload, adopt) if adopt is not None else None
+        if adopt is None and completed:
+            back = completed[0]
+        how = (
+            ". To put back what it held"
+            if back is not None
+            else ". Restore a snapshot into it to bring it back"
         )
+        down = scale.KeepDown(err.message + how, run=("restore", back.id) if back else ())
         down.exit_code = err.exit_code
         raise down from err
     except BaseException as err:

@@ -168,10 +168,13 @@ def scaled_down(
     adopt: Mark | None = None,
 ) -> Iterator[Mark]:
     """The claim cold for the ``with`` body: the workload scaled down (recorded), no pod
-    holding the claim; scaled back however the body ends, unless it raised ``KeepDown``.
+    holding the claim; scaled back however the body ends, unless it raised ``KeepDown`` (even
+    if cleaning up after it failed too).
 
     ``adopt``: the mark an interrupted run left on the workload (already scaled down): this run
-    takes it over, and scales back to what it recorded."""
+    takes it over, and scales back to what it recorded once the body succeeds; a body that
+    fails leaves it down (``KeepDown``): the claim is as the interrupted run left it, maybe
+    half-written."""
     mark = adopt if adopt is not None else scale_down(kube, target, operation)
     workload = target.workload
     failed: BaseException | None = None
@@ -182,8 +185,41 @@ def scaled_down(
         failed = err
         raise
     finally:
-        if not isinstance(failed, KeepDown):  # its claim may be half-written: it stays down
+        kept = _kept_down(failed)
+        if kept is not None and failed is not None and kept is not failed:  # cleanup failed after
+            down = KeepDown(f"{kept.message}; then {describe(failed)}")
+            down.exit_code = 130 if isinstance(failed, KeyboardInterrupt) else kept.exit_code
+            raise down from failed
+        if kept is None and failed is not None and adopt is not None:
+            raise _still_down(
+                f"{describe(failed)}; {workload.describe()} is left scaled down (its annotation "
+                f"{ANNOTATION} kept): its claim is as the interrupted restore this run took over "
+                "left it, maybe half-written",
+                failed,
+            ) from failed
+        if kept is None:
             _scale_back_or_say(kube, workload, mark, failed, warn)
+
+
+def _kept_down(err: BaseException | None) -> KeepDown | None:
+    """The ``KeepDown`` that ``err`` is, or was raised while handling (a cleanup's failure)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeepDown):
+            return err
+        seen.add(id(err))
+        err = err.__context__
+    return None
+
+
+def _still_down(message: str, cause: BaseException) -> KeepDown:
+    """A ``KeepDown`` saying ``message``, whose exit status is ``cause``'s (130: interrupted)."""
+    down = KeepDown(message)
+    if isinstance(cause, KeyboardInterrupt):
+        down.exit_code = 130
+    elif isinstance(cause, SnapvolError):
+        down.exit_code = cause.exit_code
+    return down
 
 
 def _scale_back_or_say(

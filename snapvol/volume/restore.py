@@ -332,9 +332,10 @@ def restore_volume(
                 _write_back(target, safety, ws.store.members(safety.id), reporter)
             except BaseException as err2:
                 down.keep_stopped = True
-                raise OperationFailed(
+                raise failed(  # 130 when interrupted, as the Kubernetes path's KeepDown
                     f"restore failed ({why}) and putting back safety snapshot {safety.id} also "
                     f"failed ({describe(err2)}); the container was left stopped. To put it back",
+                    err2,
                     run=("restore", safety.id, *retry_args(target)),
                 ) from err2
             down.intact()

@@ -193,3 +193,26 @@ async def test_a_cold_copy_of_a_claim_is_drilled_and_a_corrupted_one_fails(
         ).fetchall()
     assert (ok, detail) == (0, "")  # failed before anything was restored
     assert _leftovers(bed.client) == ([], [])
+
+
+async def test_a_cold_copy_owned_by_a_user_the_image_does_not_name_is_drilled(
+    cmd, fake: Fake, controllers, bed: TestBed, claim: Path
+):
+    """A workload run as a uid of its own (runAsUser 1000, as a restricted namespace has it)
+    wrote its data directory as that uid, which the image's /etc/passwd does not name: the
+    superuser is still read from it (postgres --single looks its own user up)."""
+    pg = bed.postgres(user="app")
+    postgres_container(fake.kmock)["env"] = [{"name": "POSTGRES_USER", "value": "app"}]
+    fill(pg)
+    expected = actual_counts(pg)
+    data = claim_from(bed, pg, claim, "pgdata")
+    subprocess.run(["chown", "-R", "1000:1000", str(data)], check=True)
+
+    snap = await run_json(cmd, "snapshot", "--volume", "--workload", "deployment/db")
+    drilled = await run(cmd, "drill", snap["id"], "--json")
+    assert "could not read the restored cluster's superuser" not in drilled.stderr
+    import json
+
+    result = json.loads(drilled.stdout)
+    assert result["ok"] is True and result["counts"] == expected, result
+    assert _leftovers(bed.client) == ([], [])

@@ -382,3 +382,29 @@ def test_a_container_that_ignores_its_stop_signal_waits_only_the_stop_timeout(
     assert restored["downtime_s"] < 15
     container.reload()
     assert container.status == "running" and _volume_fingerprint(bed, vol) == before
+
+
+def test_an_interrupted_rollback_exits_130_and_leaves_the_container_stopped(
+    bed: TestBed, cmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extraction fails, then Ctrl-C lands in the rollback: exit 130 (as the Kubernetes
+    path's KeepDown), the container left stopped, the way back named."""
+    pg = bed.postgres()
+    snap = snapshot(cmd, pg.name)
+
+    real = archive.decompressed_chunks
+    target = Path(snap["path"])
+
+    def failing(path: Path, progress=None):
+        for n, chunk in enumerate(real(path, progress)):
+            if n == 3:
+                if path == target:
+                    raise OSError("simulated failure halfway through the extraction")
+                raise KeyboardInterrupt
+            yield chunk
+
+    monkeypatch.setattr(archive, "decompressed_chunks", failing)
+    result = cmd("restore", snap["id"], "--yes", exit_code=130)
+    said = " ".join(result.stderr.split())
+    assert "the container was left stopped. To put it back: run `snapvol" in said
+    assert pg.status == "exited"

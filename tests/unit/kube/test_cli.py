@@ -644,3 +644,162 @@ async def test_a_restricted_namespace_gets_its_helper_as_the_workloads_user(
     assert "owned by others or device nodes (first: 'PG_VERSION', 0:0); nothing was changed" in said
     assert tree(data) == changed
     assert_scaled_back(fake.kmock)
+
+
+def _left_by_an_interrupted_restore(fake: Fake) -> None:
+    """The workload as a restore killed half-way leaves it: down, with its mark."""
+    import socket
+    from datetime import UTC, datetime
+
+    mark = {
+        "replicas": 1,
+        "scaled_to": 0,
+        "operation": "restore-0123456789ab",
+        "host": socket.gethostname(),
+        "pid": _dead_pid(),
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    left = deployment()
+    left["spec"]["replicas"] = 0
+    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
+    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+
+
+async def test_a_failed_take_over_restore_leaves_the_workload_down(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """A restore that takes over an interrupted one's mark copies a half-written claim: when
+    it fails, even once that copy was put back, the workload must not start on it."""
+    import shutil
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    shutil.rmtree(data / "base")  # the interrupted restore's half-written claim
+    _left_by_an_interrupted_restore(fake)
+    writes = []
+
+    def first_breaks(argv: list[str]) -> list[str]:  # the restore's tar -x, not the rollback's
+        if argv[0] == "tar" and "-xpf" in argv:
+            writes.append(argv)
+            if len(writes) == 1:
+                return [*argv, "--touch"]
+        return argv
+
+    fake.execs.rewrite = first_breaks
+    failed = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    assert len(writes) == 2  # the restore, then the rollback to the half-written copy
+    now = deployment_now(fake.kmock)
+    assert now["spec"]["replicas"] == 0, error_line(failed)
+    assert ANNOTATION in now["metadata"]["annotations"]
+    line = error_line(failed)
+    assert "is left scaled down" in line and "maybe half-written" in line
+    assert line.endswith("Restore a snapshot into it to bring it back")
+
+
+async def test_a_take_over_restore_whose_rollback_fails_names_no_half_written_copy(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """Its safety copy holds the half-written claim (took_over): the error must not offer
+    restoring it as the way back."""
+    import shutil
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    shutil.rmtree(data / "base")
+    _left_by_an_interrupted_restore(fake)
+
+    def broken(argv: list[str]) -> list[str]:
+        return [*argv, "--touch"] if argv[0] == "tar" and "-xpf" in argv else argv
+
+    fake.execs.rewrite = broken
+    failed = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    line = error_line(failed)
+    [taken] = [s for s in await run_json(cmd, "ls") if s["meta"].get("took_over")]
+    assert f"restore {taken['id']}" not in line
+    assert deployment_now(fake.kmock)["spec"]["replicas"] == 0
+
+
+async def test_a_helper_that_cannot_be_deleted_does_not_start_a_half_written_claim(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """The restore and its rollback fail (the API going away, say), and so does deleting the
+    helper pod: that error must not let the workload start on the half-written claim."""
+    from snapvol.errors import ClusterError
+
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
+    connect = fake.connect
+
+    def connect_undeletable(*args: Any) -> Kube:
+        kube = connect(*args)
+
+        def delete_pod(name: str, namespace: str) -> None:
+            raise ClusterError("the API server did not answer")
+
+        kube.delete_pod = delete_pod  # type: ignore[method-assign]
+        return kube
+
+    fake.connect = connect_undeletable  # type: ignore[method-assign]
+
+    def broken(argv: list[str]) -> list[str]:
+        return [*argv, "--touch"] if argv[0] == "tar" and "-xpf" in argv else argv
+
+    fake.execs.rewrite = broken
+    failed = await run(cmd, "restore", "good", "--yes", exit_code=11)
+    line = error_line(failed)
+    now = deployment_now(fake.kmock)
+    assert now["spec"]["replicas"] == 0, line
+    assert ANNOTATION in now["metadata"]["annotations"]
+    assert "left scaled down" in line and ": run `snapvol" in line
+
+
+async def test_a_restricted_helper_refuses_a_claim_it_could_not_empty_or_put_back(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """The claim holds a directory of another user now (readable, so the safety copy is
+    taken): the helper, not root, could not delete its files (emptying stops half-way) nor
+    give them back their owner in a rollback. Refused before anything changes."""
+    admitted: list[dict[str, Any]] = []
+    restricted(fake, admitted)
+    for path in [data, *data.rglob("*")]:
+        os.lchown(path, 999, 999)
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "a")
+    (data / "roots").mkdir()
+    (data / "roots" / "file").write_text("root's, in root's directory")  # owned 0:0
+    changed = tree(data)
+    refused = await run(cmd, "restore", "a", "--yes", exit_code=8)
+    said = " ".join(refused.stderr.split())
+    assert "'roots', 0:0" in said and "nothing was changed" in said
+    assert tree(data) == changed
+    assert_scaled_back(fake.kmock)
+
+
+async def test_a_restricted_helper_restores_into_a_claim_whose_root_is_roots(
+    cmd, fake: Fake, controllers, data: Path
+):
+    """As a provisioned volume with fsGroup has it, the claim's root is root's (group 999,
+    setgid, group-writable); the helper really runs as 999 here (setpriv). tar cannot set the
+    root's mode and times, which are the volume's own: the restore must not fail on that
+    (after emptying the claim, with the workload then left down)."""
+    admitted: list[dict[str, Any]] = []
+    restricted(fake, admitted)
+    for path in data.rglob("*"):
+        os.lchown(path, 999, 999)
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o2000)  # as kubelet leaves an fsGroup volume
+    os.chown(data, 0, 999)
+    data.chmod(0o2775)
+    for parent in data.parents:  # the helper (999) reaches the claim, as a pod its mount
+        if parent == Path("/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+
+    def as_999(argv: list[str]) -> list[str]:
+        return ["setpriv", "--reuid=999", "--regid=999", "--clear-groups", *argv]
+
+    fake.execs.rewrite = as_999
+    await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "a")
+    before = tree(data)
+    (data / "written-later").write_text("replaced by the restore")
+    os.lchown(data / "written-later", 999, 999)
+    restored = await run(cmd, "restore", "a", "--yes", exit_code=0)
+    assert "Restored" in restored.stdout + restored.stderr
+    assert tree(data) == before
+    assert_scaled_back(fake.kmock)

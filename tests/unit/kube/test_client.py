@@ -56,6 +56,27 @@ async def test_a_pod_security_refusal_is_not_called_an_rbac_one(cluster: km.Kube
     assert isinstance(err.value, ForbiddenError)  # exit 5, as any refusal of the API
 
 
+async def test_a_long_pod_security_refusal_is_said_whole(cluster: km.KubernetesEmulator):
+    """Admission lists every check the pod fails: cut at 300 characters, the line read
+    "..., runAsUser; the helper runs as ..." (a reason cut in half)."""
+    said = (
+        'pods "snapvol-write-1" is forbidden: violates PodSecurity "restricted:latest": '
+        'unrestricted capabilities (container "snapvol" must not include "CHOWN", '
+        '"DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD", "SETFCAP" in '
+        "securityContext.capabilities.add), runAsNonRoot != true (pod must not set "
+        "securityContext.runAsNonRoot=false), runAsUser=0 (pod must not set runAsUser=0), "
+        'seccompProfile (pod or container "snapvol" must set securityContext.seccompProfile.'
+        'type to "RuntimeDefault" or "Localhost")'
+    )
+    assert len(said) > 300
+    cluster["post", km.resource("v1/pods")] << _status(403, "Forbidden", said)
+    kube = make_kube(cluster)
+    pod = {"metadata": {"name": "snapvol-write-1"}, "spec": {"containers": []}}
+    with pytest.raises(PodSecurityError) as err:
+        await asyncio.to_thread(kube.create_pod, NS, pod)
+    assert str(err.value) == f"the namespace's Pod Security admission refused {said}"
+
+
 async def test_forbidden_names_the_rbac_verb_resource_and_group(cluster: km.KubernetesEmulator):
     cluster["patch", km.resource(DEPLOYMENTS), km.name("db")] << _status(
         403,
