@@ -298,11 +298,7 @@ async def test_a_restore_whose_rollback_fails_leaves_the_workload_down(
     assert now["spec"]["replicas"] == 0 and ANNOTATION in now["metadata"]["annotations"]
     # That snapvol process has ended (here it runs in the test's own: its pid made a dead one's).
     mark = json.loads(now["metadata"]["annotations"][ANNOTATION])
-    mark["pid"] = _dead_pid()
-    left = deployment()
-    left["spec"]["replicas"] = 0
-    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
-    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    _marked(fake, {**mark, "pid": _dead_pid()})
     # recover keeps it down: a restore's mark, its claim maybe half-written.
     kept = await run(cmd, "recover", "--namespace", "shop", "--context", "kmock")
     assert "claim may be half-written" in kept.stderr
@@ -456,10 +452,7 @@ async def test_an_interrupted_run_is_refused_until_recovered(cmd, fake: Fake, co
         "pid": _dead_pid(),
         "at": "2026-12-04T16:00:00Z",
     }
-    left = deployment()
-    left["spec"]["replicas"] = 0
-    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
-    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    _marked(fake, mark)
     result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
     line = error_line(result)
     assert line.startswith(
@@ -497,10 +490,7 @@ async def test_another_hosts_run_is_recovered_only_with_force(cmd, fake: Fake, c
         "pid": 4242,
         "at": "2026-12-04T16:00:00Z",
     }
-    left = deployment()
-    left["spec"]["replicas"] = 0
-    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
-    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    _marked(fake, mark)
     result = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
     line = error_line(result)
     assert "a run on another host that this one cannot check; nothing was changed" in line
@@ -517,8 +507,6 @@ async def test_an_interrupted_restore_stays_down_until_a_restore_takes_over(
     cmd, fake: Fake, controllers, data: Path, tmp_path: Path
 ):
     import shutil
-    import socket
-    from datetime import UTC, datetime
 
     await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", "--name", "good")
     (data / "newer").write_text("what the claim held before the restore")
@@ -528,18 +516,7 @@ async def test_an_interrupted_restore_stays_down_until_a_restore_takes_over(
     # A later restore was killed half-way: the claim half-written, the workload left down with
     # the restore's mark, its helper pod still there.
     shutil.rmtree(data / "base")
-    mark = {
-        "replicas": 1,
-        "scaled_to": 0,
-        "operation": "restore-0123456789ab",
-        "host": socket.gethostname(),
-        "pid": _dead_pid(),
-        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    left = deployment()
-    left["spec"]["replicas"] = 0
-    left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
-    fake.kmock.objects[DEPLOYMENTS, NS, "db"] = left
+    _left_by_an_interrupted_restore(fake)
 
     refused = await run(cmd, "snapshot", "--volume", "--workload", "deployment/db", exit_code=9)
     line = error_line(refused)
@@ -651,14 +628,21 @@ def _left_by_an_interrupted_restore(fake: Fake) -> None:
     import socket
     from datetime import UTC, datetime
 
-    mark = {
-        "replicas": 1,
-        "scaled_to": 0,
-        "operation": "restore-0123456789ab",
-        "host": socket.gethostname(),
-        "pid": _dead_pid(),
-        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+    _marked(
+        fake,
+        {
+            "replicas": 1,
+            "scaled_to": 0,
+            "operation": "restore-0123456789ab",
+            "host": socket.gethostname(),
+            "pid": _dead_pid(),
+            "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
+
+
+def _marked(fake: Fake, mark: dict[str, Any]) -> None:
+    """Deployment db scaled down by a snapvol run that left ``mark`` on it."""
     left = deployment()
     left["spec"]["replicas"] = 0
     left["metadata"]["annotations"] = {ANNOTATION: json.dumps(mark)}
