@@ -91,11 +91,12 @@ def acquire(container_id: str, container_name: str, operation: str) -> Container
             os.close(fd)  # someone removed or replaced the file: lock the one that is there now
         else:
             raise OperationFailed(f"lock file {path} keeps being replaced; refusing to go on")
+        info = os.fstat(fd)
+        last_written = info.st_mtime if info.st_size else 0.0  # empty: no holder wrote it yet
+        if writable:
+            _describe_self(fd, container_name, operation)
+        # Only once this holder has said who it is: a refused caller names it, not the last one.
         _sweep(dir_fd, keep=path.name)
-    info = os.fstat(fd)
-    last_written = info.st_mtime if info.st_size else 0.0  # empty: no holder wrote it yet
-    if writable:
-        _describe_self(fd, container_name, operation)
     return ContainerLock(path, fd, last_written)
 
 

@@ -516,3 +516,27 @@ def test_a_lock_file_swept_between_its_open_and_its_flock_is_not_the_one_locked(
         assert locking.is_held(cid)
     finally:
         held.release()
+
+
+def test_a_holder_has_said_who_it_is_before_it_sweeps(
+    cid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep reads the whole directory: a caller refused meanwhile must already be told
+    who holds the lock now, not who held it last (the interleaving forced: the sweep is where
+    the description is read)."""
+    seen: list[str] = []
+    real = locking._sweep
+
+    def sweep(dir_fd: int, keep: str) -> None:
+        fd = os.open(keep, os.O_RDONLY, dir_fd=dir_fd)
+        try:
+            seen.append(locking._describe_holder(fd))
+        finally:
+            os.close(fd)
+        real(dir_fd, keep)
+
+    locking.acquire(cid, "db", "snapshot --volume").release()  # the last holder's words
+    monkeypatch.setattr(locking, "_sweep", sweep)
+    held = locking.acquire(cid, "db", "restore 1234abcd")
+    held.release()
+    assert len(seen) == 1 and seen[0].startswith(f"`snapvol restore 1234abcd` (pid {os.getpid()}")
