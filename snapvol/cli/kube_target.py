@@ -25,6 +25,7 @@ from snapvol.kube.node import LANES
 if TYPE_CHECKING:
     from snapvol.adapters.store import Snapshot, Store
     from snapvol.cli.context import AppContext
+    from snapvol.cli.format import Fields
     from snapvol.kube.claims import ClaimTarget, Workload
     from snapvol.kube.client import Kube
     from snapvol.kube.scale import Mark
@@ -363,12 +364,10 @@ def restore(
                 f"snapshot {snap.id} was not taken of a Kubernetes workload: name one with "
                 "--workload KIND/NAME"
             )
-        kind, name = str(recorded["workload_kind"]), str(recorded["workload"])
-        namespace = namespace or str(recorded["namespace"])
         claim = claim or str(recorded["claim"])
-        kube_context = kube_context or recorded.get("context")
-    else:
-        kind, name = parse_workload(workload)
+    kind, name, namespace, kube_context = _restoring_into(
+        recorded, workload, namespace, kube_context
+    )
     members = records.check(snap, store, app.console)  # before the cluster is touched
     with cluster(kubeconfig, kube_context, namespace) as kube:
         target, adopt = _resolve(
@@ -439,13 +438,9 @@ def restore_dump(
     from snapvol.kube.records import recorded_where
 
     recorded = recorded_where(snap) if snap is not None else None
-    if workload is None:
-        assert recorded is not None  # restores() sent it here
-        kind, name = str(recorded["workload_kind"]), str(recorded["workload"])
-        namespace = namespace or str(recorded["namespace"])
-        kube_context = kube_context or recorded.get("context")
-    else:
-        kind, name = parse_workload(workload)
+    kind, name, namespace, kube_context = _restoring_into(
+        recorded, workload, namespace, kube_context
+    )
     with cluster(kubeconfig, kube_context, namespace) as kube:
         found = load_workload(kube, kind, name, namespace or kube.namespace)
         left_mark(kube, found, kubeconfig, store, restoring=False)  # a cold copy's window
@@ -469,8 +464,7 @@ def restore_dump(
                 f"{dump.pod}, container {dump.container}, of {found.describe()} (it keeps "
                 f"running), cluster {kube.server}",
             )
-            if recorded is not None and recorded.get("server") not in (None, kube.server):
-                table.add_row("[yellow]Note[/]", f"the snapshot was taken on {recorded['server']}")
+            _note_another_cluster(table, recorded, kube)
             app.console.err.print(table)
             confirm_by_typing(
                 f"{found.kind}/{found.name}",
@@ -539,9 +533,34 @@ def _plan(
         else "a helper pod" + (f" on node {target.node}" if target.node else ""),
     )
     table.add_row("Safety snapshot", "yes, taken first (rolled back to on failure)")
-    if recorded is not None and recorded.get("server") not in (None, kube.server):
-        table.add_row("[yellow]Note[/]", f"the snapshot was taken on {recorded.get('server')}")
+    _note_another_cluster(table, recorded, kube)
     return table
+
+
+def _restoring_into(
+    recorded: dict[str, Any] | None,
+    workload: str | None,
+    namespace: str | None,
+    kube_context: str | None,
+) -> tuple[str, str, str | None, str | None]:
+    """The workload a restore goes into (kind, name) and its namespace and context: --workload's,
+    else the one the snapshot was taken of (``recorded``), in its namespace and context unless
+    those are given."""
+    if workload is not None:
+        return (*parse_workload(workload), namespace, kube_context)
+    assert recorded is not None  # restores() sent it here
+    return (
+        str(recorded["workload_kind"]),
+        str(recorded["workload"]),
+        namespace or str(recorded["namespace"]),
+        kube_context or recorded.get("context"),
+    )
+
+
+def _note_another_cluster(table: Fields, recorded: dict[str, Any] | None, kube: Kube) -> None:
+    """A plan's note when the snapshot was taken on another API server than this one."""
+    if recorded is not None and recorded.get("server") not in (None, kube.server):
+        table.add_row("[yellow]Note[/]", f"the snapshot was taken on {recorded['server']}")
 
 
 def restores(snap: Snapshot | None, workload: str | None) -> bool:

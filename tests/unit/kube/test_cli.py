@@ -210,6 +210,19 @@ async def test_the_restore_asks_for_the_workload(cmd, fake: Fake, controllers, d
     refused = await asyncio.to_thread(cmd, "restore", "one", exit_code=10, input="db\n")
     assert "Type the workload (deployment/db) to overwrite claim pgdata" in refused.stderr
     assert tree(data) == before
+    assert "the snapshot was taken on" not in refused.stderr  # the same API server
+    # Taken through another API server (another cluster, or this one by another address).
+    store = Store.open(Path("manifests.db"), create=False)
+    try:
+        snap = store.resolve("one")
+        meta = snap.meta
+        meta["kubernetes"]["server"] = "https://other-cluster:6443"
+        store.update(snap.id, meta_json=json.dumps(meta))
+    finally:
+        store.close()
+    noted = await asyncio.to_thread(cmd, "restore", "one", exit_code=10, input="no\n")
+    said = " ".join(noted.stderr.split())
+    assert "Note the snapshot was taken on https://other-cluster:6443" in said
     await asyncio.to_thread(cmd, "restore", "one", input="deployment/db\n")
     assert "new-file" not in tree(data)
 
